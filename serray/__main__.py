@@ -1,0 +1,3 @@
+from serray.cli import main
+
+main(prog_name="serray")

@@ -1,0 +1,54 @@
+"""The ``serray`` command line: one group, one module per command under ``serray.commands``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from serray import __version__
+
+__all__ = ["main"]
+
+#: (command name, module); each module exports ``command`` (a click command or group).
+_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("data", "serray.commands.data"),
+    ("features", "serray.commands.features"),
+    ("train", "serray.commands.train"),
+    ("tune", "serray.commands.tune"),
+    ("seeds", "serray.commands.seeds"),
+    ("ensemble", "serray.commands.ensemble"),
+    ("report", "serray.commands.report"),
+    ("demo", "serray.commands.demo"),
+)
+
+
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (keeps ``--help`` fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, _ in _COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        mod = dict(_COMMANDS).get(name)
+        if mod is None:
+            return None
+        return importlib.import_module(mod).command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="serray")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """serray: speech emotion recognition at scale on Ray.
+
+    Typical pipeline: data prepare -> features -> train / tune -> seeds -> ensemble -> report.
+    `serray demo` runs all of it on a built-in synthetic corpus.
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("ray", "numba", "urllib3", "filelock", "matplotlib", "h5py", "fsspec"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

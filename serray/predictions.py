@@ -1,0 +1,152 @@
+"""Predictions store: per-utterance logits of every run, config, seed, fold and split.
+
+One row per (run, config_id, seed, fold, split, utt_id) with columns ``run``,
+``config_id``, ``seed``, ``fold``, ``split`` (``validation`` / ``test``), ``utt_id``,
+``label`` and ``pred`` (canonical names) and ``logits`` (list of floats in the order of
+the run's class list). The class list is stored in every file's Parquet metadata
+(``serray.classes``, JSON) and in the run record.
+
+Layout: ``W/predictions/<run>/<config_id>__seed<seed>.parquet``. Each part is written
+atomically, so appending is adding a file and an interrupted run loses nothing already
+written. This table is the only input the ensemble search needs.
+
+Example:
+    >>> import pandas as pd, tempfile
+    >>> w = tempfile.mkdtemp()
+    >>> df = pd.DataFrame({"fold": [0], "split": ["test"], "utt_id": ["u1"], "label": ["sad"],
+    ...                    "pred": ["sad"], "logits": [[0.1, 2.0]]})
+    >>> _ = write_predictions(w, df, run="r1", config_id="c0", seed=0, classes=["happy", "sad"])
+    >>> read_predictions(w, runs=["r1"])[["run", "seed", "utt_id"]].values.tolist()
+    [['r1', 0, 'u1']]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from serray import io
+
+__all__ = ["COLUMNS", "SPLITS", "write_predictions", "read_predictions", "run_classes", "list_runs", "predictions_dir"]
+
+COLUMNS: tuple[str, ...] = ("run", "config_id", "seed", "fold", "split", "utt_id", "label", "pred", "logits")
+SPLITS: tuple[str, ...] = ("validation", "test")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+def predictions_dir(workdir: str | Path) -> Path:
+    """``W/predictions``."""
+    return Path(workdir) / "predictions"
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _SAFE.match(value):
+        raise ValueError(f"{kind} {value!r} must be letters, digits and . _ = + - (it names a file)")
+    return value
+
+
+def write_predictions(
+    workdir: str | Path,
+    df: pd.DataFrame,
+    *,
+    run: str,
+    config_id: str,
+    seed: int,
+    classes: Sequence[str],
+) -> Path:
+    """Atomically write one (run, config, seed) part of the store.
+
+    Args:
+        workdir: Work directory.
+        df: Rows with ``fold, split, utt_id, label, pred, logits``.
+        run, config_id, seed: Identify the part (a second write replaces it).
+        classes: Class names in logit order.
+
+    Raises:
+        ValueError: Missing columns, bad split names, or logits of the wrong length.
+    """
+    _check_name("run", run)
+    _check_name("config_id", config_id)
+    need = ["fold", "split", "utt_id", "label", "pred", "logits"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"predictions for run {run!r} lack columns {missing}")
+    bad_split = sorted(set(df["split"]) - set(SPLITS))
+    if bad_split:
+        raise ValueError(f"predictions for run {run!r}: split must be one of {SPLITS}, got {bad_split}")
+    lengths = df["logits"].map(len)
+    if len(df) and (lengths != len(classes)).any():
+        raise ValueError(f"predictions for run {run!r}: logits must have {len(classes)} values (one per class)")
+    out = pd.DataFrame(
+        {
+            "run": run,
+            "config_id": config_id,
+            "seed": int(seed),
+            "fold": df["fold"].astype(int).to_numpy(),
+            "split": df["split"].astype(str).to_numpy(),
+            "utt_id": df["utt_id"].astype(str).to_numpy(),
+            "label": df["label"].astype(str).to_numpy(),
+            "pred": df["pred"].astype(str).to_numpy(),
+            "logits": [list(map(float, v)) for v in df["logits"]],
+        }
+    )
+    path = predictions_dir(workdir) / run / f"{config_id}__seed{int(seed)}.parquet"
+    io.write_parquet(out, path, metadata={"serray.classes": json.dumps(list(classes))})
+    return path
+
+
+def list_runs(workdir: str | Path) -> list[str]:
+    """Runs that have predictions in the store."""
+    d = predictions_dir(workdir)
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and any(p.glob("*.parquet"))) if d.exists() else []
+
+
+def _parts(workdir: str | Path, runs: Iterable[str] | None) -> list[Path]:
+    d = predictions_dir(workdir)
+    names = list_runs(workdir) if runs is None else list(runs)
+    missing = [r for r in names if not any((d / r).glob("*.parquet"))]
+    if missing:
+        raise FileNotFoundError(
+            f"{d}: no predictions for run(s) {missing}; runs with predictions: {list_runs(workdir) or 'none'}"
+        )
+    return sorted(p for r in names for p in (d / r).glob("*.parquet"))
+
+
+def run_classes(workdir: str | Path, run: str) -> list[str]:
+    """The class list (logit order) of ``run``."""
+    part = _parts(workdir, [run])[0]
+    meta = pq.read_schema(part).metadata or {}
+    return json.loads(meta[b"serray.classes"].decode())
+
+
+def read_predictions(
+    workdir: str | Path,
+    runs: Iterable[str] | None = None,
+    utt_ids: Iterable[str] | None = None,
+    split: str | None = None,
+) -> pd.DataFrame:
+    """Read the store, optionally only some runs, utterances or one split.
+
+    Raises:
+        FileNotFoundError: A named run has no predictions.
+        ValueError: The runs have different class lists (they cannot be fused).
+    """
+    parts = _parts(workdir, runs)
+    if not parts:
+        return pd.DataFrame(columns=list(COLUMNS))
+    classes = {json.dumps(json.loads(pq.read_schema(p).metadata[b"serray.classes"])) for p in parts}
+    if len(classes) > 1:
+        raise ValueError(f"runs have different class lists {sorted(classes)}; choose runs with the same label set")
+    filters = []
+    if split is not None:
+        filters.append(("split", "=", split))
+    frames = [pd.read_parquet(p, filters=filters or None) for p in parts]
+    df = pd.concat(frames, ignore_index=True)
+    if utt_ids is not None:
+        df = df[df["utt_id"].isin(set(utt_ids))].reset_index(drop=True)
+    return df
