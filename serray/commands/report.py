@@ -1,0 +1,5 @@
+"""`serray report` (not built yet)."""
+
+from serray.commands._common import not_implemented
+
+command = not_implemented("report", "reports")

@@ -1,0 +1,1 @@
+"""Hyperparameter search: search spaces, Tuner wiring, resume."""

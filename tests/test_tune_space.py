@@ -1,0 +1,86 @@
+"""Search-space YAML: parsing, validation errors naming file and key, define-by-run."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from serray.tune.space import SearchSpace, SearchSpaceError, load_search_space
+
+GOOD = {
+    "model": "mlp",
+    "params": {
+        "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+        "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
+        "hidden": {"type": "int", "low": 32, "high": 256, "step": 32},
+        "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+        "epochs": {"type": "fixed", "value": 7},
+    },
+    "conditional": [{"when": {"optimizer": ["sgd"]}, "params": {"momentum": {"type": "uniform", "low": 0.0, "high": 0.9}}}],
+}
+
+
+def _sample(space, n=30, seed=0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        fixed = space.define_by_run(t)
+        out.append({**t.params, **fixed})
+        study.tell(t, 0.0)
+    return out
+
+
+def test_define_by_run_respects_bounds_and_conditions():
+    space = SearchSpace.from_dict(GOOD, "good.yaml")
+    assert space.names() == ["lr", "dropout", "hidden", "optimizer", "epochs", "momentum"]
+    pts = _sample(space)
+    for p in pts:
+        assert 1e-4 <= p["lr"] <= 1e-1 and 0 <= p["dropout"] <= 0.5
+        assert p["hidden"] % 32 == 0 and p["epochs"] == 7
+        assert ("momentum" in p) == (p["optimizer"] == "sgd")
+    assert {p["optimizer"] for p in pts} == {"sgd", "adam"}
+
+
+def test_point_projects_default_config():
+    space = SearchSpace.from_dict(GOOD, "good.yaml")
+    cfg = {"lr": 1e-3, "dropout": 0.2, "hidden": 128, "optimizer": "sgd", "epochs": 50, "momentum": 0.5, "other": 1}
+    assert space.point(cfg) == {"lr": 1e-3, "dropout": 0.2, "hidden": 128, "optimizer": "sgd", "momentum": 0.5}
+    assert space.point({**cfg, "lr": 1.0}) is None
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d["params"].__setitem__("lr", {"type": "loguniform", "low": 0, "high": 1}), "params: lr: loguniform needs low > 0"),
+        (lambda d: d["params"].__setitem__("lr", {"type": "uniform", "low": 1, "high": 0}), "params: lr: low .* smaller than high"),
+        (lambda d: d["params"].__setitem__("lr", {"type": "gauss", "low": 1}), "params: lr: type must be one of"),
+        (lambda d: d["params"].__setitem__("lr", {"type": "uniform", "low": 0}), r"params: lr: type uniform needs \['high'\]"),
+        (lambda d: d["params"].__setitem__("lr", {"type": "choice", "values": []}), "params: lr: values must be a non-empty list"),
+        (lambda d: d["params"].__setitem__("lr", {"type": "uniform", "low": 0, "high": 1, "hgih": 2}), "unknown key"),
+        (lambda d: d.__setitem__("conditional", [{"when": {"dropout": [0.1]}, "params": {"x": {"type": "fixed", "value": 1}}}]), "when.dropout: must name a choice"),
+        (lambda d: d.__setitem__("conditional", [{"when": {"optimizer": ["rmsprop"]}, "params": {"x": {"type": "fixed", "value": 1}}}]), "not among"),
+        (lambda d: d.pop("model"), "'model' must name the model"),
+        (lambda d: d.__setitem__("parms", {}), "unknown top-level key"),
+    ],
+)
+def test_malformed_space_names_file_key_and_problem(mutate, match):
+    import copy
+
+    d = copy.deepcopy(GOOD)
+    mutate(d)
+    with pytest.raises(SearchSpaceError, match=match) as ei:
+        SearchSpace.from_dict(d, "bad.yaml")
+    assert "bad.yaml" in str(ei.value)
+
+
+def test_unknown_hyperparameter_and_bad_yaml(tmp_path):
+    space = SearchSpace.from_dict(GOOD, "good.yaml")
+    with pytest.raises(SearchSpaceError, match=r"\['hidden'"):
+        space.check_keys({"lr": 1, "dropout": 0, "optimizer": "sgd", "epochs": 1, "momentum": 0})
+    p = tmp_path / "broken.yaml"
+    p.write_text("model: mlp\nparams: {lr: [\n")
+    with pytest.raises(SearchSpaceError, match="broken.yaml: not valid YAML"):
+        load_search_space(p)
+    with pytest.raises(SearchSpaceError, match="not found"):
+        load_search_space(tmp_path / "missing.yaml")
