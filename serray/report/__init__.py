@@ -1,0 +1,5 @@
+"""Reports a researcher can paste into a paper: tables, confusion matrices, plots."""
+
+from serray.report.tables import SystemReport, evaluate_predictions, write_report
+
+__all__ = ["SystemReport", "evaluate_predictions", "write_report"]
