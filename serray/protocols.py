@@ -1,0 +1,614 @@
+"""Evaluation protocols: folds, validation carve-out and the leakage guard.
+
+A protocol turns a manifest into a list of :class:`Fold` objects, each holding the
+``utt_id`` values of its training, validation and test parts:
+
+- ``loso``: leave one speaker out (one fold per speaker).
+- ``loso-session``: leave one session out (one fold per ``session`` value, e.g. IEMOCAP).
+- ``loco``: leave one corpus out (train on the other corpora).
+- ``kfold``: speaker-independent stratified k-fold (speakers never cross folds).
+- ``cross-corpus``: one fold, train on ``train_corpora`` and test on ``test_corpora``.
+
+Validation data are carved out of each fold's training part. When that part has at least
+three speakers the validation part consists of whole held-out speakers (chosen from the
+seed, balanced by gender where known, never removing the last training speaker of a
+class); otherwise it is a per-class (stratified) sample of utterances.
+
+Every fold is checked by :func:`check_leakage` before :func:`make_folds` returns it: a
+test speaker that also appears in training or validation is refused.
+
+Example:
+    >>> import pandas as pd
+    >>> m = pd.DataFrame({
+    ...     "utt_id": [f"u{i}" for i in range(12)],
+    ...     "corpus": "demo",
+    ...     "speaker": [f"demo_{i % 4}" for i in range(12)],
+    ...     "emotion": ["angry", "sad", "neutral"] * 4,
+    ... })
+    >>> folds = make_folds(m, "loso")
+    >>> [f.name for f in folds]
+    ['test=demo_0', 'test=demo_1', 'test=demo_2', 'test=demo_3']
+    >>> folds[0].validation_mode
+    'speaker'
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+__all__ = [
+    "PROTOCOLS",
+    "SPLITS",
+    "VALIDATION_MODES",
+    "Fold",
+    "LeakageError",
+    "FoldClassError",
+    "make_folds",
+    "check_leakage",
+    "check_fold_classes",
+    "folds_to_frame",
+    "folds_from_frame",
+]
+
+log = logging.getLogger(__name__)
+
+#: Protocol names accepted by :func:`make_folds`.
+PROTOCOLS: tuple[str, ...] = ("loso", "loso-session", "loco", "kfold", "cross-corpus")
+#: Split names, in the order :func:`folds_to_frame` writes them.
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: ``speaker``: validation speakers are disjoint from training speakers;
+#: ``stratified``: validation is a per-class utterance sample of the training speakers;
+#: ``speaker-dependent``: the whole fold is speaker-dependent (``speaker_independent=False``).
+VALIDATION_MODES: tuple[str, ...] = ("speaker", "stratified", "speaker-dependent")
+
+_DEFAULT_GROUP = {"loso": "speaker", "loso-session": "session", "loco": "corpus", "kfold": "speaker"}
+_MIN_SPEAKERS_FOR_SPEAKER_VALIDATION = 3
+
+
+class LeakageError(ValueError):
+    """A fold whose test (or validation) speakers also appear in its training data."""
+
+
+class FoldClassError(ValueError):
+    """A fold whose training part lacks a class of the experiment."""
+
+
+def _frozen_ids(values: Iterable[Any]) -> np.ndarray:
+    arr = np.array([str(v) for v in values], dtype=object)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Fold:
+    """One fold of a protocol: ``utt_id`` arrays of its three parts.
+
+    Attributes:
+        index: Position of the fold in its protocol (0-based).
+        name: Human-readable name, e.g. ``"test=emodb_03"`` or ``"k=2"``.
+        train: ``utt_id`` values used for fitting.
+        validation: ``utt_id`` values used for model selection (early stopping, Tune).
+        test: ``utt_id`` values used only for reporting.
+        validation_mode: One of :data:`VALIDATION_MODES`.
+    """
+
+    index: int
+    name: str
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    validation_mode: str
+
+    def __post_init__(self) -> None:
+        if self.validation_mode not in VALIDATION_MODES:
+            raise ValueError(
+                f"Fold {self.name!r}: validation_mode {self.validation_mode!r} is not one of {VALIDATION_MODES}"
+            )
+        for split in SPLITS:
+            object.__setattr__(self, split, _frozen_ids(getattr(self, split)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fold):
+            return NotImplemented
+        return (
+            self.index == other.index
+            and self.name == other.name
+            and self.validation_mode == other.validation_mode
+            and all(np.array_equal(getattr(self, s), getattr(other, s)) for s in SPLITS)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def split(self, name: str) -> np.ndarray:
+        """The ``utt_id`` array of split ``name`` (``train``, ``validation`` or ``test``)."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
+        return getattr(self, name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_list(value: str | Sequence[str] | None, arg: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise ValueError(f"{arg} is empty; name at least one corpus")
+    return [str(v) for v in items]
+
+
+def _require_columns(manifest: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {missing} needed for {what}; available: {list(manifest.columns)}")
+
+
+def _prepare(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Copy sorted by utt_id (so folds do not depend on row order), with str keys."""
+    _require_columns(manifest, ("utt_id", "speaker", "emotion"), "folds")
+    if manifest.empty:
+        raise ValueError("manifest has no utterances; cannot make folds")
+    if manifest["utt_id"].duplicated().any():
+        dup = manifest.loc[manifest["utt_id"].duplicated(), "utt_id"].iloc[:3].tolist()
+        raise ValueError(f"manifest has duplicate utt_id values, e.g. {dup}; utt_id must be unique")
+    for col in ("speaker", "emotion"):
+        if manifest[col].isna().any():
+            raise ValueError(f"manifest column {col!r} has {int(manifest[col].isna().sum())} empty value(s)")
+    m = manifest.copy()
+    for col in ("utt_id", "speaker", "emotion") + (("corpus",) if "corpus" in m.columns else ()):
+        m[col] = m[col].astype(str)
+    return m.sort_values("utt_id", kind="stable").reset_index(drop=True)
+
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def _speaker_gender(train: pd.DataFrame) -> dict[str, str]:
+    if "gender" not in train.columns:
+        return {spk: "?" for spk in train["speaker"].unique()}
+    out: dict[str, str] = {}
+    for spk, g in train.groupby("speaker", sort=True)["gender"]:
+        vals = g.dropna().astype(str)
+        out[str(spk)] = vals.mode().iloc[0] if len(vals) else "?"
+    return out
+
+
+def _speaker_validation(
+    train: pd.DataFrame, n_val: int, rng: np.random.Generator, fold_name: str
+) -> list[str]:
+    """Pick up to ``n_val`` validation speakers, gender-balanced, keeping every class in train."""
+    spk_classes = {str(s): set(g) for s, g in train.groupby("speaker", sort=True)["emotion"]}
+    class_speakers = Counter(c for classes in spk_classes.values() for c in classes)
+    gender = _speaker_gender(train)
+    strata: dict[str, list[str]] = {}
+    for spk in sorted(spk_classes):
+        strata.setdefault(gender[spk], []).append(spk)
+    stratum_order = [list(strata)[i] for i in rng.permutation(len(strata))]
+    queues = {g: [strata[g][i] for i in rng.permutation(len(strata[g]))] for g in stratum_order}
+    chosen: list[str] = []
+    taken = Counter({g: 0 for g in stratum_order})
+    while len(chosen) < n_val:
+        open_strata = [g for g in stratum_order if queues[g]]
+        if not open_strata:
+            break
+        g = min(open_strata, key=lambda s: taken[s])  # min() keeps the seeded order on ties
+        pick = next((s for s in queues[g] if all(class_speakers[c] >= 2 for c in spk_classes[s])), None)
+        if pick is None:  # every remaining speaker of this stratum is the last one of some class
+            queues[g] = []
+            continue
+        queues[g].remove(pick)
+        chosen.append(pick)
+        taken[g] += 1
+        class_speakers.subtract(spk_classes[pick])
+    if len(chosen) < n_val:
+        log.warning(
+            "fold %s: only %d of %d validation speakers could be held out without removing the last "
+            "training speaker of a class",
+            fold_name, len(chosen), n_val,
+        )
+    return chosen
+
+
+def _stratified_validation(train: pd.DataFrame, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-class sample of ``round(val_fraction * count)`` utterances, leaving >= 1 per class in train."""
+    picked: list[str] = []
+    for _, ids in train.groupby("emotion", sort=True)["utt_id"]:
+        n = min(len(ids) - 1, _round_half_up(val_fraction * len(ids)))
+        if n > 0:
+            picked.extend(ids.to_numpy()[rng.permutation(len(ids))[:n]].tolist())
+    return np.array(sorted(picked), dtype=object)
+
+
+def _carve_validation(
+    m: pd.DataFrame,
+    train_mask: np.ndarray,
+    *,
+    fold_index: int,
+    fold_name: str,
+    seed: int,
+    val_fraction: float,
+    min_val_speakers: int,
+    speaker_dependent: bool,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Split a fold's training part into (train ids, validation ids, validation_mode)."""
+    rng = np.random.default_rng([seed, fold_index])
+    train = m.loc[train_mask]
+    n_spk = train["speaker"].nunique()
+    if not speaker_dependent and n_spk >= _MIN_SPEAKERS_FOR_SPEAKER_VALIDATION:
+        n_val = max(min_val_speakers, _round_half_up(val_fraction * n_spk))
+        if n_val > n_spk - 1:
+            log.warning("fold %s: %d validation speakers requested but training has %d; holding out %d",
+                        fold_name, n_val, n_spk, n_spk - 1)
+            n_val = n_spk - 1
+        val_spk = _speaker_validation(train, n_val, rng, fold_name)
+        if val_spk:
+            is_val = train["speaker"].isin(val_spk).to_numpy()
+            return train["utt_id"].to_numpy()[~is_val], train["utt_id"].to_numpy()[is_val], "speaker"
+        log.warning("fold %s: no validation speaker can be held out; using a stratified validation split", fold_name)
+    elif not speaker_dependent:
+        log.info("fold %s: training part has %d speaker(s) (< %d); validation is stratified by emotion, "
+                 "not speaker-independent", fold_name, n_spk, _MIN_SPEAKERS_FOR_SPEAKER_VALIDATION)
+    val = _stratified_validation(train, val_fraction, rng)
+    is_val = train["utt_id"].isin(val).to_numpy()
+    mode = "speaker-dependent" if speaker_dependent else "stratified"
+    return train["utt_id"].to_numpy()[~is_val], train["utt_id"].to_numpy()[is_val], mode
+
+
+def _test_groups(m: pd.DataFrame, protocol: str, group_column: str) -> list[tuple[str, np.ndarray]]:
+    """(group value, test mask) per value of ``group_column`` (loso, loso-session, loco)."""
+    if group_column not in m.columns:
+        if protocol == "loso-session":
+            raise ValueError(
+                "protocol 'loso-session' needs a 'session' column in the manifest, and it has none; "
+                "use a corpus whose adapter writes sessions (e.g. IEMOCAP), add a 'session' column, "
+                "or use protocol 'loso'"
+            )
+        raise ValueError(f"group_column {group_column!r} is not a manifest column; available: {list(m.columns)}")
+    col = m[group_column]
+    if col.isna().any():
+        raise ValueError(
+            f"protocol {protocol!r}: {int(col.isna().sum())} utterance(s) have no {group_column!r} value; "
+            f"fill the column or drop those rows (e.g. restrict to corpora that have {group_column!r})"
+        )
+    values = col.astype(str).to_numpy()
+    groups = sorted(set(values))
+    if len(groups) < 2:
+        fix = "add a second corpus (--corpora A B)" if group_column == "corpus" else "use another protocol"
+        raise ValueError(f"protocol {protocol!r} needs at least 2 distinct {group_column!r} values, "
+                         f"found {groups}; {fix}")
+    return [(g, values == g) for g in groups]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def make_folds(
+    manifest: pd.DataFrame,
+    protocol: str,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    min_val_speakers: int = 1,
+    train_corpora: str | Sequence[str] | None = None,
+    test_corpora: str | Sequence[str] | None = None,
+    speaker_independent: bool = True,
+    group_column: str | None = None,
+) -> list[Fold]:
+    """Split ``manifest`` into folds following ``protocol``.
+
+    Folds do not depend on the manifest's row order (rows are sorted by ``utt_id``) and
+    are identical for the same ``seed``. For ``loso``, ``loso-session``, ``loco`` and
+    ``kfold`` every utterance is in exactly one test part.
+
+    Args:
+        manifest: Manifest with at least ``utt_id``, ``speaker``, ``emotion`` (plus
+            ``corpus`` for ``loco``/``cross-corpus``, ``session`` for ``loso-session``;
+            ``gender`` is used for balancing validation speakers when present).
+        protocol: One of :data:`PROTOCOLS`.
+        k: Number of folds for ``kfold``.
+        seed: Seed for fold assignment (``kfold``) and validation choice.
+        val_fraction: Fraction of the training speakers (or, in stratified mode, of each
+            class's training utterances) held out for validation; ``0 < val_fraction < 1``.
+        min_val_speakers: Lower bound on the number of validation speakers.
+        train_corpora: Training corpora for ``cross-corpus``.
+        test_corpora: Test corpora for ``cross-corpus``.
+        speaker_independent: ``False`` (``kfold`` only) gives plain stratified k-fold;
+            its folds are named and marked ``speaker-dependent`` (optimistic results).
+        group_column: Column whose values define the test groups; defaults to
+            ``speaker`` (loso, kfold), ``session`` (loso-session), ``corpus`` (loco).
+
+    Returns:
+        The folds, in order (``Fold.index`` = position).
+
+    Raises:
+        ValueError: Unknown protocol, bad argument, missing column, too few
+            speakers/corpora/sessions for the protocol.
+        LeakageError: A fold would put a test speaker into training or validation.
+
+    Example:
+        >>> import pandas as pd
+        >>> m = pd.DataFrame({"utt_id": [f"u{i}" for i in range(20)],
+        ...                   "corpus": ["a"] * 10 + ["b"] * 10,
+        ...                   "speaker": [f"s{i % 5}" for i in range(10)] + [f"t{i % 5}" for i in range(10)],
+        ...                   "emotion": ["sad", "angry"] * 10})
+        >>> [f.name for f in make_folds(m, "loco")]
+        ['test=a', 'test=b']
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if int(min_val_speakers) < 1:
+        raise ValueError(f"min_val_speakers must be >= 1, got {min_val_speakers}")
+    if not speaker_independent and protocol != "kfold":
+        raise ValueError(
+            f"speaker_independent=False is only offered for protocol 'kfold', not {protocol!r}; "
+            f"{protocol!r} is speaker-independent by construction"
+        )
+    train_list = _as_list(train_corpora, "train_corpora")
+    test_list = _as_list(test_corpora, "test_corpora")
+    if protocol != "cross-corpus" and (train_list or test_list):
+        raise ValueError(f"train_corpora/test_corpora apply only to protocol 'cross-corpus', not {protocol!r}")
+    if protocol == "cross-corpus" and group_column is not None:
+        raise ValueError("group_column does not apply to protocol 'cross-corpus'")
+
+    m = _prepare(manifest)
+    common = dict(seed=int(seed), val_fraction=float(val_fraction), min_val_speakers=int(min_val_speakers))
+    ids = m["utt_id"].to_numpy()
+    # (name, train mask, test mask)
+    parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    if protocol in ("loso", "loso-session", "loco"):
+        col = group_column or _DEFAULT_GROUP[protocol]
+        if col == "corpus":
+            _require_columns(m, ("corpus",), f"protocol {protocol!r}")
+        for value, test_mask in _test_groups(m, protocol, col):
+            parts.append((f"test={value}", ~test_mask, test_mask))
+    elif protocol == "kfold":
+        parts = _kfold_parts(m, int(k), int(seed), speaker_independent, group_column or "speaker")
+    else:
+        parts = [_cross_corpus_part(m, train_list, test_list)]
+
+    folds: list[Fold] = []
+    for index, (name, train_mask, test_mask) in enumerate(parts):
+        tr, va, mode = _carve_validation(
+            m, train_mask, fold_index=index, fold_name=name,
+            speaker_dependent=not speaker_independent, **common,
+        )
+        folds.append(Fold(index=index, name=name, train=tr, validation=va, test=ids[test_mask],
+                          validation_mode=mode))
+
+    if protocol != "cross-corpus":
+        counts = Counter(u for f in folds for u in f.test)
+        if len(counts) != len(ids) or max(counts.values()) != 1:
+            raise RuntimeError(f"protocol {protocol!r}: test parts do not cover each utterance exactly once")
+    if not speaker_independent:
+        log.warning(
+            "kfold with speaker_independent=False: the same speakers appear in training and test; "
+            "results are optimistic and not comparable with speaker-independent numbers"
+        )
+    check_leakage(m, folds, allow_speaker_dependent=not speaker_independent)
+    log.info("protocol %s: %d fold(s) over %d utterances, %d speakers", protocol, len(folds), len(m),
+             m["speaker"].nunique())
+    return folds
+
+
+def _kfold_parts(
+    m: pd.DataFrame, k: int, seed: int, speaker_independent: bool, group_column: str
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    if k < 2:
+        raise ValueError(f"kfold needs k >= 2, got k={k}")
+    y = m["emotion"].to_numpy()
+    x = np.zeros(len(m))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if speaker_independent:
+            if group_column not in m.columns:
+                raise ValueError(f"group_column {group_column!r} is not a manifest column")
+            groups = m[group_column].astype(str).to_numpy()
+            n_groups = len(set(groups))
+            if n_groups < k:
+                raise ValueError(
+                    f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
+                    f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
+                )
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            splits = list(splitter.split(x, y, groups))
+        else:
+            if len(m) < k:
+                raise ValueError(f"kfold with k={k} needs at least {k} utterances, the manifest has {len(m)}")
+            splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y))
+    for w in caught:
+        log.info("kfold: %s", w.message)
+    suffix = "" if speaker_independent else " (speaker-dependent)"
+    parts = []
+    for i, (tr_idx, te_idx) in enumerate(splits):
+        if len(te_idx) == 0:
+            raise ValueError(f"kfold: fold k={i} got no test utterances; lower k")
+        train_mask = np.zeros(len(m), dtype=bool)
+        train_mask[tr_idx] = True
+        parts.append((f"k={i}{suffix}", train_mask, ~train_mask))
+    return parts
+
+
+def _cross_corpus_part(
+    m: pd.DataFrame, train_list: list[str] | None, test_list: list[str] | None
+) -> tuple[str, np.ndarray, np.ndarray]:
+    _require_columns(m, ("corpus",), "protocol 'cross-corpus'")
+    if not train_list or not test_list:
+        raise ValueError("protocol 'cross-corpus' needs both train_corpora and test_corpora "
+                         "(e.g. --train-corpora emodb --test-corpora emovo)")
+    available = sorted(m["corpus"].unique())
+    unknown = sorted(set(train_list + test_list) - set(available))
+    if unknown:
+        raise ValueError(f"cross-corpus: corpora {unknown} are not in the manifest; available: {available}")
+    overlap = sorted(set(train_list) & set(test_list))
+    if overlap:
+        raise ValueError(f"cross-corpus: corpora {overlap} are in both train_corpora and test_corpora; "
+                         "a corpus may be on one side only")
+    unused = sorted(set(available) - set(train_list) - set(test_list))
+    if unused:
+        log.info("cross-corpus: corpora %s are in neither train_corpora nor test_corpora and are ignored", unused)
+    corpus = m["corpus"].to_numpy()
+    return (f"train={'+'.join(train_list)};test={'+'.join(test_list)}",
+            np.isin(corpus, train_list), np.isin(corpus, test_list))
+
+
+def check_leakage(
+    manifest: pd.DataFrame, folds: Sequence[Fold], *, allow_speaker_dependent: bool = False
+) -> None:
+    """Refuse folds that leak speakers (or utterances) from training into evaluation.
+
+    Checks, per fold: every ``utt_id`` is in the manifest; train, validation and test are
+    disjoint; no test speaker is in train or validation; and, when
+    ``validation_mode == "speaker"``, no validation speaker is in train.
+
+    Args:
+        manifest: The manifest the folds were made from (``utt_id``, ``speaker``).
+        folds: Folds to check.
+        allow_speaker_dependent: Accept folds marked ``speaker-dependent`` (from
+            ``make_folds(..., speaker_independent=False)``), checking only that their
+            parts are disjoint.
+
+    Raises:
+        LeakageError: Names the fold and the leaking speakers or utterances.
+        ValueError: Folds reference ``utt_id`` values missing from the manifest.
+    """
+    _require_columns(manifest, ("utt_id", "speaker"), "the leakage check")
+    speaker_of = pd.Series(manifest["speaker"].astype(str).to_numpy(), index=manifest["utt_id"].astype(str))
+    for fold in folds:
+        spk: dict[str, set[str]] = {}
+        for split in SPLITS:
+            ids = fold.split(split)
+            unknown = pd.Index(ids).difference(speaker_of.index)
+            if len(unknown):
+                raise ValueError(f"fold {fold.name!r}: {len(unknown)} {split} utt_id(s) are not in the manifest, "
+                                 f"e.g. {list(unknown[:3])}; use the manifest the folds were made from")
+            spk[split] = set(speaker_of.loc[ids])
+        for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+            shared = np.intersect1d(fold.split(a).astype(str), fold.split(b).astype(str))
+            if len(shared):
+                raise LeakageError(f"fold {fold.name!r}: {len(shared)} utterance(s) in both {a} and {b}, "
+                                   f"e.g. {shared[:3].tolist()}")
+        if fold.validation_mode == "speaker-dependent":
+            if allow_speaker_dependent:
+                continue
+            hint = ("; this fold is marked speaker-dependent: pass allow_speaker_dependent=True only if "
+                    "that was asked for explicitly")
+        else:
+            hint = ""
+        leaked = sorted(spk["test"] & (spk["train"] | spk["validation"]))
+        if leaked:
+            raise LeakageError(
+                f"fold {fold.name!r}: test speaker(s) {leaked} also appear in training/validation; "
+                f"a speaker-independent split must keep each speaker on one side{hint}"
+            )
+        if fold.validation_mode == "speaker":
+            leaked = sorted(spk["validation"] & spk["train"])
+            if leaked:
+                raise LeakageError(
+                    f"fold {fold.name!r}: validation speaker(s) {leaked} also appear in training, but "
+                    "validation_mode is 'speaker'; hold out whole speakers or mark the fold 'stratified'"
+                )
+
+
+def check_fold_classes(
+    manifest: pd.DataFrame,
+    folds: Sequence[Fold],
+    classes: Sequence[str] | None = None,
+    label_column: str = "emotion",
+) -> None:
+    """Check that every fold can learn every class.
+
+    A class missing from a fold's training part is an error; a class missing from its
+    validation or test part is logged as a warning (UA then averages over the classes
+    present).
+
+    Args:
+        manifest: Manifest with ``utt_id`` and ``label_column``.
+        folds: Folds to check.
+        classes: The experiment's classes; default: every value of ``label_column``.
+        label_column: Column holding the labels.
+
+    Raises:
+        FoldClassError: Names the fold, the missing class(es) and the fix.
+    """
+    _require_columns(manifest, ("utt_id", label_column), "the class check")
+    label_of = pd.Series(manifest[label_column].astype(str).to_numpy(), index=manifest["utt_id"].astype(str))
+    wanted = sorted(set(label_of)) if classes is None else [str(c) for c in classes]
+    for fold in folds:
+        for split in SPLITS:
+            ids = pd.Index(fold.split(split)).intersection(label_of.index)
+            missing = sorted(set(wanted) - set(label_of.loc[ids]))
+            if not missing:
+                continue
+            if split == "train":
+                raise FoldClassError(
+                    f"fold {fold.name!r}: training part has no utterances of class(es) {missing}; "
+                    "use a label set without it, e.g. --labels 4class, or another protocol"
+                )
+            log.warning("fold %s: %s part has no utterances of class(es) %s; UA averages over the classes present",
+                        fold.name, split, missing)
+
+
+def folds_to_frame(folds: Sequence[Fold]) -> pd.DataFrame:
+    """Long table of fold membership, for run records.
+
+    Returns:
+        Columns ``fold`` (index), ``fold_name``, ``split`` (train/validation/test),
+        ``utt_id`` and ``validation_mode`` (so :func:`folds_from_frame` restores folds exactly).
+    """
+    frames = [
+        pd.DataFrame({"fold": fold.index, "fold_name": fold.name, "split": split,
+                      "utt_id": fold.split(split).astype(str), "validation_mode": fold.validation_mode})
+        for fold in folds for split in SPLITS
+    ]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                             (("fold", "int64"), ("fold_name", str), ("split", str), ("utt_id", str),
+                              ("validation_mode", str))})
+    out = pd.concat(frames, ignore_index=True)
+    out["fold"] = out["fold"].astype("int64")
+    return out
+
+
+def folds_from_frame(df: pd.DataFrame) -> list[Fold]:
+    """Inverse of :func:`folds_to_frame`.
+
+    A frame without ``validation_mode`` (older records) is read as ``speaker``, unless the
+    fold name says ``speaker-dependent``.
+
+    Raises:
+        ValueError: Missing columns, unknown split names, or a fold with several names.
+    """
+    _require_columns(df, ("fold", "fold_name", "split", "utt_id"), "folds_from_frame")
+    bad = sorted(set(df["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"folds frame has unknown split value(s) {bad}; expected {SPLITS}")
+    folds = []
+    for index, g in df.groupby("fold", sort=True):
+        names = g["fold_name"].unique()
+        if len(names) != 1:
+            raise ValueError(f"folds frame: fold {index} has several names {list(names)}")
+        name = str(names[0])
+        if "validation_mode" in g.columns:
+            modes = g["validation_mode"].unique()
+            if len(modes) != 1:
+                raise ValueError(f"folds frame: fold {index} has several validation modes {list(modes)}")
+            mode = str(modes[0])
+        else:
+            mode = "speaker-dependent" if "speaker-dependent" in name else "speaker"
+        parts = {s: g.loc[g["split"] == s, "utt_id"].astype(str).to_numpy() for s in SPLITS}
+        folds.append(Fold(index=int(index), name=name, validation_mode=mode, **parts))
+    return folds

@@ -1,0 +1,326 @@
+"""Tests for serray.protocols: folds, validation carve-out, leakage guard."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serray.protocols import (
+    PROTOCOLS,
+    Fold,
+    FoldClassError,
+    LeakageError,
+    check_fold_classes,
+    check_leakage,
+    folds_from_frame,
+    folds_to_frame,
+    make_folds,
+)
+
+CLASSES = ("neutral", "happy", "sad", "angry", "fear")
+EMODB_CODES = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
+
+
+def synth_manifest(
+    rng: np.random.Generator,
+    *,
+    n_corpora: int = 1,
+    speakers_per_corpus: int = 6,
+    n_classes: int = 4,
+    sessions: bool = False,
+    imbalance: float = 1.0,
+    gender: bool = True,
+) -> pd.DataFrame:
+    """Random manifest: every speaker has every class (>= 1 utt), class sizes skewed by ``imbalance``."""
+    classes = CLASSES[:n_classes]
+    weights = np.array([imbalance ** -i for i in range(n_classes)])
+    rows = []
+    for c in range(n_corpora):
+        corpus = f"c{c}"
+        for s in range(speakers_per_corpus):
+            spk = f"{corpus}_s{s}"
+            g = "f" if rng.random() < 0.5 else "m"
+            session = f"{corpus}_ses{s // 2}"  # two speakers per session
+            counts = 1 + rng.poisson(6 * weights / weights.max())
+            for emo, n in zip(classes, counts):
+                for i in range(int(n)):
+                    rows.append({"utt_id": f"{spk}_{emo}_{i}", "path": f"/x/{spk}_{emo}_{i}.wav",
+                                 "corpus": corpus, "speaker": spk, "emotion": emo,
+                                 "gender": g, "session": session})
+    df = pd.DataFrame(rows)
+    if not sessions:
+        df = df.drop(columns="session")
+    if not gender:
+        df = df.drop(columns="gender")
+    return df.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+
+
+def random_configs(n: int = 12):
+    rng = np.random.default_rng(1234)
+    for i in range(n):
+        cfg = dict(
+            n_corpora=int(rng.integers(2, 4)),
+            speakers_per_corpus=int(rng.integers(2, 9)),
+            n_classes=int(rng.integers(2, 6)),
+            sessions=True,
+            imbalance=float(rng.choice([1.0, 2.0, 4.0])),
+            gender=bool(rng.random() < 0.7),
+        )
+        yield i, cfg, synth_manifest(np.random.default_rng(i), **cfg), int(rng.integers(0, 1000))
+
+
+def assert_fold_properties(m: pd.DataFrame, folds: list[Fold], protocol: str) -> None:
+    spk = m.set_index("utt_id")["speaker"]
+    emo = m.set_index("utt_id")["emotion"]
+    for f in folds:
+        tr, va, te = (set(f.train), set(f.validation), set(f.test))
+        assert not (tr & va) and not (tr & te) and not (va & te), f.name
+        assert len(tr) + len(va) + len(te) == len(f.train) + len(f.validation) + len(f.test)
+        assert te and tr, f.name
+        s_tr, s_va, s_te = (set(spk.loc[list(x)]) for x in (tr, va, te))
+        assert not (s_te & (s_tr | s_va)), f"{protocol} {f.name}: test speakers leak"
+        if f.validation_mode == "speaker":
+            assert va and not (s_va & s_tr), f"{protocol} {f.name}: validation speakers leak"
+        # every class of the training part survives the validation carve-out
+        assert set(emo.loc[list(tr | va)]) == set(emo.loc[list(tr)]), f.name
+        assert f.index == folds.index(f)
+    if protocol != "cross-corpus":
+        counts = Counter(u for f in folds for u in f.test)
+        assert set(counts) == set(m["utt_id"]) and set(counts.values()) == {1}
+        assert all(set(f.train) | set(f.validation) | set(f.test) == set(m["utt_id"]) for f in folds)
+
+
+@pytest.mark.parametrize("protocol", ["loso", "loso-session", "loco", "kfold"])
+def test_properties_over_random_manifests(protocol: str) -> None:
+    for i, cfg, m, seed in random_configs():
+        kw = {"k": min(3, m["speaker"].nunique())} if protocol == "kfold" else {}
+        folds = make_folds(m, protocol, seed=seed, **kw)
+        expected = {"loso": m["speaker"].nunique(), "loso-session": m["session"].nunique(),
+                    "loco": m["corpus"].nunique(), "kfold": kw.get("k")}[protocol]
+        assert len(folds) == expected, (i, cfg)
+        assert_fold_properties(m, folds, protocol)
+        # every speaker has every class here, so every fold's training part has every class
+        check_fold_classes(m, folds)
+        # deterministic for a fixed seed, independent of row order
+        again = make_folds(m.sample(frac=1.0, random_state=i), protocol, seed=seed, **kw)
+        assert again == folds, (i, cfg)
+
+
+def test_cross_corpus_properties() -> None:
+    for i, cfg, m, seed in random_configs(6):
+        corpora = sorted(m["corpus"].unique())
+        folds = make_folds(m, "cross-corpus", train_corpora=corpora[1:], test_corpora=corpora[0], seed=seed)
+        assert len(folds) == 1
+        f = folds[0]
+        assert set(m.set_index("utt_id").loc[list(f.test), "corpus"]) == {corpora[0]}
+        assert set(f.train) | set(f.validation) == set(m.loc[m["corpus"] != corpora[0], "utt_id"])
+        assert f.name == f"train={'+'.join(corpora[1:])};test={corpora[0]}"
+        assert_fold_properties(m, folds, "cross-corpus")
+
+
+def test_different_seeds_can_differ() -> None:
+    m = synth_manifest(np.random.default_rng(0), speakers_per_corpus=12)
+    by_seed = [make_folds(m, "kfold", k=4, seed=s) for s in range(5)]
+    assert any(by_seed[0] != b for b in by_seed[1:])
+    val = [tuple(make_folds(m, "loso", seed=s)[0].validation) for s in range(5)]
+    assert len(set(val)) > 1
+
+
+def test_validation_speaker_count_and_gender_balance() -> None:
+    rng = np.random.default_rng(3)
+    m = synth_manifest(rng, speakers_per_corpus=21, n_classes=3)
+    # 10 f, 10 m speakers in every training part: gender known exactly
+    genders = {f"c0_s{i}": ("f" if i % 2 else "m") for i in range(21)}
+    m["gender"] = m["speaker"].map(genders)
+    folds = make_folds(m, "loso", val_fraction=0.2, seed=5)
+    spk = m.set_index("utt_id")["speaker"]
+    for f in folds:
+        val_spk = sorted(set(spk.loc[list(f.validation)]))
+        assert len(val_spk) == 4  # round(0.2 * 20)
+        assert Counter(genders[s] for s in val_spk) == Counter({"f": 2, "m": 2})
+    folds = make_folds(m, "loso", val_fraction=0.05, min_val_speakers=3, seed=5)
+    assert all(len(set(spk.loc[list(f.validation)])) == 3 for f in folds)
+
+
+def test_validation_keeps_rare_class_in_training() -> None:
+    m = synth_manifest(np.random.default_rng(4), speakers_per_corpus=5, n_classes=3, gender=False)
+    # only speakers s0 and s1 have "fear": whichever is tested, the other must stay in training
+    extra = [{"utt_id": f"{s}_fear_x", "path": "/x", "corpus": "c0", "speaker": s, "emotion": "fear"}
+             for s in ("c0_s0", "c0_s1")]
+    m = pd.concat([m, pd.DataFrame(extra)], ignore_index=True)
+    for seed in range(10):
+        folds = make_folds(m, "loso", seed=seed, val_fraction=0.5)
+        check_fold_classes(m, folds)
+        for f in folds[:2]:
+            assert "fear" in set(m.set_index("utt_id").loc[list(f.train), "emotion"])
+
+
+def test_stratified_validation_when_few_speakers(caplog: pytest.LogCaptureFixture) -> None:
+    m = synth_manifest(np.random.default_rng(5), n_corpora=2, speakers_per_corpus=2)
+    with caplog.at_level(logging.INFO, logger="serray.protocols"):
+        folds = make_folds(m, "loco")
+    assert [f.validation_mode for f in folds] == ["stratified", "stratified"]
+    assert "stratified" in caplog.text
+    emo = m.set_index("utt_id")["emotion"]
+    for f in folds:
+        assert len(f.validation) > 0
+        assert set(emo.loc[list(f.train)]) == set(emo.loc[list(f.train) + list(f.validation)])
+    assert_fold_properties(m, folds, "loco")
+
+
+def test_speaker_dependent_kfold(caplog: pytest.LogCaptureFixture) -> None:
+    m = synth_manifest(np.random.default_rng(6), speakers_per_corpus=3)
+    with caplog.at_level(logging.WARNING, logger="serray.protocols"):
+        folds = make_folds(m, "kfold", k=5, speaker_independent=False, seed=1)
+    assert "optimistic" in caplog.text
+    assert len(folds) == 5
+    assert all("speaker-dependent" in f.name and f.validation_mode == "speaker-dependent" for f in folds)
+    counts = Counter(u for f in folds for u in f.test)
+    assert set(counts) == set(m["utt_id"]) and set(counts.values()) == {1}
+    # the guard refuses these folds unless speaker dependence is explicitly allowed
+    with pytest.raises(LeakageError, match="speaker-dependent"):
+        check_leakage(m, folds)
+    check_leakage(m, folds, allow_speaker_dependent=True)
+    with pytest.raises(ValueError, match="only offered for protocol 'kfold'"):
+        make_folds(m, "loso", speaker_independent=False)
+
+
+def test_leakage_guard_refuses_handmade_leaky_folds() -> None:
+    m = synth_manifest(np.random.default_rng(7), speakers_per_corpus=4)
+    ids = m.set_index("speaker")["utt_id"]
+    s0, s1, s2, s3 = (ids.loc[f"c0_s{i}"].tolist() for i in range(4))
+    clean = Fold(0, "clean", train=s0 + s1, validation=s2, test=s3, validation_mode="speaker")
+    check_leakage(m, [clean])
+    # one utterance of the test speaker moved into training
+    leaky = Fold(1, "leaky", train=s0 + s1 + s3[:1], validation=s2, test=s3[1:], validation_mode="speaker")
+    with pytest.raises(LeakageError, match=r"fold 'leaky'.*c0_s3"):
+        check_leakage(m, [clean, leaky])
+    val_leak = Fold(2, "val-leak", train=s0 + s1 + s2[:1], validation=s2[1:], test=s3, validation_mode="speaker")
+    with pytest.raises(LeakageError, match=r"fold 'val-leak'.*validation speaker.*c0_s2"):
+        check_leakage(m, [val_leak])
+    # the same split is fine when validation is declared stratified
+    check_leakage(m, [Fold(2, "strat", train=s0 + s1 + s2[:1], validation=s2[1:], test=s3,
+                           validation_mode="stratified")])
+    dup = Fold(3, "dup", train=s0 + s1, validation=s2 + s1[:1], test=s3, validation_mode="stratified")
+    with pytest.raises(LeakageError, match="both train and validation"):
+        check_leakage(m, [dup])
+    with pytest.raises(ValueError, match="not in the manifest"):
+        check_leakage(m, [Fold(4, "ghost", train=s0 + ["nope"], validation=s2, test=s3, validation_mode="speaker")])
+
+
+def test_missing_class_error_and_warning(caplog: pytest.LogCaptureFixture) -> None:
+    m = synth_manifest(np.random.default_rng(8), speakers_per_corpus=5, n_classes=3, gender=False)
+    only = pd.DataFrame([{"utt_id": "c0_s4_fear_0", "path": "/x", "corpus": "c0", "speaker": "c0_s4",
+                          "emotion": "fear"}])
+    m = pd.concat([m, only], ignore_index=True)
+    folds = make_folds(m, "loso")
+    with pytest.raises(FoldClassError, match=r"fold 'test=c0_s4'.*\['fear'\].*--labels 4class"):
+        check_fold_classes(m, folds)
+    # restricted to classes every training part has: only warnings for test/validation
+    with caplog.at_level(logging.WARNING, logger="serray.protocols"):
+        check_fold_classes(m, folds, classes=["happy", "neutral", "sad"])
+        check_fold_classes(m, [f for f in folds if f.name != "test=c0_s4"])
+    assert "test part has no utterances of class(es) ['fear']" in caplog.text
+
+
+def test_protocol_errors() -> None:
+    m1 = synth_manifest(np.random.default_rng(9), n_corpora=1, speakers_per_corpus=4)
+    m2 = synth_manifest(np.random.default_rng(9), n_corpora=2, speakers_per_corpus=3)
+    with pytest.raises(ValueError, match="needs a 'session' column.*use protocol 'loso'"):
+        make_folds(m1, "loso-session")
+    with pytest.raises(ValueError, match="at least 2 distinct 'corpus'"):
+        make_folds(m1, "loco")
+    with pytest.raises(ValueError, match=r"k=5 needs at least 5 distinct 'speaker'.*has 4"):
+        make_folds(m1, "kfold", k=5)
+    with pytest.raises(ValueError, match="k >= 2"):
+        make_folds(m1, "kfold", k=1)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        make_folds(m1, "holdout")
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_folds(m1, "loso", val_fraction=0.0)
+    with pytest.raises(ValueError, match="needs both train_corpora and test_corpora"):
+        make_folds(m2, "cross-corpus", train_corpora="c0")
+    with pytest.raises(ValueError, match=r"\['c0'\] are in both"):
+        make_folds(m2, "cross-corpus", train_corpora=["c0", "c1"], test_corpora="c0")
+    with pytest.raises(ValueError, match=r"\['iemocap'\] are not in the manifest"):
+        make_folds(m2, "cross-corpus", train_corpora="c0", test_corpora="iemocap")
+    with pytest.raises(ValueError, match="apply only to protocol 'cross-corpus'"):
+        make_folds(m2, "loco", train_corpora="c0")
+    with pytest.raises(ValueError, match="duplicate utt_id"):
+        make_folds(pd.concat([m1, m1.iloc[:1]]), "loso")
+    partial = synth_manifest(np.random.default_rng(9), n_corpora=1, speakers_per_corpus=4, sessions=True)
+    partial.loc[partial.index[:3], "session"] = None
+    with pytest.raises(ValueError, match="have no 'session' value"):
+        make_folds(partial, "loso-session")
+    assert set(PROTOCOLS) == {"loso", "loso-session", "loco", "kfold", "cross-corpus"}
+
+
+def test_loso_session_names_and_group_column() -> None:
+    m = synth_manifest(np.random.default_rng(10), speakers_per_corpus=6, sessions=True)
+    folds = make_folds(m, "loso-session")
+    assert [f.name for f in folds] == ["test=c0_ses0", "test=c0_ses1", "test=c0_ses2"]
+    assert folds == make_folds(m, "loso", group_column="session")
+    # a speaker spanning two sessions makes loso-session leak: the guard refuses it
+    bad = m.copy()
+    bad.loc[(bad["speaker"] == "c0_s0") & (bad["emotion"] == "happy"), "session"] = "c0_ses2"
+    with pytest.raises(LeakageError, match="c0_s0"):
+        make_folds(bad, "loso-session")
+
+
+def test_frame_roundtrip(tmp_path: Path) -> None:
+    from serray import io
+
+    m = synth_manifest(np.random.default_rng(11), n_corpora=2, speakers_per_corpus=2)
+    for folds in (make_folds(m, "loso", seed=3), make_folds(m, "kfold", k=2, speaker_independent=False)):
+        df = folds_to_frame(folds)
+        assert list(df.columns[:4]) == ["fold", "fold_name", "split", "utt_id"]
+        assert len(df) == sum(len(f.train) + len(f.validation) + len(f.test) for f in folds)
+        io.write_parquet(df, tmp_path / "folds.parquet")
+        back = folds_from_frame(io.read_parquet(tmp_path / "folds.parquet"))
+        assert back == folds
+    legacy = folds_to_frame(make_folds(m, "loso")).drop(columns="validation_mode")
+    assert {f.validation_mode for f in folds_from_frame(legacy)} == {"speaker"}
+    with pytest.raises(ValueError, match="unknown split"):
+        folds_from_frame(df.assign(split="dev"))
+
+
+def test_fold_is_immutable() -> None:
+    f = Fold(0, "x", train=["a"], validation=[], test=["b"], validation_mode="speaker")
+    with pytest.raises(ValueError):
+        f.train[0] = "z"
+    with pytest.raises(ValueError, match="validation_mode"):
+        Fold(0, "x", train=["a"], validation=[], test=["b"], validation_mode="random")
+
+
+def _data_root() -> Path:
+    env = os.environ.get("SERRAY_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.realdata
+def test_emodb_loso_gives_ten_folds() -> None:
+    wav = _data_root() / "emodb" / "wav"
+    if not wav.is_dir():
+        pytest.skip(f"EmoDB not found at {wav} (set SERRAY_DATA to the folder holding emodb/)")
+    files = sorted(wav.glob("*.wav"))
+    m = pd.DataFrame({
+        "utt_id": [f"emodb_{p.stem}" for p in files],
+        "path": [str(p) for p in files],
+        "corpus": "emodb",
+        "speaker": [f"emodb_{p.name[:2]}" for p in files],
+        "emotion": [EMODB_CODES[p.name[5]] for p in files],
+    })
+    folds = make_folds(m, "loso", seed=0)
+    assert len(folds) == 10
+    assert folds[0].name == "test=emodb_03"
+    assert_fold_properties(m, folds, "loso")
+    check_fold_classes(m, folds)
+    assert all(f.validation_mode == "speaker" for f in folds)
+    kf = make_folds(m, "kfold", k=5, seed=0)
+    assert_fold_properties(m, kf, "kfold")
