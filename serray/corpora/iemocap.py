@@ -1,0 +1,212 @@
+"""IEMOCAP (Interactive Emotional Dyadic Motion Capture), English, natural (dyadic sessions).
+
+Official layout: ``SessionN/sentences/wav/<dialog>/<utt>.wav`` with labels in
+``SessionN/dialog/EmoEvaluation/<dialog>.txt``, one block per utterance::
+
+    [6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
+    C-E2:\tNeutral;\t()
+    ...
+
+The first line holds the consensus label (``neu hap sad ang exc fru fea sur dis oth``;
+``xxx`` = no agreement, dropped and counted in the log) and the mean (valence,
+activation, dominance) ratings; the ``C-*`` lines are the individual evaluators'
+categorical labels, from which ``agreement`` (share of evaluators naming the consensus
+label) is computed. ``root`` is the folder holding ``Session1 ... Session5`` (or a folder
+up to two levels above it, e.g. the one holding ``IEMOCAP_full_release``).
+
+The utterance's speaker is its session plus the letter that starts the part after the
+last underscore (``Ses01F_impro01_M003`` -> speaker ``Ses01_M``, gender m). ``excited``
+stays ``excited`` (label set ``4class`` merges it into ``happy``); ``frustrated`` and
+``other`` are kept as such.
+
+Extra columns: ``emotion_native`` (the code), ``session`` (``Ses01``), ``dialog``,
+``improvised`` (bool), ``method`` (``impro``/``script``), ``valence``, ``arousal``
+(activation), ``dominance`` (1-5 scales), ``agreement``, ``n_raters``, ``start_s``,
+``end_s``, and ``text`` when ``SessionN/dialog/transcriptions`` is present.
+
+Options:
+    min_agreement: Keep only utterances whose agreement is at least this (0-1).
+    labels: Keep only these labels (canonical names, list or comma-separated), e.g.
+        ``neutral,happy,excited,sad,angry`` for the usual 4-class setup.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from serray.corpora.base import (
+    Adapter,
+    Scan,
+    build_rows,
+    find_layout_dir,
+    layout_error,
+    list_audio,
+    opt_float,
+    opt_list,
+    require_dir,
+    skipped_frame,
+)
+from serray.labels import CANONICAL, EXTRA
+
+__all__ = ["ADAPTER", "EMOTIONS", "parse_evaluation", "scan"]
+
+log = logging.getLogger(__name__)
+
+NAME = "iemocap"
+LAYOUT = (
+    "Session1 ... Session5 each with sentences/wav/<dialog>/<utt>.wav and dialog/EmoEvaluation/<dialog>.txt, "
+    "e.g. IEMOCAP_full_release/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+)
+_FIX = "pass the folder that contains Session1 ... Session5 (e.g. IEMOCAP_full_release)"
+
+#: IEMOCAP label code -> canonical label (``xxx``, no agreement, is dropped).
+EMOTIONS: dict[str, str] = {
+    "neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry", "exc": "excited",
+    "fru": "frustrated", "fea": "fear", "sur": "surprise", "dis": "disgust", "oth": "other",
+}
+
+_SESSION_DIR = re.compile(r"^Session(\d+)$", re.IGNORECASE)
+_TURN = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]")
+_VOTE = re.compile(r"^C-[^:\s]+:\s*(.*)$")
+_TRANSCRIPT = re.compile(r"^(\S+)\s+\[[\d.]+-[\d.]+\]:\s?(.*)$")
+
+
+def parse_evaluation(text: str) -> list[dict[str, Any]]:
+    """Parse one ``EmoEvaluation/<dialog>.txt``.
+
+    Returns:
+        One dict per utterance: ``utt``, ``code``, ``start_s``, ``end_s``, ``valence``,
+        ``arousal``, ``dominance`` and ``votes`` (one set of label codes per categorical
+        evaluator).
+    """
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for line in text.splitlines():
+        m = _TURN.match(line)
+        if m:
+            vad = [float(x) if x.strip() else float("nan") for x in m[5].split(",")]
+            vad = (vad + [float("nan")] * 3)[:3]
+            current = {
+                "utt": m[3], "code": m[4].lower(), "start_s": float(m[1]), "end_s": float(m[2]),
+                "valence": vad[0], "arousal": vad[1], "dominance": vad[2], "votes": [],
+            }
+            out.append(current)
+            continue
+        v = _VOTE.match(line)
+        if v and current is not None:
+            names = v[1].split("(", 1)[0]
+            codes = {n.strip()[:3].lower() for n in names.split(";") if n.strip()}
+            if codes:
+                current["votes"].append(codes)
+    return out
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _session_dirs(d: Path) -> list[Path]:
+    return sorted((c for c in d.iterdir() if c.is_dir() and _SESSION_DIR.match(c.name)), key=lambda c: int(_SESSION_DIR.match(c.name)[1]))
+
+
+def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, labels: Any = None) -> Scan:
+    """Scan an IEMOCAP release (see the module docstring for layout and options)."""
+    corpus = corpus_name or NAME
+    min_agreement = opt_float("min_agreement", min_agreement, 0.0, 1.0)
+    keep_labels = opt_list("labels", labels)
+    if keep_labels is not None:
+        bad = sorted(set(keep_labels) - set(CANONICAL) - set(EXTRA))
+        if bad:
+            raise ValueError(f"iemocap: labels {bad} are not canonical names; use names from {list(CANONICAL + EXTRA)}")
+    require_dir(root, ADAPTER, _FIX)
+    base = find_layout_dir(root, lambda d: bool(_session_dirs(d)), ADAPTER, "no Session1 ... Session5 folders found", _FIX)
+
+    records: list[dict[str, Any]] = []
+    skipped: list[tuple[Path, str]] = []
+    counts = {"xxx": 0, "unknown": 0, "no_wav": 0, "agreement": 0, "labels": 0}
+    missing_example = ""
+    for sess in _session_dirs(base):
+        wav_dir, eval_dir = sess / "sentences" / "wav", sess / "dialog" / "EmoEvaluation"
+        for d in (wav_dir, eval_dir):
+            if not d.is_dir():
+                raise layout_error(NAME, sess, f"missing folder {d.relative_to(sess)}", LAYOUT, _FIX)
+        wavs = {p.stem: p for p in list_audio(wav_dir)}
+        texts: dict[str, str] = {}
+        tr_dir = sess / "dialog" / "transcriptions"
+        if tr_dir.is_dir():
+            for f in sorted(tr_dir.glob("*.txt")):
+                if not f.name.startswith("."):
+                    for line in _read(f).splitlines():
+                        m = _TRANSCRIPT.match(line.strip())
+                        if m:
+                            texts[m[1]] = m[2].strip()
+        labelled: set[str] = set()
+        for f in sorted(eval_dir.glob("*.txt")):
+            if f.name.startswith("."):
+                continue
+            for u in parse_evaluation(_read(f)):
+                utt, code = u["utt"], u["code"]
+                labelled.add(utt)
+                if code == "xxx":
+                    counts["xxx"] += 1
+                    continue
+                if code not in EMOTIONS:
+                    counts["unknown"] += 1
+                    if utt in wavs:
+                        skipped.append((wavs[utt], f"unknown IEMOCAP label code {code!r} in {f}"))
+                    continue
+                if utt not in wavs:
+                    counts["no_wav"] += 1
+                    missing_example = missing_example or f"{utt} (labelled in {f})"
+                    continue
+                votes = u["votes"]
+                agreement = sum(code in v for v in votes) / len(votes) if votes else float("nan")
+                if min_agreement is not None and not agreement >= min_agreement:
+                    counts["agreement"] += 1
+                    continue
+                emotion = EMOTIONS[code]
+                if keep_labels is not None and emotion not in keep_labels:
+                    counts["labels"] += 1
+                    continue
+                session = utt[:5]
+                who = utt.rsplit("_", 1)[-1][:1].upper()
+                if who not in {"F", "M"}:
+                    skipped.append((wavs[utt], f"cannot read the speaker's gender from {utt!r} (expected ..._F000/_M000)"))
+                    continue
+                dialog = utt.rsplit("_", 1)[0]
+                improvised = "_impro" in dialog
+                records.append({
+                    "path": wavs[utt], "speaker": f"{session}_{who}", "emotion": emotion, "gender": who.lower(),
+                    "session": session, "valence": u["valence"], "arousal": u["arousal"],
+                    "emotion_native": code, "dialog": dialog, "improvised": improvised,
+                    "method": "impro" if improvised else "script", "dominance": u["dominance"],
+                    "agreement": agreement, "n_raters": len(votes), "start_s": u["start_s"], "end_s": u["end_s"],
+                    **({"text": texts.get(utt)} if texts else {}),
+                })
+        for stem, p in sorted(wavs.items()):
+            if stem not in labelled:
+                skipped.append((p, f"no label line for {stem} in {eval_dir}"))
+    if counts["xxx"]:
+        log.info("iemocap: %d utterance(s) labelled xxx (no evaluator agreement) dropped", counts["xxx"])
+    if counts["agreement"]:
+        log.info("iemocap: %d utterance(s) below min_agreement=%s dropped", counts["agreement"], min_agreement)
+    if counts["labels"]:
+        log.info("iemocap: %d utterance(s) with labels outside %s dropped", counts["labels"], keep_labels)
+    if counts["unknown"]:
+        log.warning("iemocap: %d utterance(s) with unknown label codes left out", counts["unknown"])
+    if counts["no_wav"]:
+        log.warning("iemocap: %d labelled utterance(s) have no wav file, e.g. %s", counts["no_wav"], missing_example)
+    if not records:
+        raise layout_error(NAME, base, "no labelled utterance with a wav file (after the filters)", LAYOUT, _FIX)
+    rows = build_rows(records, corpus, base, language="en", naturalness="natural")
+    rows["improvised"] = rows["improvised"].astype(bool)
+    rows["n_raters"] = rows["n_raters"].astype("int64")
+    return Scan(rows=rows, skipped=skipped_frame(skipped))
+
+
+ADAPTER = Adapter(
+    name=NAME, title="IEMOCAP", layout=LAYOUT, scan=scan, options=("min_agreement", "labels"),
+)
