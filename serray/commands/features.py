@@ -1,5 +1,107 @@
-"""`serray features` (not built yet)."""
+"""`serray features`: extract feature sets into the work directory's cache, or list it."""
 
-from serray.commands._common import not_implemented
+from __future__ import annotations
 
-command = not_implemented("features", "feature extraction")
+import logging
+from typing import Any
+
+import click
+
+from serray.commands._common import address_option, fail
+
+log = logging.getLogger(__name__)
+
+
+def _parse_params(items: tuple[str, ...], sets: list[str]) -> dict[str, dict[str, Any]]:
+    """``SET.KEY=VALUE`` items -> ``{set: {key: value}}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            fail(f"--param {item!r} must be SET.KEY=VALUE, e.g. ssl.model=/models/hubert-base")
+        lhs, value = item.split("=", 1)
+        set_name, key = lhs.split(".", 1)
+        if set_name not in sets:
+            fail(f"--param {item!r} is for set {set_name!r}, which is not in --set {','.join(sets)}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(set_name, {})[key] = value if parsed is None else parsed
+    return out
+
+
+@click.command(name="features")
+@click.argument("workdir", type=click.Path(file_okay=False))
+@click.option("--set", "sets", default=None, metavar="NAMES", help="Comma-separated feature sets, e.g. egemaps,mfb,spectrogram.")
+@click.option("--list", "list_", is_flag=True, help="Show what is cached in WORKDIR/features.")
+@click.option("--param", "params", multiple=True, metavar="SET.KEY=VALUE", help="Extractor parameter, e.g. ssl.model=/models/hubert (repeatable).")
+@click.option("--corpus", "corpora", multiple=True, help="Only these corpora's manifests (repeatable; default all).")
+@address_option
+@click.option("--num-actors", type=int, default=None, help="Actors per set (default: one per free CPU, or free GPUs / --gpus-per-actor); 0 runs in this process without Ray.")
+@click.option("--gpus-per-actor", type=float, default=0.0, show_default=True, help="GPUs each actor reserves (ssl, spectrogram on GPU).")
+@click.option("--chunk-size", type=int, default=None, help="Files per work item (default: about 32 chunks per actor, at most 64 files each).")
+@click.option("--retry-failed", is_flag=True, help="Retry files an earlier run recorded as failing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def command(
+    workdir: str, sets: str | None, list_: bool, params: tuple[str, ...], corpora: tuple[str, ...], address: str | None,
+    num_actors: int | None, gpus_per_actor: float, chunk_size: int | None, retry_failed: bool, no_progress: bool,
+) -> None:
+    """Extract feature sets for every utterance of WORKDIR's manifests, or list the cache.
+
+    Work runs on a Ray actor pool (local Ray, or --address to join a cluster); results go
+    to WORKDIR/features/<set>-<key>/ keyed by extractor, parameters, library versions and
+    each audio file's identity, so a second run extracts nothing. Files that fail are
+    listed with their reason (and recorded in the set's failures.parquet) while the rest
+    is extracted. Exits non-zero when a set ends with no features at all.
+
+    \b
+    Sets: egemaps, compare, lld, mfb, mfcc, spectrogram, ssl.
+    \b
+    Examples:
+      serray features W --set egemaps,mfb,spectrogram
+      serray features W --set ssl --param ssl.model=/models/hubert-base --gpus-per-actor 0.5
+      serray features W --list
+    """
+    from serray.features import extract_features, extractor_names, list_cached
+    from serray.manifest import ManifestError, load_manifests
+
+    if not sets and not list_:
+        fail("give --set NAMES to extract (e.g. --set egemaps,mfb) or --list to show the cache")
+    if sets:
+        names = [s.strip() for s in sets.split(",") if s.strip()]
+        known = extractor_names()
+        unknown = [s for s in names if s not in known]
+        if unknown:
+            fail(f"unknown feature set(s) {unknown}; available: {', '.join(known)}")
+        set_params = _parse_params(params, names)
+        try:
+            manifest = load_manifests(workdir, corpora or None)
+            reports = extract_features(
+                workdir, names, manifest, params=set_params, address=address, num_actors=num_actors,
+                gpus_per_actor=gpus_per_actor, progress=not no_progress, chunk_size=chunk_size, retry_failed=retry_failed,
+            )
+        except (ManifestError, ValueError) as exc:
+            fail(str(exc))
+        empty = []
+        for rep in reports.values():
+            click.echo(str(rep))
+            if rep.n_failed:
+                click.echo(f"\n{rep.n_failed} utterance(s) of {rep.name} failed (recorded in {rep.failures_path}):", err=True)
+                click.echo(rep.failures[["path", "reason"]].head(20).to_string(index=False), err=True)
+                if rep.n_failed > 20:
+                    click.echo(f"... and {rep.n_failed - 20} more", err=True)
+            if rep.n_cached + rep.n_extracted == 0:
+                empty.append(rep.name)
+        if empty:
+            fail(f"no features could be extracted for {', '.join(empty)}; see the failures above")
+    if list_:
+        import pandas as pd
+
+        table = list_cached(workdir)
+        if table.empty:
+            click.echo(f"no cached features in {workdir}/features")
+            return
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            click.echo(table.drop(columns=["path"]).to_string(index=False))

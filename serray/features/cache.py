@@ -1,0 +1,530 @@
+"""The content-addressed feature cache under ``W/features/`` and loading from it.
+
+Layout of one feature set (one extractor with one parameter set)::
+
+    W/features/<name>-<key>/          key = Extractor.key(): name + params + versions
+        meta.json                     name, key, params, versions, kind, dims, dtype, ...
+        vectors/<hash>.parquet        kind "vector": rows (file_key, path, values)
+        arrays/<ab>/<file_key>.npy    kind "sequence"/"segments": one array per file
+        failures.parquet              files that failed: file_key, path, utt_id, reason, ...
+
+Entries are keyed by the audio file's identity (:func:`serray.features.base.file_identity`:
+absolute path, size and modification time), so two manifests that list the same file
+share its features and a changed file is extracted again.
+
+* Vectors: each extraction chunk is written as one Parquet file (``values`` is a
+  fixed-size list of float32; per-utterance shapes other than ``[D]``, e.g. SSL ``[L, H]``,
+  are flattened and reshaped with ``meta.json``'s ``dims``). At the end of a run the
+  chunk files are merged into one file (written first, inputs deleted after), so loading
+  a whole set reads one file; duplicates are resolved by ``file_key``.
+* Sequences and segments: one ``.npy`` per file, so one utterance loads without reading
+  the others (``np.load(..., mmap_mode="r")`` works too).
+
+Every file is written through :func:`serray.io.atomic_path` (temporary file + rename):
+an interrupted run leaves complete entries and hidden ``.*.tmp`` files only, which are
+never read and are removed by the next run once they are an hour old. The next run
+extracts only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serray import io
+from serray.features.base import Extractor, extractor_class, file_identity, get_extractor
+
+__all__ = [
+    "FEATURES_DIR",
+    "FeatureSet",
+    "FeatureCache",
+    "FeaturesNotExtractedError",
+    "LOAD_PARAMS",
+    "load_features",
+    "list_cached",
+    "features_command_hint",
+    "entry_dims",
+]
+
+log = logging.getLogger(__name__)
+
+FEATURES_DIR = "features"
+#: Parameters that select from stored features at load time (never hashed).
+LOAD_PARAMS: tuple[str, ...] = ("layer",)
+_FAILURE_COLUMNS = ["file_key", "path", "utt_id", "reason", "error_type", "persistent"]
+_STALE_TMP_S = 3600.0
+
+
+class FeaturesNotExtractedError(LookupError):
+    """The requested feature set has not been extracted (for these utterances)."""
+
+
+def features_command_hint(workdir: str | os.PathLike, name: str, params: Mapping[str, Any] | None = None) -> str:
+    """The ``serray features`` command line that extracts ``name`` with ``params``."""
+    ps = "".join(f" --param {name}.{k}={_cli_value(v)}" for k, v in (params or {}).items() if k not in LOAD_PARAMS)
+    return f"serray features {workdir} --set {name}{ps}"
+
+
+def _cli_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+@dataclass
+class FeatureSet:
+    """Features of the utterances of a manifest, in manifest order.
+
+    Attributes:
+        name: Extractor name.
+        kind: ``vector``, ``sequence`` or ``segments``.
+        utt_ids: Utterances that have features (manifest order).
+        data: ``[N, D]`` float32 for ``vector``; for ``sequence`` a list of ``[T, D]``;
+            for ``segments`` a list of ``[S, C, F, T]``.
+        missing: Utterances of the manifest without features (failed or not extracted).
+        shape: Per-sample shape: ``(D,)`` for vector and sequence, ``(C, F, T)`` for segments.
+        params: The extractor's hashed parameters.
+        key: The cache key.
+        feature_names: Names of the ``D`` dimensions when known.
+        meta: The cache folder's ``meta.json``.
+    """
+
+    name: str
+    kind: str
+    utt_ids: list[str]
+    data: Any
+    missing: list[str]
+    shape: tuple[int, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    feature_names: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+
+class FeatureCache:
+    """One feature set's cache folder: what is stored, writing entries, reading them.
+
+    Args:
+        workdir: Work directory.
+        extractor: The extractor whose key names the folder.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, extractor: Extractor):
+        self.extractor = extractor
+        self.dir = Path(workdir) / FEATURES_DIR / f"{extractor.name}-{extractor.key()}"
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "meta.json"
+
+    @property
+    def failures_path(self) -> Path:
+        return self.dir / "failures.parquet"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.dir / "vectors"
+
+    @property
+    def arrays_dir(self) -> Path:
+        return self.dir / "arrays"
+
+    def array_path(self, file_key: str) -> Path:
+        """Where the array of ``file_key`` lives."""
+        return self.arrays_dir / file_key[:2] / f"{file_key}.npy"
+
+    @property
+    def kind(self) -> str:
+        return self.extractor.kind
+
+    # ------------------------------------------------------------------ meta
+
+    def read_meta(self) -> dict[str, Any] | None:
+        """``meta.json`` or ``None`` when the folder has none yet."""
+        return io.read_json(self.meta_path) if self.meta_path.is_file() else None
+
+    def write_meta(self, dims: Sequence[int], dtype: str) -> dict[str, Any]:
+        """Write ``meta.json`` (atomically) unless it exists with ``dims``; return it."""
+        meta = self.read_meta()
+        if meta is not None and meta.get("dims") is not None:
+            return meta
+        ext = self.extractor
+        from serray import __version__
+
+        meta = {
+            "name": ext.name,
+            "key": ext.key(),
+            "params": ext.params,
+            "versions": ext.versions(),
+            "kind": ext.kind,
+            "dims": [int(d) for d in dims],
+            "dtype": dtype,
+            "serray": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **ext.describe(),
+        }
+        io.write_json(meta, self.meta_path)
+        return meta
+
+    # ------------------------------------------------------------------ what is stored
+
+    def _vector_files(self) -> list[Path]:
+        if not self.vectors_dir.is_dir():
+            return []
+        return sorted(p for p in self.vectors_dir.glob("*.parquet") if not p.name.startswith("."))
+
+    def cached_keys(self) -> set[str]:
+        """File identities with stored features."""
+        if self.kind == "vector":
+            import pyarrow.parquet as pq
+
+            keys: set[str] = set()
+            for f in self._vector_files():
+                keys.update(pq.read_table(f, columns=["file_key"]).column("file_key").to_pylist())
+            return keys
+        if not self.arrays_dir.is_dir():
+            return set()
+        out = set()
+        with os.scandir(self.arrays_dir) as top:
+            for d in top:
+                if d.is_dir():
+                    with os.scandir(d.path) as inner:
+                        out.update(e.name[:-4] for e in inner if e.name.endswith(".npy") and not e.name.startswith("."))
+        return out
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the whole folder."""
+        return sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file()) if self.dir.is_dir() else 0
+
+    # ------------------------------------------------------------------ writing
+
+    def write_entries(self, entries: Sequence[tuple[str, str, np.ndarray]]) -> None:
+        """Store ``(file_key, path, array)`` entries atomically.
+
+        Vectors go to one new Parquet file for the whole batch; arrays to one ``.npy``
+        each. Writes ``meta.json`` first when the folder has none.
+        """
+        if not entries:
+            return
+        dtype = self.extractor.storage_dtype
+        self.write_meta(entry_dims(self.kind, np.asarray(entries[0][2])), dtype)
+        if self.kind == "vector":
+            self._write_vectors(entries)
+        else:
+            for key, _path, arr in entries:
+                with io.atomic_path(self.array_path(key), suffix=".npy") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
+
+    def _write_vectors(self, entries: Sequence[tuple[str, str, np.ndarray]]) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flat = [np.asarray(a, dtype=np.float32).reshape(-1) for _, _, a in entries]
+        width = {f.size for f in flat}
+        if len(width) != 1:
+            raise ValueError(f"{self.extractor.name}: vectors of different sizes in one batch: {sorted(width)}")
+        d = width.pop()
+        values = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(flat), type=pa.float32()), d)
+        table = pa.table({
+            "file_key": pa.array([e[0] for e in entries], type=pa.string()),
+            "path": pa.array([str(e[1]) for e in entries], type=pa.string()),
+            "values": values,
+        })
+        name = hashlib.sha1("\n".join(sorted(e[0] for e in entries)).encode()).hexdigest()[:16]
+        dest = self.vectors_dir / f"{name}.parquet"
+        with io.atomic_path(dest, suffix=".parquet") as tmp:
+            pq.write_table(table, tmp)
+        return dest
+
+    def consolidate(self) -> None:
+        """Merge the vector Parquet files into one (written before the inputs are removed)."""
+        files = self._vector_files()
+        if self.kind != "vector" or len(files) <= 1:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        keys = table.column("file_key").to_pylist()
+        last = {k: i for i, k in enumerate(keys)}
+        if len(last) < len(keys):
+            table = table.take(pa.array(sorted(last.values()), type=pa.int64()))
+        table = table.take(pc.sort_indices(table, sort_keys=[("file_key", "ascending")]))
+        name = "all-" + hashlib.sha1("\n".join(sorted(last)).encode()).hexdigest()[:16]
+        dest = self.vectors_dir / f"{name}.parquet"
+        with io.atomic_path(dest, suffix=".parquet") as tmp:
+            pq.write_table(table, tmp)
+        for f in files:
+            if f != dest:
+                f.unlink(missing_ok=True)
+
+    def remove_stale_tmp(self, max_age_s: float = _STALE_TMP_S) -> int:
+        """Delete temporary files of interrupted writes older than ``max_age_s``; return the count."""
+        if not self.dir.is_dir():
+            return 0
+        now = time.time()
+        n = 0
+        for p in self.dir.rglob(".*.tmp"):
+            try:
+                if now - p.stat().st_mtime > max_age_s:
+                    p.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+    # ------------------------------------------------------------------ failures
+
+    def read_failures(self) -> pd.DataFrame:
+        """Recorded failures (empty frame with the failure columns when none)."""
+        if not self.failures_path.is_file():
+            return pd.DataFrame({c: pd.Series(dtype=bool if c == "persistent" else object) for c in _FAILURE_COLUMNS})
+        return io.read_parquet(self.failures_path)
+
+    def write_failures(self, df: pd.DataFrame) -> None:
+        """Replace the failure record (removed when ``df`` is empty)."""
+        if df.empty:
+            self.failures_path.unlink(missing_ok=True)
+            return
+        io.write_parquet(df[_FAILURE_COLUMNS].reset_index(drop=True), self.failures_path)
+
+    # ------------------------------------------------------------------ reading
+
+    def read_vectors(self) -> tuple[dict[str, int], np.ndarray]:
+        """All stored vectors: ``(file_key -> row, values [N, prod(dims)] float32)``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = self._vector_files()
+        if not files:
+            return {}, np.zeros((0, 0), np.float32)
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        col = table.column("values").combine_chunks()
+        width = col.type.list_size
+        values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        keys = table.column("file_key").to_pylist()
+        return {k: i for i, k in enumerate(keys)}, values
+
+    def read_array(self, file_key: str, mmap: bool = False) -> np.ndarray:
+        """The stored array of one file."""
+        return np.load(self.array_path(file_key), mmap_mode="r" if mmap else None)
+
+    def summary(self) -> dict[str, Any]:
+        """One row of ``serray features --list``."""
+        meta = self.read_meta() or {}
+        fails = self.read_failures()
+        return {
+            "set": self.extractor.name,
+            "key": self.extractor.key(),
+            "params": _short_params(self.extractor.params, type(self.extractor).defaults),
+            "kind": self.kind,
+            "dims": "x".join(str(d) for d in meta.get("dims", [])) or "?",
+            "n_utterances": len(self.cached_keys()),
+            "n_failed": len(fails),
+            "size_mb": round(self.size_bytes() / 2**20, 2),
+            "path": str(self.dir),
+        }
+
+
+def entry_dims(kind: str, arr: np.ndarray) -> tuple[int, ...]:
+    """Per-utterance dims recorded in ``meta.json``: the shape without its variable axis.
+
+    ``vector``: the whole shape (``[D]``, SSL ``[L, H]``); ``sequence``: without the time
+    axis (``[T, D]`` -> ``[D]``, SSL ``[L, T, H]`` -> ``[L, H]``); ``segments``: without the
+    segment axis (``[S, C, F, T]`` -> ``[C, F, T]``).
+    """
+    if kind == "vector":
+        return tuple(arr.shape)
+    if kind == "sequence":
+        return tuple(arr.shape[1:]) if arr.ndim == 2 else (arr.shape[0], *arr.shape[2:])
+    return tuple(arr.shape[1:])
+
+
+def _short_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    changed = {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+    if not changed:
+        return "defaults"
+    return " ".join(f"{k}={_cli_value(v)}" for k, v in changed.items())
+
+
+def _file_keys(paths: Iterable[str]) -> list[str | None]:
+    out: list[str | None] = []
+    for p in paths:
+        try:
+            out.append(file_identity(p))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _split_params(name: str, params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    params = dict(params or {})
+    load = {k: params.pop(k) for k in LOAD_PARAMS if k in params}
+    return params, load
+
+
+def _select_layer(arr: np.ndarray, layer: Any, layers: Sequence[int], axis: int) -> np.ndarray:
+    """Pick one stored layer (by hidden-state index or negative position), their mean, or all."""
+    if layer == "mean":
+        return arr.mean(axis=axis)
+    if layer == "all":
+        moved = np.moveaxis(arr, axis, -2)  # [..., L, H]
+        return moved.reshape(*moved.shape[:-2], -1)
+    layer = int(layer)
+    if layer < 0:
+        if -layer > len(layers):
+            raise ValueError(f"layer {layer} is out of range: {len(layers)} layer(s) stored ({layers})")
+        pos = len(layers) + layer
+    else:
+        if layer not in layers:
+            raise ValueError(f"layer {layer} was not extracted; stored hidden-state indices: {layers}")
+        pos = list(layers).index(layer)
+    return np.take(arr, pos, axis=axis)
+
+
+def load_features(
+    workdir: str | os.PathLike,
+    set_name: str,
+    manifest: pd.DataFrame,
+    *,
+    params: Mapping[str, Any] | None = None,
+    layer: int | str | None = None,
+    dtype: Any = np.float32,
+    mmap: bool = False,
+) -> FeatureSet:
+    """Load the cached features of ``manifest``'s utterances, in manifest order.
+
+    Args:
+        workdir: Work directory.
+        set_name: Extractor name (``egemaps``, ``mfb``, ``spectrogram``, ``ssl``, ...).
+        manifest: Manifest rows (``utt_id``, ``path``).
+        params: The extraction parameters used (defaults for the rest). For ``ssl``,
+            ``params["layer"]`` (or ``layer``) selects what is returned: a hidden-state
+            index, a negative position among the stored layers (default ``-1``, the
+            last), ``"mean"`` (mean over layers) or ``"all"`` (concatenated).
+        layer: Same as ``params["layer"]``.
+        dtype: dtype of the returned arrays (``None``: as stored, e.g. float16 for
+            spectrogram segments).
+        mmap: Memory-map sequence/segment arrays instead of reading them (only with
+            ``dtype=None`` or the stored dtype; useful for sets larger than memory).
+
+    Returns:
+        A :class:`FeatureSet`; utterances without features are listed in ``missing``.
+
+    Raises:
+        FeaturesNotExtractedError: The set was never extracted with these parameters, or
+            none of the manifest's files has features; the message gives the command.
+        ValueError: Unknown set or parameter, or a manifest without ``utt_id``/``path``.
+    """
+    missing_cols = [c for c in ("utt_id", "path") if c not in manifest.columns]
+    if missing_cols:
+        raise ValueError(f"manifest lacks column(s) {missing_cols}")
+    extract_params, load_params = _split_params(set_name, params)
+    if layer is not None:
+        load_params["layer"] = layer
+    if load_params and set_name != "ssl":
+        raise ValueError(f"parameter(s) {sorted(load_params)} only apply to the 'ssl' feature set")
+    ext = get_extractor(set_name, **extract_params)
+    cache = FeatureCache(workdir, ext)
+    hint = features_command_hint(workdir, set_name, extract_params)
+    meta = cache.read_meta()
+    if meta is None:
+        raise FeaturesNotExtractedError(
+            f"feature set {set_name!r} ({_short_params(ext.params, type(ext).defaults)}) is not extracted in {workdir} "
+            f"(no {cache.dir}); run `{hint}`"
+        )
+    utt_ids = manifest["utt_id"].astype(str).tolist()
+    keys = _file_keys(manifest["path"].astype(str).tolist())
+    dims = tuple(int(d) for d in meta["dims"])
+    stored_layers = meta.get("layers")
+    sel = load_params.get("layer", -1) if set_name == "ssl" else None
+    out_ids: list[str] = []
+    missing: list[str] = []
+
+    if ext.kind == "vector":
+        index, values = cache.read_vectors()
+        rows = []
+        for u, k in zip(utt_ids, keys):
+            if k is not None and k in index:
+                out_ids.append(u)
+                rows.append(index[k])
+            else:
+                missing.append(u)
+        data = values[np.asarray(rows, dtype=np.int64)] if rows else np.zeros((0, int(np.prod(dims))), np.float32)
+        data = data.reshape(len(rows), *dims)
+        if sel is not None and len(dims) == 2:
+            data = _select_layer(data, sel, stored_layers or list(range(dims[0])), axis=1)
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        shape = tuple(data.shape[1:])
+    else:
+        have = cache.cached_keys()
+        data = []
+        for u, k in zip(utt_ids, keys):
+            if k is not None and k in have:
+                arr = cache.read_array(k, mmap=mmap)
+                if sel is not None and arr.ndim == 3:  # ssl frames [L, T, H]
+                    arr = _select_layer(arr, sel, stored_layers or list(range(arr.shape[0])), axis=0)
+                if dtype is not None and arr.dtype != dtype:
+                    arr = arr.astype(dtype)
+                out_ids.append(u)
+                data.append(arr)
+            else:
+                missing.append(u)
+        if ext.kind == "segments":
+            shape = tuple(data[0].shape[1:]) if data else dims
+        else:
+            shape = (data[0].shape[-1],) if data else dims[-1:]
+    if not out_ids:
+        raise FeaturesNotExtractedError(
+            f"feature set {set_name!r} in {cache.dir} has no features for any of the {len(utt_ids)} utterances of this "
+            f"manifest (e.g. {manifest['path'].iloc[0]}); run `{hint}`"
+        )
+    if missing:
+        log.warning(
+            "%s: %d of %d utterances have no features (failed or not extracted), e.g. %s; see %s",
+            set_name, len(missing), len(utt_ids), missing[:3], cache.failures_path,
+        )
+    names = meta.get("feature_names")
+    if names is not None and (ext.kind == "segments" or len(names) != shape[-1]):
+        names = None
+    return FeatureSet(
+        name=set_name, kind=ext.kind, utt_ids=out_ids, data=data, missing=missing, shape=shape,
+        params=dict(ext.params), key=ext.key(), feature_names=names, meta=meta,
+    )
+
+
+def list_cached(workdir: str | os.PathLike) -> pd.DataFrame:
+    """One row per cached feature set in ``W/features``: set, key, params, kind, dims,
+    n_utterances, n_failed, size_mb, path (sets whose extractor is unknown are skipped)."""
+    root = Path(workdir) / FEATURES_DIR
+    rows = []
+    for meta_path in sorted(root.glob("*/meta.json")) if root.is_dir() else []:
+        meta = io.read_json(meta_path)
+        try:
+            cls = extractor_class(meta["name"])
+            ext = cls(**meta["params"])
+        except (ValueError, KeyError) as exc:
+            log.warning("%s: cannot read (%s); skipped", meta_path, exc)
+            continue
+        cache = FeatureCache(workdir, ext)
+        cache.dir = meta_path.parent  # a folder written by other library versions keeps its own key
+        row = cache.summary()
+        row["key"] = meta.get("key", meta_path.parent.name.rsplit("-", 1)[-1])
+        rows.append(row)
+    cols = ["set", "key", "params", "kind", "dims", "n_utterances", "n_failed", "size_mb", "path"]
+    return pd.DataFrame(rows, columns=cols)
