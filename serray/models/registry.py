@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-__all__ = ["InputInfo", "ModelSpec", "register", "get", "names"]
+__all__ = ["InputInfo", "ModelSpec", "TORCH_TRAINING_DEFAULTS", "register", "get", "names"]
 
 Backend = Literal["torch", "sklearn"]
 InputKind = Literal["vector", "sequence", "segments"]
@@ -33,6 +33,20 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "serray.models.baselines",
     "serray.models.adarl",
 )
+
+#: Training keys the torch fold trainer reads, with the values used when a config lacks
+#: them. Every torch model accepts them besides its own keys. ``epochs``, ``batch_size``,
+#: ``lr`` and ``patience`` have no default (a torch model's default config must set them).
+TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",  # sgd | adam | adamw
+    "momentum": 0.0,  # sgd only
+    "weight_decay": 0.0,
+    "lr_decay": 1.0,  # multiplicative per epoch; 1.0 = constant
+    "early_stop": "ua",  # ua | loss (on the validation part)
+    "grad_clip": 0.0,  # max gradient norm; 0 = off
+    "max_frames": 0,  # sequence models: random training crop length; 0 = full
+    "eval_batch_size": 256,
+}
 
 _REGISTRY: dict[str, "ModelSpec"] = {}
 _loaded = False
@@ -99,10 +113,11 @@ class ModelSpec:
                     f"model {self.name!r} has no preset {preset!r}; available: {sorted(self.presets) or 'none'}"
                 )
             cfg.update(copy.deepcopy(dict(self.presets[preset])))
+        known = set(cfg) | (set(TORCH_TRAINING_DEFAULTS) if self.backend == "torch" else set())
         for key, value in (overrides or {}).items():
-            if key not in cfg:
+            if key not in known:
                 raise ValueError(
-                    f"model {self.name!r} has no hyperparameter {key!r}; known keys: {', '.join(sorted(cfg))}"
+                    f"model {self.name!r} has no hyperparameter {key!r}; known keys: {', '.join(sorted(known))}"
                 )
             cfg[key] = value
         return cfg

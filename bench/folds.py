@@ -1,0 +1,121 @@
+"""Benchmark: the 10 LOSO folds of one small torch configuration, sequential vs fold actors.
+
+Runs the same configuration (``dcnn`` preset ``small``: 32-channel dilated convolutions, on
+synthetic 40-d log-mel-like sequences of 10 speakers x 100 utterances, 20 epochs without
+early stopping so that both runs do the same work)
+first sequentially in this process and then as parallel Ray fold actors in lock-step,
+and prints both wall times and the speedup. The sequential run is timed with torch's
+default thread count and with one thread; the speedup is reported against the faster
+of the two (the honest baseline). The parallel time includes starting the actors
+(process start, torch import, fold data) but not starting Ray itself, which a session
+pays once. Runs alternate and repeat; the minimum of each kind is reported, which damps
+the noise of other processes on a shared machine (the load average is printed).
+
+Usage:
+    python bench/folds.py [--utts-per-speaker 100] [--frames 200] [--epochs 20] [--model dcnn] [--preset small]
+                          [--repeats 2] [--cpus N]
+
+Target: speedup >= 1.6 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+EMOTIONS = ("neutral", "happy", "sad", "angry")
+
+
+def synthetic(n_speakers: int, per_speaker: int, frames: int, dim: int, seed: int = 0):
+    """Manifest and packed sequence features of a synthetic 4-class corpus."""
+    from serray.training.data import PackedFeatures
+
+    rng = np.random.default_rng(seed)
+    rows, seqs = [], []
+    for s in range(n_speakers):
+        for i in range(per_speaker):
+            c = i % len(EMOTIONS)
+            rows.append({"utt_id": f"bench/s{s}_{i}", "speaker": f"bench_s{s}", "emotion": EMOTIONS[c],
+                         "corpus": "bench", "gender": "fm"[s % 2]})
+            t = int(rng.integers(frames // 2, frames + 1))
+            x = rng.normal(size=(t, dim)).astype(np.float32)
+            x[:, c * 4 : c * 4 + 4] += 0.3
+            seqs.append(x)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in seqs])]).astype(np.int64)
+    return pd.DataFrame(rows), PackedFeatures("sequence", np.concatenate(seqs), offsets)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="dcnn")
+    ap.add_argument("--speakers", type=int, default=10)
+    ap.add_argument("--utts-per-speaker", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--preset", default="small", help="model preset ('none' for the full default config)")
+    ap.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating repeats; the minimum of each is reported")
+    args = ap.parse_args()
+
+    import torch
+
+    from serray.models import registry
+    from serray.protocols import make_folds
+    from serray.raycluster import init_ray
+    from serray.training.actors import fold_resources, run_folds
+    from serray.training.data import TrainingInputs, make_label_table
+
+    manifest, packed = synthetic(args.speakers, args.utts_per_speaker, args.frames, 40)
+    inputs = TrainingInputs(packed, make_label_table(manifest))
+    folds = make_folds(manifest, "loso")
+    spec = registry.get(args.model)
+    preset = None if args.preset in (None, "", "none") else args.preset
+    cfg = spec.config(preset=preset, overrides={"epochs": args.epochs, "patience": 0})
+    print(f"{args.model} (preset {args.preset}, {args.epochs} epochs, no early stopping), {len(folds)} LOSO folds, "
+          f"{len(manifest)} utterances x <= {args.frames} frames x 40 dims; {os.cpu_count()} cores")
+
+    # warm-up: first-use imports and allocator, so neither timed run pays them
+    run_folds(spec, {**cfg, "epochs": 1}, inputs, folds[:1], parallel=False, device="cpu")
+
+    init_ray(num_cpus=args.cpus)
+    per_actor, cpus, _ = fold_resources(len(folds), device="cpu")
+    n_actors = -(-len(folds) // per_actor)
+    default_threads = torch.get_num_threads()
+    seq_times: dict[int, list[float]] = {t: [] for t in sorted({default_threads, 1}, reverse=True)}
+    par_times: list[float] = []
+    print(f"load average before: {os.getloadavg()[0]:.1f}; {args.repeats} repeat(s), alternating, minimum reported")
+    for _ in range(args.repeats):
+        for threads in seq_times:
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            seq = run_folds(spec, cfg, inputs, folds, parallel=False, device="cpu")
+            seq_times[threads].append(time.perf_counter() - t0)
+        torch.set_num_threads(default_threads)
+        t0 = time.perf_counter()
+        par = run_folds(spec, cfg, inputs, folds, parallel=True, device="cpu")
+        par_times.append(time.perf_counter() - t0)
+    for threads, ts in seq_times.items():
+        print(f"sequential, torch threads={threads}: {min(ts):7.1f} s   (runs: {', '.join(f'{t:.1f}' for t in ts)})")
+    t_par = min(par_times)
+    print(f"parallel fold actors ({n_actors} actors x {per_actor} folds, {cpus} CPU each, lock-step, "
+          f"actor start-up included): {t_par:7.1f} s   (runs: {', '.join(f'{t:.1f}' for t in par_times)})")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+    best = min(min(ts) for ts in seq_times.values())
+    ua_seq = np.mean([r.metrics()["test_ua"] for r in seq])
+    ua_par = np.mean([r.metrics()["test_ua"] for r in par])
+    print(f"mean test UA sequential {ua_seq:.4f}, parallel {ua_par:.4f}")
+    print(f"speedup (best sequential / parallel): {best / t_par:.2f}x  (target >= 1.6 on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+"""Fold data: packed feature arrays, integer labels and feature normalisation.
+
+Features of all utterances are *packed* into one contiguous array so they can go to
+Ray's object store once and be read zero-copy by every fold actor:
+
+* ``vector``: ``data`` is ``[N, D]``; ``offsets`` is ``None``.
+* ``sequence``: the ``[T_i, D]`` frame matrices are stacked to ``[sum T_i, D]``;
+  utterance ``i`` is ``data[offsets[i]:offsets[i + 1]]``.
+* ``segments``: the ``[S_i, C, F, T]`` segment stacks are stacked to
+  ``[sum S_i, C, F, T]``; utterance ``i`` owns rows ``offsets[i]:offsets[i + 1]``.
+
+Normalisation (z-scores, per feature dimension; for sequences over all frames, for
+segments per ``(channel, frequency)`` bin over segments and time):
+
+* ``global``: mean and standard deviation of the *training part* of the fold only,
+  applied to every part.
+* ``speaker``: every speaker, training, validation and test speakers alike, is
+  normalised with the statistics of all of that speaker's own utterances. This is the
+  standard unsupervised speaker normalisation of SER work: it uses no labels, but it does
+  read a test speaker's (unlabelled) features, so results assume that a few utterances of
+  a new speaker are available before that speaker is scored.
+* ``none``: features as extracted.
+
+Dimensions with (near) zero spread get a standard deviation of 1.
+
+Example:
+    >>> import numpy as np
+    >>> packed = PackedFeatures("vector", np.array([[1.0], [3.0], [5.0]], dtype=np.float32), None)
+    >>> out = normalize_features(packed, speakers=np.array(["a", "a", "b"]),
+    ...                          train_mask=np.array([True, True, False]), mode="global")
+    >>> out.data[:, 0].tolist()
+    [-1.0, 1.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "NORMALIZATIONS",
+    "PackedFeatures",
+    "LabelTable",
+    "TrainingInputs",
+    "SplitData",
+    "FoldData",
+    "pack_features",
+    "make_label_table",
+    "class_list",
+    "normalize_features",
+    "build_fold_data",
+]
+
+log = logging.getLogger(__name__)
+
+Normalization = Literal["speaker", "global", "none"]
+NORMALIZATIONS: tuple[str, ...] = ("speaker", "global", "none")
+_KINDS = ("vector", "sequence", "segments")
+_CHUNK = 4_000_000  # elements per chunk when accumulating statistics
+
+
+@dataclass(frozen=True)
+class PackedFeatures:
+    """Features of ``N`` utterances in one contiguous array (see module docstring).
+
+    Attributes:
+        kind: ``"vector"``, ``"sequence"`` or ``"segments"``.
+        data: The packed array (float32).
+        offsets: ``[N + 1]`` int64 row offsets per utterance, ``None`` for vectors.
+    """
+
+    kind: str
+    data: np.ndarray
+    offsets: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"feature kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.kind == "vector":
+            if self.data.ndim != 2 or self.offsets is not None:
+                raise ValueError("vector features need data [N, D] and offsets=None")
+        else:
+            if self.offsets is None or self.offsets.ndim != 1 or self.offsets[-1] != self.data.shape[0]:
+                raise ValueError(f"{self.kind} features need offsets [N + 1] ending at data.shape[0]")
+            if self.kind == "sequence" and self.data.ndim != 2:
+                raise ValueError(f"sequence features need frames [sum T, D], got shape {self.data.shape}")
+            if self.kind == "segments" and self.data.ndim != 4:
+                raise ValueError(f"segment features need [sum S, C, F, T], got shape {self.data.shape}")
+
+    @property
+    def n(self) -> int:
+        """Number of utterances."""
+        return self.data.shape[0] if self.offsets is None else len(self.offsets) - 1
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample without the batch axis: ``(D,)`` or ``(C, F, T)``."""
+        return tuple(self.data.shape[1:])
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Rows per utterance (1 for vectors; frames or segments otherwise)."""
+        if self.offsets is None:
+            return np.ones(self.n, dtype=np.int64)
+        return np.diff(self.offsets)
+
+    def row_owner(self) -> np.ndarray:
+        """Utterance index of every row of :attr:`data`."""
+        return np.repeat(np.arange(self.n), self.counts)
+
+    def rows_of(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Row indices into :attr:`data` of the utterances ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.offsets is None:
+            return idx
+        counts = self.offsets[idx + 1] - self.offsets[idx]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return np.repeat(self.offsets[idx] - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> "PackedFeatures":
+        """The utterances ``idx`` (in that order) as a new packed array (a copy)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        data = np.ascontiguousarray(self.data[self.rows_of(idx)], dtype=np.float32)
+        if self.offsets is None:
+            return PackedFeatures(self.kind, data, None)
+        counts = self.offsets[idx + 1] - self.offsets[idx]
+        return PackedFeatures(self.kind, data, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Per-utterance labels aligned with a :class:`PackedFeatures`.
+
+    Attributes:
+        utt_ids: Utterance ids ``[N]``.
+        y: Class index per utterance ``[N]`` (into :attr:`classes`).
+        speaker: Speaker per utterance ``[N]`` (used by speaker normalisation).
+        domain: Domain index per utterance ``[N]`` (into :attr:`domains`), or ``None``.
+        classes: Class names in logit order.
+        domains: Domain names in index order (empty without a domain).
+        groups: Extra per-utterance grouping columns reported as per-group UA
+            (``gender``, ``corpus`` when present).
+    """
+
+    utt_ids: np.ndarray
+    y: np.ndarray
+    speaker: np.ndarray
+    domain: np.ndarray | None
+    classes: tuple[str, ...]
+    domains: tuple[str, ...] = ()
+    groups: dict[str, np.ndarray] | None = None
+
+    def index_of(self, utt_ids: Iterable[str], what: str = "fold") -> np.ndarray:
+        """Positions of ``utt_ids`` in this table.
+
+        Raises:
+            ValueError: An id that is not in the table (e.g. one without features).
+        """
+        ids = np.asarray(list(utt_ids), dtype=object)
+        pos = pd.Index(self.utt_ids).get_indexer(ids)
+        if (pos < 0).any():
+            bad = ids[pos < 0][:3].tolist()
+            raise ValueError(f"{what} names {int((pos < 0).sum())} utterance(s) without features/labels, e.g. {bad}")
+        return pos.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """Packed features and their labels, row-aligned: what every fold of a run reads."""
+
+    packed: PackedFeatures
+    table: LabelTable
+
+    def __post_init__(self) -> None:
+        if self.packed.n != len(self.table.utt_ids):
+            raise ValueError(f"features have {self.packed.n} utterances but the label table {len(self.table.utt_ids)}")
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One part (train, validation or test) of a fold, normalised."""
+
+    utt_ids: np.ndarray
+    features: PackedFeatures
+    y: np.ndarray
+    domain: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """Everything a fold trainer needs.
+
+    Attributes:
+        index: Fold number.
+        name: Fold name (e.g. the test speaker).
+        train, validation, test: The three parts.
+        classes: Class names in logit order.
+        domains: Domain names (empty without a domain).
+        kind: Feature kind.
+        normalize: Normalisation used.
+    """
+
+    index: int
+    name: str
+    train: SplitData
+    validation: SplitData
+    test: SplitData
+    classes: tuple[str, ...]
+    domains: tuple[str, ...]
+    kind: str
+    normalize: str
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (see :attr:`PackedFeatures.sample_shape`)."""
+        return self.train.features.sample_shape
+
+
+def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> PackedFeatures:
+    """Pack a feature set (``.kind``, ``.utt_ids``, ``.data``) into one array.
+
+    Args:
+        feature_set: An object like :class:`serray.features.FeatureSet`: ``kind`` is
+            ``vector`` (``data`` ``[N, D]``), ``sequence`` (list of ``[T, D]``) or
+            ``segments`` (list of ``[S, C, F, T]``).
+        utt_ids: Order (and subset) of utterances to pack; default the feature set's.
+
+    Raises:
+        ValueError: Unknown kind, inconsistent shapes, or an id without features.
+    """
+    kind = feature_set.kind
+    if kind not in _KINDS:
+        raise ValueError(f"feature set kind must be one of {_KINDS}, got {kind!r}")
+    have = list(feature_set.utt_ids)
+    data = feature_set.data
+    if len(data) != len(have):
+        raise ValueError(f"feature set has {len(have)} utt_ids but {len(data)} feature entries")
+    order = np.arange(len(have))
+    if utt_ids is not None:
+        wanted = np.asarray(list(utt_ids), dtype=object)
+        order = pd.Index(have).get_indexer(wanted)
+        if (order < 0).any():
+            raise ValueError(f"{int((order < 0).sum())} utterance(s) have no features, e.g. {wanted[order < 0][:3].tolist()}")
+    if kind == "vector":
+        arr = np.asarray(data, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"vector features must be [N, D], got shape {arr.shape}")
+        return PackedFeatures(kind, np.ascontiguousarray(arr[order]), None)
+    items = [np.asarray(data[i], dtype=np.float32) for i in order]
+    ndim = 2 if kind == "sequence" else 4
+    shapes = {a.shape[1:] for a in items}
+    if any(a.ndim != ndim for a in items) or len(shapes) > 1:
+        raise ValueError(f"{kind} features must all be {ndim}-D with equal trailing shape, got {sorted(shapes)[:3]}")
+    if any(a.shape[0] == 0 for a in items):
+        raise ValueError(f"{kind} features contain an utterance with no frames/segments")
+    counts = np.array([a.shape[0] for a in items], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    packed = np.concatenate(items, axis=0) if items else np.zeros((0, *next(iter(shapes), ())), np.float32)
+    return PackedFeatures(kind, np.ascontiguousarray(packed), offsets)
+
+
+def class_list(labels: Iterable[str]) -> list[str]:
+    """Classes present in ``labels`` in canonical order (then any others, sorted)."""
+    from serray.labels import CANONICAL, EXTRA
+
+    present = set(labels)
+    order = [c for c in (*CANONICAL, *EXTRA) if c in present]
+    return order + sorted(present - set(order))
+
+
+def make_label_table(
+    manifest: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    domain_column: str | None = None,
+    group_columns: Sequence[str] = ("gender", "corpus"),
+) -> LabelTable:
+    """Integer labels (and domain labels) for the rows of ``manifest``, in its order.
+
+    Args:
+        manifest: Manifest rows (``utt_id``, ``speaker``, ``emotion`` at least).
+        classes: Class order; default :func:`class_list` of the emotions.
+        domain_column: Manifest column whose values are the domain labels, or ``None``.
+        group_columns: Columns kept for per-group UA when present.
+
+    Raises:
+        ValueError: A missing domain column, empty domain values, or emotions outside
+            ``classes``.
+    """
+    classes = tuple(classes) if classes is not None else tuple(class_list(manifest["emotion"]))
+    lut = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(manifest["emotion"]) - set(lut))
+    if unknown:
+        raise ValueError(f"emotions {unknown} are not in the class list {list(classes)}")
+    y = manifest["emotion"].map(lut).to_numpy(dtype=np.int64)
+    domain = None
+    domains: tuple[str, ...] = ()
+    if domain_column is not None:
+        if domain_column not in manifest.columns:
+            raise ValueError(
+                f"domain column {domain_column!r} is not in the manifest (columns: {list(manifest.columns)}); "
+                "set the config key 'domain' to an existing column"
+            )
+        col = manifest[domain_column]
+        if col.isna().any():
+            raise ValueError(f"domain column {domain_column!r} has {int(col.isna().sum())} empty value(s)")
+        domains = tuple(sorted(col.astype(str).unique()))
+        dl = {d: i for i, d in enumerate(domains)}
+        domain = col.astype(str).map(dl).to_numpy(dtype=np.int64)
+    groups = {c: manifest[c].astype(str).to_numpy() for c in group_columns if c in manifest.columns}
+    return LabelTable(
+        utt_ids=manifest["utt_id"].astype(str).to_numpy(dtype=object),
+        y=y,
+        speaker=manifest["speaker"].astype(str).to_numpy(dtype=object),
+        domain=domain,
+        classes=classes,
+        domains=domains,
+        groups=groups,
+    )
+
+
+def _stat_axes(kind: str) -> tuple[int, ...]:
+    # Rows are utterances (vector), frames (sequence) or segments; segments also pool time.
+    return (0, 3) if kind == "segments" else (0,)
+
+
+def _moments(data: np.ndarray, rows: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64, broadcastable to one row) over the selected ``rows``."""
+    axes = _stat_axes(kind)
+    shape = [1] + list(data.shape[1:])
+    for a in axes[1:]:
+        shape[a] = 1
+    total = np.zeros(shape, dtype=np.float64)
+    total_sq = np.zeros(shape, dtype=np.float64)
+    per_row = int(np.prod(data.shape[1:])) or 1
+    step = max(1, _CHUNK // per_row)
+    count = 0
+    for start in range(0, len(rows), step):
+        block = data[rows[start : start + step]].astype(np.float64)
+        total += block.sum(axis=axes, keepdims=True)
+        total_sq += np.square(block).sum(axis=axes, keepdims=True)
+        count += block.shape[0] * (block.shape[3] if kind == "segments" else 1)
+    if count == 0:
+        raise ValueError("cannot compute normalisation statistics from zero rows")
+    mean = total / count
+    var = np.maximum(total_sq / count - mean**2, 0.0)
+    std = np.sqrt(var)
+    std[std < 1e-8] = 1.0
+    return mean, std
+
+
+def _apply(data: np.ndarray, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """In place: ``data[rows] = (data[rows] - mean) / std`` in chunks."""
+    per_row = int(np.prod(data.shape[1:])) or 1
+    step = max(1, _CHUNK // per_row)
+    for start in range(0, len(rows), step):
+        r = rows[start : start + step]
+        data[r] = ((data[r] - mean) / std).astype(np.float32)
+
+
+def _statistics(
+    packed: PackedFeatures, speakers: np.ndarray, stat_idx: np.ndarray, mode: str
+) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+    """``{None: global stats}`` or ``{speaker: stats}`` computed from ``packed``."""
+    if mode == "global":
+        if len(stat_idx) == 0:
+            raise ValueError("global normalisation needs at least one training utterance")
+        return {None: _moments(packed.data, packed.rows_of(stat_idx), packed.kind)}
+    out = {}
+    for spk in pd.unique(speakers[stat_idx]):
+        out[spk] = _moments(packed.data, packed.rows_of(stat_idx[speakers[stat_idx] == spk]), packed.kind)
+    return out
+
+
+def _normalize_part(part: PackedFeatures, speakers: np.ndarray, stats: dict, mode: str) -> None:
+    """Normalise a packed copy in place with precomputed statistics."""
+    if mode == "global":
+        _apply(part.data, np.arange(part.data.shape[0]), *stats[None])
+        return
+    for spk in pd.unique(speakers):
+        _apply(part.data, part.rows_of(np.flatnonzero(speakers == spk)), *stats[spk])
+
+
+def normalize_features(
+    packed: PackedFeatures,
+    speakers: np.ndarray,
+    train_mask: np.ndarray,
+    mode: str,
+) -> PackedFeatures:
+    """Z-normalise packed features (see the module docstring for the three modes).
+
+    Args:
+        packed: Features of ``N`` utterances.
+        speakers: Speaker of each utterance ``[N]`` (used by ``speaker``).
+        train_mask: Boolean ``[N]``: the utterances whose statistics ``global`` uses.
+        mode: ``"speaker"``, ``"global"`` or ``"none"``.
+
+    Returns:
+        A new :class:`PackedFeatures` (the input is never modified; ``none`` returns it).
+
+    Raises:
+        ValueError: Unknown mode, mismatched lengths, or an empty training mask.
+    """
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {mode!r}")
+    speakers = np.asarray(speakers).astype(str)
+    train_mask = np.asarray(train_mask, dtype=bool)
+    if len(speakers) != packed.n or len(train_mask) != packed.n:
+        raise ValueError(f"speakers ({len(speakers)}) and train_mask ({len(train_mask)}) must have {packed.n} entries")
+    if mode == "none":
+        return packed
+    stat_idx = np.flatnonzero(train_mask) if mode == "global" else np.arange(packed.n)
+    stats = _statistics(packed, speakers, stat_idx, mode)
+    out = packed.take(np.arange(packed.n))
+    _normalize_part(out, speakers, stats, mode)
+    return out
+
+
+def build_fold_data(
+    packed: PackedFeatures,
+    table: LabelTable,
+    fold: Any,
+    normalize: str = "global",
+) -> FoldData:
+    """Assemble one fold: select its utterances, normalise, split into parts.
+
+    Memory: each part is copied once from ``packed`` (which may be a read-only view of
+    Ray's object store) and normalised in place.
+
+    Args:
+        packed: Features of every utterance of ``table`` (same order).
+        table: Labels of those utterances.
+        fold: A fold with ``index``, ``name``, ``train``, ``validation`` and ``test``
+            (arrays of utt_id), e.g. :class:`serray.protocols.Fold`.
+        normalize: ``"speaker"``, ``"global"`` or ``"none"``; statistics for ``global``
+            come from the fold's training part only, for ``speaker`` from each speaker's
+            utterances in the fold.
+
+    Raises:
+        ValueError: Mismatched lengths, an empty training part, an utterance in two
+            parts, or ids that are not in ``table``.
+    """
+    if packed.n != len(table.utt_ids):
+        raise ValueError(f"features have {packed.n} utterances but the label table {len(table.utt_ids)}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    parts = {}
+    for part in ("train", "validation", "test"):
+        ids = getattr(fold, part)
+        parts[part] = table.index_of(ids if ids is not None else [], what=f"fold {fold.name!r} {part} part")
+    if len(parts["train"]) == 0:
+        raise ValueError(f"fold {fold.name!r} has an empty training part")
+    all_idx = np.concatenate(list(parts.values()))
+    if len(np.unique(all_idx)) != len(all_idx):
+        raise ValueError(f"fold {fold.name!r}: an utterance appears in more than one of train/validation/test")
+    speakers = np.asarray(table.speaker).astype(str)
+    stats = None
+    if normalize != "none":
+        stats = _statistics(packed, speakers, parts["train"] if normalize == "global" else all_idx, normalize)
+    splits = {}
+    for part, idx in parts.items():
+        features = packed.take(idx)
+        if stats is not None:
+            _normalize_part(features, speakers[idx], stats, normalize)
+        splits[part] = SplitData(
+            utt_ids=table.utt_ids[idx],
+            features=features,
+            y=table.y[idx],
+            domain=None if table.domain is None else table.domain[idx],
+        )
+    return FoldData(
+        index=int(fold.index),
+        name=str(fold.name),
+        train=splits["train"],
+        validation=splits["validation"],
+        test=splits["test"],
+        classes=tuple(table.classes),
+        domains=tuple(table.domains),
+        kind=packed.kind,
+        normalize=normalize,
+    )

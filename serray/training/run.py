@@ -1,0 +1,352 @@
+"""One training run: one model configuration and seed on every fold of a protocol.
+
+:func:`train_run` loads the manifests of a work directory, applies the label set, makes
+the folds (checked for speaker leakage and for classes missing from training), loads the
+features (utterances without features are left out with a warning), trains every fold
+(in parallel Ray actors by default), and writes
+
+* the per-utterance logits of the validation and test parts of every fold to the
+  predictions store (``W/predictions/<run>/<config_id>__seed<seed>.parquet``),
+* the run record ``W/runs/<run>/record.json``: model, config, ``config_id`` (a short
+  hash of the model name and its config), seed, normalisation, features, protocol,
+  label set, classes, library versions, timings per fold and in total, metrics per fold
+  (validation and test UA/WA/F1, epochs), pooled test metrics (UA, WA, F1, confusion
+  matrix, per-group UA by gender and corpus) and the mean over folds, and the command
+  line,
+* the fold membership ``W/runs/<run>/folds.parquet``.
+
+"Pooled" metrics score the concatenated test predictions of all folds; "mean" metrics
+average the per-fold test scores. Every file is written atomically.
+
+Example:
+    >>> result = train_run("W", "svm", features="egemaps", protocol="loso")  # doctest: +SKIP
+    >>> result.pooled["ua"]                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serray import io, metrics
+from serray.training.data import NORMALIZATIONS
+from serray.training.trainer import FoldResult
+
+__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def runs_dir(workdir: str | Path) -> Path:
+    """``W/runs``."""
+    return Path(workdir) / "runs"
+
+
+def config_id(model: str, config: Mapping[str, Any]) -> str:
+    """Short stable hash (10 hex digits) of a model name and its config.
+
+    Example:
+        >>> config_id("svm", {"C": 1.0}) == config_id("svm", {"C": 1.0})
+        True
+    """
+    blob = json.dumps({"model": model, "config": dict(config)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def default_run_name(model: str, features: str, protocol: str, labels: str, normalize: str, cid: str, seed: int) -> str:
+    """``<model>-<features>-<protocol>-<labels>-<normalize>-<config_id>-seed<seed>``."""
+    return f"{model}-{features}-{protocol}-{labels}-{normalize}-{cid}-seed{int(seed)}"
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` produced (all of it is also on disk).
+
+    Attributes:
+        run: Run name.
+        model: Model name.
+        config: The full config used.
+        config_id: :func:`config_id` of it.
+        seed: Training seed.
+        classes: Class names in logit order.
+        folds: One :class:`FoldResult` per fold.
+        table: Per-fold table (see :func:`fold_table`).
+        pooled: Test metrics over all folds' test predictions (``ua``, ``wa``, ``f1``).
+        mean: Mean of the per-fold test metrics (``ua``, ``wa``, ``f1``).
+        record: The run record as written.
+        record_path: ``W/runs/<run>/record.json``.
+        predictions_path: The predictions-store part written.
+        seconds: Wall time of the whole run.
+    """
+
+    run: str
+    model: str
+    config: dict[str, Any]
+    config_id: str
+    seed: int
+    classes: list[str]
+    folds: list[FoldResult]
+    table: pd.DataFrame
+    pooled: dict[str, float]
+    mean: dict[str, float]
+    record: dict[str, Any] = field(default_factory=dict)
+    record_path: Path | None = None
+    predictions_path: Path | None = None
+    seconds: float = 0.0
+
+
+def fold_table(folds: Sequence[FoldResult]) -> pd.DataFrame:
+    """One row per fold: ``fold, name, n_train, n_val, n_test, epochs, best_epoch,
+    val_ua, test_ua, test_wa, test_f1, seconds``."""
+    rows = []
+    for r in folds:
+        m = r.metrics()
+        rows.append(
+            {
+                "fold": r.index,
+                "name": r.name,
+                "n_train": r.n_train,
+                "n_val": len(r.validation_ids),
+                "n_test": len(r.test_ids),
+                "epochs": r.epochs,
+                "best_epoch": r.best_epoch,
+                "val_ua": m["val_ua"],
+                "test_ua": m["test_ua"],
+                "test_wa": m["test_wa"],
+                "test_f1": m["test_f1"],
+                "seconds": r.seconds,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def pooled_metrics(
+    folds: Sequence[FoldResult],
+    classes: Sequence[str],
+    groups: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """UA, WA, macro F1, confusion matrix and per-group UA over all test predictions.
+
+    Args:
+        folds: Fold results.
+        classes: Class names (logit order).
+        groups: ``{column: {utt_id: value}}`` for per-group UA (e.g. gender, corpus).
+    """
+    y = np.concatenate([r.test_y for r in folds])
+    pred = np.concatenate([r.test_logits.argmax(axis=1) for r in folds])
+    ids = np.concatenate([r.test_ids for r in folds])
+    labels = list(range(len(classes)))
+    out: dict[str, Any] = {k: float(v) for k, v in metrics.summary(y, pred, labels=labels).items()}
+    out["n"] = int(len(y))
+    out["confusion"] = metrics.confusion(y, pred, labels=labels).tolist()
+    out["per_group_ua"] = {}
+    for col, mapping in (groups or {}).items():
+        g = np.array([mapping.get(u, "?") for u in ids], dtype=object)
+        if len(set(g.tolist())) > 1:
+            out["per_group_ua"][col] = {str(k): float(v) for k, v in metrics.per_group_ua(y, pred, g, labels=labels).items()}
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("serray", "torch", "scikit-learn", "ray", "numpy", "pandas"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None recursively, for JSON."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def train_run(
+    workdir: str | Path,
+    model: str,
+    *,
+    features: str | None = None,
+    protocol: str = "loso",
+    labels: str = "native",
+    config: Mapping[str, Any] | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    seed: int = 0,
+    normalize: str = "global",
+    run_name: str | None = None,
+    address: str | None = None,
+    corpora: Sequence[str] | None = None,
+    k: int = 5,
+    fold_seed: int = 0,
+    train_corpora: Sequence[str] | None = None,
+    test_corpora: Sequence[str] | None = None,
+    device: str = "auto",
+    parallel: bool = True,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    folds_per_actor: int | None = None,
+    feature_params: Mapping[str, Any] | None = None,
+    feature_set: Any | None = None,
+    on_epoch: Any | None = None,
+    command_line: str | None = None,
+) -> RunResult:
+    """Train one configuration of ``model`` on every fold and write predictions and record.
+
+    Args:
+        workdir: Work directory with manifests (and the feature cache).
+        model: Registered model name (see ``serray.models.registry.names()``).
+        features: Feature set name; default the model's first default feature set.
+        protocol: One of :data:`serray.protocols.PROTOCOLS`.
+        labels: Label set (``native``, ``4class``, ...).
+        config: Hyperparameters merged over the defaults (e.g. read from a YAML file).
+        config_overrides: Hyperparameters merged last (``--set key=value``).
+        preset: Named preset of the model, merged before ``config``.
+        seed: Training seed (weights, dropout, shuffling, scikit-learn random state).
+        normalize: ``"speaker"``, ``"global"`` or ``"none"`` (see :mod:`serray.training.data`).
+        run_name: Run name; default :func:`default_run_name`.
+        address: Ray cluster to join; default a local Ray.
+        corpora: Restrict to these corpora's manifests.
+        k: Folds for ``kfold``.
+        fold_seed: Seed of fold assignment and validation choice (kept apart from
+            ``seed`` so that runs with different seeds share their folds).
+        train_corpora, test_corpora: For ``cross-corpus``.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        parallel: Fold actors on Ray (``True``) or in this process.
+        num_cpus, num_gpus: Resources of each fold actor (default: one actor per CPU,
+            sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`).
+        folds_per_actor: Folds hosted by each actor (default: as many as needed to fit).
+        feature_params: Extractor parameters passed to ``load_features``.
+        feature_set: An already loaded feature set (skips ``load_features``).
+        on_epoch: Callback passed to :func:`serray.training.actors.run_folds`.
+        command_line: Recorded in the run record.
+
+    Raises:
+        ValueError: Unknown model, feature kind not matching the model, bad
+            normalisation, or any argument error from the protocol and label set.
+    """
+    from serray.models import registry
+    from serray.predictions import write_predictions
+    from serray.protocols import folds_to_frame
+    from serray.training.actors import run_folds
+    from serray.training.experiment import prepare_experiment
+
+    t_start = time.perf_counter()
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    spec = registry.get(model)
+    overrides = {**dict(config or {}), **dict(config_overrides or {})}
+    cfg = spec.config(preset=preset, overrides=overrides)
+    cid = config_id(spec.name, cfg)
+    features = features or (spec.default_features[0] if spec.default_features else None)
+    if not features:
+        raise ValueError(f"model {model!r} has no default feature set; pass features=")
+    run = run_name or default_run_name(spec.name, features, protocol, labels, normalize, cid, seed)
+
+    exp = prepare_experiment(
+        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=cfg, corpora=corpora,
+        k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora,
+        feature_params=feature_params, feature_set=feature_set,
+    )
+    manifest, classes, folds, inputs = exp.manifest, exp.classes, exp.folds, exp.inputs
+    domain_column, missing = exp.domain_column, exp.excluded
+    t_prep = time.perf_counter() - t_start
+
+    if parallel:
+        from serray.raycluster import init_ray
+
+        init_ray(address)
+    t_train = time.perf_counter()
+    results = run_folds(
+        spec, cfg, inputs, folds, normalize=normalize, seed=seed, device=device, parallel=parallel,
+        num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
+    )
+    train_seconds = time.perf_counter() - t_train
+
+    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+    pred_path = write_predictions(workdir, preds, run=run, config_id=cid, seed=seed, classes=classes)
+    groups = {c: dict(zip(manifest["utt_id"], manifest[c].astype(str))) for c in ("gender", "corpus") if c in manifest}
+    pooled = pooled_metrics(results, classes, groups)
+    tab = fold_table(results)
+    mean = {k_: float(tab[f"test_{k_}"].mean()) for k_ in ("ua", "wa", "f1")}
+    total = time.perf_counter() - t_start
+    rdir = runs_dir(workdir) / run
+    record = {
+        "run": run,
+        "model": spec.name,
+        "backend": spec.backend,
+        "config": cfg,
+        "config_id": cid,
+        "preset": preset,
+        "seed": int(seed),
+        "fold_seed": int(fold_seed),
+        "features": features,
+        "feature_kind": exp.feature_kind,
+        "protocol": protocol,
+        "labels": labels,
+        "normalize": normalize,
+        "domain_column": domain_column,
+        "classes": classes,
+        "corpora": sorted(manifest["corpus"].unique().tolist()),
+        "n_utterances": int(len(manifest)),
+        "excluded_without_features": missing,
+        "device": device,
+        "parallel": parallel,
+        "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
+        "versions": _versions(),
+        "timings": {
+            "total_s": total,
+            "prepare_s": t_prep,
+            "train_s": train_seconds,
+            "folds_s": {str(r.index): r.seconds for r in results},
+        },
+        "metrics": {
+            "pooled": pooled,
+            "mean": mean,
+            "folds": [
+                {"fold": r.index, "name": r.name, "epochs": r.epochs, "best_epoch": r.best_epoch, **r.metrics()}
+                for r in results
+            ],
+        },
+        "history": {str(r.index): r.history for r in results},
+        "predictions": str(pred_path.relative_to(Path(workdir))),
+        "command_line": command_line,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    record = _clean(record)
+    io.write_parquet(folds_to_frame(folds), rdir / "folds.parquet")
+    io.write_json(record, rdir / "record.json")
+    log.info("run %s: pooled UA %.4f WA %.4f; mean UA %.4f", run, pooled["ua"], pooled["wa"], mean["ua"])
+    return RunResult(
+        run=run,
+        model=spec.name,
+        config=cfg,
+        config_id=cid,
+        seed=int(seed),
+        classes=classes,
+        folds=results,
+        table=tab,
+        pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")},
+        mean=mean,
+        record=record,
+        record_path=rdir / "record.json",
+        predictions_path=pred_path,
+        seconds=total,
+    )

@@ -1,0 +1,327 @@
+"""Fold data, normalisation, the fold trainers and lock-step fold running."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from serray.models import registry
+from serray.models.registry import InputInfo, ModelSpec
+from serray.protocols import Fold, make_folds
+from serray.training.actors import run_folds
+from serray.training.data import (
+    PackedFeatures,
+    TrainingInputs,
+    build_fold_data,
+    make_label_table,
+    normalize_features,
+    pack_features,
+)
+from serray.training.trainer import SklearnFoldTrainer, TorchFoldTrainer, make_trainer, softmax
+
+from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
+
+
+@pytest.fixture(scope="module")
+def manifest() -> pd.DataFrame:
+    return synth_manifest(n_speakers=6, per_class=6)
+
+
+@pytest.fixture(scope="module")
+def folds(manifest):
+    return make_folds(manifest, "loso")
+
+
+def _inputs(manifest, fs, domain_column=None):
+    return TrainingInputs(pack_features(fs, manifest["utt_id"].tolist()), make_label_table(manifest, domain_column=domain_column))
+
+
+def _fold_data(manifest, fs, fold, normalize="global", domain_column=None):
+    inp = _inputs(manifest, fs, domain_column)
+    return build_fold_data(inp.packed, inp.table, fold, normalize)
+
+
+MLP_FAST = {"hidden_sizes": [16], "epochs": 6, "patience": 3, "batch_size": 16}
+
+
+# -- packing and normalisation --------------------------------------------------------
+def test_pack_features_reorders_subsets_and_takes(manifest):
+    fs = sequence_features(manifest)
+    ids = manifest["utt_id"].tolist()[::-1][:5]
+    p = pack_features(fs, ids)
+    assert p.n == 5 and p.kind == "sequence"
+    for i, u in enumerate(ids):
+        np.testing.assert_array_equal(p.data[p.offsets[i] : p.offsets[i + 1]], fs.data[fs.utt_ids.index(u)])
+    sub = p.take([3, 1])
+    np.testing.assert_array_equal(sub.data[: sub.offsets[1]], p.data[p.offsets[3] : p.offsets[4]])
+    with pytest.raises(ValueError, match="no features"):
+        pack_features(fs, ["nope"])
+
+
+def test_global_normalisation_uses_training_statistics_only():
+    x = np.array([[0.0, 5.0], [2.0, 5.0], [100.0, -7.0]], dtype=np.float32)
+    p = PackedFeatures("vector", x, None)
+    out = normalize_features(p, np.array(["a", "a", "b"]), np.array([True, True, False]), "global")
+    # mean/std of rows 0-1 only: dim0 mean 1 std 1; dim1 constant -> std 1
+    np.testing.assert_allclose(out.data, [[-1.0, 0.0], [1.0, 0.0], [99.0, -12.0]])
+    # changing a non-training row leaves training rows unchanged
+    x2 = x.copy()
+    x2[2] = 1e6
+    out2 = normalize_features(PackedFeatures("vector", x2, None), np.array(["a", "a", "b"]), np.array([True, True, False]), "global")
+    np.testing.assert_allclose(out2.data[:2], out.data[:2])
+    assert normalize_features(p, np.array(["a"] * 3), np.ones(3, bool), "none") is p
+    with pytest.raises(ValueError, match="normalize must be"):
+        normalize_features(p, np.array(["a"] * 3), np.ones(3, bool), "minmax")
+
+
+@pytest.mark.parametrize("kind", ["vector", "sequence"])
+def test_speaker_normalisation_standardises_every_speaker(manifest, kind):
+    fs = vector_features(manifest) if kind == "vector" else sequence_features(manifest)
+    p = pack_features(fs)
+    spk = manifest["speaker"].to_numpy()
+    out = normalize_features(p, spk, np.zeros(len(spk), bool), "speaker")  # no training mask needed
+    owner = out.row_owner()
+    for s in np.unique(spk):
+        rows = out.data[np.isin(owner, np.flatnonzero(spk == s))]
+        np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(rows.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_segment_normalisation_is_per_channel_and_frequency(manifest):
+    fs = segment_features(manifest, shape=(2, 4, 5))
+    p = pack_features(fs)
+    out = normalize_features(p, manifest["speaker"].to_numpy(), np.ones(p.n, bool), "global")
+    np.testing.assert_allclose(out.data.mean(axis=(0, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.data.std(axis=(0, 3)), 1.0, atol=1e-4)
+
+
+def test_build_fold_data_parts_and_errors(manifest, folds):
+    fs = vector_features(manifest)
+    fold = folds[0]
+    d = _fold_data(manifest, fs, fold)
+    assert list(d.test.utt_ids) == list(fold.test)
+    assert len(d.train) == len(fold.train) and len(d.validation) == len(fold.validation)
+    lut = dict(zip(manifest["utt_id"], manifest["emotion"]))
+    assert [d.classes[i] for i in d.test.y] == [lut[u] for u in d.test.utt_ids]
+    train_speakers = set(manifest.set_index("utt_id").loc[list(d.train.utt_ids), "speaker"])
+    test_speakers = set(manifest.set_index("utt_id").loc[list(d.test.utt_ids), "speaker"])
+    assert not train_speakers & test_speakers
+    inp = _inputs(manifest, fs)
+    bad = Fold(index=0, name="bad", train=fold.train, validation=fold.validation, test=np.array(["ghost"]), validation_mode="speaker")
+    with pytest.raises(ValueError, match="without features"):
+        build_fold_data(inp.packed, inp.table, bad)
+    overlap = Fold(index=0, name="ov", train=fold.train, validation=fold.validation, test=fold.train[:2], validation_mode="speaker")
+    with pytest.raises(ValueError, match="more than one"):
+        build_fold_data(inp.packed, inp.table, overlap)
+
+
+# -- torch trainer --------------------------------------------------------------------
+def test_torch_trainer_keeps_best_epoch_weights(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[1])
+    cfg = registry.get("mlp").config(overrides={**MLP_FAST, "epochs": 8, "patience": 0, "lr": 0.05})
+    tr = TorchFoldTrainer("mlp", cfg, d, seed=3, device="cpu")
+    steps = []
+    while not tr.stopped:
+        steps.append(tr.step())
+    assert [s["epoch"] for s in steps] == list(range(1, 9))
+    assert {"train_loss", "val_loss", "val_ua", "val_wa", "best_epoch", "stopped"} <= set(steps[-1])
+    best = max(steps, key=lambda s: (s["val_ua"], -s["val_loss"]))
+    res = tr.finalize()
+    assert res.best_epoch == best["epoch"] == steps[-1]["best_epoch"]
+    # the returned validation logits come from the best epoch's weights
+    assert res.metrics()["val_ua"] == pytest.approx(best["val_ua"])
+    assert res.test_logits.shape == (len(folds[1].test), 3)
+    assert tr.step() == steps[-1]  # stepping after the stop changes nothing
+
+
+def test_early_stopping_after_patience(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[0])
+    cfg = registry.get("mlp").config(overrides={**MLP_FAST, "epochs": 50, "patience": 2, "lr": 1e-12, "early_stop": "loss"})
+    tr = TorchFoldTrainer("mlp", cfg, d, seed=0, device="cpu")
+    res = tr.run()
+    # with a vanishing learning rate the validation loss cannot improve after epoch 1
+    assert res.epochs <= 4 and res.epochs - res.best_epoch == 2
+
+
+def test_same_seed_same_logits_different_seed_differs(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[2])
+    cfg = registry.get("mlp").config(overrides=MLP_FAST)
+    a = TorchFoldTrainer("mlp", cfg, d, seed=7, device="cpu").run()
+    b = TorchFoldTrainer("mlp", cfg, d, seed=7, device="cpu").run()
+    c = TorchFoldTrainer("mlp", cfg, d, seed=8, device="cpu").run()
+    np.testing.assert_array_equal(a.test_logits, b.test_logits)
+    np.testing.assert_array_equal(a.validation_logits, b.validation_logits)
+    assert not np.array_equal(a.test_logits, c.test_logits)
+
+
+def test_interleaved_trainers_match_separate_runs(manifest, folds):
+    fs = vector_features(manifest)
+    cfg = registry.get("mlp").config(overrides=MLP_FAST)
+    datas = [_fold_data(manifest, fs, f) for f in folds[:2]]
+    separate = [TorchFoldTrainer("mlp", cfg, d, seed=1, device="cpu").run() for d in datas]
+    trainers = [TorchFoldTrainer("mlp", cfg, d, seed=1, device="cpu") for d in datas]
+    torch.manual_seed(12345)  # global RNG use in between must not matter
+    while not all(t.stopped for t in trainers):
+        for t in trainers:
+            t.step()
+            torch.rand(3)
+    for t, ref in zip(trainers, separate):
+        np.testing.assert_array_equal(t.finalize().test_logits, ref.test_logits)
+
+
+class _SegNet(nn.Module):
+    """Tiny segment classifier used to test segment averaging."""
+
+    def __init__(self, shape, n_classes):
+        super().__init__()
+        self.fc = nn.Linear(int(np.prod(shape)), n_classes)
+
+    def forward(self, x):
+        return {"logits": self.fc(x.flatten(1))}
+
+    def loss(self, out, y, domain=None):
+        assert domain is not None and domain.shape == y.shape
+        return nn.functional.cross_entropy(out["logits"], y)
+
+
+_SEG_SPEC = ModelSpec(
+    name="_test_segnet",
+    backend="torch",
+    input_kind="segments",
+    default_features=("spectrogram",),
+    default_config={"epochs": 3, "batch_size": 8, "lr": 0.01, "patience": 0, "optimizer": "adam", "domain": "gender"},
+    build=lambda cfg, info: _SegNet(info.shape, info.n_classes),
+    domain_column="gender",
+)
+
+
+def test_segments_utterance_logits_average_segment_probabilities(manifest, folds):
+    fs = segment_features(manifest)
+    d = _fold_data(manifest, fs, folds[0], domain_column="gender")
+    assert d.domains == ("f", "m")
+    tr = TorchFoldTrainer(_SEG_SPEC, _SEG_SPEC.config(), d, seed=0, device="cpu")
+    res = tr.run()
+    part = d.test
+    with torch.no_grad():
+        seg_logits = tr.model(torch.from_numpy(part.features.data))["logits"].numpy()
+    probs = softmax(seg_logits.astype(np.float64))
+    for i in range(len(part)):
+        a, b = part.features.offsets[i], part.features.offsets[i + 1]
+        np.testing.assert_allclose(res.test_logits[i], np.log(probs[a:b].mean(axis=0)), rtol=1e-4, atol=1e-5)
+    assert len(res.test_logits) == len(folds[0].test)
+
+
+@pytest.mark.parametrize("model", ["dcnn", "cnn_lstm"])
+def test_sequence_models_train_on_variable_lengths(manifest, folds, model):
+    fs = sequence_features(manifest)
+    d = _fold_data(manifest, fs, folds[0])
+    cfg = registry.get(model).config(preset="small", overrides={"epochs": 2, "max_frames": 15})
+    res = TorchFoldTrainer(model, cfg, d, seed=0, device="cpu").run()
+    assert res.epochs == 2 and res.test_logits.shape == (len(folds[0].test), 3)
+    assert np.isfinite(res.test_logits).all()
+
+
+def test_trainer_rejects_wrong_kind_and_bad_config(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[0])
+    with pytest.raises(ValueError, match="takes sequence features"):
+        TorchFoldTrainer("dcnn", registry.get("dcnn").config(), d)
+    with pytest.raises(ValueError, match="optimizer"):
+        TorchFoldTrainer("mlp", registry.get("mlp").config(overrides={"optimizer": "rmsprop"}), d)
+    with pytest.raises(ValueError, match="sklearn model"):
+        TorchFoldTrainer("svm", registry.get("svm").config(), d)
+
+
+# -- scikit-learn trainer -------------------------------------------------------------
+def test_sklearn_trainer_one_step_and_logits(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[3])
+    tr = make_trainer("logreg", registry.get("logreg").config(), d, seed=0)
+    assert isinstance(tr, SklearnFoldTrainer)
+    m = tr.step()
+    assert m["stopped"] and m["epoch"] == 1 and 0.0 <= m["val_ua"] <= 1.0
+    res = tr.finalize()
+    np.testing.assert_allclose(softmax(res.test_logits.astype(np.float64)), tr.estimator.predict_proba(d.test.features.data), atol=1e-5)
+    svm = make_trainer("svm", registry.get("svm").config(), d).run()
+    assert (svm.test_logits.argmax(1) == svm.test_logits.argmax(1)).all() and svm.test_logits.shape == (len(d.test), 3)
+    assert svm.metrics()["test_ua"] > 0.5  # separable synthetic classes
+
+
+# -- lock-step running ----------------------------------------------------------------
+def test_run_folds_lockstep_callback_and_stop(manifest, folds):
+    inp = _inputs(manifest, vector_features(manifest))
+    cfg = registry.get("mlp").config(overrides={**MLP_FAST, "patience": 0, "epochs": 4})
+    seen = []
+
+    def on_epoch(epoch, per_fold):
+        seen.append((epoch, [m["fold"] for m in per_fold], [m["epoch"] for m in per_fold]))
+        return epoch == 2
+
+    res = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu", on_epoch=on_epoch)
+    assert seen == [(1, [0, 1, 2], [1, 1, 1]), (2, [0, 1, 2], [2, 2, 2])]
+    assert [r.epochs for r in res] == [2, 2, 2]
+    # without a callback folds run one after another, to the same numbers
+    full = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu")
+    assert [r.epochs for r in full] == [4, 4, 4]
+    again = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu", on_epoch=lambda e, m: None)
+    for a, b in zip(full, again):
+        np.testing.assert_array_equal(a.test_logits, b.test_logits)
+
+
+@pytest.mark.slow
+def test_run_folds_parallel_actors_match_local(manifest, folds):
+    from serray.raycluster import init_ray
+
+    init_ray(num_cpus=2)
+    inp = _inputs(manifest, vector_features(manifest))
+    cfg = registry.get("mlp").config(overrides=MLP_FAST)
+    folds = folds[:3]
+    epochs = []
+    par = run_folds("mlp", cfg, inp, folds, parallel=True, device="cpu", on_epoch=lambda e, m: epochs.append(e))
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # actors run one thread each
+    try:
+        loc = run_folds("mlp", cfg, inp, folds, parallel=False, device="cpu")
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) == max(r.epochs for r in par)
+    for a, b in zip(par, loc):
+        assert a.index == b.index and a.epochs == b.epochs
+        np.testing.assert_allclose(a.test_logits, b.test_logits, rtol=1e-5, atol=1e-5)
+    # one actor per fold (fractional CPUs) gives the same numbers as packed actors
+    svm_par = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=True, folds_per_actor=1)
+    svm_loc = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=False)
+    for a, b in zip(svm_par, svm_loc):
+        np.testing.assert_array_equal(a.test_logits, b.test_logits)
+
+
+def test_fold_resources_pack_folds_onto_actors_that_fit(monkeypatch):
+    import serray.training.actors as actors
+
+    monkeypatch.setattr(actors.ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(actors.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert actors.fold_resources(10) == (5, 1.0, 0.0)  # 2 actors x 5 folds on 2 cores
+    assert actors.fold_resources(10, num_cpus=0.5) == (3, 0.5, 0.0)  # 4 actors fit
+    assert actors.fold_resources(10, folds_per_actor=1) == (1, 0.2, 0.0)
+    assert actors.fold_resources(1) == (1, 2.0, 0.0)
+    with pytest.raises(ValueError, match="exceeds"):
+        actors.fold_resources(10, num_cpus=3)
+    monkeypatch.setattr(actors.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert actors.fold_resources(10, device="auto") == (1, 1.6, 0.1)
+    assert actors.fold_resources(10, device="cpu") == (1, 1.6, 0.0)
+    assert actors.fold_resources(10, num_gpus=0.5) == (5, 8.0, 0.5)  # two half-GPU actors share the CPUs
+
+
+def test_fold_result_metrics_and_frame(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[0])
+    res = make_trainer("svm", registry.get("svm").config(), d).run()
+    df = res.predictions_frame()
+    assert set(df["split"]) == {"validation", "test"}
+    assert len(df) == len(d.validation) + len(d.test)
+    test = df[df["split"] == "test"]
+    assert (test["pred"].to_numpy() == np.array(d.classes, dtype=object)[res.test_logits.argmax(1)]).all()
+    m = res.metrics()
+    assert not math.isnan(m["test_ua"]) and 0 <= m["test_wa"] <= 1

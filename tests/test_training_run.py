@@ -1,0 +1,135 @@
+"""`train_run` and `serray train`: predictions store, run record, determinism, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from serray import io
+from serray.cli import main
+from serray.commands.train import parse_assignments, parse_fold_resources, read_config_file
+from serray.manifest import write_manifest
+from serray.predictions import read_predictions, run_classes
+from serray.training.run import config_id, train_run
+
+from _training_helpers import sequence_features, synth_manifest, vector_features
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    """A work directory with a synthetic manifest; load_features serves synthetic features."""
+    m = synth_manifest(n_speakers=5, per_class=5)
+    write_manifest(m, tmp_path, "syn")
+    sets = {"vec": vector_features(m), "seq": sequence_features(m)}
+    # one utterance without features, as a real extraction failure would leave it
+    vec = sets["vec"]
+    sets["vec"] = type(vec)("vector", vec.utt_ids[1:], vec.data[1:], missing=[vec.utt_ids[0]])
+
+    def fake_load(workdir, set_name, manifest, params=None):
+        fs = sets[set_name]
+        keep = set(manifest["utt_id"])
+        idx = [i for i, u in enumerate(fs.utt_ids) if u in keep]
+        data = fs.data[idx] if fs.kind == "vector" else [fs.data[i] for i in idx]
+        return type(fs)(fs.kind, [fs.utt_ids[i] for i in idx], data, missing=sorted(keep - set(fs.utt_ids)))
+
+    import serray.features
+
+    monkeypatch.setattr(serray.features, "load_features", fake_load)
+    return tmp_path, m
+
+
+def test_train_run_writes_predictions_record_and_folds(workdir):
+    w, m = workdir
+    res = train_run(w, "svm", features="vec", protocol="loso", normalize="speaker", parallel=False, run_name="r1")
+    assert res.run == "r1" and len(res.folds) == 5
+    preds = read_predictions(w, runs=["r1"])
+    test = preds[preds["split"] == "test"]
+    # every utterance with features is tested exactly once; the one without is left out
+    assert sorted(test["utt_id"]) == sorted(m["utt_id"].iloc[1:])
+    assert m["utt_id"].iloc[0] not in set(preds["utt_id"])
+    assert run_classes(w, "r1") == ["neutral", "happy", "sad"] == res.classes
+    # no test speaker in any training or validation part
+    folds = pd.read_parquet(w / "runs" / "r1" / "folds.parquet")
+    spk = dict(zip(m["utt_id"], m["speaker"]))
+    folds["speaker"] = folds["utt_id"].map(spk)
+    for _, f in folds.groupby("fold"):
+        test_spk = set(f.loc[f["split"] == "test", "speaker"])
+        assert not test_spk & set(f.loc[f["split"] != "test", "speaker"])
+    rec = io.read_json(w / "runs" / "r1" / "record.json")
+    for key in ("config", "config_id", "seed", "versions", "timings", "metrics", "classes", "features",
+                "protocol", "labels", "normalize"):
+        assert key in rec, key
+    assert rec["config_id"] == res.config_id == config_id("svm", res.config)
+    assert {"python", "torch", "scikit-learn", "ray", "serray"} <= set(rec["versions"])
+    assert len(rec["metrics"]["folds"]) == 5 and set(rec["timings"]["folds_s"]) == {str(i) for i in range(5)}
+    pooled = rec["metrics"]["pooled"]
+    assert pooled["ua"] == pytest.approx(res.pooled["ua"]) and pooled["n"] == len(m) - 1
+    assert set(pooled["per_group_ua"]["gender"]) == {"f", "m"}
+    assert rec["excluded_without_features"] == [m["utt_id"].iloc[0]]
+    # pooled UA recomputed from the store
+    from serray.metrics import unweighted_average_recall
+
+    assert unweighted_average_recall(test["label"], test["pred"]) == pytest.approx(res.pooled["ua"])
+
+
+def test_train_run_same_seed_same_numbers(workdir):
+    w, _ = workdir
+    kw = dict(features="seq", protocol="kfold", k=3, parallel=False, device="cpu", preset="small",
+              config_overrides={"epochs": 2})
+    a = train_run(w, "dcnn", seed=5, run_name="a", **kw)
+    b = train_run(w, "dcnn", seed=5, run_name="b", **kw)
+    pa = read_predictions(w, runs=["a"]).sort_values(["split", "utt_id"])
+    pb = read_predictions(w, runs=["b"]).sort_values(["split", "utt_id"])
+    assert np.array_equal(np.stack(pa["logits"]), np.stack(pb["logits"]))
+    assert a.config_id == b.config_id and a.pooled == b.pooled
+
+
+def test_train_run_argument_errors(workdir):
+    w, _ = workdir
+    with pytest.raises(ValueError, match="takes sequence features"):
+        train_run(w, "dcnn", features="vec", parallel=False)
+    with pytest.raises(ValueError, match="normalize"):
+        train_run(w, "svm", features="vec", normalize="minmax", parallel=False)
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        train_run(w, "svm", features="vec", config_overrides={"gamma_typo": 1}, parallel=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        train_run(w, "nope", features="vec", parallel=False)
+
+
+def test_cli_helpers(tmp_path):
+    assert parse_assignments(["lr=0.01", "hidden_sizes=[8, 4]", "class_weight=null", "kernel=rbf"]) == {
+        "lr": 0.01, "hidden_sizes": [8, 4], "class_weight": None, "kernel": "rbf"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_assignments(["lr"])
+    assert parse_fold_resources("cpu=0.5,gpu=0.25") == (0.5, 0.25)
+    assert parse_fold_resources(None) == (None, None)
+    with pytest.raises(ValueError, match="cpu=N"):
+        parse_fold_resources("mem=3")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("C: 2.0\nkernel: rbf\n")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model: svm\nconfig:\n  C: 3.0\n")
+    assert read_config_file(flat) == {"C": 2.0, "kernel": "rbf"}
+    assert read_config_file(nested) == {"C": 3.0}
+
+
+def test_cli_train_prints_table_and_writes_run(workdir):
+    w, _ = workdir
+    cfg = w / "best.yaml"
+    cfg.write_text("config:\n  C: 0.5\n  kernel: rbf\n")
+    out = CliRunner().invoke(
+        main,
+        ["train", "svm", "--workdir", str(w), "--features", "vec", "--config", str(cfg), "--set", "C=2",
+         "--normalize", "global", "--seed", "3", "--run", "cli", "--sequential"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "pooled UA" in out.output and "mean   UA" in out.output and "test_ua" in out.output
+    rec = json.loads((w / "runs" / "cli" / "record.json").read_text())
+    assert rec["config"]["C"] == 2 and rec["config"]["kernel"] == "rbf" and rec["seed"] == 3
+    assert "serray" in rec["command_line"]
+    bad = CliRunner().invoke(main, ["train", "svm", "--workdir", str(w), "--features", "vec", "--set", "bogus=1", "--sequential"])
+    assert bad.exit_code == 1 and "no hyperparameter 'bogus'" in bad.output
