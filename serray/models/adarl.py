@@ -1,0 +1,616 @@
+"""ADARL: adaptive domain-aware representation learning (Fan et al., Interspeech 2021).
+
+Two pathways of four multi-scale convolution layers read the same spectrogram segment.
+The *domain* pathway classifies the domain (gender by default) and, through the
+domain-aware attention layer (eq. 4), turns its fourth-layer maps into one weight in
+``(0, 1)`` per frequency row. The weights rescale the rows of the *emotion* pathway's
+fourth-layer maps (eq. 5) before time pooling, a channel-wise FC over frequency (eq. 2)
+and two FC layers predict the emotion (eq. 3). Training minimises
+``g1 * CE(domain) + g2 * CE(emotion) + g3 * center_loss(embedding)`` (eq. 6-9). The domain
+label is only needed for the loss: ``forward(x)`` takes the spectrogram alone.
+
+Variants (config key ``variant``):
+
+* ``attention``: the full model above.
+* ``backbone``: the emotion pathway alone (the paper's ``g1 = 0`` ablation, Table 3);
+  no domain pathway is built and the loss needs no domain labels.
+* ``adversarial``: the domain-invariant baseline of Table 3: one shared encoder feeds the
+  emotion head and, through a gradient-reversal layer, a domain classifier.
+
+Center loss (eq. 8): the class centres are an ``nn.Parameter`` (``[n_classes, E]``,
+Xavier-initialised as in the paper) trained by the same optimiser as the network. The
+gradient of ``g3 * L_cen`` with respect to centre ``c_j`` is
+``-2 * g3 / N * sum_{i: y_i = j} (x_i - c_j)``, so each SGD step moves ``c_j`` toward the
+mean embedding of class ``j`` in the batch; config key ``center_lr_scale`` multiplies
+that gradient (an effective learning-rate factor for the centres; the optimiser's weight
+decay and momentum still apply unscaled). The loss gradient also pulls the embeddings
+toward their centres.
+
+Utterance-level prediction (sec. 2.4) averages the softmax probabilities of an
+utterance's 3 s segments: :func:`average_segments`.
+
+Example:
+    >>> import torch
+    >>> from serray.models import registry
+    >>> from serray.models.registry import InputInfo
+    >>> spec = registry.get("adarl")
+    >>> model = spec.build(spec.config(preset="reduced"), InputInfo((2, 400, 300), 4, 2))
+    >>> out = model(torch.randn(3, 2, 400, 300))
+    >>> tuple(out["logits"].shape), tuple(out["domain_logits"].shape)
+    ((3, 4), (3, 2))
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from serray.models.registry import InputInfo, ModelSpec, register
+
+__all__ = [
+    "ADARL",
+    "VARIANTS",
+    "DEFAULT_CONFIG",
+    "REDUCED_PRESET",
+    "GradientReversal",
+    "grad_reverse",
+    "MultiScaleConv",
+    "ConvPathway",
+    "DomainAwareAttention",
+    "DomainAwareEmbedding",
+    "ChannelwiseFC",
+    "CenterLoss",
+    "average_segments",
+    "build",
+]
+
+logger = logging.getLogger(__name__)
+
+Variant = Literal["attention", "backbone", "adversarial"]
+VARIANTS: tuple[str, ...] = ("attention", "backbone", "adversarial")
+
+#: Paper settings (sec. 3.2, Table 1). Keys the generic torch trainer reads: optimizer, lr,
+#: lr_decay, weight_decay, momentum, batch_size, epochs, patience, domain. The rest are
+#: model keys read by :func:`build`.
+DEFAULT_CONFIG: dict[str, Any] = {
+    # training (sec. 3.2)
+    "optimizer": "sgd",
+    "lr": 0.2,
+    "lr_decay": 0.7,  # multiplicative, applied after every epoch ("decreases to 70 %")
+    "weight_decay": 4e-5,
+    "momentum": 0.0,  # not stated in the paper; plain SGD (torch's default) with lr 0.2
+    "batch_size": 32,
+    "epochs": 50,
+    "patience": 10,  # early stopping on validation UA (not in the paper)
+    "domain": "gender",
+    # loss (eq. 9)
+    "g1": 1.0,
+    "g2": 1.0,
+    "g3": 0.5,
+    "variant": "attention",
+    # architecture (Table 1); the second kernel size of each multi-scale layer is not given
+    "kernel_size_first_branch": 3,
+    "kernel_sizes_second_branch": 5,
+    "conv_channels": [16, 16, 16, 32],  # per branch; the layer outputs twice this
+    "pool_sizes": [2, 2, 2, 6],
+    "embedding_dim": 64,
+    "attention_reduction": 2,  # FC(8, 4) + ReLU, FC(4, 8) + sigmoid
+    "dropout": 0.0,  # not in the paper; applied before each pathway's last FC
+    "center_lr_scale": 1.0,
+    "grl_lambda": 1.0,  # gradient-reversal factor of the adversarial variant
+    "freq_pool": 1,  # average-pool the input along frequency by this factor first
+    "time_pool": 1,  # ... and along time by this factor
+}
+
+#: CPU-friendly preset (about 1/20 of the paper model's compute): the input is average-pooled
+#: 4x along frequency and 2x along time ([2, 400, 300] -> [2, 100, 150]), the last pool is 3
+#: so layer 4 still gives 4 frequency rows x 6 frames (4 attention weights), the convolutions
+#: are half as wide and training is shorter (at lr_decay 0.7 the lr is < 1 % of its start
+#: after 12 epochs anyway).
+REDUCED_PRESET: dict[str, Any] = {
+    "freq_pool": 4,
+    "time_pool": 2,
+    "pool_sizes": [2, 2, 2, 3],
+    "conv_channels": [8, 8, 8, 16],
+    "embedding_dim": 32,
+    "epochs": 12,
+    "patience": 5,
+}
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the gradient by ``-scale`` going back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return -ctx.scale * grad, None
+
+
+class _GradientScale(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the gradient by ``scale`` going back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return ctx.scale * grad, None
+
+
+def grad_reverse(x: Tensor, scale: float = 1.0) -> Tensor:
+    """Gradient-reversal layer: returns ``x``; the gradient flowing back is ``-scale`` times.
+
+    Example:
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> grad_reverse(x, 0.5).sum().backward()
+        >>> x.grad.tolist()
+        [-0.5, -0.5]
+    """
+    if scale < 0:
+        raise ValueError(f"grad_reverse: scale must be >= 0, got {scale}")
+    return GradientReversal.apply(x, float(scale))
+
+
+def _pair(k: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(k, int):
+        k = (k, k)
+    k = tuple(int(v) for v in k)
+    if len(k) != 2 or min(k) < 1:
+        raise ValueError(f"{name} must be a positive int or a (freq, time) pair, got {k!r}")
+    return k  # type: ignore[return-value]
+
+
+class MultiScaleConv(nn.Module):
+    """One multi-scale layer (eq. 10): two convolutions, concat, BN, ReLU, average pool.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels of *each* branch (the layer outputs twice this).
+        kernel_sizes: Kernel size of the two branches (int or ``(freq, time)``); both use
+            ``"same"`` padding.
+        pool: Average-pooling kernel and stride (int or ``(freq, time)``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_sizes: tuple[int | Sequence[int], int | Sequence[int]],
+        pool: int | Sequence[int],
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"channels must be >= 1, got in={in_channels}, out={out_channels}")
+        k1, k2 = (_pair(k, "kernel size") for k in kernel_sizes)
+        self.branch1 = nn.Conv2d(in_channels, out_channels, k1, padding="same", bias=False)
+        self.branch2 = nn.Conv2d(in_channels, out_channels, k2, padding="same", bias=False)
+        self.bn = nn.BatchNorm2d(2 * out_channels)
+        self.pool = nn.AvgPool2d(_pair(pool, "pool size"))
+        for conv in (self.branch1, self.branch2):  # sec. 3.2: convolutions Xavier-initialised
+            nn.init.xavier_uniform_(conv.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C_in, H, W] -> [B, 2 * C_out, H // p_h, W // p_w]``."""
+        y = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
+        return self.pool(F.relu(self.bn(y)))
+
+
+class ConvPathway(nn.Module):
+    """A stack of :class:`MultiScaleConv` layers (one pathway's feature extractor).
+
+    Args:
+        in_channels: Input channels (spectrogram window lengths).
+        channels: Per-branch output channels of each layer.
+        kernel_sizes: The two branch kernel sizes of each layer.
+        pools: Pool size of each layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        kernel_sizes: Sequence[tuple[int | Sequence[int], int | Sequence[int]]],
+        pools: Sequence[int | Sequence[int]],
+    ) -> None:
+        super().__init__()
+        if not (len(channels) == len(kernel_sizes) == len(pools)) or not channels:
+            raise ValueError(
+                f"channels, kernel sizes and pools need one entry per layer, got "
+                f"{len(channels)}, {len(kernel_sizes)}, {len(pools)}"
+            )
+        layers = []
+        c_in = in_channels
+        for c, ks, p in zip(channels, kernel_sizes, pools):
+            layers.append(MultiScaleConv(c_in, c, ks, p))
+            c_in = 2 * c
+        self.layers = nn.ModuleList(layers)
+        self.out_channels = c_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, F, T] -> [B, C4, F4, T4]`` (the paper's ``F_4``)."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class DomainAwareAttention(nn.Module):
+    """Domain-aware attention layer (eq. 4): maps ``[B, C, H, W]`` to weights ``[B, H]``.
+
+    Time pooling (mean over W), channel pooling (mean over C), FC(H, H // r), ReLU,
+    FC(H // r, H), sigmoid.
+    """
+
+    def __init__(self, n_rows: int, reduction: int = 2) -> None:
+        super().__init__()
+        if n_rows < 1 or reduction < 1:
+            raise ValueError(f"n_rows and reduction must be >= 1, got {n_rows}, {reduction}")
+        hidden = max(1, n_rows // reduction)
+        self.fc1 = nn.Linear(n_rows, hidden)
+        self.fc2 = nn.Linear(hidden, n_rows)
+
+    def forward(self, maps: Tensor) -> Tensor:
+        """Return one weight in ``(0, 1)`` per frequency row: ``[B, H]``."""
+        pooled = maps.mean(dim=3).mean(dim=1)  # TP then CP
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
+
+
+class DomainAwareEmbedding(nn.Module):
+    """Domain-aware attention embedding (eq. 5): ``f_emb^k = diag(I_D) f^k`` for every channel k.
+
+    Scales frequency row ``h`` of every channel by ``weights[:, h]``.
+    """
+
+    def forward(self, maps: Tensor, weights: Tensor) -> Tensor:
+        """``maps [B, C, H, W]``, ``weights [B, H]`` -> ``[B, C, H, W]``."""
+        if weights.shape != (maps.shape[0], maps.shape[2]):
+            raise ValueError(f"weights must be [B, H] = {(maps.shape[0], maps.shape[2])}, got {tuple(weights.shape)}")
+        return maps * weights[:, None, :, None]
+
+
+class ChannelwiseFC(nn.Module):
+    """Channel-wise FC over frequency (eq. 2): ``[B, C, H] -> [B, C]``, one FC(H, 1) per channel."""
+
+    def __init__(self, channels: int, n_rows: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, n_rows))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        bound = 1.0 / n_rows**0.5  # nn.Linear's default for FC(H, 1)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return (x * self.weight).sum(dim=-1) + self.bias
+
+
+class CenterLoss(nn.Module):
+    """Center loss (eq. 8): ``mean_i ||x_i - c_{y_i}||^2`` with learnable centres.
+
+    Args:
+        n_classes: Number of classes (rows of :attr:`centers`).
+        dim: Embedding size.
+        lr_scale: Factor on the centres' gradient (their effective learning-rate factor).
+    """
+
+    def __init__(self, n_classes: int, dim: int, lr_scale: float = 1.0) -> None:
+        super().__init__()
+        if lr_scale < 0:
+            raise ValueError(f"center_lr_scale must be >= 0, got {lr_scale}")
+        self.centers = nn.Parameter(torch.empty(n_classes, dim))
+        nn.init.xavier_uniform_(self.centers)
+        self.lr_scale = float(lr_scale)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # noqa: D102
+        centers = self.centers if self.lr_scale == 1.0 else _GradientScale.apply(self.centers, self.lr_scale)
+        return (x - centers[y]).pow(2).sum(dim=1).mean()
+
+
+class _Head(nn.Module):
+    """FC, ReLU, BN (the embedding), dropout, FC (eq. 1 and 3)."""
+
+    def __init__(self, in_dim: int, hidden: int, n_out: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, n_out)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.bn(F.relu(self.fc1(x)))
+        return self.fc2(self.dropout(emb)), emb
+
+
+class ADARL(nn.Module):
+    """ADARL model and its ``backbone`` / ``adversarial`` ablations.
+
+    Args:
+        in_shape: One segment's shape ``(C, F, T)``.
+        n_classes: Emotion classes.
+        n_domains: Domain classes (>= 2 unless ``variant == "backbone"``).
+        variant: ``"attention"``, ``"backbone"`` or ``"adversarial"``.
+        g1, g2, g3: Loss weights of domain CE, emotion CE and center loss (eq. 9).
+        kernel_size_first_branch: Kernel of the first branch of every layer (int or pair).
+        kernel_sizes_second_branch: Kernel of the second branch: one int/pair for all
+            layers or one per layer.
+        conv_channels: Per-branch output channels of each convolution layer.
+        pool_sizes: Average-pool size of each layer.
+        embedding_dim: Width of the FC layer before each classifier.
+        attention_reduction: Hidden size of the attention MLP is ``F4 // reduction``.
+        dropout: Dropout before the last FC layers.
+        center_lr_scale: Gradient factor of the class centres.
+        grl_lambda: Gradient-reversal factor (``adversarial`` only).
+        freq_pool: Average-pool the input along frequency by this factor first.
+        time_pool: Average-pool the input along time by this factor first.
+
+    Raises:
+        ValueError: A bad argument, or an input too small for the pooling stack.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        n_classes: int,
+        n_domains: int = 0,
+        *,
+        variant: Variant = "attention",
+        g1: float = 1.0,
+        g2: float = 1.0,
+        g3: float = 0.5,
+        kernel_size_first_branch: int | Sequence[int] = 3,
+        kernel_sizes_second_branch: int | Sequence[int] | Sequence[Sequence[int]] = 5,
+        conv_channels: Sequence[int] = (16, 16, 16, 32),
+        pool_sizes: Sequence[int | Sequence[int]] = (2, 2, 2, 6),
+        embedding_dim: int = 64,
+        attention_reduction: int = 2,
+        dropout: float = 0.0,
+        center_lr_scale: float = 1.0,
+        grl_lambda: float = 1.0,
+        freq_pool: int = 1,
+        time_pool: int = 1,
+    ) -> None:
+        super().__init__()
+        if len(in_shape) != 3 or min(in_shape) < 1:
+            raise ValueError(f"in_shape must be (channels, freq, time), got {tuple(in_shape)}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        if variant != "backbone" and n_domains < 2:
+            raise ValueError(
+                f"variant {variant!r} needs >= 2 domain classes (InputInfo.n_domains), got {n_domains}; "
+                "set a domain column with two or more values or use variant 'backbone'"
+            )
+        if min(g1, g2, g3) < 0:
+            raise ValueError(f"loss weights g1, g2, g3 must be >= 0, got {g1}, {g2}, {g3}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for key, val in (("freq_pool", freq_pool), ("time_pool", time_pool)):
+            if int(val) != val or val < 1:
+                raise ValueError(f"{key} must be a positive int, got {val!r}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        n_layers = len(conv_channels)
+        if len(pool_sizes) != n_layers:
+            raise ValueError(f"pool_sizes needs {n_layers} entries (one per layer), got {list(pool_sizes)}")
+        k2 = kernel_sizes_second_branch
+        if isinstance(k2, int) or (len(k2) == 2 and all(isinstance(v, int) for v in k2) and n_layers != 2):
+            k2s: list[Any] = [k2] * n_layers
+        else:
+            k2s = list(k2)
+            if len(k2s) != n_layers:
+                raise ValueError(
+                    f"kernel_sizes_second_branch must be one size or {n_layers} sizes, got {kernel_sizes_second_branch!r}"
+                )
+        kernels = [(kernel_size_first_branch, k) for k in k2s]
+
+        self.variant = variant
+        self.g1, self.g2, self.g3 = float(g1), float(g2), float(g3)
+        self.grl_lambda = float(grl_lambda)
+        self.n_classes, self.n_domains = int(n_classes), int(n_domains)
+        c_in, f_in, t_in = (int(v) for v in in_shape)
+        self.input_pool = (
+            nn.AvgPool2d((int(freq_pool), int(time_pool))) if freq_pool > 1 or time_pool > 1 else nn.Identity()
+        )
+
+        # spatial size after the stack ("same" convolutions, floor pooling)
+        h, w = f_in // int(freq_pool), t_in // int(time_pool)
+        for p in pool_sizes:
+            ph, pw = _pair(p, "pool size")
+            h, w = h // ph, w // pw
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"input {tuple(in_shape)} with freq_pool={freq_pool}, time_pool={time_pool} is too small for "
+                f"pool_sizes={list(pool_sizes)}: lower freq_pool/time_pool or the pool sizes"
+            )
+        self.feature_shape = (2 * int(conv_channels[-1]), h, w)
+        c4 = self.feature_shape[0]
+
+        self.emotion_encoder = ConvPathway(c_in, conv_channels, kernels, pool_sizes)
+        self.emotion_head = _Head(c4, embedding_dim, n_classes, dropout)  # after TP + CFC
+        self.cfc = ChannelwiseFC(c4, h)
+        self.center_loss = CenterLoss(n_classes, embedding_dim, center_lr_scale)
+        self.domain_encoder: ConvPathway | None = None
+        self.domain_head: _Head | None = None
+        self.attention: DomainAwareAttention | None = None
+        self.embed: DomainAwareEmbedding | None = None
+        if variant == "attention":
+            self.domain_encoder = ConvPathway(c_in, conv_channels, kernels, pool_sizes)
+            self.attention = DomainAwareAttention(h, attention_reduction)
+            self.embed = DomainAwareEmbedding()
+        if variant != "backbone":
+            self.domain_head = _Head(c4 * h * w, embedding_dim, n_domains, dropout)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Segment batch ``[B, C, F, T]`` -> dict.
+
+        Keys: ``logits`` ``[B, n_classes]``, ``embedding`` ``[B, E]`` (the center-loss
+        feature), ``domain_logits`` ``[B, n_domains]`` (not for ``backbone``) and
+        ``attention`` ``[B, F4]`` (``attention`` variant only).
+        """
+        if x.dim() != 4:
+            raise ValueError(f"ADARL expects [batch, channels, freq, time], got shape {tuple(x.shape)}")
+        x = self.input_pool(x.to(self.cfc.weight.dtype))  # features may be stored as float16
+        out: dict[str, Tensor] = {}
+        maps = self.emotion_encoder(x)
+        if self.variant == "attention":
+            assert self.domain_encoder is not None and self.attention is not None and self.embed is not None
+            assert self.domain_head is not None
+            d_maps = self.domain_encoder(x)
+            out["domain_logits"], _ = self.domain_head(d_maps.flatten(1))
+            weights = self.attention(d_maps)
+            out["attention"] = weights
+            maps = self.embed(maps, weights)
+        elif self.variant == "adversarial":
+            assert self.domain_head is not None
+            out["domain_logits"], _ = self.domain_head(grad_reverse(maps, self.grl_lambda).flatten(1))
+        logits, emb = self.emotion_head(self.cfc(maps.mean(dim=3)))
+        out["logits"] = logits
+        out["embedding"] = emb
+        return out
+
+    def loss(self, out: Mapping[str, Tensor], y: Tensor, domain: Tensor | None = None) -> Tensor:
+        """``g1 * CE(domain) + g2 * CE(emotion) + g3 * center loss`` for one mini-batch (eq. 9).
+
+        Terms whose weight is 0 are skipped (so they send no gradient at all).
+
+        Raises:
+            ValueError: ``domain`` is ``None`` for a variant with a domain classifier.
+        """
+        total = self.g2 * F.cross_entropy(out["logits"], y)
+        if self.g3 > 0:
+            total = total + self.g3 * self.center_loss(out["embedding"], y)
+        if self.variant != "backbone":
+            if domain is None:
+                raise ValueError(
+                    f"ADARL variant {self.variant!r} needs domain labels in loss(); pass the domain "
+                    "LongTensor (config key 'domain' names the manifest column) or use variant 'backbone'"
+                )
+            if self.g1 > 0:
+                total = total + self.g1 * F.cross_entropy(out["domain_logits"], domain)
+        return total
+
+
+def average_segments(
+    scores: Tensor,
+    utt_index: Tensor,
+    n_utts: int | None = None,
+    *,
+    inputs: Literal["logits", "probs"] = "logits",
+) -> Tensor:
+    """Utterance scores from segment scores: the mean of the segments' softmax probabilities.
+
+    Args:
+        scores: ``[S_total, C]`` segment logits (``inputs="logits"``, softmaxed first) or
+            probabilities (``inputs="probs"``).
+        utt_index: ``[S_total]`` integer utterance index (``0 .. n_utts - 1``) of each segment.
+        n_utts: Number of utterances; default ``utt_index.max() + 1``.
+        inputs: Whether ``scores`` are logits or probabilities.
+
+    Returns:
+        ``[n_utts, C]`` log of the mean segment probability: valid utterance logits
+        (``softmax`` of them gives the mean probabilities back; ``argmax`` is the
+        predicted class).
+
+    Raises:
+        ValueError: Bad shapes or indices, or an utterance without any segment.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+        >>> out = average_segments(logits, torch.tensor([0, 0, 1]))
+        >>> [[round(p, 3) for p in row] for row in out.exp().tolist()]
+        [[0.5, 0.5], [0.731, 0.269]]
+    """
+    if inputs not in ("logits", "probs"):
+        raise ValueError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [segments, classes], got shape {tuple(scores.shape)}")
+    if utt_index.dim() != 1 or utt_index.shape[0] != scores.shape[0]:
+        raise ValueError(f"utt_index must be [{scores.shape[0]}] (one index per segment), got {tuple(utt_index.shape)}")
+    if utt_index.dtype.is_floating_point or utt_index.dtype == torch.bool:
+        raise ValueError(f"utt_index must be an integer tensor, got {utt_index.dtype}")
+    if scores.shape[0] == 0:
+        raise ValueError("average_segments: no segments given")
+    if int(utt_index.min()) < 0:
+        raise ValueError("utt_index must be >= 0")
+    n = int(utt_index.max()) + 1 if n_utts is None else int(n_utts)
+    if int(utt_index.max()) >= n:
+        raise ValueError(f"utt_index has values >= n_utts={n}")
+    probs = scores.softmax(dim=1) if inputs == "logits" else scores
+    idx = utt_index.long().to(scores.device)
+    sums = torch.zeros(n, scores.shape[1], dtype=probs.dtype, device=probs.device).index_add_(0, idx, probs)
+    counts = torch.bincount(idx, minlength=n)
+    if bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten()[:5].tolist()
+        raise ValueError(f"utterances without segments (first: {missing}); every index 0..{n - 1} needs one")
+    mean = sums / counts.unsqueeze(1).to(probs.dtype)
+    return mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
+
+
+_MODEL_KEYS = (
+    "variant",
+    "g1",
+    "g2",
+    "g3",
+    "kernel_size_first_branch",
+    "kernel_sizes_second_branch",
+    "conv_channels",
+    "pool_sizes",
+    "embedding_dim",
+    "attention_reduction",
+    "dropout",
+    "center_lr_scale",
+    "grl_lambda",
+    "freq_pool",
+    "time_pool",
+)
+
+
+def build(config: Mapping[str, Any], info: InputInfo) -> ADARL:
+    """Build an :class:`ADARL` from a config (see :data:`DEFAULT_CONFIG`) and the input info.
+
+    Raises:
+        ValueError: A missing model key or a bad value.
+    """
+    missing = [k for k in _MODEL_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"adarl config lacks {missing}; start from registry.get('adarl').config()")
+    kwargs = {k: config[k] for k in _MODEL_KEYS}
+    for key in ("embedding_dim", "attention_reduction", "freq_pool", "time_pool"):
+        kwargs[key] = int(kwargs[key])
+    for key in ("g1", "g2", "g3", "dropout", "center_lr_scale", "grl_lambda"):
+        kwargs[key] = float(kwargs[key])
+    kwargs["conv_channels"] = [int(c) for c in kwargs["conv_channels"]]
+    model = ADARL(info.shape, info.n_classes, info.n_domains, **kwargs)
+    logger.debug(
+        "built adarl (%s) for input %s: layer-4 maps %s, %d parameters",
+        model.variant,
+        info.shape,
+        model.feature_shape,
+        sum(p.numel() for p in model.parameters()),
+    )
+    return model
+
+
+register(
+    ModelSpec(
+        name="adarl",
+        backend="torch",
+        input_kind="segments",
+        default_features=("spectrogram",),
+        default_config=DEFAULT_CONFIG,
+        build=build,
+        description="ADARL: gender pathway -> frequency attention on an emotion CNN pathway, center loss (Fan et al. 2021)",
+        domain_column="gender",
+        presets={"reduced": REDUCED_PRESET},
+    )
+)
