@@ -1,5 +1,101 @@
-"""`serray tune` (not built yet)."""
+"""`serray tune`: Ray Tune + Optuna (TPE) + ASHA over a model's search space."""
 
-from serray.commands._common import not_implemented
+from __future__ import annotations
 
-command = not_implemented("tune", "hyperparameter search")
+import click
+
+from serray.commands._common import address_option, fail, seed_option, workdir_option
+
+
+def parse_resources(text: str | None) -> dict[str, float] | None:
+    """``"cpu=1,gpu=0.25"`` -> ``{"cpu": 1.0, "gpu": 0.25}``."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in ("cpu", "gpu") or not value:
+            raise click.BadParameter(f"{item!r}: expected cpu=N or gpu=N, e.g. cpu=1,gpu=0.25", param_hint="--fold-resources")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint="--fold-resources") from None
+    return out
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t for t in text.split(",") if t] if text else None
+
+
+@click.command(name="tune")
+@click.argument("model")
+@workdir_option
+@click.option("--features", "-f", default=None, help="Feature set (default: the model's).")
+@click.option("--protocol", "-p", default="loso", show_default=True, type=click.Choice(["loso", "loso-session", "loco", "kfold", "cross-corpus"]))
+@click.option("--labels", default="native", show_default=True, help="Label set: native, 4class, ...")
+@click.option("--num-samples", "-n", default=20, show_default=True, help="Number of trials.")
+@click.option("--space", default=None, type=click.Path(dir_okay=False), help="Search-space YAML (default search_spaces/MODEL.yaml).")
+@seed_option
+@click.option("--normalize", default="global", show_default=True, type=click.Choice(["speaker", "global", "none"]))
+@click.option("--preset", default=None, help="Model preset to start from (the space's own preset wins).")
+@click.option("--name", default=None, help="Experiment name (default tune-MODEL-FEATURES-PROTOCOL-LABELS).")
+@click.option("--storage", default=None, help="Tune storage path, e.g. s3://bucket/serray (default W/tune).")
+@address_option
+@click.option("--fold-resources", default=None, metavar="cpu=C,gpu=G", help="Resources of each fold actor (default: one trial's folds share the cluster).")
+@click.option("--max-concurrent-trials", default=None, type=int)
+@click.option("--time-budget", default=None, type=float, help="Stop starting trials after this many seconds.")
+@click.option("--grace-period", default=1, show_default=True, help="ASHA: epochs before a trial can be stopped.")
+@click.option("--max-epochs", default=None, type=int, help="Epoch cap per trial and ASHA max_t (default: the config's epochs).")
+@click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--corpora", default=None, help="Comma-separated manifests to use (default all).")
+@click.option("--k", default=5, show_default=True, help="Folds for kfold.")
+@click.option("--train-corpora", default=None, help="cross-corpus: training corpora.")
+@click.option("--test-corpora", default=None, help="cross-corpus: test corpora.")
+def command(model, workdir, features, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
+            fold_resources, max_concurrent_trials, time_budget, grace_period, max_epochs, max_failures, resume, device,
+            corpora, k, train_corpora, test_corpora) -> None:
+    """Search MODEL's hyperparameters; every trial trains all folds in parallel.
+
+    Optuna's TPE sampler proposes configurations (the model's defaults first), ASHA stops
+    weak trials early, and both see only the mean validation UA across folds. Test UA is
+    stored for every trial but never used for selection. Writes a leaderboard and
+    best.yaml (usable with `serray train MODEL --config best.yaml` and `serray seeds`).
+
+    \b
+    Example:
+      serray tune mlp --workdir W --features egemaps --protocol loso --num-samples 20
+    """
+    import logging
+
+    from serray.tune.runner import tune_model
+
+    logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    try:
+        out = tune_model(
+            workdir, model, features=features, protocol=protocol, labels=labels, space=space, num_samples=num_samples,
+            seed=seed, normalize=normalize, preset=preset, name=name, storage=storage, address=address,
+            fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
+            time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,
+            resume=resume, device=device, corpora=_split(corpora), k=k, train_corpora=_split(train_corpora),
+            test_corpora=_split(test_corpora),
+        )
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    board = out.leaderboard
+    shown = board.copy()
+    for col in ("val_ua", "test_ua", "test_wa"):
+        shown[col] = (100 * shown[col]).round(1)
+    shown["seconds"] = shown["seconds"].round(1)
+    click.echo(f"\nLeaderboard of {out.experiment} ({len(board)} trials; UA/WA in %, selection by mean validation UA only):")
+    click.echo(shown.to_string(index=False, max_colwidth=24))
+    n_asha = int(board["status"].str.startswith("stopped by ASHA").sum())
+    click.echo(f"\nASHA stopped {n_asha} of {len(board)} trials early.")
+    b = out.best
+    click.echo(f"best trial {b['trial_id']}: validation UA {100 * b['val_ua']:.1f} %, test UA {100 * b['test_ua']:.1f} %")
+    for note in out.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"leaderboard: {out.path}/leaderboard.csv")
+    click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {workdir} --config {out.best_yaml})")
+    click.echo(f"predictions: run {out.experiment!r} in {workdir}/predictions; wall time {out.seconds:.0f} s")

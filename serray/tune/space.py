@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,15 @@ class Param:
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
         if self.type == "choice":
+            if self.encoded:
+                return trial.suggest_categorical(self.name, [json.dumps(v) for v in self.values])
             return trial.suggest_categorical(self.name, list(self.values))
         return self.value
+
+    @property
+    def encoded(self) -> bool:
+        """Choices that are not scalars (e.g. layer-size lists) travel as JSON strings."""
+        return self.type == "choice" and any(not isinstance(v, (str, int, float, bool, type(None))) for v in self.values)
 
     def contains(self, v: Any) -> bool:
         """Whether ``v`` lies in this parameter's domain."""
@@ -230,8 +238,13 @@ class SearchSpace:
             v = config.get(p.name)
             if not p.contains(v):
                 return None
-            out[p.name] = v
+            out[p.name] = json.dumps(v) if p.encoded else v
         return out
+
+    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn JSON-encoded choice values (see :attr:`Param.encoded`) back into values."""
+        enc = {p.name for p in self.params if p.encoded} | {p.name for _, ps in self.conditional for p in ps if p.encoded}
+        return {k: (json.loads(v) if k in enc and isinstance(v, str) else v) for k, v in params.items()}
 
 
 def search_space_path(model: str) -> Path:

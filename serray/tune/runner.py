@@ -1,0 +1,457 @@
+"""Ray Tune wiring: one trial = one configuration trained on every fold, folds in parallel.
+
+Each trial is a class trainable (:class:`FoldsTrainable`) whose resource request is one
+placement group: a tiny bundle for the trainable itself plus one bundle per fold. The
+trainable starts one :class:`serray.training.actors.FoldActor` per fold inside that
+placement group and steps them in lock-step, one epoch per Tune iteration. After each
+epoch it reports:
+
+* ``val_ua`` - the mean over folds of each fold's validation UA at its best epoch so far
+  (the model the fold would keep). This is what Optuna and ASHA see.
+* ``val_ua_epoch``, ``val_loss``, ``train_loss`` - means of the current epoch.
+
+Test data are never reported to the scheduler or the searcher. When a trial ends (all
+folds stopped, its epoch budget used, or ASHA stopped it) the folds are finalised at
+their best epochs, the validation and test logits go to the predictions store
+(``run`` = experiment name, ``config_id`` = trial id) and a trial record with the test
+metrics is written to ``W/tune/<experiment>/trials/<trial_id>.json``. The leaderboard
+merges Tune's results with those records.
+
+Features go to the object store once per experiment (:func:`put_inputs`) and reach the
+trials through :func:`ray.tune.with_parameters`, never through a closure.
+
+Resume: the experiment lives in ``W/tune/<experiment>`` (or ``--storage``); with
+``resume=True`` :meth:`ray.tune.Tuner.restore` continues it: finished trials are kept,
+unfinished or errored ones restart from their first epoch (trials keep no checkpoints;
+a restart costs at most one trial's training time).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serray import io, metrics
+
+__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV"]
+
+log = logging.getLogger(__name__)
+
+#: Testing hook: when set to a folder, every trial raises once in its first epoch (a
+#: marker file per trial in that folder records that it did), to exercise Tune's retries.
+FAULT_ENV = "SERRAY_TUNE_INJECT_FAULT"
+OBJECTIVE = "val_ua"
+
+
+def experiment_dir(workdir: str | Path, name: str, storage: str | None = None) -> str:
+    """Where Tune keeps the experiment: ``<storage or W/tune>/<name>``."""
+    base = storage or str(Path(workdir).resolve() / "tune")
+    return f"{base.rstrip('/')}/{name}"
+
+
+@dataclass(frozen=True)
+class TuneContext:
+    """What every trial needs besides the features (small; sent once per experiment)."""
+
+    workdir: str
+    experiment: str
+    model: str
+    base_config: Mapping[str, Any]
+    folds: Sequence[Any]
+    classes: Sequence[str]
+    normalize: str
+    seed: int
+    device: str
+    fold_cpus: float
+    fold_gpus: float
+    folds_per_actor: int
+    max_epochs: int | None
+    record_dir: str
+    space: Any = None
+
+
+def _trainable_class():
+    from ray import tune
+
+    class _FoldsTrainable(tune.Trainable):
+        """One configuration on every fold; one epoch per ``step``."""
+
+        def setup(self, config: dict, shared: Any = None, ctx: TuneContext | None = None) -> None:
+            from serray.training.actors import FoldActor
+
+            assert ctx is not None and shared is not None
+            self.ctx = ctx
+            self._configure(config)
+            threads = max(1, int(ctx.fold_cpus))
+            per = ctx.folds_per_actor
+            self.groups = [list(range(i, min(i + per, len(ctx.folds)))) for i in range(0, len(ctx.folds), per)]
+            self.actors = [
+                FoldActor.options(num_cpus=ctx.fold_cpus, num_gpus=ctx.fold_gpus).remote(
+                    ctx.model, self.cfg, shared.kind, shared.data, shared.offsets, shared.table,
+                    [ctx.folds[i] for i in group], ctx.normalize, ctx.seed, ctx.device, threads,
+                )
+                for group in self.groups
+            ]
+
+        def _configure(self, config: dict) -> None:
+            from serray.models import registry
+            from serray.training.trainer import check_config
+
+            ctx = self.ctx
+            spec = registry.get(ctx.model)
+            params = ctx.space.decode(config) if ctx.space is not None else dict(config)
+            cfg = {**dict(ctx.base_config), **params}
+            if ctx.max_epochs is not None and "epochs" in cfg:
+                cfg["epochs"] = int(ctx.max_epochs)
+            self.cfg = check_config(spec, cfg)
+            self.current_trial_id = self.trial_id
+            self.t0 = time.perf_counter()
+            self.history: list[list[dict]] = [[] for _ in ctx.folds]
+            self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
+            self.finalized = False
+
+        def reset_config(self, new_config: dict) -> bool:
+            """Reuse this trainable and its fold actors for the next trial (no new processes)."""
+            import ray
+
+            self.stop_trial()  # the previous trial, if the scheduler stopped it
+            self._configure(new_config)
+            ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors])
+            self.config = new_config
+            return True
+
+        def _fault_once(self) -> None:
+            folder = os.environ.get(FAULT_ENV)
+            if not folder:
+                return
+            marker = Path(folder) / f"{self.current_trial_id}.fault"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text("injected\n")
+                raise RuntimeError(f"injected fault for trial {self.current_trial_id} ({FAULT_ENV} is set)")
+
+        def step(self) -> dict:
+            import ray
+
+            self._fault_once()
+            outs = ray.get([self.actors[g].step.remote() for g in self.active])
+            for g, ms in zip(self.active, outs):
+                for pos, m in zip(self.groups[g], ms):
+                    if not (self.history[pos] and self.history[pos][-1]["stopped"]):
+                        self.history[pos].append(m)
+            self.active = [g for g in self.active if not all(self.history[p][-1]["stopped"] for p in self.groups[g])]
+            last = [h[-1] for h in self.history]
+            best = [h[max(0, int(m.get("best_epoch", len(h))) - 1)].get("val_ua", math.nan) for h, m in zip(self.history, last)]
+            result = {
+                OBJECTIVE: float(np.nanmean(best)),
+                "val_ua_epoch": float(np.nanmean([m.get("val_ua", math.nan) for m in last])),
+                "val_loss": float(np.nanmean([m.get("val_loss", math.nan) for m in last])),
+                "train_loss": float(np.nanmean([m.get("train_loss", math.nan) for m in last])),
+                "folds_active": sum(not h[-1]["stopped"] for h in self.history),
+            }
+            if not self.active:
+                result.update(self._finalize("completed"))
+                result["done"] = True
+            return result
+
+        def _finalize(self, reason: str) -> dict:
+            import ray
+
+            from serray.predictions import write_predictions
+
+            if self.finalized:
+                return {}
+            self.finalized = True
+            results = sorted((r for rs in ray.get([a.finalize.remote() for a in self.actors]) for r in rs), key=lambda r: r.index)
+            ctx = self.ctx
+            preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+            write_predictions(ctx.workdir, preds, run=ctx.experiment, config_id=self.current_trial_id, seed=ctx.seed, classes=list(ctx.classes))
+            test = preds[preds["split"] == "test"]
+            pooled = metrics.summary(test["label"].to_numpy(), test["pred"].to_numpy(), list(ctx.classes))
+            per_fold = [r.metrics() for r in results]
+            summary = {
+                "test_ua": pooled["ua"],
+                "test_wa": pooled["wa"],
+                "test_f1": pooled["f1"],
+                "test_ua_fold_mean": float(np.nanmean([m["test_ua"] for m in per_fold])),
+                "val_ua_final": float(np.nanmean([m["val_ua"] for m in per_fold])),
+                "fold_seconds": float(sum(r.seconds for r in results)),
+            }
+            record = {
+                "trial_id": self.current_trial_id,
+                "experiment": ctx.experiment,
+                "model": ctx.model,
+                "config": self.cfg,
+                "seed": ctx.seed,
+                "finished": reason,
+                "epochs": max(len(h) for h in self.history),
+                "best_epochs": [r.best_epoch for r in results],
+                "seconds": time.perf_counter() - self.t0,
+                **summary,
+                "folds": [{"fold": r.index, "name": r.name, **m} for r, m in zip(results, per_fold)],
+            }
+            io.write_json(record, Path(ctx.record_dir) / f"{self.current_trial_id}.json")
+            return summary
+
+        def stop_trial(self) -> None:
+            """Finalise a trial the scheduler stopped, so its predictions and record are kept."""
+            try:
+                if not self.finalized and any(self.history):
+                    self._finalize("stopped by scheduler")
+            except Exception:  # noqa: BLE001 - the trial is over anyway; keep going
+                log.exception("could not finalise trial %s", self.current_trial_id)
+
+        def stop(self) -> None:
+            self.stop_trial()
+            super().stop()
+
+        def cleanup(self) -> None:
+            import ray
+
+            for a in getattr(self, "actors", []):
+                ray.kill(a)
+
+    _FoldsTrainable.__name__ = "FoldsTrainable"
+    _FoldsTrainable.__qualname__ = "FoldsTrainable"
+    return _FoldsTrainable
+
+
+def __getattr__(name: str) -> Any:  # lazy: importing this module must not import Ray Tune
+    if name == "FoldsTrainable":
+        cls = _trainable_class()
+        globals()["FoldsTrainable"] = cls
+        return cls
+    raise AttributeError(name)
+
+
+@dataclass
+class TuneOutcome:
+    """What :func:`tune_model` produced (also on disk under :attr:`path`)."""
+
+    experiment: str
+    path: str
+    leaderboard: pd.DataFrame
+    best: dict
+    best_yaml: Path
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space: Any = None) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        m = dict(r.metrics or {})
+        tid = m.get("trial_id") or (r.path and Path(r.path).name.split("_")[1]) or "?"
+        rec_path = record_dir / f"{tid}.json"
+        rec = io.read_json(rec_path) if rec_path.exists() else {}
+        if r.error is not None:
+            status = f"error: {type(r.error).__name__}"
+        elif rec.get("finished") == "stopped by scheduler":
+            status = f"stopped by ASHA at epoch {m.get('training_iteration')}"
+        elif rec:
+            status = "completed"
+        else:
+            status = "incomplete"
+        cfg = space.decode(r.config or {}) if space is not None else (r.config or {})
+        rows.append(
+            {
+                "trial_id": tid,
+                "val_ua": m.get(OBJECTIVE, math.nan),
+                "test_ua": rec.get("test_ua", math.nan),
+                "test_wa": rec.get("test_wa", math.nan),
+                "epochs": m.get("training_iteration", 0),
+                "seconds": m.get("time_total_s", math.nan),
+                "status": status,
+                **{f"config/{k}": (str(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k)) for k in searched},
+            }
+        )
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.sort_values(["val_ua", "trial_id"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def tune_model(
+    workdir: str | Path,
+    model: str,
+    *,
+    features: str | None = None,
+    protocol: str = "loso",
+    labels: str = "native",
+    space: str | Path | None = None,
+    num_samples: int = 20,
+    seed: int = 0,
+    normalize: str = "global",
+    preset: str | None = None,
+    name: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    fold_resources: Mapping[str, float] | None = None,
+    max_concurrent_trials: int | None = None,
+    time_budget_s: float | None = None,
+    grace_period: int = 1,
+    max_epochs: int | None = None,
+    max_failures: int = 2,
+    resume: bool = False,
+    device: str = "auto",
+    corpora: Sequence[str] | None = None,
+    k: int = 5,
+    fold_seed: int = 0,
+    train_corpora: Sequence[str] | None = None,
+    test_corpora: Sequence[str] | None = None,
+    feature_params: Mapping[str, Any] | None = None,
+    verbose: int = 1,
+) -> TuneOutcome:
+    """Search ``model``'s hyperparameters with Optuna TPE + ASHA; every trial trains all folds.
+
+    Args:
+        workdir: Work directory (manifests, features; results go to ``W/tune``).
+        model: Registered model name.
+        features, protocol, labels, normalize, preset, corpora, k, fold_seed,
+            train_corpora, test_corpora, feature_params, device: as for ``serray train``.
+        space: Search-space YAML (default ``search_spaces/<model>.yaml``).
+        num_samples: Trials to run.
+        seed: Seed of the Optuna sampler and of every trial's training.
+        name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``).
+        storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
+        address: Ray cluster to join; default local Ray.
+        fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor; a trial starts as many
+            actors of that size as fit at once (at most one per fold) and spreads its folds
+            over them (default: one actor per cluster CPU, so one trial's folds fill the
+            cluster).
+        max_concurrent_trials, time_budget_s: Passed to Tune.
+        grace_period: ASHA's minimum epochs before a trial can be stopped.
+        max_epochs: Epoch cap of every trial and ASHA's ``max_t`` (default: the config's
+            ``epochs``).
+        max_failures: Retries of a trial whose training raises.
+        resume: Continue the experiment of the same name.
+
+    Raises:
+        serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
+        FileExistsError: The experiment exists and ``resume`` is not set.
+    """
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from serray.models import registry
+    from serray.models.registry import TORCH_TRAINING_DEFAULTS
+    from serray.raycluster import init_ray
+    from serray.training.actors import fold_resources as actor_resources, put_inputs
+    from serray.training.experiment import prepare_experiment
+    from serray.tune.space import load_search_space
+
+    t0 = time.perf_counter()
+    spec = registry.get(model)
+    sp = load_search_space(space or model)
+    if sp.model != spec.name:
+        from serray.tune.space import SearchSpaceError
+
+        raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
+    base = spec.config(preset=sp.preset or preset)
+    sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
+    features = features or spec.default_features[0]
+    name = name or f"tune-{spec.name}-{features}-{protocol}-{labels}"
+    path = experiment_dir(workdir, name, storage)
+    local_path = None if "://" in path else Path(path)
+
+    exp = prepare_experiment(
+        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora,
+        k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
+    )
+    init_ray(address)
+    per, cpu, gpu = actor_resources(
+        len(exp.folds), (fold_resources or {}).get("cpu"), (fold_resources or {}).get("gpu"), device
+    )
+    n_actors = math.ceil(len(exp.folds) / per)
+    # Empty head bundle: the trainable itself needs no CPU; its fold actors fill the bundles.
+    bundles = [{}] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for _ in range(n_actors)]
+    log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
+    record_dir = Path(workdir).resolve() / "tune" / name / "trials" if local_path is None else local_path / "trials"
+    shared = put_inputs(exp.inputs)
+    ctx = TuneContext(
+        workdir=str(Path(workdir).resolve()), experiment=name, model=spec.name, base_config=base, folds=exp.folds,
+        classes=exp.classes, normalize=normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
+        max_epochs=max_epochs, record_dir=str(record_dir), space=sp,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles)
+    )
+    notes: list[str] = []
+    if resume and tune.Tuner.can_restore(path):
+        log.info("resuming experiment %s", path)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        if resume:
+            log.warning("nothing to resume at %s; starting a new experiment", path)
+        elif local_path is not None and (local_path / "tuner.pkl").exists():
+            raise FileExistsError(f"{path}: experiment {name!r} exists; pass --resume to continue it or --name NEW to start another")
+        max_t = int(max_epochs or base.get("epochs", 1) or 1)
+        point = sp.point(base)
+        searcher = OptunaSearch(
+            space=sp.define_by_run, metric=OBJECTIVE, mode="max", seed=seed,
+            points_to_evaluate=[point] if point else None,
+        )
+        if point is None:
+            notes.append("the model's default config lies outside the search space and was not evaluated first")
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=max_t,
+            grace_period=max(1, min(grace_period, max_t)), reduction_factor=3,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=path.rsplit("/", 1)[0],
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                verbose=verbose,
+            ),
+        )
+    results = tuner.fit()
+    board = _leaderboard(results, record_dir, sp.names(), sp)
+    out_dir = Path(path) if local_path is not None else Path(workdir) / "tune" / name
+    if board.empty or board["val_ua"].isna().all():
+        raise RuntimeError(f"experiment {name}: no trial reported a validation UA; see the errors above and {path}")
+    io.write_parquet(board, out_dir / "leaderboard.parquet")
+    io.write_text(board.to_csv(index=False), out_dir / "leaderboard.csv")
+    top = board.iloc[0]
+    best_rec_path = record_dir / f"{top['trial_id']}.json"
+    best_cfg = io.read_json(best_rec_path)["config"] if best_rec_path.exists() else {
+        **base, **{k[len('config/'):]: v for k, v in top.items() if k.startswith("config/") and v is not None}
+    }
+    best = {
+        "model": spec.name,
+        "features": features,
+        "protocol": protocol,
+        "labels": labels,
+        "normalize": normalize,
+        "k": k,
+        "fold_seed": fold_seed,
+        "experiment": name,
+        "trial_id": str(top["trial_id"]),
+        "selection": "highest mean validation UA across folds (test data not used)",
+        "val_ua": float(top["val_ua"]),
+        "test_ua": float(top["test_ua"]),
+        "config": best_cfg,
+    }
+    best_yaml = out_dir / "best.yaml"
+    io.write_yaml(best, best_yaml)
+    n_errors = int(board["status"].str.startswith("error").sum())
+    if n_errors:
+        notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
+    return TuneOutcome(name, path, board, best, best_yaml, time.perf_counter() - t0, notes)

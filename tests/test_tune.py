@@ -1,0 +1,81 @@
+"""serray tune: search space errors before any trial, leaderboard/best.yaml, retries, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from serray import io
+from serray.cli import main
+from serray.tune.runner import FAULT_ENV
+
+TUNE = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "3", "--seed", "0"]
+
+
+def test_malformed_space_fails_before_any_trial(synth_copy, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: mlp\nparams:\n  lr: {type: loguniform, low: 0.1, high: 0.01}\n")
+    r = CliRunner().invoke(main, [*TUNE, "--workdir", str(synth_copy), "--space", str(bad)])
+    assert r.exit_code == 1
+    assert "bad.yaml" in r.output and "lr" in r.output and "smaller than high" in r.output
+    assert not (synth_copy / "tune").exists()
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model: mlp\nparams:\n  nonsense: {type: uniform, low: 0, high: 1}\n")
+    r = CliRunner().invoke(main, [*TUNE, "--workdir", str(synth_copy), "--space", str(unknown)])
+    assert r.exit_code == 1 and "nonsense" in r.output and "not hyperparameters of model 'mlp'" in r.output
+
+
+def _records(w: Path, name: str) -> dict[str, dict]:
+    d = w / "tune" / name / "trials"
+    return {p.stem: io.read_json(p) for p in d.glob("*.json")} if d.exists() else {}
+
+
+@pytest.mark.slow
+def test_tune_retries_failed_trials_and_resumes_after_interrupt(synth_copy, tmp_path):
+    """Every trial raises once (retried by Tune); Ctrl-C halfway; --resume finishes the rest."""
+    w = synth_copy
+    faults = tmp_path / "faults"
+    env = {**os.environ, FAULT_ENV: str(faults), "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "serray", *TUNE, "--workdir", str(w), "--num-samples", "4",
+            "--max-concurrent-trials", "1", "--name", "exp"]
+    log1 = open(tmp_path / "run1.log", "w")
+    p = subprocess.Popen(args, env=env, stdout=log1, stderr=subprocess.STDOUT)
+    deadline = time.time() + 400
+    while time.time() < deadline and p.poll() is None:
+        if sum(r["finished"] == "completed" or r["finished"] == "stopped by scheduler" for r in _records(w, "exp").values()) >= 2:
+            break
+        time.sleep(1)
+    assert p.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=180)
+    done_before = {k: v for k, v in _records(w, "exp").items() if v["finished"] == "completed"}
+    assert done_before, "no trial had completed before the interrupt"
+    mtimes = {k: (w / "tune" / "exp" / "trials" / f"{k}.json").stat().st_mtime_ns for k in done_before}
+
+    r = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    board = pd.read_csv(w / "tune" / "exp" / "leaderboard.csv")
+    assert len(board) == 4 and board["trial_id"].is_unique
+    assert not board["status"].str.startswith("error").any(), board.to_string()
+    # Completed trials were not run again.
+    for k, t in mtimes.items():
+        assert (w / "tune" / "exp" / "trials" / f"{k}.json").stat().st_mtime_ns == t
+    # Every trial raised once and was retried.
+    assert {f.stem for f in faults.glob("*.fault")} >= set(board["trial_id"].astype(str))
+    # Selection by validation UA; the leaderboard is sorted by it.
+    assert board["val_ua"].is_monotonic_decreasing
+    best = yaml.safe_load((w / "tune" / "exp" / "best.yaml").read_text())
+    assert best["trial_id"] == str(board["trial_id"].iloc[0]) and best["model"] == "mlp"
+    assert "test data not used" in best["selection"]
+    preds = __import__("serray.predictions", fromlist=["x"]).read_predictions(w, ["exp"])
+    assert set(preds["config_id"]) == set(board["trial_id"].astype(str))
+    assert set(preds["split"]) == {"validation", "test"}
