@@ -1,5 +1,145 @@
-"""`serray ensemble` (not built yet)."""
+"""`serray ensemble`: search the best late-fusion ensemble of stored seeds."""
 
-from serray.commands._common import not_implemented
+from __future__ import annotations
 
-command = not_implemented("ensemble", "ensemble search")
+from pathlib import Path
+
+import click
+
+from serray.commands._common import address_option, fail
+
+
+def parse_k(text: str) -> list[int]:
+    """``"1-9"`` -> [1..9]; ``"3,5,7"`` -> [3, 5, 7]."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, dash, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected a range like 1-9 or a list like 3,5,7", param_hint="--k") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"{text!r}: subset sizes must be >= 1", param_hint="--k")
+    return sorted(set(out))
+
+
+def plot_ua_vs_k(best_per_k, single, out: Path, note: str) -> None:
+    """Best ensemble's validation and test UA per k, with the mean single member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from serray import io
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(best_per_k["k"], 100 * best_per_k["val_ua"], "o-", label="validation UA (selection)")
+    ax.plot(best_per_k["k"], 100 * best_per_k["test_ua"], "s-", label="test UA of the selected subset")
+    ax.axhline(100 * single["test_ua"].mean(), color="grey", ls="--", label="mean single member, test UA")
+    ax.set_xlabel("ensemble size k")
+    ax.set_ylabel("UA (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(note if len(note) < 70 else note[:67] + "...", fontsize=7)
+    fig.tight_layout()
+    with io.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+
+
+@click.command(name="ensemble")
+@click.argument("workdir", type=click.Path(exists=True, file_okay=False))
+@click.option("--runs", required=True, help="Comma-separated runs whose seeds are the candidate members (e.g. from serray seeds).")
+@click.option("--k", "k_text", default="1-5", show_default=True, help="Subset sizes: a range 1-9 or a list 3,5,7 (exhaustive).")
+@click.option("--fusion", type=click.Choice(["logits", "prob", "vote"]), default="logits", show_default=True,
+              help="logits: sum of logits (paper 003); prob: mean of probabilities; vote: majority vote.")
+@click.option("--selection", type=click.Choice(["validation", "test-optimistic"]), default="validation", show_default=True,
+              help="Score subsets on pooled validation UA (honest) or on test UA (optimistic; flagged in every output).")
+@click.option("--method", type=click.Choice(["exhaustive", "greedy"]), default="exhaustive", show_default=True,
+              help="Every k-subset, or greedy forward selection with replacement (Caruana et al. 2004).")
+@click.option("--max-size", default=None, type=int, help="Greedy: number of additions (default: number of members).")
+@click.option("--top", default=10, show_default=True, help="Subsets kept per k.")
+@click.option("--name", default=None, help="Output folder name under W/ensemble (default from the runs and options).")
+@click.option("--num-cpus", default=None, type=int, help="Cores to use (default all).")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "torch"]), default="auto", show_default=True)
+@address_option
+def command(workdir, runs, k_text, fusion, selection, method, max_size, top, name, num_cpus, backend, address) -> None:
+    """Search every k-subset of the runs' seeds for the best late-fusion ensemble.
+
+    Writes under W/ensemble/NAME: leaderboard (members, k, validation UA, test UA, WA),
+    best subset per k, a plot of UA against k, and the membership mix by run (variant).
+
+    \b
+    Example:
+      serray ensemble W --runs seeds-mlp-egemaps-loso-native-base --k 1-6
+    """
+    import logging
+
+    import pandas as pd
+
+    from serray import io
+    from serray.ensemble import evaluate_subset, members_from_predictions, run_ensemble_search
+    from serray.predictions import read_predictions, run_classes
+
+    logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    run_list = [r for r in runs.split(",") if r]
+    k_values = parse_k(k_text)
+    try:
+        df = read_predictions(workdir, run_list)
+        classes = run_classes(workdir, run_list[0])
+        members = members_from_predictions(df, classes)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    n = len(members.names)
+    if method == "exhaustive" and max(k_values) > n:
+        fail(f"--k {k_text} asks for subsets of up to {max(k_values)} members but the runs hold only {n}; use --k 1-{n}")
+    try:
+        res = run_ensemble_search(
+            members, k_values if method == "exhaustive" else None, method=method, fusion=fusion, selection=selection,
+            top=top, address=address, num_cpus=num_cpus, backend=backend, max_size=max_size,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    name = name or f"{'+'.join(run_list) if len(run_list) < 3 else f'{len(run_list)}runs'}-{method}-{fusion}-{selection}"
+    out = res.save(Path(workdir) / "ensemble" / name)
+    single = pd.DataFrame([{"member": m, "variant": v, **evaluate_subset(members, [i], fusion)}
+                           for i, (m, v) in enumerate(zip(members.names, members.variant))])
+    io.write_text(single.to_csv(index=False), out / "single_members.csv")
+    bpk = res.best_per_k
+    io.write_text(bpk.assign(members=bpk["members"].map(" ".join)).to_csv(index=False), out / "best_per_k.csv")
+    mix_rows = []
+    for _, row in bpk.iterrows():
+        counts = pd.Series([members.variant[i] for i in row["indices"]]).value_counts()
+        mix_rows.append({"k": int(row["k"]), **counts.to_dict()})
+    mix = pd.DataFrame(mix_rows).fillna(0)
+    io.write_text(mix.to_csv(index=False), out / "membership_mix.csv")
+    if method == "exhaustive":
+        plot_ua_vs_k(bpk, single, out / "ua_vs_k.png", res.note)
+
+    click.echo(f"{n} members from {len(run_list)} run(s); {method} search, fusion={fusion}, selection={selection}")
+    click.echo(f"NOTE: {res.note}")
+    shown = bpk[["k", "val_ua", "test_ua", "test_wa", "members"]].copy()
+    for c in ("val_ua", "test_ua", "test_wa"):
+        shown[c] = (100 * shown[c]).round(2)
+    import os
+
+    prefix = os.path.commonprefix(run_list) if len(run_list) > 1 else ""
+
+    def short(m: str) -> str:  # "run/config_id/seed" -> "<run minus common prefix>/seed"
+        run, _, seed = m.split("/")
+        return f"s{seed}" if len(run_list) == 1 else f"{run[len(prefix):] or run}/s{seed}"
+
+    shown["members"] = shown["members"].map(lambda ms: " ".join(short(m) for m in ms))
+    click.echo("\nBest subset per k (UA/WA in %):")
+    click.echo(shown.to_string(index=False))
+    if len(set(members.variant)) > 1:
+        click.echo("\nMembership mix of the best subset per k (members per run):")
+        click.echo(mix.to_string(index=False))
+    best = res.best
+    click.echo(
+        f"\nsingle members: test UA mean {100 * single['test_ua'].mean():.2f} % "
+        f"(min {100 * single['test_ua'].min():.2f}, max {100 * single['test_ua'].max():.2f}); "
+        f"selected ensemble (k={int(best['k'])}): test UA {100 * best['test_ua']:.2f} %, "
+        f"{'validation' if selection == 'validation' else 'TEST (optimistic)'} UA {100 * best['score']:.2f} %"
+    )
+    click.echo(f"results: {out}")

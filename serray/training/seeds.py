@@ -1,0 +1,217 @@
+"""Seed training: one configuration (and named variants of it) x N seeds x every fold.
+
+Every (variant, seed, fold) is one Ray task that trains its fold to completion; tasks
+reuse Ray's worker processes, so thousands of fold trainings cost no actor start-up each.
+The features go to the object store once. When all folds of a (variant, seed) are done,
+their validation and test logits are written to the predictions store as one part
+(``run`` = ``<prefix>-<variant>``, ``config_id`` = the config hash, ``seed``), so an
+interrupted command loses nothing already written and a second call skips those parts.
+
+Example:
+    >>> train_seeds("W", "mlp", config=best["config"], seeds=range(30),           # doctest: +SKIP
+    ...             variants={"gamma0": {"gamma": 0}, "dann": {"gamma": -1}})
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serray import io, metrics
+
+__all__ = ["SeedsResult", "train_seeds", "parse_variant"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (YAML scalars).
+
+    Raises:
+        ValueError: Malformed text.
+    """
+    import yaml
+
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"variant {text!r}: expected NAME:key=value[,key=value...], e.g. dann:gamma=-1")
+    out: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"variant {text!r}: {item!r} is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return name.strip(), out
+
+
+def _fold_task_impl(spec, config, kind, data, offsets, table, fold, normalize, seed, device, threads):
+    import torch
+
+    from serray.training.data import PackedFeatures, build_fold_data
+    from serray.training.trainer import make_trainer
+
+    torch.set_num_threads(max(1, int(threads)))
+    fold_data = build_fold_data(PackedFeatures(kind, data, offsets), table, fold, normalize)
+    return make_trainer(spec, config, fold_data, seed=seed, device=device).run()
+
+
+@dataclass
+class SeedsResult:
+    """Per-variant run names and the per-seed metrics table."""
+
+    runs: dict[str, str]
+    config_id: dict[str, str]
+    table: pd.DataFrame
+    skipped: list[tuple[str, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_seeds(
+    workdir: str | Path,
+    model: str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] = range(10),
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
+    features: str | None = None,
+    protocol: str = "loso",
+    labels: str = "native",
+    normalize: str = "global",
+    preset: str | None = None,
+    run_prefix: str | None = None,
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    device: str = "auto",
+    corpora: Sequence[str] | None = None,
+    k: int = 5,
+    fold_seed: int = 0,
+    train_corpora: Sequence[str] | None = None,
+    test_corpora: Sequence[str] | None = None,
+    feature_params: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> SeedsResult:
+    """Train ``config`` (x ``variants``) with every seed on every fold, in parallel on Ray.
+
+    Args:
+        workdir: Work directory.
+        model: Registered model name.
+        config: Hyperparameters over the defaults (e.g. ``best.yaml``'s ``config``).
+        seeds: Training seeds; folds stay the same for all (``fold_seed``).
+        variants: ``{name: overrides}`` trained side by side (default ``{"base": {}}``).
+        run_prefix: Run names are ``<prefix>-<variant>`` (default
+            ``seeds-<model>-<features>-<protocol>-<labels>``).
+        num_cpus, num_gpus: Resources of each fold task.
+        Other arguments: as for :func:`serray.training.run.train_run`.
+
+    Raises:
+        ValueError: Unknown override keys, no seeds, or preparation errors.
+    """
+    import ray
+    from tqdm import tqdm
+
+    from serray.models import registry
+    from serray.predictions import predictions_dir, write_predictions
+    from serray.raycluster import init_ray
+    from serray.training.actors import put_inputs
+    from serray.training.experiment import prepare_experiment
+    from serray.training.run import config_id as make_config_id
+    from serray.training.run import runs_dir
+    from serray.training.trainer import check_config
+
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    spec = registry.get(model)
+    variants = dict(variants or {"base": {}})
+    base = spec.config(preset=preset, overrides=config)
+    cfgs = {name: check_config(spec, spec.config(preset=preset, overrides={**base, **dict(ov)})) for name, ov in variants.items()}
+    exp = prepare_experiment(
+        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora, k=k,
+        fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
+    )
+    prefix = run_prefix or f"seeds-{spec.name}-{exp.features}-{protocol}-{labels}"
+    runs = {name: f"{prefix}-{name}" for name in variants}
+    cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
+
+    todo = []
+    skipped = []
+    for name in variants:
+        for s in seeds:
+            part = predictions_dir(workdir) / runs[name] / f"{cids[name]}__seed{s}.parquet"
+            (skipped if part.exists() else todo).append((name, s))
+    if skipped:
+        log.info("%d (variant, seed) pair(s) already in the predictions store are skipped", len(skipped))
+
+    if todo:
+        init_ray(address)
+        shared = put_inputs(exp.inputs)
+        task = ray.remote(_fold_task_impl).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)
+        pending: dict[Any, tuple[str, int, int]] = {}
+        for name, s in todo:
+            for fold in exp.folds:
+                ref = task.remote(
+                    spec, cfgs[name], shared.kind, shared.data, shared.offsets, shared.table, fold, normalize, s, device,
+                    max(1, int(num_cpus)),
+                )
+                pending[ref] = (name, s, fold.index)
+        done: dict[tuple[str, int], list] = {}
+        bar = tqdm(total=len(pending), desc="seed folds", unit="fold", disable=not progress)
+        remaining = list(pending)
+        while remaining:
+            ready, remaining = ray.wait(remaining, num_returns=1)
+            for ref in ready:
+                name, s, _ = pending[ref]
+                done.setdefault((name, s), []).append(ray.get(ref))
+                bar.update(1)
+                if len(done[(name, s)]) == len(exp.folds):
+                    results = sorted(done.pop((name, s)), key=lambda r: r.index)
+                    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+                    write_predictions(workdir, preds, run=runs[name], config_id=cids[name], seed=s, classes=exp.classes)
+        bar.close()
+
+    rows = []
+    from serray.predictions import read_predictions
+
+    for name in variants:
+        df = read_predictions(workdir, [runs[name]])
+        df = df[(df["config_id"] == cids[name]) & (df["seed"].isin(seeds))]
+        for s, g in df.groupby("seed"):
+            for split in ("validation", "test"):
+                part = g[g["split"] == split]
+                m = metrics.summary(part["label"].to_numpy(), part["pred"].to_numpy(), exp.classes)
+                rows.append({"variant": name, "run": runs[name], "seed": int(s), "split": split, **m})
+    table = pd.DataFrame(rows)
+    for name in variants:
+        t = table[(table["variant"] == name) & (table["split"] == "test")]
+        record = {
+            "run": runs[name],
+            "model": spec.name,
+            "variant": name,
+            "config": cfgs[name],
+            "config_id": cids[name],
+            "seeds": seeds,
+            "fold_seed": fold_seed,
+            "features": exp.features,
+            "protocol": protocol,
+            "labels": labels,
+            "normalize": normalize,
+            "classes": exp.classes,
+            "n_utterances": int(len(exp.manifest)),
+            "metrics": {
+                "test_ua_mean": float(t["ua"].mean()),
+                "test_ua_std": float(t["ua"].std(ddof=1)) if len(t) > 1 else 0.0,
+                "test_wa_mean": float(t["wa"].mean()),
+                "per_seed": t[["seed", "ua", "wa", "f1"]].to_dict(orient="records"),
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        io.write_json(record, runs_dir(workdir) / runs[name] / "record.json")
+    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)

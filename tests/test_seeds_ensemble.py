@@ -1,0 +1,51 @@
+"""serray seeds then serray ensemble, through the CLI, on the synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from serray.cli import main
+from serray.ensemble import OPTIMISTIC_WARNING
+from serray.predictions import read_predictions
+
+
+@pytest.mark.slow
+def test_seeds_then_ensemble(synth_copy, tmp_path):
+    w = str(synth_copy)
+    cfg = tmp_path / "best.yaml"
+    cfg.write_text("model: mlp\nfeatures: egemaps\nprotocol: kfold\nk: 3\nconfig: {epochs: 4, hidden_sizes: [64]}\n")
+    r = CliRunner().invoke(main, ["seeds", "mlp", "--workdir", w, "--config", str(cfg), "--n", "3",
+                                  "--variant", "a:dropout=0.1", "--variant", "b:dropout=0.4"])
+    assert r.exit_code == 0, r.output
+    runs = ["seeds-mlp-egemaps-kfold-native-a", "seeds-mlp-egemaps-kfold-native-b"]
+    df = read_predictions(w, runs)
+    assert df.groupby("run")["seed"].nunique().to_dict() == {runs[0]: 3, runs[1]: 3}
+    test = df[df["split"] == "test"]
+    # every utterance once per (run, seed) in the test predictions
+    assert (test.groupby(["run", "seed"])["utt_id"].agg(lambda s: s.is_unique)).all()
+    # a second call skips what is done
+    r2 = CliRunner().invoke(main, ["seeds", "mlp", "--workdir", w, "--config", str(cfg), "--n", "3",
+                                   "--variant", "a:dropout=0.1", "--variant", "b:dropout=0.4"])
+    assert r2.exit_code == 0 and "6 (variant, seed) pair(s) were already done" in r2.output
+
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", ",".join(runs), "--k", "1-3", "--name", "e"])
+    assert r.exit_code == 0, r.output
+    out = synth_copy / "ensemble" / "e"
+    for f in ("leaderboard.csv", "best_per_k.csv", "membership_mix.csv", "single_members.csv", "ua_vs_k.png", "summary.json"):
+        assert (out / f).stat().st_size > 0
+    best_k = pd.read_csv(out / "best_per_k.csv")
+    assert best_k["k"].tolist() == [1, 2, 3]
+    assert "selected on pooled validation data" in r.output
+
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", ",".join(runs), "--k", "1-2", "--selection", "test-optimistic", "--name", "o"])
+    assert r.exit_code == 0 and OPTIMISTIC_WARNING in r.output
+    assert json.loads((synth_copy / "ensemble" / "o" / "summary.json").read_text())["note"] == OPTIMISTIC_WARNING
+
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--method", "greedy", "--name", "g"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--k", "1-9"])
+    assert r.exit_code == 1 and "only 3" in r.output
