@@ -26,10 +26,10 @@ from serray.commands._common import address_option, fail, workdir_option
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--corpora", default=None)
+@click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable).")
 @click.option("--k", default=None, type=int, help="Folds for kfold (default: best.yaml's, else 5).")
-@click.option("--train-corpora", default=None)
-@click.option("--test-corpora", default=None)
+@click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
+@click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
 def command(model, workdir, config_path, n_seeds, seed_start, variants, overrides, features, protocol, labels, normalize,
             preset, run_prefix, address, fold_resources, device, corpora, k, train_corpora, test_corpora) -> None:
     """Train MODEL with N seeds on every fold (in parallel on Ray) and store all predictions.
@@ -44,7 +44,7 @@ def command(model, workdir, config_path, n_seeds, seed_start, variants, override
     import yaml
 
     from serray import io
-    from serray.commands.tune import _split, parse_resources
+    from serray.commands.tune import parse_resources
     from serray.training.seeds import parse_variant, train_seeds
 
     base: dict = {}
@@ -74,7 +74,7 @@ def command(model, workdir, config_path, n_seeds, seed_start, variants, override
             preset=preset, run_prefix=run_prefix, address=address,
             num_cpus=(parse_resources(fold_resources) or {}).get("cpu", 1.0),
             num_gpus=(parse_resources(fold_resources) or {}).get("gpu", 0.0), device=device,
-            corpora=_split(corpora), k=k or meta.get("k", 5), fold_seed=meta.get("fold_seed", 0), train_corpora=_split(train_corpora), test_corpora=_split(test_corpora),
+            corpora=list(corpora) or None, k=k or meta.get("k", 5), fold_seed=meta.get("fold_seed", 0), train_corpora=list(train_corpora) or None, test_corpora=list(test_corpora) or None,
         )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -23,10 +23,6 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def _split(text: str | None) -> list[str] | None:
-    return [t for t in text.split(",") if t] if text else None
-
-
 @click.command(name="tune")
 @click.argument("model")
 @workdir_option
@@ -49,10 +45,10 @@ def _split(text: str | None) -> list[str] | None:
 @click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--corpora", default=None, help="Comma-separated manifests to use (default all).")
+@click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable).")
 @click.option("--k", default=5, show_default=True, help="Folds for kfold.")
-@click.option("--train-corpora", default=None, help="cross-corpus: training corpora.")
-@click.option("--test-corpora", default=None, help="cross-corpus: test corpora.")
+@click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
+@click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
 def command(model, workdir, features, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
             fold_resources, max_concurrent_trials, time_budget, grace_period, max_epochs, max_failures, resume, device,
             corpora, k, train_corpora, test_corpora) -> None:
@@ -78,8 +74,8 @@ def command(model, workdir, features, protocol, labels, num_samples, space, seed
             seed=seed, normalize=normalize, preset=preset, name=name, storage=storage, address=address,
             fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
             time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,
-            resume=resume, device=device, corpora=_split(corpora), k=k, train_corpora=_split(train_corpora),
-            test_corpora=_split(test_corpora),
+            resume=resume, device=device, corpora=list(corpora) or None, k=k, train_corpora=list(train_corpora) or None,
+            test_corpora=list(test_corpora) or None,
         )
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
