@@ -120,6 +120,10 @@ class _FoldActorImpl:
         """One epoch of every hosted fold (a stopped fold repeats its last metrics)."""
         return [t.step() for t in self.trainers]
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (recorded so results show where folds ran)."""
+        return ray.get_runtime_context().get_node_id()
+
     def finalize(self) -> list[FoldResult]:
         """Best-epoch logits of the validation and test parts of every hosted fold."""
         results = []

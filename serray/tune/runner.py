@@ -172,6 +172,8 @@ def _trainable_class():
             self.finalized = True
             results = sorted((r for rs in ray.get([a.finalize.remote() for a in self.actors]) for r in rs), key=lambda r: r.index)
             ctx = self.ctx
+            actor_nodes = ray.get([a.node_id.remote() for a in self.actors])
+            node_of = {ctx.folds[pos].index: node for group, node in zip(self.groups, actor_nodes) for pos in group}
             preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
             write_predictions(ctx.workdir, preds, run=ctx.experiment, config_id=self.current_trial_id, seed=ctx.seed, classes=list(ctx.classes))
             test = preds[preds["split"] == "test"]
@@ -196,7 +198,8 @@ def _trainable_class():
                 "best_epochs": [r.best_epoch for r in results],
                 "seconds": time.perf_counter() - self.t0,
                 **summary,
-                "folds": [{"fold": r.index, "name": r.name, **m} for r, m in zip(results, per_fold)],
+                "node_ids": sorted(set(actor_nodes)),
+                "folds": [{"fold": r.index, "name": r.name, "node_id": node_of.get(r.index), **m} for r, m in zip(results, per_fold)],
             }
             io.write_json(record, Path(ctx.record_dir) / f"{self.current_trial_id}.json")
             return summary
