@@ -25,12 +25,15 @@ __all__ = [
     "TorchFoldTrainer",
     "SklearnFoldTrainer",
     "make_trainer",
+    "check_config",
     "FoldActor",
     "SharedInputs",
     "put_inputs",
     "run_folds",
+    "fold_resources",
     "RunResult",
     "train_run",
+    "config_id",
 ]
 
 _WHERE = {
@@ -39,9 +42,9 @@ _WHERE = {
          "normalize_features", "build_fold_data"),
         "serray.training.data",
     ),
-    **dict.fromkeys(("FoldResult", "TorchFoldTrainer", "SklearnFoldTrainer", "make_trainer"), "serray.training.trainer"),
-    **dict.fromkeys(("FoldActor", "SharedInputs", "put_inputs", "run_folds"), "serray.training.actors"),
-    **dict.fromkeys(("RunResult", "train_run"), "serray.training.run"),
+    **dict.fromkeys(("FoldResult", "TorchFoldTrainer", "SklearnFoldTrainer", "make_trainer", "check_config"), "serray.training.trainer"),
+    **dict.fromkeys(("FoldActor", "SharedInputs", "put_inputs", "run_folds", "fold_resources"), "serray.training.actors"),
+    **dict.fromkeys(("RunResult", "train_run", "config_id"), "serray.training.run"),
 }
 
 
