@@ -5,7 +5,8 @@ per-backend code:
 
 * ``step() -> dict``: train one epoch (torch) or fit (scikit-learn) and evaluate on the
   validation part. The dict has ``epoch, train_loss, val_loss, val_ua, val_wa,
-  best_epoch, best_val_ua, best_val_loss, stopped, seconds``. After ``stopped`` is true
+  best_epoch, best_val_ua, best_val_loss, stopped, seconds`` (wall) and ``cpu_seconds``
+  (CPU time of this process during the step, all its threads). After ``stopped`` is true
   further calls return the last dict unchanged.
 * ``finalize() -> FoldResult``: restore the best epoch's weights and return the
   per-utterance logits of the validation and test parts.
@@ -225,6 +226,7 @@ def _empty_metrics(epoch: int) -> dict:
         "best_val_loss": math.nan,
         "stopped": False,
         "seconds": 0.0,
+        "cpu_seconds": 0.0,
     }
 
 
@@ -478,6 +480,7 @@ class TorchFoldTrainer(FoldTrainer):
         if self._stopped:
             return dict(self._last)
         t0 = time.perf_counter()
+        c0 = time.process_time()
         with self._own_rng():
             train_loss = self._train_epoch()
         if self.scheduler is not None:
@@ -511,6 +514,7 @@ class TorchFoldTrainer(FoldTrainer):
             "best_val_loss": best["val_loss"],
             "stopped": self._stopped,
             "seconds": seconds,
+            "cpu_seconds": time.process_time() - c0,
         }
         self.history.append(dict(self._last))
         log.debug("fold %s epoch %d: %s", self.data.name, self._epoch, self._last)
@@ -609,6 +613,7 @@ class SklearnFoldTrainer(FoldTrainer):
         if self._stopped:
             return dict(self._last)
         t0 = time.perf_counter()
+        c0 = time.process_time()
         tr = self.data.train
         self.estimator.fit(tr.features.data, tr.y)
         val = self.data.validation
@@ -630,6 +635,7 @@ class SklearnFoldTrainer(FoldTrainer):
             "best_val_loss": val_loss,
             "stopped": True,
             "seconds": seconds,
+            "cpu_seconds": time.process_time() - c0,
         }
         self.history.append(dict(self._last))
         return dict(self._last)
