@@ -168,6 +168,24 @@ def test_center_lr_scale_scales_centre_gradient_only():
     torch.testing.assert_close(grads[1][1], grads[0][1])
 
 
+@pytest.mark.parametrize("feature", ["pre_bn", "post_bn"])
+def test_embedding_is_the_center_loss_feature(feature):
+    torch.manual_seed(0)
+    model = _model(center_feature=feature).train()
+    seen = {}
+    model.emotion_head.fc1.register_forward_hook(lambda _m, _i, o: seen.update(fc1=o))
+    model.emotion_head.bn.register_forward_hook(lambda _m, _i, o: seen.update(bn=o))
+    x, y, d = _batch()
+    out = model(x)
+    expected = F.relu(seen["fc1"]) if feature == "pre_bn" else seen["bn"]
+    torch.testing.assert_close(out["embedding"], expected)
+    loss_all = model.loss(out, y, d)
+    model.g3 = 0.0
+    loss_ce = model.loss(out, y, d)
+    centers = model.center_loss.centers
+    torch.testing.assert_close(loss_all - loss_ce, 0.5 * (expected - centers[y]).pow(2).sum(1).mean())
+
+
 def test_model_centres_are_trained_by_the_model_optimiser():
     torch.manual_seed(0)
     x, y, d = _batch(16)
@@ -296,7 +314,7 @@ def test_search_space_parses_and_names_config_keys():
             else:
                 values = [dist["value"]]
             # every model-side value builds a model that trains one step
-            if key in ("variant", "kernel_sizes_second_branch", "dropout", "g1", "g3", "grl_lambda"):
+            if key in ("variant", "kernel_sizes_second_branch", "dropout", "g1", "g3", "grl_lambda", "center_feature"):
                 for v in values:
                     model = _model(**{key: v})
                     model.loss(model(x), y, d).backward()
