@@ -125,6 +125,11 @@ def main() -> None:
           f"fold data; plus epoch 1), later epochs {later:.2f} s each; sequential training time per epoch "
           f"(all folds, fastest sequential run) {seq_epoch:.2f} s -> steady-state speedup {seq_epoch / later:.2f}x")
 
+    cpu_seq = sum(sum(h.get("cpu_seconds", 0.0) for h in r.history) for r in seq)
+    cpu_par = sum(sum(h.get("cpu_seconds", 0.0) for h in r.history) for r in par)
+    print(f"training CPU time (all folds, load-independent): sequential {cpu_seq:.1f} s, parallel actors {cpu_par:.1f} s; "
+          f"on an idle machine the actors' share per core is {cpu_par / n_actors:.1f} s")
+
     best = min(min(ts) for ts in seq_times.values())
     ua_seq = np.mean([r.metrics()["test_ua"] for r in seq])
     ua_par = np.mean([r.metrics()["test_ua"] for r in par])
