@@ -42,7 +42,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 __all__ = [
     "PROTOCOLS",
@@ -423,11 +422,15 @@ def _kfold_parts(
                     f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
                     f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
                 )
+            from sklearn.model_selection import StratifiedGroupKFold  # imported here: ~1 s, kfold only
+
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             splits = list(splitter.split(x, y, groups))
         else:
             if len(m) < k:
                 raise ValueError(f"kfold with k={k} needs at least {k} utterances, the manifest has {len(m)}")
+            from sklearn.model_selection import StratifiedKFold
+
             splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y))
     for w in caught:
         log.info("kfold: %s", w.message)

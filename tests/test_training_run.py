@@ -133,3 +133,18 @@ def test_cli_train_prints_table_and_writes_run(workdir):
     assert "serray" in rec["command_line"]
     bad = CliRunner().invoke(main, ["train", "svm", "--workdir", str(w), "--features", "vec", "--set", "bogus=1", "--sequential"])
     assert bad.exit_code == 1 and "no hyperparameter 'bogus'" in bad.output
+
+
+def test_cli_train_parallel_shows_epoch_progress(workdir):
+    from serray.raycluster import init_ray
+
+    init_ray(num_cpus=2)
+    w, _ = workdir
+    out = CliRunner().invoke(
+        main,
+        ["train", "mlp", "--workdir", str(w), "--features", "vec", "--preset", "small", "--set", "epochs=3",
+         "--set", "patience=0", "--device", "cpu", "--run", "bar"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "epochs (all folds)" in out.output and "3/3" in out.output and "mean val UA" in out.output
+    assert "pooled UA" in out.output

@@ -37,6 +37,29 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+class _EpochProgress:
+    """Lock-step epoch callback: a progress bar with the folds' mean validation UA."""
+
+    def __init__(self, epochs: int | None) -> None:
+        self.epochs = epochs
+        self.bar: Any = None
+
+    def __call__(self, epoch: int, metrics: list[dict]) -> None:
+        import numpy as np
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=self.epochs, desc="epochs (all folds)", unit="epoch", file=sys.stderr)
+        val = [m.get("val_ua") for m in metrics if m.get("val_ua") is not None]
+        active = sum(not m.get("stopped", False) for m in metrics)
+        self.bar.set_postfix_str(f"mean val UA {np.mean(val):.3f}, folds training {active}/{len(metrics)}" if val else "")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def parse_fold_resources(text: str | None) -> tuple[float | None, float | None]:
     """``"cpu=1,gpu=0.5"`` -> ``(1.0, 0.5)``; a missing part is ``None`` (even share).
 
@@ -143,7 +166,11 @@ def command(
         overrides = parse_assignments(assignments)
         num_cpus, num_gpus = parse_fold_resources(fold_resources)
         base = read_config_file(config_file) if config_file else None
-        registry.get(model)
+        spec = registry.get(model)
+        progress = None
+        if spec.backend == "torch" and not sequential:
+            cfg = {**spec.config(preset=preset), **(base or {}), **overrides}
+            progress = _EpochProgress(int(cfg.get("epochs") or 0) or None)
         result = train_run(
             workdir,
             model,
@@ -167,11 +194,15 @@ def command(
             num_gpus=num_gpus,
             folds_per_actor=folds_per_actor,
             command_line=" ".join(shlex.quote(a) for a in ["serray", *sys.argv[1:]]),
+            on_epoch=progress,
         )
     except KeyError:
         raise
     except (ValueError, LookupError, FileNotFoundError) as exc:  # LookupError: features not extracted
         fail(str(exc))
+    finally:
+        if progress is not None:
+            progress.close()
 
     tab = result.table.copy()
     for col in ("val_ua", "test_ua", "test_wa", "test_f1"):

@@ -36,7 +36,9 @@ LOSO folds were still improving at epoch 50 with 1e-4, for the same pooled UA (0
 Example:
     >>> import torch
     >>> from serray.models import registry
-    >>> from serray.models.registry import InputInfo
+    >>> # The configs live in the torch-free catalogue (which registers the specs); re-exported here.
+from serray.models.catalog import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
+from serray.models.registry import InputInfo
     >>> spec = registry.get("dcnn")
     >>> model = spec.build(spec.config(), InputInfo(shape=(40,), n_classes=4))
     >>> out = model(torch.randn(2, 120, 40), torch.tensor([120, 80]))
@@ -52,7 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serray.models.registry import InputInfo, ModelSpec, register
+# The configs live in the torch-free catalogue (which registers the specs); re-exported here.
+from serray.models.catalog import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
+from serray.models.registry import InputInfo
 
 __all__ = [
     "SVM_CONFIG",
@@ -70,63 +74,6 @@ __all__ = [
     "build_dcnn",
     "build_cnn_lstm",
 ]
-
-SVM_CONFIG: dict[str, Any] = {"kernel": "linear", "C": 1.0, "gamma": "scale", "class_weight": None, "max_iter": -1}
-LOGREG_CONFIG: dict[str, Any] = {"C": 1.0, "class_weight": None, "max_iter": 2000}
-
-_TORCH_TRAINING: dict[str, Any] = {
-    "optimizer": "adam",
-    "momentum": 0.0,
-    "weight_decay": 0.0,
-    "lr_decay": 1.0,
-    "grad_clip": 0.0,
-}
-
-MLP_CONFIG: dict[str, Any] = {
-    **_TORCH_TRAINING,
-    "epochs": 100,
-    "batch_size": 32,
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "patience": 15,
-    "early_stop": "ua",
-    "hidden_sizes": [256, 128],
-    "dropout": 0.3,
-}
-
-DCNN_CONFIG: dict[str, Any] = {
-    **_TORCH_TRAINING,
-    "epochs": 50,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "patience": 5,
-    "early_stop": "loss",
-    "max_frames": 0,
-    "channels": 128,
-    "kernel_size": 5,
-    "dilations": [1, 2],
-    "hidden": 128,
-    "dropout": 0.3,
-    "pooling": "mean",
-}
-
-CNN_LSTM_CONFIG: dict[str, Any] = {
-    **_TORCH_TRAINING,
-    "epochs": 50,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "patience": 5,
-    "early_stop": "loss",
-    "max_frames": 0,
-    "channels": [64, 64, 128, 128],
-    "kernel_size": 3,
-    "pool": 2,
-    "lstm_hidden": 256,
-    "dropout": 0.3,
-}
-
-#: Shorter presets for CPU smoke runs and tests.
-_SMALL_SEQ = {"epochs": 8, "patience": 3}
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -360,64 +307,3 @@ def build_cnn_lstm(config: Mapping[str, Any], info: InputInfo) -> CNNLSTM:
         lstm_hidden=int(config["lstm_hidden"]),
         dropout=float(config["dropout"]),
     )
-
-
-register(
-    ModelSpec(
-        name="svm",
-        backend="sklearn",
-        input_kind="vector",
-        default_features=("egemaps",),
-        default_config=SVM_CONFIG,
-        build=build_svm,
-        description="support vector machine (scikit-learn SVC) on utterance features",
-        presets={"rbf": {"kernel": "rbf"}},
-    )
-)
-register(
-    ModelSpec(
-        name="logreg",
-        backend="sklearn",
-        input_kind="vector",
-        default_features=("egemaps",),
-        default_config=LOGREG_CONFIG,
-        build=build_logreg,
-        description="multinomial logistic regression (scikit-learn) on utterance features",
-    )
-)
-register(
-    ModelSpec(
-        name="mlp",
-        backend="torch",
-        input_kind="vector",
-        default_features=("egemaps",),
-        default_config=MLP_CONFIG,
-        build=build_mlp,
-        description="fully connected network on utterance features",
-        presets={"small": {"hidden_sizes": [64], "epochs": 30, "patience": 5}},
-    )
-)
-register(
-    ModelSpec(
-        name="dcnn",
-        backend="torch",
-        input_kind="sequence",
-        default_features=("mfb",),
-        default_config=DCNN_CONFIG,
-        build=build_dcnn,
-        description="dilated 1-D CNN on log-mel sequences (paper 000 sec. 3.1.1)",
-        presets={"small": {**_SMALL_SEQ, "channels": 32, "hidden": 32}},
-    )
-)
-register(
-    ModelSpec(
-        name="cnn_lstm",
-        backend="torch",
-        input_kind="sequence",
-        default_features=("mfb",),
-        default_config=CNN_LSTM_CONFIG,
-        build=build_cnn_lstm,
-        description="1-D CNN-LSTM on log-mel sequences (paper 000 sec. 3.1.3)",
-        presets={"small": {**_SMALL_SEQ, "channels": [16, 16, 32, 32], "lstm_hidden": 32}},
-    )
-)

@@ -1,7 +1,9 @@
-"""Model registry: maps a model name to its family module's :class:`ModelSpec`.
+"""Model registry: maps a model name to its family's :class:`ModelSpec`.
 
-A model family is one module under ``serray/models/`` that calls :func:`register` at import
-time. Adding a family is one new module plus one line in :data:`_FAMILY_MODULES`.
+The specs are registered by :mod:`serray.models.catalog`, which holds every family's
+default config and a builder that imports the family's torch/scikit-learn module only
+when a model is built, so looking a model up stays cheap. Adding a family is one module
+with a ``build(config, info)`` function plus its entry in the catalogue.
 
 Torch models follow one contract so the fold trainer needs no per-family code:
 
@@ -29,10 +31,7 @@ Backend = Literal["torch", "sklearn"]
 InputKind = Literal["vector", "sequence", "segments"]
 
 # Modules that register model families; imported lazily on first lookup.
-_FAMILY_MODULES: tuple[str, ...] = (
-    "serray.models.baselines",
-    "serray.models.adarl",
-)
+_FAMILY_MODULES: tuple[str, ...] = ("serray.models.catalog",)
 
 #: Training keys the torch fold trainer reads, with the values used when a config lacks
 #: them. Every torch model accepts them besides its own keys. ``epochs``, ``batch_size``,

@@ -325,11 +325,12 @@ def _run_local(
 
     if on_epoch is None:  # one fold after another: only one fold's data in memory at a time
         results = []
-        for fold in folds:
+        for i, fold in enumerate(folds, 1):
             tr, setup = trainer(fold)
             res = tr.run()
             res.seconds += setup
             results.append(res)
+            log.info("fold %d/%d (%s) done in %.1f s: test UA %.3f", i, len(folds), res.name, res.seconds, res.metrics()["test_ua"])
         return results
     built = [trainer(f) for f in folds]
     _lockstep(

@@ -1,0 +1,47 @@
+"""The model catalogue: lookups stay torch-free; builders import their family on demand."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+from serray.models import registry
+from serray.models.registry import InputInfo
+
+
+def test_model_lookup_and_experiment_setup_import_neither_torch_nor_sklearn():
+    code = (
+        "import sys\n"
+        "from serray.models import registry\n"
+        "for name in registry.names(): registry.get(name).config()\n"
+        "registry.get('adarl').config(preset='reduced')\n"
+        "import serray.training.experiment, serray.training.actors, serray.tune.runner, serray.protocols\n"
+        "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name, shape", [("mlp", (8,)), ("dcnn", (40,)), ("svm", (8,)), ("adarl", (2, 400, 300))])
+def test_lazy_builders_pickle_and_build_their_family(name, shape):
+    import torch
+
+    spec = pickle.loads(pickle.dumps(registry.get(name)))
+    cfg = spec.config(preset="reduced" if name == "adarl" else None)
+    model = spec.build(cfg, InputInfo(shape, n_classes=4, n_domains=2))
+    if spec.backend == "torch":
+        assert isinstance(model, torch.nn.Module)
+    else:
+        assert hasattr(model, "fit")
+    assert pickle.loads(pickle.dumps(spec.build)) == spec.build
+
+
+def test_family_modules_reexport_the_catalogue_configs():
+    from serray.models import adarl, baselines, catalog
+
+    assert baselines.MLP_CONFIG is catalog.MLP_CONFIG
+    assert adarl.DEFAULT_CONFIG is catalog.ADARL_CONFIG and adarl.REDUCED_PRESET is catalog.ADARL_REDUCED_PRESET
+    assert registry.get("adarl").default_config == catalog.ADARL_CONFIG
