@@ -79,3 +79,8 @@ def test_tune_retries_failed_trials_and_resumes_after_interrupt(synth_copy, tmp_
     preds = __import__("serray.predictions", fromlist=["x"]).read_predictions(w, ["exp"])
     assert set(preds["config_id"]) == set(board["trial_id"].astype(str))
     assert set(preds["split"]) == {"validation", "test"}
+    # Trial records carry their wall-clock span; Tune's JSON results are written, TensorBoard files are not
+    # (no --tensorboard).
+    assert all(r["started_at"] <= r["ended_at"] for r in _records(w, "exp").values())
+    assert list((w / "tune" / "exp").rglob("result.json"))
+    assert not list((w / "tune" / "exp").rglob("events.out.tfevents*"))

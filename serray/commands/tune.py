@@ -49,9 +49,10 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 @click.option("--k", default=5, show_default=True, help="Folds for kfold.")
 @click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
 @click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
 def command(model, workdir, features, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
             fold_resources, max_concurrent_trials, time_budget, grace_period, max_epochs, max_failures, resume, device,
-            corpora, k, train_corpora, test_corpora) -> None:
+            corpora, k, train_corpora, test_corpora, tensorboard) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults first), ASHA stops
@@ -75,7 +76,7 @@ def command(model, workdir, features, protocol, labels, num_samples, space, seed
             fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
             time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,
             resume=resume, device=device, corpora=list(corpora) or None, k=k, train_corpora=list(train_corpora) or None,
-            test_corpora=list(test_corpora) or None,
+            test_corpora=list(test_corpora) or None, tensorboard=tensorboard,
         )
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
