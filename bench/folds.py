@@ -11,6 +11,11 @@ of the two (the honest baseline). The parallel time includes starting the actors
 pays once. Runs alternate and repeat; the minimum of each kind is reported, which damps
 the noise of other processes on a shared machine (the load average is printed).
 
+The default workload is a convolutional model, for which torch's own intra-op threads
+already make the sequential run use both cores (1.5x over one thread here), so the fold
+actors' gain is bounded by 2 / 1.5; ``--model mlp --preset none --epochs 100`` (an
+eGeMAPS-sized MLP, where intra-op threads gain nothing) shows the other end.
+
 Usage:
     python bench/folds.py [--utts-per-speaker 100] [--frames 200] [--epochs 20] [--model dcnn] [--preset small]
                           [--repeats 1] [--cpus N] [--seq-threads 1,2]
@@ -35,8 +40,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 
 
-def synthetic(n_speakers: int, per_speaker: int, frames: int, dim: int, seed: int = 0):
-    """Manifest and packed sequence features of a synthetic 4-class corpus."""
+def synthetic(n_speakers: int, per_speaker: int, frames: int, dim: int, seed: int = 0, kind: str = "sequence"):
+    """Manifest and packed features (sequences, or eGeMAPS-sized vectors) of a synthetic 4-class corpus."""
     from serray.training.data import PackedFeatures
 
     rng = np.random.default_rng(seed)
@@ -50,6 +55,9 @@ def synthetic(n_speakers: int, per_speaker: int, frames: int, dim: int, seed: in
             x = rng.normal(size=(t, dim)).astype(np.float32)
             x[:, c * 4 : c * 4 + 4] += 0.3
             seqs.append(x)
+    if kind == "vector":  # one vector per utterance: the frame mean and standard deviation, like functionals
+        vecs = np.stack([np.concatenate([x.mean(0), x.std(0)]) for x in seqs]).astype(np.float32)
+        return pd.DataFrame(rows), PackedFeatures("vector", vecs, None)
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in seqs])]).astype(np.int64)
     return pd.DataFrame(rows), PackedFeatures("sequence", np.concatenate(seqs), offsets)
 
@@ -76,14 +84,17 @@ def main() -> None:
     from serray.training.actors import fold_resources, run_folds
     from serray.training.data import TrainingInputs, make_label_table
 
-    manifest, packed = synthetic(args.speakers, args.utts_per_speaker, args.frames, 40)
+    spec = registry.get(args.model)
+    dim = 44 if spec.input_kind == "vector" else 40  # vectors: mean + std of 44 ... 88 values, eGeMAPS-sized
+    manifest, packed = synthetic(args.speakers, args.utts_per_speaker, args.frames, dim, kind=spec.input_kind)
     inputs = TrainingInputs(packed, make_label_table(manifest))
     folds = make_folds(manifest, "loso")
-    spec = registry.get(args.model)
     preset = None if args.preset in (None, "", "none") else args.preset
     cfg = spec.config(preset=preset, overrides={"epochs": args.epochs, "patience": 0})
     print(f"{args.model} (preset {args.preset}, {args.epochs} epochs, no early stopping), {len(folds)} LOSO folds, "
-          f"{len(manifest)} utterances x <= {args.frames} frames x 40 dims; {os.cpu_count()} cores")
+          f"{len(manifest)} utterances x "
+          f"{f'{packed.data.shape[1]}-d vectors' if packed.kind == 'vector' else f'<= {args.frames} frames x {dim} dims'}; "
+          f"{os.cpu_count()} cores")
 
     # warm-up: first-use imports and allocator, so neither timed run pays them
     run_folds(spec, {**cfg, "epochs": 1}, inputs, folds[:1], parallel=False, device="cpu")
