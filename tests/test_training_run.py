@@ -130,6 +130,7 @@ def test_cli_train_prints_table_and_writes_run(workdir):
     assert "pooled UA" in out.output and "mean   UA" in out.output and "test_ua" in out.output
     rec = json.loads((w / "runs" / "cli" / "record.json").read_text())
     assert rec["config"]["C"] == 2 and rec["config"]["kernel"] == "rbf" and rec["seed"] == 3
+    assert rec["torch_threads"] is None  # scikit-learn
     assert "serray" in rec["command_line"]
     bad = CliRunner().invoke(main, ["train", "svm", "--workdir", str(w), "--features", "vec", "--set", "bogus=1", "--sequential"])
     assert bad.exit_code == 1 and "no hyperparameter 'bogus'" in bad.output
@@ -148,3 +149,5 @@ def test_cli_train_parallel_shows_epoch_progress(workdir):
     assert out.exit_code == 0, out.output
     assert "epochs (all folds)" in out.output and "3/3" in out.output and "mean val UA" in out.output
     assert "pooled UA" in out.output
+    # one CPU per fold actor by default, so one torch thread each; recorded for reproducibility
+    assert json.loads((w / "runs" / "bar" / "record.json").read_text())["torch_threads"] == [1]

@@ -310,6 +310,8 @@ def train_run(
         "device": device,
         "parallel": parallel,
         "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
+        # CPU numbers are reproducible for the same seed *and* thread count; record it
+        "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
         "versions": _versions(),
         "timings": {
             "total_s": total,

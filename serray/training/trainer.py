@@ -120,6 +120,8 @@ class FoldResult:
         epochs: Epochs trained.
         seconds: Wall time of training and inference.
         n_train: Training utterances.
+        threads: Torch intra-op threads the fold trained with (``None`` for scikit-learn);
+            CPU results are bit-identical for the same seed and the same thread count.
     """
 
     index: int
@@ -136,6 +138,7 @@ class FoldResult:
     epochs: int = 0
     seconds: float = 0.0
     n_train: int = 0
+    threads: int | None = None
 
     def metrics(self) -> dict[str, float]:
         """UA, WA and macro F1 of the validation and test parts (``val_ua``, ``test_ua``, ...)."""
@@ -529,6 +532,8 @@ class TorchFoldTrainer(FoldTrainer):
         test = self.predict_logits(self.data.test)
         self._seconds += time.perf_counter() - t0
         d = self.data
+        import torch
+
         return FoldResult(
             index=d.index,
             name=d.name,
@@ -544,6 +549,7 @@ class TorchFoldTrainer(FoldTrainer):
             epochs=self._epoch,
             seconds=self._seconds,
             n_train=len(d.train),
+            threads=torch.get_num_threads(),
         )
 
 
