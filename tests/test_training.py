@@ -100,6 +100,34 @@ def test_segment_normalisation_is_per_channel_and_frequency(manifest):
     np.testing.assert_allclose(out.data.std(axis=(0, 3)), 1.0, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["global", "speaker", "none"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_segment_parts_are_lazy_views_identical_to_eager_normalisation(manifest, folds, mode, dtype):
+    from serray.training.data import SegmentRows, _normalize_part, _statistics
+
+    fs = segment_features(manifest, shape=(2, 4, 5))
+    fs = type(fs)(fs.kind, fs.utt_ids, [a.astype(dtype) * 3 + 1 for a in fs.data])
+    packed = pack_features(fs)
+    assert packed.data.dtype == dtype  # float16 segments stay float16 (exact in float32)
+    table = make_label_table(manifest)
+    fold = folds[0]
+    d = build_fold_data(packed, table, fold, normalize=mode)
+    speakers = np.asarray(table.speaker).astype(str)
+    idx_all = {p: table.index_of(getattr(fold, p)) for p in ("train", "validation", "test")}
+    stat_idx = idx_all["train"] if mode == "global" else np.concatenate(list(idx_all.values()))
+    stats = None if mode == "none" else _statistics(packed, speakers, stat_idx, mode)
+    for part in ("train", "validation", "test"):
+        rows = getattr(d, part).features
+        assert isinstance(rows, SegmentRows) and np.shares_memory(rows.source, packed.data)  # no copy
+        eager = packed.take(idx_all[part])
+        if stats is not None:
+            _normalize_part(eager, speakers[idx_all[part]], stats, mode)
+        shuffled = np.random.default_rng(0).permutation(len(rows.rows))
+        np.testing.assert_array_equal(rows.gather(shuffled), eager.data[shuffled])  # bit-identical
+        np.testing.assert_array_equal(rows.offsets, eager.offsets)
+        assert rows.gather([0]).dtype == np.float32
+
+
 def test_build_fold_data_parts_and_errors(manifest, folds):
     fs = vector_features(manifest)
     fold = folds[0]
@@ -208,7 +236,7 @@ def test_segments_utterance_logits_average_segment_probabilities(manifest, folds
     res = tr.run()
     part = d.test
     with torch.no_grad():
-        seg_logits = tr.model(torch.from_numpy(part.features.data))["logits"].numpy()
+        seg_logits = tr.model(torch.from_numpy(part.features.gather(np.arange(len(part.features.rows)))))["logits"].numpy()
     probs = softmax(seg_logits.astype(np.float64))
     for i in range(len(part)):
         a, b = part.features.offsets[i], part.features.offsets[i + 1]

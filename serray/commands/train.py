@@ -52,7 +52,9 @@ class _EpochProgress:
             self.bar = tqdm(total=self.epochs, desc="epochs (all folds)", unit="epoch", file=sys.stderr)
         val = [m.get("val_ua") for m in metrics if m.get("val_ua") is not None]
         active = sum(not m.get("stopped", False) for m in metrics)
-        self.bar.set_postfix_str(f"mean val UA {np.mean(val):.3f}, folds training {active}/{len(metrics)}" if val else "")
+        self.bar.set_postfix_str(
+            f"mean val UA {np.mean(val):.3f}, folds training {active}/{len(metrics)}" if val else "", refresh=False
+        )
         self.bar.update(1)
 
     def close(self) -> None:

@@ -23,6 +23,14 @@ segments per ``(channel, frequency)`` bin over segments and time):
 
 Dimensions with (near) zero spread get a standard deviation of 1.
 
+Memory: vector and sequence parts are copied out of the packed array and normalised
+once. Segment parts (spectrogram stacks, by far the largest inputs) are not copied:
+:class:`SegmentRows` keeps the shared array, the part's row indices and the statistics,
+and normalises each mini-batch as it is gathered, with the same arithmetic, so the values
+are identical. A fold actor hosting several folds then holds one copy of the corpus (the
+object store's, shared by every actor on the node, in the cache's float16 when the
+extractor stored float16) instead of one float32 copy per fold.
+
 Example:
     >>> import numpy as np
     >>> packed = PackedFeatures("vector", np.array([[1.0], [3.0], [5.0]], dtype=np.float32), None)
@@ -47,6 +55,7 @@ __all__ = [
     "LabelTable",
     "TrainingInputs",
     "SplitData",
+    "SegmentRows",
     "FoldData",
     "pack_features",
     "make_label_table",
@@ -69,7 +78,8 @@ class PackedFeatures:
 
     Attributes:
         kind: ``"vector"``, ``"sequence"`` or ``"segments"``.
-        data: The packed array (float32).
+        data: The packed array (float32; segments keep the cache's float16 when every
+            utterance came as float16, which converts to float32 exactly).
         offsets: ``[N + 1]`` int64 row offsets per utterance, ``None`` for vectors.
     """
 
@@ -185,12 +195,69 @@ class SplitData:
     """One part (train, validation or test) of a fold, normalised."""
 
     utt_ids: np.ndarray
-    features: PackedFeatures
+    features: PackedFeatures | SegmentRows
     y: np.ndarray
     domain: np.ndarray | None
 
     def __len__(self) -> int:
         return len(self.utt_ids)
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    """The segments of one fold part, read from a shared packed array (never copied whole).
+
+    :meth:`gather` returns normalised float32 samples for a mini-batch, computed exactly
+    as an eagerly normalised copy would hold them.
+
+    Attributes:
+        source: The packed segment array ``[sum S, C, F, T]`` of the whole corpus (may be
+            a read-only view of Ray's object store; never modified).
+        rows: Rows of ``source`` that form this part, in order (utterance by utterance).
+        offsets: ``[n_utt + 1]`` offsets of each utterance's segments in ``rows``.
+        stat_index: Statistics group of every row (``None``: no normalisation).
+        mean, std: float64 ``[G, 1, C, F, 1]`` statistics per group (``None`` without
+            normalisation).
+    """
+
+    source: np.ndarray
+    rows: np.ndarray
+    offsets: np.ndarray
+    stat_index: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    kind = "segments"
+
+    @property
+    def n(self) -> int:
+        """Number of utterances."""
+        return len(self.offsets) - 1
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(C, F, T)``."""
+        return tuple(self.source.shape[1:])
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Segments per utterance."""
+        return np.diff(self.offsets)
+
+    def row_owner(self) -> np.ndarray:
+        """Utterance index (within the part) of every segment."""
+        return np.repeat(np.arange(self.n), self.counts)
+
+    def gather(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Normalised float32 segments ``idx`` (positions in this part) ``[len(idx), C, F, T]``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        x = self.source[self.rows[idx]].astype(np.float32, copy=False)
+        if self.stat_index is None:
+            return np.ascontiguousarray(x)
+        groups = self.stat_index[idx]
+        if (groups == groups[0]).all():  # one speaker / global statistics: broadcast one row
+            return ((x - self.mean[groups[0]]) / self.std[groups[0]]).astype(np.float32)
+        return ((x - self.mean[groups][:, 0]) / self.std[groups][:, 0]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -253,7 +320,9 @@ def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> Pac
         if arr.ndim != 2:
             raise ValueError(f"vector features must be [N, D], got shape {arr.shape}")
         return PackedFeatures(kind, np.ascontiguousarray(arr[order]), None)
-    items = [np.asarray(data[i], dtype=np.float32) for i in order]
+    # Segments stay float16 when the cache stored them so (exact in float32, half the memory).
+    keep16 = kind == "segments" and all(np.asarray(data[i]).dtype == np.float16 for i in order)
+    items = [np.asarray(data[i], dtype=np.float16 if keep16 else np.float32) for i in order]
     ndim = 2 if kind == "sequence" else 4
     shapes = {a.shape[1:] for a in items}
     if any(a.ndim != ndim for a in items) or len(shapes) > 1:
@@ -422,6 +491,26 @@ def normalize_features(
     return out
 
 
+def _segment_rows(
+    packed: PackedFeatures, idx: np.ndarray, speakers: np.ndarray, stats: dict | None, mode: str
+) -> SegmentRows:
+    """A lazily normalised view of the utterances ``idx`` of packed segments."""
+    counts = packed.offsets[idx + 1] - packed.offsets[idx]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = packed.rows_of(idx)
+    if stats is None:
+        return SegmentRows(packed.data, rows, offsets)
+    keys = list(stats)
+    if mode == "global":
+        group_of_utt = np.zeros(len(idx), dtype=np.int32)
+    else:
+        pos = {k: i for i, k in enumerate(keys)}
+        group_of_utt = np.array([pos[s] for s in speakers], dtype=np.int32)
+    mean = np.stack([stats[k][0] for k in keys])
+    std = np.stack([stats[k][1] for k in keys])
+    return SegmentRows(packed.data, rows, offsets, np.repeat(group_of_utt, counts), mean, std)
+
+
 def build_fold_data(
     packed: PackedFeatures,
     table: LabelTable,
@@ -430,8 +519,9 @@ def build_fold_data(
 ) -> FoldData:
     """Assemble one fold: select its utterances, normalise, split into parts.
 
-    Memory: each part is copied once from ``packed`` (which may be a read-only view of
-    Ray's object store) and normalised in place.
+    Memory: vector and sequence parts are copied once from ``packed`` (which may be a
+    read-only view of Ray's object store) and normalised in place; segment parts are
+    :class:`SegmentRows` views, normalised per mini-batch.
 
     Args:
         packed: Features of every utterance of ``table`` (same order).
@@ -465,9 +555,12 @@ def build_fold_data(
         stats = _statistics(packed, speakers, parts["train"] if normalize == "global" else all_idx, normalize)
     splits = {}
     for part, idx in parts.items():
-        features = packed.take(idx)
-        if stats is not None:
-            _normalize_part(features, speakers[idx], stats, normalize)
+        if packed.kind == "segments":
+            features = _segment_rows(packed, idx, speakers[idx], stats, normalize)
+        else:
+            features = packed.take(idx)
+            if stats is not None:
+                _normalize_part(features, speakers[idx], stats, normalize)
         splits[part] = SplitData(
             utt_ids=table.utt_ids[idx],
             features=features,

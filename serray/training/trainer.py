@@ -55,7 +55,7 @@ import pandas as pd
 from serray import metrics
 from serray.models import registry
 from serray.models.registry import TORCH_TRAINING_DEFAULTS, InputInfo, ModelSpec
-from serray.training.data import FoldData, SplitData
+from serray.training.data import FoldData, SegmentRows, SplitData
 
 __all__ = [
     "TRAINING_DEFAULTS",
@@ -361,6 +361,11 @@ class TorchFoldTrainer(FoldTrainer):
 
         f = part.features
         out: dict[str, Any] = {"n_utt": len(part), "y_utt": part.y}
+        if isinstance(f, SegmentRows):  # gathered and normalised per mini-batch (see serray.training.data)
+            owner = f.row_owner()
+            out.update(x=f, owner=owner, y=part.y[owner], domain=None if part.domain is None else part.domain[owner])
+            out["n"] = len(out["y"])
+            return out
         # kept in host memory (shared with numpy on CPU); mini-batches move to the device
         x = torch.from_numpy(np.ascontiguousarray(f.data))
         if f.kind == "sequence":
@@ -385,6 +390,8 @@ class TorchFoldTrainer(FoldTrainer):
         """Model inputs for samples ``idx``: ``(x,)`` or ``(x_padded, lengths)``."""
         import torch
 
+        if isinstance(t["x"], SegmentRows):
+            return (torch.from_numpy(t["x"].gather(idx)).to(self.device, non_blocking=True),)
         if self.data.kind != "sequence":
             return (t["x"][torch.from_numpy(np.asarray(idx, dtype=np.int64))].to(self.device, non_blocking=True),)
         max_frames = int(self.config["max_frames"]) if train else 0
