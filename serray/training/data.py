@@ -428,9 +428,14 @@ def _apply(data: np.ndarray, rows: np.ndarray, mean: np.ndarray, std: np.ndarray
     """In place: ``data[rows] = (data[rows] - mean) / std`` in chunks."""
     per_row = int(np.prod(data.shape[1:])) or 1
     step = max(1, _CHUNK // per_row)
+    contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows) and bool((np.diff(rows) == 1).all())
     for start in range(0, len(rows), step):
-        r = rows[start : start + step]
-        data[r] = ((data[r] - mean) / std).astype(np.float32)
+        if contiguous:  # a slice: no gather/scatter copies (same arithmetic)
+            block = data[rows[0] + start : rows[0] + min(start + step, len(rows))]
+            block[...] = (block - mean) / std
+        else:
+            r = rows[start : start + step]
+            data[r] = ((data[r] - mean) / std).astype(np.float32)
 
 
 def _statistics(
