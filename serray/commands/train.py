@@ -171,7 +171,7 @@ def command(
         spec = registry.get(model)
         progress = None
         if spec.backend == "torch" and not sequential:
-            cfg = {**spec.config(preset=preset), **(base or {}), **overrides}
+            cfg = spec.config(preset=preset, overrides={**(base or {}), **overrides})  # as train_run resolves it
             progress = _EpochProgress(int(cfg.get("epochs") or 0) or None)
         result = train_run(
             workdir,

@@ -131,14 +131,17 @@ class PackedFeatures:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         return np.repeat(self.offsets[idx] - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
+    def offsets_of(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Offsets ``[len(idx) + 1]`` of the utterances ``idx`` packed in that order (not for vectors)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        counts = self.offsets[idx + 1] - self.offsets[idx]
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
     def take(self, idx: Sequence[int] | np.ndarray) -> "PackedFeatures":
         """The utterances ``idx`` (in that order) as a new packed array (a copy)."""
         idx = np.asarray(idx, dtype=np.int64)
         data = np.ascontiguousarray(self.data[self.rows_of(idx)], dtype=np.float32)
-        if self.offsets is None:
-            return PackedFeatures(self.kind, data, None)
-        counts = self.offsets[idx + 1] - self.offsets[idx]
-        return PackedFeatures(self.kind, data, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        return PackedFeatures(self.kind, data, None if self.offsets is None else self.offsets_of(idx))
 
 
 @dataclass(frozen=True)
@@ -500,8 +503,7 @@ def _segment_rows(
     packed: PackedFeatures, idx: np.ndarray, speakers: np.ndarray, stats: dict | None, mode: str
 ) -> SegmentRows:
     """A lazily normalised view of the utterances ``idx`` of packed segments."""
-    counts = packed.offsets[idx + 1] - packed.offsets[idx]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    offsets = packed.offsets_of(idx)
     rows = packed.rows_of(idx)
     if stats is None:
         return SegmentRows(packed.data, rows, offsets)
@@ -513,7 +515,7 @@ def _segment_rows(
         group_of_utt = np.array([pos[s] for s in speakers], dtype=np.int32)
     mean = np.stack([stats[k][0] for k in keys])
     std = np.stack([stats[k][1] for k in keys])
-    return SegmentRows(packed.data, rows, offsets, np.repeat(group_of_utt, counts), mean, std)
+    return SegmentRows(packed.data, rows, offsets, np.repeat(group_of_utt, np.diff(offsets)), mean, std)
 
 
 def build_fold_data(
