@@ -86,7 +86,7 @@ def command(model, workdir, features, protocol, labels, num_samples, space, seed
         shown[col] = (100 * shown[col]).round(1)
     shown["seconds"] = shown["seconds"].round(1)
     click.echo(f"\nLeaderboard of {out.experiment} ({len(board)} trials; UA/WA in %, selection by mean validation UA only):")
-    click.echo(shown.to_string(index=False, max_colwidth=24))
+    click.echo(shown.to_string(index=False, max_colwidth=30))  # "stopped by ASHA at epoch 27" fits
     n_asha = int(board["status"].str.startswith("stopped by ASHA").sum())
     click.echo(f"\nASHA stopped {n_asha} of {len(board)} trials early.")
     b = out.best
