@@ -219,7 +219,7 @@ class SegmentRows:
         rows: Rows of ``source`` that form this part, in order (utterance by utterance).
         offsets: ``[n_utt + 1]`` offsets of each utterance's segments in ``rows``.
         stat_index: Statistics group of every row (``None``: no normalisation).
-        mean, std: float64 ``[G, 1, C, F, 1]`` statistics per group (``None`` without
+        mean, std: float64 ``[G, C, F, 1]`` statistics per group (``None`` without
             normalisation).
     """
 
@@ -258,9 +258,7 @@ class SegmentRows:
         if self.stat_index is None:
             return np.ascontiguousarray(x)
         groups = self.stat_index[idx]
-        if (groups == groups[0]).all():  # one speaker / global statistics: broadcast one row
-            return ((x - self.mean[groups[0]]) / self.std[groups[0]]).astype(np.float32)
-        return ((x - self.mean[groups][:, 0]) / self.std[groups][:, 0]).astype(np.float32)
+        return ((x - self.mean[groups]) / self.std[groups]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -513,8 +511,8 @@ def _segment_rows(
     else:
         pos = {k: i for i, k in enumerate(keys)}
         group_of_utt = np.array([pos[s] for s in speakers], dtype=np.int32)
-    mean = np.stack([stats[k][0] for k in keys])
-    std = np.stack([stats[k][1] for k in keys])
+    mean = np.concatenate([stats[k][0] for k in keys])  # each [1, C, F, 1] -> [G, C, F, 1]
+    std = np.concatenate([stats[k][1] for k in keys])
     return SegmentRows(packed.data, rows, offsets, np.repeat(group_of_utt, np.diff(offsets)), mean, std)
 
 

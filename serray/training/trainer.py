@@ -361,13 +361,9 @@ class TorchFoldTrainer(FoldTrainer):
 
         f = part.features
         out: dict[str, Any] = {"n_utt": len(part), "y_utt": part.y}
-        if isinstance(f, SegmentRows):  # gathered and normalised per mini-batch (see serray.training.data)
-            owner = f.row_owner()
-            out.update(x=f, owner=owner, y=part.y[owner], domain=None if part.domain is None else part.domain[owner])
-            out["n"] = len(out["y"])
-            return out
-        # kept in host memory (shared with numpy on CPU); mini-batches move to the device
-        x = torch.from_numpy(np.ascontiguousarray(f.data))
+        # kept in host memory (shared with numpy on CPU); mini-batches move to the device.
+        # SegmentRows stay a view: gathered and normalised per mini-batch (see serray.training.data).
+        x = f if isinstance(f, SegmentRows) else torch.from_numpy(np.ascontiguousarray(f.data))
         if f.kind == "sequence":
             out["x"] = x
             out["offsets"] = f.offsets

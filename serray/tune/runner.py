@@ -28,14 +28,13 @@ a restart costs at most one trial's training time).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -293,21 +292,6 @@ def _logger_callbacks(tensorboard: bool) -> list:
     return [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
 
 
-@contextlib.contextmanager
-def _no_auto_loggers() -> Iterator[None]:
-    """Stop Tune from adding its default loggers (the TBX one) beside the ones passed."""
-    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
-    old = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def tune_model(
     workdir: str | Path,
     model: str,
@@ -456,7 +440,10 @@ def tune_model(
                 callbacks=_logger_callbacks(tensorboard),
             ),
         )
-    with _no_auto_loggers():  # Tune's JSON and CSV loggers are passed explicitly; TBX only on request
+    from unittest import mock
+
+    # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
+    with mock.patch.dict(os.environ, {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}):
         results = tuner.fit()
     board = _leaderboard(results, record_dir, sp.names(), sp)
     out_dir = Path(path) if local_path is not None else Path(workdir) / "tune" / name
