@@ -41,9 +41,9 @@ def _inputs(manifest, fs, domain_column=None):
     return TrainingInputs(pack_features(fs, manifest["utt_id"].tolist()), make_label_table(manifest, domain_column=domain_column))
 
 
-def _fold_data(manifest, fs, fold, normalize="global", domain_column=None):
+def _fold_data(manifest, fs, fold, normalize="global", domain_column=None, lazy=None):
     inp = _inputs(manifest, fs, domain_column)
-    return build_fold_data(inp.packed, inp.table, fold, normalize)
+    return build_fold_data(inp.packed, inp.table, fold, normalize, lazy=lazy)
 
 
 MLP_FAST = {"hidden_sizes": [16], "epochs": 6, "patience": 3, "batch_size": 16}
@@ -102,30 +102,79 @@ def test_segment_normalisation_is_per_channel_and_frequency(manifest):
 
 @pytest.mark.parametrize("mode", ["global", "speaker", "none"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_segment_parts_are_lazy_views_identical_to_eager_normalisation(manifest, folds, mode, dtype):
-    from serray.training.data import SegmentRows, _normalize_part, _statistics
+@pytest.mark.parametrize("kind", ["sequence", "segments"])
+def test_frame_and_segment_parts_are_lazy_views_identical_to_eager_normalisation(manifest, folds, mode, dtype, kind):
+    from serray.training.data import LazyRows, _normalize_part, _statistics
 
-    fs = segment_features(manifest, shape=(2, 4, 5))
+    fs = sequence_features(manifest) if kind == "sequence" else segment_features(manifest, shape=(2, 4, 5))
     fs = type(fs)(fs.kind, fs.utt_ids, [a.astype(dtype) * 3 + 1 for a in fs.data])
     packed = pack_features(fs)
-    assert packed.data.dtype == dtype  # float16 segments stay float16 (exact in float32)
+    assert packed.data.dtype == dtype  # float16 frames/segments stay float16 (exact in float32)
     table = make_label_table(manifest)
     fold = folds[0]
-    d = build_fold_data(packed, table, fold, normalize=mode)
+    d = build_fold_data(packed, table, fold, normalize=mode, lazy=True)
     speakers = np.asarray(table.speaker).astype(str)
     idx_all = {p: table.index_of(getattr(fold, p)) for p in ("train", "validation", "test")}
     stat_idx = idx_all["train"] if mode == "global" else np.concatenate(list(idx_all.values()))
     stats = None if mode == "none" else _statistics(packed, speakers, stat_idx, mode)
     for part in ("train", "validation", "test"):
         rows = getattr(d, part).features
-        assert isinstance(rows, SegmentRows) and np.shares_memory(rows.source, packed.data)  # no copy
-        eager = packed.take(idx_all[part])
+        assert isinstance(rows, LazyRows) and rows.kind == kind
+        assert np.shares_memory(rows.source, packed.data)  # no copy
+        eager = packed.take(idx_all[part])  # float32 copy, normalised in place
         if stats is not None:
             _normalize_part(eager, speakers[idx_all[part]], stats, mode)
         shuffled = np.random.default_rng(0).permutation(len(rows.rows))
         np.testing.assert_array_equal(rows.gather(shuffled), eager.data[shuffled])  # bit-identical
         np.testing.assert_array_equal(rows.offsets, eager.offsets)
         assert rows.gather([0]).dtype == np.float32
+
+
+def test_large_frame_folds_become_views_small_ones_copies(manifest, folds, monkeypatch):
+    import serray.training.data as data_mod
+
+    table = make_label_table(manifest)
+    packed = pack_features(sequence_features(manifest))
+    fold_bytes = packed.data.shape[0] * packed.data.shape[1] * 4  # every utterance is in fold 0
+    monkeypatch.setattr(data_mod, "COPY_MAX_BYTES", fold_bytes)
+    assert isinstance(build_fold_data(packed, table, folds[0]).train.features, PackedFeatures)
+    monkeypatch.setattr(data_mod, "COPY_MAX_BYTES", fold_bytes - 1)
+    assert isinstance(build_fold_data(packed, table, folds[0]).train.features, data_mod.LazyRows)
+    vec = pack_features(vector_features(manifest))
+    assert isinstance(build_fold_data(vec, table, folds[0], lazy=True).train.features, PackedFeatures)
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+@pytest.mark.parametrize("max_frames", [0, 9])
+def test_sequence_batches_equal_padded_eager_copies(manifest, folds, max_frames, lazy):
+    """The trainer's padded mini-batches (with random crops) match a hand-padded eager copy."""
+    from serray.training.data import _normalize_part, _statistics
+
+    table = make_label_table(manifest)
+    d = build_fold_data(pack_features(sequence_features(manifest)), table, folds[0], normalize="speaker", lazy=lazy)
+    speakers = np.asarray(table.speaker).astype(str)
+    idx = table.index_of(folds[0].train)
+    all_idx = np.concatenate([table.index_of(getattr(folds[0], p)) for p in ("train", "validation", "test")])
+    packed = pack_features(sequence_features(manifest))
+    eager = packed.take(idx)
+    _normalize_part(eager, speakers[idx], _statistics(packed, speakers, all_idx, "speaker"), "speaker")
+    spec = registry.get("dcnn")
+    tr = TorchFoldTrainer(spec, spec.config(preset="small", overrides={"max_frames": max_frames}), d, seed=3, device="cpu")
+    t = tr._tensors(d.train)
+    batch = np.array([4, 0, 7, 2])
+    crop_rng = np.random.default_rng(11)
+    tr._np_rng = np.random.default_rng(11)
+    x, lengths = tr._batch_x(t, batch, train=True)
+    assert x.shape[0] == len(batch) and x.shape[1] == int(lengths.max())
+    for j, i in enumerate(batch):
+        a, b = eager.offsets[i], eager.offsets[i + 1]
+        if max_frames and b - a > max_frames:  # the same draw the trainer makes
+            a += int(crop_rng.integers(0, b - a - max_frames + 1))
+            b = a + max_frames
+        n = int(lengths[j])
+        assert n == b - a and (not max_frames or n <= max_frames)
+        np.testing.assert_array_equal(x[j, :n].numpy(), eager.data[a:b])
+        assert not x[j, n:].any()  # zero padding
 
 
 def test_build_fold_data_parts_and_errors(manifest, folds):
@@ -228,20 +277,35 @@ _SEG_SPEC = ModelSpec(
 )
 
 
-def test_segments_utterance_logits_average_segment_probabilities(manifest, folds):
+@pytest.mark.parametrize("lazy", [True, False])
+def test_segments_utterance_logits_average_segment_probabilities(manifest, folds, lazy):
     fs = segment_features(manifest)
-    d = _fold_data(manifest, fs, folds[0], domain_column="gender")
+    d = _fold_data(manifest, fs, folds[0], domain_column="gender", lazy=lazy)
     assert d.domains == ("f", "m")
     tr = TorchFoldTrainer(_SEG_SPEC, _SEG_SPEC.config(), d, seed=0, device="cpu")
     res = tr.run()
     part = d.test
+    x = part.features.gather(np.arange(len(part.features.rows))) if lazy else part.features.data
     with torch.no_grad():
-        seg_logits = tr.model(torch.from_numpy(part.features.gather(np.arange(len(part.features.rows)))))["logits"].numpy()
+        seg_logits = tr.model(torch.from_numpy(x))["logits"].numpy()
     probs = softmax(seg_logits.astype(np.float64))
     for i in range(len(part)):
         a, b = part.features.offsets[i], part.features.offsets[i + 1]
         np.testing.assert_allclose(res.test_logits[i], np.log(probs[a:b].mean(axis=0)), rtol=1e-4, atol=1e-5)
     assert len(res.test_logits) == len(folds[0].test)
+
+
+@pytest.mark.parametrize("kind", ["sequence", "segments"])
+def test_training_on_views_and_on_copies_gives_identical_logits(manifest, folds, kind):
+    fs = sequence_features(manifest) if kind == "sequence" else segment_features(manifest)
+    spec = registry.get("dcnn") if kind == "sequence" else _SEG_SPEC
+    cfg = spec.config(preset="small", overrides={"epochs": 3, "max_frames": 16}) if kind == "sequence" else spec.config()
+    logits = []
+    for lazy in (True, False):
+        d = _fold_data(manifest, fs, folds[0], normalize="speaker", domain_column="gender", lazy=lazy)
+        res = TorchFoldTrainer(spec, cfg, d, seed=5, device="cpu").run()
+        logits.append(np.concatenate([res.validation_logits, res.test_logits]))
+    np.testing.assert_array_equal(logits[0], logits[1])
 
 
 @pytest.mark.parametrize("model", ["dcnn", "cnn_lstm"])

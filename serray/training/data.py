@@ -23,13 +23,16 @@ segments per ``(channel, frequency)`` bin over segments and time):
 
 Dimensions with (near) zero spread get a standard deviation of 1.
 
-Memory: vector and sequence parts are copied out of the packed array and normalised
-once. Segment parts (spectrogram stacks, by far the largest inputs) are not copied:
-:class:`SegmentRows` keeps the shared array, the part's row indices and the statistics,
-and normalises each mini-batch as it is gathered, with the same arithmetic, so the values
-are identical. A fold actor hosting several folds then holds one copy of the corpus (the
+Memory: vector parts (one row per utterance, small) are copied out of the packed array
+and normalised once, and so are frame and segment folds whose float32 copy is small
+(at most :data:`COPY_MAX_BYTES`, e.g. log-mel of an acted corpus). Larger frame and
+segment folds (SSL layer frames or spectrogram stacks of a corpus) are not copied:
+:class:`LazyRows` keeps the shared array, the part's row indices and the statistics, and
+normalises each mini-batch as it is gathered, with the same arithmetic, so the values are
+identical. A fold actor hosting several folds then holds one copy of the corpus (the
 object store's, shared by every actor on the node, in the cache's float16 when the
-extractor stored float16) instead of one float32 copy per fold.
+extractor stored float16) instead of one float32 copy per fold; the price is about half
+a millisecond per mini-batch of 5,000 frames of 40 values.
 
 Example:
     >>> import numpy as np
@@ -51,17 +54,19 @@ import pandas as pd
 
 __all__ = [
     "NORMALIZATIONS",
+    "COPY_MAX_BYTES",
     "PackedFeatures",
     "LabelTable",
     "TrainingInputs",
     "SplitData",
-    "SegmentRows",
+    "LazyRows",
     "FoldData",
     "pack_features",
     "make_label_table",
     "class_list",
     "normalize_features",
     "build_fold_data",
+    "concat_ranges",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,17 @@ Normalization = Literal["speaker", "global", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("speaker", "global", "none")
 _KINDS = ("vector", "sequence", "segments")
 _CHUNK = 4_000_000  # elements per chunk when accumulating statistics
+#: Frame and segment folds whose normalised float32 copy takes at most this many bytes are
+#: copied (a mini-batch is then a plain slice); larger ones are read through LazyRows.
+COPY_MAX_BYTES = 64 * 2**20
+
+
+def concat_ranges(starts: Sequence[int] | np.ndarray, counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])`` without a loop (int64)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    before = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return np.repeat(starts - before, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -78,8 +94,8 @@ class PackedFeatures:
 
     Attributes:
         kind: ``"vector"``, ``"sequence"`` or ``"segments"``.
-        data: The packed array (float32; segments keep the cache's float16 when every
-            utterance came as float16, which converts to float32 exactly).
+        data: The packed array (float32; sequences and segments keep the cache's float16
+            when every utterance came as float16, which converts to float32 exactly).
         offsets: ``[N + 1]`` int64 row offsets per utterance, ``None`` for vectors.
     """
 
@@ -127,9 +143,7 @@ class PackedFeatures:
         idx = np.asarray(idx, dtype=np.int64)
         if self.offsets is None:
             return idx
-        counts = self.offsets[idx + 1] - self.offsets[idx]
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return np.repeat(self.offsets[idx] - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+        return concat_ranges(self.offsets[idx], self.offsets[idx + 1] - self.offsets[idx])
 
     def offsets_of(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
         """Offsets ``[len(idx) + 1]`` of the utterances ``idx`` packed in that order (not for vectors)."""
@@ -198,7 +212,7 @@ class SplitData:
     """One part (train, validation or test) of a fold, normalised."""
 
     utt_ids: np.ndarray
-    features: PackedFeatures | SegmentRows
+    features: PackedFeatures | LazyRows
     y: np.ndarray
     domain: np.ndarray | None
 
@@ -207,30 +221,32 @@ class SplitData:
 
 
 @dataclass(frozen=True)
-class SegmentRows:
-    """The segments of one fold part, read from a shared packed array (never copied whole).
+class LazyRows:
+    """The rows of one fold part, read from a shared packed array (never copied whole).
 
-    :meth:`gather` returns normalised float32 samples for a mini-batch, computed exactly
-    as an eagerly normalised copy would hold them.
+    Rows are frames (``kind="sequence"``) or segments (``kind="segments"``).
+    :meth:`gather` returns normalised float32 rows for a mini-batch, computed exactly as an
+    eagerly normalised copy would hold them.
 
     Attributes:
-        source: The packed segment array ``[sum S, C, F, T]`` of the whole corpus (may be
-            a read-only view of Ray's object store; never modified).
+        kind: ``"sequence"`` or ``"segments"``.
+        source: The packed array of the whole corpus, frames ``[sum T, D]`` or segments
+            ``[sum S, C, F, T]`` (may be a read-only view of Ray's object store; never
+            modified).
         rows: Rows of ``source`` that form this part, in order (utterance by utterance).
-        offsets: ``[n_utt + 1]`` offsets of each utterance's segments in ``rows``.
+        offsets: ``[n_utt + 1]`` offsets of each utterance's rows in ``rows``.
         stat_index: Statistics group of every row (``None``: no normalisation).
-        mean, std: float64 ``[G, C, F, 1]`` statistics per group (``None`` without
-            normalisation).
+        mean, std: float64 statistics per group, ``[G, D]`` or ``[G, C, F, 1]`` (``None``
+            without normalisation).
     """
 
+    kind: str
     source: np.ndarray
     rows: np.ndarray
     offsets: np.ndarray
     stat_index: np.ndarray | None = None
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
-
-    kind = "segments"
 
     @property
     def n(self) -> int:
@@ -239,26 +255,34 @@ class SegmentRows:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """``(C, F, T)``."""
+        """``(D,)`` or ``(C, F, T)``."""
         return tuple(self.source.shape[1:])
 
     @property
     def counts(self) -> np.ndarray:
-        """Segments per utterance."""
+        """Rows (frames or segments) per utterance."""
         return np.diff(self.offsets)
 
     def row_owner(self) -> np.ndarray:
-        """Utterance index (within the part) of every segment."""
+        """Utterance index (within the part) of every row."""
         return np.repeat(np.arange(self.n), self.counts)
 
     def gather(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Normalised float32 segments ``idx`` (positions in this part) ``[len(idx), C, F, T]``."""
+        """Normalised float32 rows ``idx`` (positions in this part), ``[len(idx), *sample_shape]``."""
         idx = np.asarray(idx, dtype=np.int64)
-        x = self.source[self.rows[idx]].astype(np.float32, copy=False)
+        x = self.source[self.rows[idx]]  # a new array
         if self.stat_index is None:
-            return np.ascontiguousarray(x)
-        groups = self.stat_index[idx]
-        return ((x - self.mean[groups]) / self.std[groups]).astype(np.float32)
+            return x.astype(np.float32, copy=False)
+        if len(self.mean) == 1:  # one group (global): broadcast, no per-row statistics
+            mean, std = self.mean[0], self.std[0]
+        else:
+            groups = self.stat_index[idx]
+            mean, std = self.mean[groups], self.std[groups]
+        # (x - mean) / std in float64, rounded once to float32: the eager copy's arithmetic
+        x = x.astype(np.float64)
+        x -= mean
+        x /= std
+        return x.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -321,8 +345,9 @@ def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> Pac
         if arr.ndim != 2:
             raise ValueError(f"vector features must be [N, D], got shape {arr.shape}")
         return PackedFeatures(kind, np.ascontiguousarray(arr[order]), None)
-    # Segments stay float16 when the cache stored them so (exact in float32, half the memory).
-    keep16 = kind == "segments" and all(np.asarray(data[i]).dtype == np.float16 for i in order)
+    # Frames and segments stay float16 when the cache stored them so (exact in float32, half
+    # the memory); fold parts read them through LazyRows, which normalises in float32.
+    keep16 = all(np.asarray(data[i]).dtype == np.float16 for i in order)
     items = [np.asarray(data[i], dtype=np.float16 if keep16 else np.float32) for i in order]
     ndim = 2 if kind == "sequence" else 4
     shapes = {a.shape[1:] for a in items}
@@ -497,23 +522,23 @@ def normalize_features(
     return out
 
 
-def _segment_rows(
+def _lazy_rows(
     packed: PackedFeatures, idx: np.ndarray, speakers: np.ndarray, stats: dict | None, mode: str
-) -> SegmentRows:
-    """A lazily normalised view of the utterances ``idx`` of packed segments."""
+) -> LazyRows:
+    """A lazily normalised view of the utterances ``idx`` of packed frames or segments."""
     offsets = packed.offsets_of(idx)
     rows = packed.rows_of(idx)
     if stats is None:
-        return SegmentRows(packed.data, rows, offsets)
+        return LazyRows(packed.kind, packed.data, rows, offsets)
     keys = list(stats)
     if mode == "global":
         group_of_utt = np.zeros(len(idx), dtype=np.int32)
     else:
         pos = {k: i for i, k in enumerate(keys)}
         group_of_utt = np.array([pos[s] for s in speakers], dtype=np.int32)
-    mean = np.concatenate([stats[k][0] for k in keys])  # each [1, C, F, 1] -> [G, C, F, 1]
+    mean = np.concatenate([stats[k][0] for k in keys])  # each [1, D] or [1, C, F, 1] -> [G, ...]
     std = np.concatenate([stats[k][1] for k in keys])
-    return SegmentRows(packed.data, rows, offsets, np.repeat(group_of_utt, np.diff(offsets)), mean, std)
+    return LazyRows(packed.kind, packed.data, rows, offsets, np.repeat(group_of_utt, np.diff(offsets)), mean, std)
 
 
 def build_fold_data(
@@ -521,12 +546,14 @@ def build_fold_data(
     table: LabelTable,
     fold: Any,
     normalize: str = "global",
+    lazy: bool | None = None,
 ) -> FoldData:
     """Assemble one fold: select its utterances, normalise, split into parts.
 
-    Memory: vector and sequence parts are copied once from ``packed`` (which may be a
-    read-only view of Ray's object store) and normalised in place; segment parts are
-    :class:`SegmentRows` views, normalised per mini-batch.
+    Memory: parts are copied once from ``packed`` (which may be a read-only view of Ray's
+    object store) and normalised in place, or, for large frame and segment folds, are
+    :class:`LazyRows` views normalised per mini-batch (the same values; see the module
+    docstring).
 
     Args:
         packed: Features of every utterance of ``table`` (same order).
@@ -536,6 +563,9 @@ def build_fold_data(
         normalize: ``"speaker"``, ``"global"`` or ``"none"``; statistics for ``global``
             come from the fold's training part only, for ``speaker`` from each speaker's
             utterances in the fold.
+        lazy: Frames and segments only: ``True`` for views, ``False`` for copies,
+            ``None`` to copy when the fold's float32 copy takes at most
+            :data:`COPY_MAX_BYTES`. Vectors are always copied.
 
     Raises:
         ValueError: Mismatched lengths, an empty training part, an utterance in two
@@ -558,10 +588,15 @@ def build_fold_data(
     stats = None
     if normalize != "none":
         stats = _statistics(packed, speakers, parts["train"] if normalize == "global" else all_idx, normalize)
+    if packed.kind == "vector":
+        lazy = False
+    elif lazy is None:
+        rows = int(packed.counts[all_idx].sum())
+        lazy = rows * int(np.prod(packed.sample_shape)) * 4 > COPY_MAX_BYTES
     splits = {}
     for part, idx in parts.items():
-        if packed.kind == "segments":
-            features = _segment_rows(packed, idx, speakers[idx], stats, normalize)
+        if lazy:
+            features = _lazy_rows(packed, idx, speakers[idx], stats, normalize)
         else:
             features = packed.take(idx)
             if stats is not None:

@@ -55,7 +55,7 @@ import pandas as pd
 from serray import metrics
 from serray.models import registry
 from serray.models.registry import TORCH_TRAINING_DEFAULTS, InputInfo, ModelSpec
-from serray.training.data import FoldData, SegmentRows, SplitData
+from serray.training.data import FoldData, LazyRows, SplitData, concat_ranges
 
 __all__ = [
     "TRAINING_DEFAULTS",
@@ -361,24 +361,26 @@ class TorchFoldTrainer(FoldTrainer):
 
         f = part.features
         out: dict[str, Any] = {"n_utt": len(part), "y_utt": part.y}
-        # kept in host memory (shared with numpy on CPU); mini-batches move to the device.
-        # SegmentRows stay a view: gathered and normalised per mini-batch (see serray.training.data).
-        x = f if isinstance(f, SegmentRows) else torch.from_numpy(np.ascontiguousarray(f.data))
-        if f.kind == "sequence":
-            out["x"] = x
-            out["offsets"] = f.offsets
-            out["y"] = part.y
-            out["domain"] = part.domain
-        elif f.kind == "segments":
+        # Vectors: one host tensor (shared with numpy on CPU). Frames and segments: a
+        # LazyRows view, gathered and normalised per mini-batch (see serray.training.data);
+        # a packed copy is read through an unnormalised view. Mini-batches move to the device.
+        if f.kind == "vector":
+            x = torch.from_numpy(np.ascontiguousarray(f.data))
+        elif isinstance(f, LazyRows):
+            x = f
+        else:
+            x = LazyRows(f.kind, f.data, np.arange(f.data.shape[0], dtype=np.int64), f.offsets)
+        out["x"] = x
+        if f.kind == "segments":  # one sample per segment
             owner = f.row_owner()
-            out["x"] = x
             out["owner"] = owner
             out["y"] = part.y[owner]
             out["domain"] = None if part.domain is None else part.domain[owner]
         else:
-            out["x"] = x
             out["y"] = part.y
             out["domain"] = part.domain
+            if f.kind == "sequence":
+                out["offsets"] = f.offsets
         out["n"] = len(out["y"])
         return out
 
@@ -386,21 +388,22 @@ class TorchFoldTrainer(FoldTrainer):
         """Model inputs for samples ``idx``: ``(x,)`` or ``(x_padded, lengths)``."""
         import torch
 
-        if isinstance(t["x"], SegmentRows):
+        if self.data.kind == "segments":
             return (torch.from_numpy(t["x"].gather(idx)).to(self.device, non_blocking=True),)
         if self.data.kind != "sequence":
             return (t["x"][torch.from_numpy(np.asarray(idx, dtype=np.int64))].to(self.device, non_blocking=True),)
         max_frames = int(self.config["max_frames"]) if train else 0
-        seqs = []
+        starts, lengths = [], []
         for i in idx:
             a, b = int(t["offsets"][i]), int(t["offsets"][i + 1])
             if max_frames > 0 and b - a > max_frames:
                 a += int(self._np_rng.integers(0, b - a - max_frames + 1))
                 b = a + max_frames
-            seqs.append(t["x"][a:b])
-        lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)
-        x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
-        return x.to(self.device, non_blocking=True), lengths.to(self.device)
+            starts.append(a)
+            lengths.append(b - a)
+        frames = torch.from_numpy(t["x"].gather(concat_ranges(starts, lengths)))
+        x = torch.nn.utils.rnn.pad_sequence(frames.split(lengths), batch_first=True)
+        return x.to(self.device, non_blocking=True), torch.tensor(lengths, dtype=torch.long).to(self.device)
 
     # -- training ----------------------------------------------------------------------
     def _train_epoch(self) -> float:
