@@ -81,3 +81,47 @@ def test_extract_and_load_layers(tiny_hubert: Path, tmp_path: Path) -> None:
     assert allcat.data.shape == (3, 96)
     np.testing.assert_allclose(allcat.data[:, 64:], last.data)
     np.testing.assert_allclose(allcat.data[:, :32], first.data)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cli_trains_on_ssl_layers_chosen_with_feature_params(tiny_hubert: Path, emodb_dir: Path, tmp_path: Path) -> None:
+    """`--feature-param` selects the SSL model and layer for train; best.yaml carries them to train and seeds."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from serray.cli import main
+    from serray.corpora import prepare_corpus
+
+    prepare_corpus("emodb", emodb_dir, tmp_path, check_audio=False)
+    extract_features(tmp_path, ["ssl"], params={"ssl": {"model": str(tiny_hubert)}}, num_actors=0, progress=False)
+    w = str(tmp_path)
+    base = ["train", "logreg", "--workdir", w, "--features", "ssl", "--sequential", "--feature-param", f"model={tiny_hubert}"]
+
+    records = {}
+    for layer in (1, 2):
+        out = CliRunner().invoke(main, [*base, "--feature-param", f"layer={layer}"])
+        assert out.exit_code == 0, out.output
+        run = next(line.split()[1] for line in out.output.splitlines() if line.startswith("run "))
+        records[layer] = json.loads((tmp_path / "runs" / run / "record.json").read_text())
+    assert records[1]["run"] != records[2]["run"]  # other layer, other run: predictions never mix
+    assert records[2]["feature_params"] == {"model": str(tiny_hubert), "layer": 2}
+    assert records[1]["metrics"]["pooled"] != records[2]["metrics"]["pooled"]
+    assert records[2]["metrics"]["pooled"]["ua"] > 1 / 7  # 7 classes
+
+    missing = CliRunner().invoke(main, ["train", "logreg", "--workdir", w, "--features", "ssl", "--sequential"])
+    assert missing.exit_code != 0 and "--feature-param model=" in missing.output
+
+    # a tune best.yaml gives features and feature params as defaults (the same run as layer 2 above)
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({
+        "model": "logreg", "features": "ssl", "feature_params": records[2]["feature_params"], "protocol": "loso",
+        "labels": "native", "normalize": "global", "k": 5, "fold_seed": 0, "config": records[2]["config"],
+    }))
+    again = CliRunner().invoke(main, ["train", "logreg", "--workdir", w, "--config", str(best), "--sequential"])
+    assert again.exit_code == 0, again.output
+    assert f"run {records[2]['run']} " in again.output and "defaults from" in again.output
+    wrong = CliRunner().invoke(main, ["train", "svm", "--workdir", w, "--config", str(best), "--sequential"])
+    assert wrong.exit_code != 0 and "is for model 'logreg'" in wrong.output

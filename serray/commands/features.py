@@ -7,15 +7,13 @@ from typing import Any
 
 import click
 
-from serray.commands._common import address_option, fail
+from serray.commands._common import address_option, fail, parse_value
 
 log = logging.getLogger(__name__)
 
 
 def _parse_params(items: tuple[str, ...], sets: list[str]) -> dict[str, dict[str, Any]]:
     """``SET.KEY=VALUE`` items -> ``{set: {key: value}}`` (values parsed as YAML scalars)."""
-    import yaml
-
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -24,11 +22,7 @@ def _parse_params(items: tuple[str, ...], sets: list[str]) -> dict[str, dict[str
         set_name, key = lhs.split(".", 1)
         if set_name not in sets:
             fail(f"--param {item!r} is for set {set_name!r}, which is not in --set {','.join(sets)}")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        out.setdefault(set_name, {})[key] = value if parsed is None else parsed
+        out.setdefault(set_name, {})[key] = parse_value(value)
     return out
 
 

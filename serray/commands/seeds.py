@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import address_option, fail, workdir_option
+from serray.commands._common import address_option, fail, feature_param_option, parse_feature_params, workdir_option
 
 
 @click.command(name="seeds")
@@ -17,7 +17,8 @@ from serray.commands._common import address_option, fail, workdir_option
 @click.option("--variant", "variants", multiple=True, metavar="NAME:key=v[,key=v]",
               help="A named config variant trained side by side, e.g. --variant attention:variant=attention --variant backbone:variant=backbone.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter for every variant.")
-@click.option("--features", "-f", default=None)
+@click.option("--features", "-f", default=None, help="Feature set (default: best.yaml's, else the model's).")
+@feature_param_option
 @click.option("--protocol", "-p", default=None, type=click.Choice(["loso", "loso-session", "loco", "kfold", "cross-corpus"]))
 @click.option("--labels", default=None)
 @click.option("--normalize", default=None, type=click.Choice(["speaker", "global", "none"]))
@@ -30,7 +31,7 @@ from serray.commands._common import address_option, fail, workdir_option
 @click.option("--k", default=None, type=int, help="Folds for kfold (default: best.yaml's, else 5).")
 @click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
 @click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
-def command(model, workdir, config_path, n_seeds, seed_start, variants, overrides, features, protocol, labels, normalize,
+def command(model, workdir, config_path, n_seeds, seed_start, variants, overrides, features, feature_params, protocol, labels, normalize,
             preset, run_prefix, address, fold_resources, device, corpora, k, train_corpora, test_corpora) -> None:
     """Train MODEL with N seeds on every fold (in parallel on Ray) and store all predictions.
 
@@ -44,6 +45,7 @@ def command(model, workdir, config_path, n_seeds, seed_start, variants, override
     import yaml
 
     from serray import io
+    from serray.commands.train import read_run_defaults
     from serray.commands.tune import parse_resources
     from serray.training.seeds import parse_variant, train_seeds
 
@@ -55,9 +57,10 @@ def command(model, workdir, config_path, n_seeds, seed_start, variants, override
             fail(f"{config_path}: expected a mapping of hyperparameters (or a 'config:' mapping)")
         if isinstance(doc.get("config"), dict):
             base = dict(doc["config"])
-            meta = {k_: doc[k_] for k_ in ("features", "protocol", "labels", "normalize", "k", "fold_seed") if k_ in doc}
-            if doc.get("model") not in (None, model):
-                fail(f"{config_path} is for model {doc.get('model')!r}, not {model!r}")
+            try:
+                meta = read_run_defaults(config_path, model)
+            except ValueError as exc:
+                fail(str(exc))
         else:
             base = dict(doc)
     for item in overrides:
@@ -69,7 +72,9 @@ def command(model, workdir, config_path, n_seeds, seed_start, variants, override
         var = dict(parse_variant(v) for v in variants) if variants else None
         res = train_seeds(
             workdir, model, config=base, seeds=range(seed_start, seed_start + n_seeds), variants=var,
-            features=features or meta.get("features"), protocol=protocol or meta.get("protocol", "loso"),
+            features=features or meta.get("features"),
+            feature_params=parse_feature_params(feature_params) if feature_params else meta.get("feature_params"),
+            protocol=protocol or meta.get("protocol", "loso"),
             labels=labels or meta.get("labels", "native"), normalize=normalize or meta.get("normalize", "global"),
             preset=preset, run_prefix=run_prefix, address=address,
             num_cpus=(parse_resources(fold_resources) or {}).get("cpu", 1.0),

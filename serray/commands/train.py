@@ -9,9 +9,15 @@ from typing import Any
 
 import click
 
-from serray.commands._common import address_option, fail, seed_option, workdir_option
+from serray.commands._common import (
+    address_option, fail, feature_param_option, parse_feature_params, seed_option, workdir_option,
+)
 
-__all__ = ["command", "parse_assignments", "parse_fold_resources", "read_config_file"]
+__all__ = ["command", "parse_assignments", "parse_fold_resources", "read_config_file", "read_run_defaults", "RUN_KEYS"]
+
+#: Keys of ``serray tune``'s best.yaml that ``train`` and ``seeds`` take as defaults
+#: (an explicit option wins), so a tuned configuration trains on the data it was tuned on.
+RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed")
 
 
 def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -98,6 +104,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def read_run_defaults(path: str | Path, model: str) -> dict[str, Any]:
+    """The :data:`RUN_KEYS` of a best.yaml (``{}`` for a flat hyperparameter file).
+
+    Raises:
+        ValueError: The file was written for another model.
+    """
+    from serray import io
+
+    data = io.read_yaml(path)
+    if not (isinstance(data, dict) and isinstance(data.get("config"), dict)):
+        return {}
+    if data.get("model") not in (None, model):
+        raise ValueError(f"{path} is for model {data.get('model')!r}, not {model!r}")
+    return {k: data[k] for k in RUN_KEYS if data.get(k) not in (None, {})}
+
+
 def _fmt(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and x != x) else f"{x:.4f}"
 
@@ -105,16 +127,21 @@ def _fmt(x: Any) -> str:
 @click.command(name="train")
 @click.argument("model")
 @workdir_option
-@click.option("--features", "-f", default=None, help="Feature set (default: the model's default, e.g. egemaps or mfb).")
-@click.option("--protocol", "-p", default="loso", show_default=True, help="loso | loso-session | loco | kfold | cross-corpus.")
-@click.option("--labels", "-l", default="native", show_default=True, help="Label set: native, 4class, ...")
+@click.option("--features", "-f", default=None,
+              help="Feature set (default: --config best.yaml's, else the model's default, e.g. egemaps or mfb).")
+@feature_param_option
+@click.option("--protocol", "-p", default=None,
+              help="loso | loso-session | loco | kfold | cross-corpus (default: --config best.yaml's, else loso).")
+@click.option("--labels", "-l", default=None, help="Label set: native, 4class, ... (default: best.yaml's, else native).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML of hyperparameters (flat or under 'config:'); --set overrides it.")
+              help="YAML of hyperparameters (flat or under 'config:'); --set overrides it. serray tune's best.yaml "
+                   "also gives the defaults of --features, --feature-param, --protocol, --labels, --normalize, --k.")
 @click.option("--preset", default=None, help="Named preset of the model (e.g. small, reduced).")
 @seed_option
-@click.option("--normalize", type=click.Choice(["speaker", "global", "none"]), default="global", show_default=True,
-              help="Feature z-normalisation: per speaker (own statistics), global (training statistics) or none.")
+@click.option("--normalize", type=click.Choice(["speaker", "global", "none"]), default=None,
+              help="Feature z-normalisation: per speaker (own statistics), global (training statistics; the "
+                   "default unless best.yaml says otherwise) or none.")
 @click.option("--run", "run_name", default=None, help="Run name (default: derived from model, features, protocol, config, seed).")
 @address_option
 @click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M",
@@ -123,7 +150,7 @@ def _fmt(x: Any) -> str:
 @click.option("--folds-per-actor", type=int, default=None, help="Folds hosted by each actor (default: as needed to fit).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable).")
-@click.option("--k", default=5, show_default=True, type=int, help="Folds for --protocol kfold.")
+@click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5).")
 @click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus.")
 @click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus.")
 @click.option("--sequential", is_flag=True, help="Train the folds one after another in this process (no Ray).")
@@ -131,20 +158,21 @@ def command(
     model: str,
     workdir: str,
     features: str | None,
-    protocol: str,
-    labels: str,
+    feature_params: tuple[str, ...],
+    protocol: str | None,
+    labels: str | None,
     assignments: tuple[str, ...],
     config_file: str | None,
     preset: str | None,
     seed: int,
-    normalize: str,
+    normalize: str | None,
     run_name: str | None,
     address: str | None,
     fold_resources: str | None,
     folds_per_actor: int | None,
     device: str,
     corpora: tuple[str, ...],
-    k: int,
+    k: int | None,
     train_corpora: tuple[str, ...],
     test_corpora: tuple[str, ...],
     sequential: bool,
@@ -160,6 +188,8 @@ def command(
       serray train svm --workdir W --features egemaps --protocol loso --normalize speaker
       serray train dcnn --workdir W --features mfb --set lr=0.0005 --seed 3
       serray train mlp --workdir W --config best.yaml --fold-resources cpu=1
+      serray train dcnn --workdir W --features ssl --feature-param model=/models/hubert-base \\
+        --feature-param pooling=frames --feature-param layer=9
     """
     from serray.models import registry
     from serray.training.run import train_run
@@ -168,6 +198,10 @@ def command(
         overrides = parse_assignments(assignments)
         num_cpus, num_gpus = parse_fold_resources(fold_resources)
         base = read_config_file(config_file) if config_file else None
+        meta = read_run_defaults(config_file, model) if config_file else {}
+        if meta:
+            click.echo(f"defaults from {config_file}: " + ", ".join(f"{k_}={v}" for k_, v in meta.items())
+                       + " (options given on the command line win)")
         spec = registry.get(model)
         progress = None
         if spec.backend == "torch" and not sequential:
@@ -176,18 +210,20 @@ def command(
         result = train_run(
             workdir,
             model,
-            features=features,
-            protocol=protocol,
-            labels=labels,
+            features=features or meta.get("features"),
+            feature_params=parse_feature_params(feature_params) if feature_params else meta.get("feature_params"),
+            protocol=protocol or meta.get("protocol", "loso"),
+            labels=labels or meta.get("labels", "native"),
             config=base,
             config_overrides=overrides,
             preset=preset,
             seed=seed,
-            normalize=normalize,
+            normalize=normalize or meta.get("normalize", "global"),
             run_name=run_name,
             address=address,
             corpora=list(corpora) or None,
-            k=k,
+            k=k or meta.get("k", 5),
+            fold_seed=meta.get("fold_seed", 0),
             train_corpora=list(train_corpora) or None,
             test_corpora=list(test_corpora) or None,
             device=device,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import address_option, fail, seed_option, workdir_option
+from serray.commands._common import (
+    address_option, fail, feature_param_option, parse_feature_params, seed_option, workdir_option,
+)
 
 
 def parse_resources(text: str | None) -> dict[str, float] | None:
@@ -27,6 +29,7 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 @click.argument("model")
 @workdir_option
 @click.option("--features", "-f", default=None, help="Feature set (default: the model's).")
+@feature_param_option
 @click.option("--protocol", "-p", default="loso", show_default=True, type=click.Choice(["loso", "loso-session", "loco", "kfold", "cross-corpus"]))
 @click.option("--labels", default="native", show_default=True, help="Label set: native, 4class, ...")
 @click.option("--num-samples", "-n", default=20, show_default=True, help="Number of trials.")
@@ -50,7 +53,7 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 @click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
 @click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
-def command(model, workdir, features, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
+def command(model, workdir, features, feature_params, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
             fold_resources, max_concurrent_trials, time_budget, grace_period, max_epochs, max_failures, resume, device,
             corpora, k, train_corpora, test_corpora, tensorboard) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
@@ -71,7 +74,7 @@ def command(model, workdir, features, protocol, labels, num_samples, space, seed
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     try:
         out = tune_model(
-            workdir, model, features=features, protocol=protocol, labels=labels, space=space, num_samples=num_samples,
+            workdir, model, features=features, feature_params=parse_feature_params(feature_params), protocol=protocol, labels=labels, space=space, num_samples=num_samples,
             seed=seed, normalize=normalize, preset=preset, name=name, storage=storage, address=address,
             fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
             time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,

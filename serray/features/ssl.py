@@ -103,7 +103,8 @@ class SSL(Extractor):
         if not p["model"]:
             raise ValueError(
                 "extractor 'ssl' needs a model: a local folder saved with save_pretrained or a hub id, "
-                "e.g. --param ssl.model=/models/hubert-base-ls960"
+                "e.g. `serray features W --set ssl --param ssl.model=/models/hubert-base-ls960`; train, tune and "
+                "seeds take the same model as `--feature-param model=/models/hubert-base-ls960`"
             )
         if Path(p["model"]).expanduser().is_dir():
             p["model"] = str(Path(p["model"]).expanduser().resolve())

@@ -334,7 +334,8 @@ def tune_model(
         space: Search-space YAML (default ``search_spaces/<model>.yaml``).
         num_samples: Trials to run.
         seed: Seed of the Optuna sampler and of every trial's training.
-        name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``).
+        name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``, where
+            ``<features>`` is :func:`serray.training.run.feature_tag`).
         storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
         address: Ray cluster to join; default local Ray.
         fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor; a trial starts as many
@@ -365,6 +366,7 @@ def tune_model(
     from serray.raycluster import init_ray
     from serray.training.actors import fold_resources as actor_resources, put_inputs
     from serray.training.experiment import prepare_experiment
+    from serray.training.run import feature_tag
     from serray.tune.space import load_search_space
 
     t0 = time.perf_counter()
@@ -377,7 +379,7 @@ def tune_model(
     base = spec.config(preset=sp.preset or preset)
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
     features = features or spec.default_features[0]
-    name = name or f"tune-{spec.name}-{features}-{protocol}-{labels}"
+    name = name or f"tune-{spec.name}-{feature_tag(features, feature_params)}-{protocol}-{labels}"
     path = experiment_dir(workdir, name, storage)
     local_path = None if "://" in path else Path(path)
 
@@ -459,6 +461,7 @@ def tune_model(
     best = {
         "model": spec.name,
         "features": features,
+        "feature_params": dict(feature_params or {}),
         "protocol": protocol,
         "labels": labels,
         "normalize": normalize,
