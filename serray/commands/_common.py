@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import click
 
 __all__ = [
-    "workdir_option", "address_option", "seed_option", "feature_param_option", "not_implemented", "fail",
+    "workdir_option", "address_option", "seed_option", "feature_param_option", "fail",
     "parse_value", "parse_feature_params",
 ]
 
@@ -52,16 +52,3 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-def not_implemented(name: str, issue: str) -> click.Command:
-    """A command that exists in ``--help`` but says plainly that it is not built yet (exit 2)."""
-
-    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def _cmd() -> None:
-        click.echo(f"serray {name}: not implemented yet ({issue})", err=True)
-        sys.exit(2)
-
-    _cmd.help = f"(not implemented yet: {issue})"
-    _cmd.short_help = "(not implemented yet)"
-    return _cmd
