@@ -113,6 +113,8 @@ def test_cli_trains_on_ssl_layers_chosen_with_feature_params(tiny_hubert: Path, 
 
     missing = CliRunner().invoke(main, ["train", "logreg", "--workdir", w, "--features", "ssl", "--sequential"])
     assert missing.exit_code != 0 and "--feature-param model=" in missing.output
+    # ... and names the cached extraction to copy
+    assert f"Cached 'ssl' extractions in {w}, for train/tune/seeds: --feature-param model={tiny_hubert.resolve()}" in missing.output
 
     # a tune best.yaml gives features and feature params as defaults (the same run as layer 2 above)
     best = tmp_path / "best.yaml"

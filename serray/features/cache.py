@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,11 +356,31 @@ def entry_dims(kind: str, arr: np.ndarray) -> tuple[int, ...]:
     return tuple(arr.shape[1:])
 
 
+def _changed_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+
+
 def _short_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
-    changed = {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+    changed = _changed_params(params, defaults)
     if not changed:
         return "defaults"
     return " ".join(f"{k}={_cli_value(v)}" for k, v in changed.items())
+
+
+def _cached_variants(workdir: str | os.PathLike, set_name: str) -> str:
+    """A hint naming the parameters of every cached extraction of ``set_name`` ('' if none)."""
+    root = Path(workdir) / FEATURES_DIR
+    found = []
+    for meta_path in sorted(root.glob(f"{set_name}-*/meta.json")) if root.is_dir() else []:
+        try:
+            changed = _changed_params(io.read_json(meta_path)["params"], extractor_class(set_name).defaults)
+        except (OSError, ValueError, KeyError):
+            continue
+        args = " ".join(f"--feature-param {shlex.quote(f'{k}={_cli_value(v)}')}" for k, v in changed.items())
+        found.append(args or "default parameters (no --feature-param)")
+    if not found:
+        return ""
+    return f". Cached {set_name!r} extractions in {workdir}, for train/tune/seeds: " + "; ".join(found)
 
 
 def _file_keys(paths: Iterable[str]) -> list[str | None]:
@@ -439,14 +460,17 @@ def load_features(
         load_params["layer"] = layer
     if load_params and set_name != "ssl":
         raise ValueError(f"parameter(s) {sorted(load_params)} only apply to the 'ssl' feature set")
-    ext = get_extractor(set_name, **extract_params)
+    try:
+        ext = get_extractor(set_name, **extract_params)
+    except ValueError as exc:  # e.g. ssl without a model
+        raise ValueError(f"{exc}{_cached_variants(workdir, set_name)}") from None
     cache = FeatureCache(workdir, ext)
     hint = features_command_hint(workdir, set_name, extract_params)
     meta = cache.read_meta()
     if meta is None:
         raise FeaturesNotExtractedError(
             f"feature set {set_name!r} ({_short_params(ext.params, type(ext).defaults)}) is not extracted in {workdir} "
-            f"(no {cache.dir}); run `{hint}`"
+            f"(no {cache.dir}); run `{hint}`{_cached_variants(workdir, set_name)}"
         )
     utt_ids = manifest["utt_id"].astype(str).tolist()
     keys = _file_keys(manifest["path"].astype(str).tolist())
