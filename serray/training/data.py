@@ -31,8 +31,10 @@ segment folds (SSL layer frames or spectrogram stacks of a corpus) are not copie
 normalises each mini-batch as it is gathered, with the same arithmetic, so the values are
 identical. A fold actor hosting several folds then holds one copy of the corpus (the
 object store's, shared by every actor on the node, in the cache's float16 when the
-extractor stored float16) instead of one float32 copy per fold; the price is about half
-a millisecond per mini-batch of 5,000 frames of 40 values.
+extractor stored float16) instead of one float32 copy per fold. The price: a mini-batch
+of 5,000 frames of 40 values takes 0.5 ms (global) or 0.7 ms (speaker normalisation)
+longer to assemble than from a copy, against about 6 ms for a forward and backward pass
+of ``dcnn`` preset ``small`` (one core).
 
 Example:
     >>> import numpy as np
