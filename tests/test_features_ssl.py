@@ -107,6 +107,9 @@ def test_cli_trains_on_ssl_layers_chosen_with_feature_params(tiny_hubert: Path, 
         run = next(line.split()[1] for line in out.output.splitlines() if line.startswith("run "))
         records[layer] = json.loads((tmp_path / "runs" / run / "record.json").read_text())
     assert records[1]["run"] != records[2]["run"]  # other layer, other run: predictions never mix
+    # another spelling of the same model folder is the same features, hence the same run name
+    same = CliRunner().invoke(main, [*base[:-1], f"model={tiny_hubert}/", "--feature-param", "layer=2"])
+    assert same.exit_code == 0 and f"run {records[2]['run']} " in same.output, same.output
     assert records[2]["feature_params"] == {"model": str(tiny_hubert), "layer": 2}
     assert records[1]["metrics"]["pooled"] != records[2]["metrics"]["pooled"]
     assert records[2]["metrics"]["pooled"]["ua"] > 1 / 7  # 7 classes

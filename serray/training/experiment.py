@@ -7,6 +7,8 @@ same arguments.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,38 @@ import pandas as pd
 
 from serray.training.data import TrainingInputs, class_list, make_label_table, pack_features
 
-__all__ = ["Experiment", "prepare_experiment"]
+__all__ = ["Experiment", "prepare_experiment", "feature_tag"]
 
 log = logging.getLogger(__name__)
+
+
+def feature_tag(features: str, params: Mapping[str, Any] | None = None, cache_key: str = "") -> str:
+    """The feature set's name in run and experiment names: ``ssl``, or ``ssl-<hash>`` with parameters.
+
+    With parameters, the hash covers the feature cache's key (which fingerprints the
+    extraction parameters, e.g. the SSL model folder's files) and the load-time selection
+    (the SSL ``layer``). Runs on another model, other weights or another layer thus get
+    other names, so their predictions never mix, while equivalent spellings of the same
+    parameters (a relative or absolute model path) share a name.
+
+    Example:
+        >>> feature_tag("egemaps")
+        'egemaps'
+        >>> feature_tag("ssl", {"layer": 6}, "k1") == feature_tag("ssl", {"layer": 6, "model": "./m"}, "k1")
+        True
+        >>> feature_tag("ssl", {"layer": 6}, "k1") != feature_tag("ssl", {"layer": 9}, "k1")
+        True
+    """
+    if not params:
+        return features
+    from serray.features.cache import LOAD_PARAMS
+
+    if cache_key:
+        what = {"key": cache_key, "select": {k: params[k] for k in LOAD_PARAMS if k in params}}
+    else:
+        what = dict(params)
+    blob = json.dumps(what, sort_keys=True, default=str)
+    return f"{features}-{hashlib.sha1(blob.encode()).hexdigest()[:6]}"
 
 
 @dataclass
@@ -35,6 +66,7 @@ class Experiment:
         inputs: Packed features and label table, row-aligned with ``manifest``.
         domain_column: Manifest column used as domain label (``None`` without).
         excluded: utt_ids left out for lack of features.
+        feature_tag: The features' name in run names (:func:`feature_tag`).
     """
 
     spec: Any
@@ -46,6 +78,7 @@ class Experiment:
     inputs: TrainingInputs
     domain_column: str | None
     excluded: list[str]
+    feature_tag: str = ""
 
 
 def prepare_experiment(
@@ -116,4 +149,7 @@ def prepare_experiment(
     domain_column = cfg.get("domain", spec.domain_column) if spec.backend == "torch" else None
     table = make_label_table(manifest, classes, domain_column=domain_column)
     packed = pack_features(feature_set, manifest["utt_id"].tolist())
-    return Experiment(spec, features, feature_set.kind, manifest, classes, folds, TrainingInputs(packed, table), domain_column, missing)
+    tag = feature_tag(features, feature_params, getattr(feature_set, "key", ""))
+    return Experiment(
+        spec, features, feature_set.kind, manifest, classes, folds, TrainingInputs(packed, table), domain_column, missing, tag,
+    )

@@ -39,6 +39,7 @@ import pandas as pd
 
 from serray import io, metrics
 from serray.training.data import NORMALIZATIONS
+from serray.training.experiment import feature_tag
 from serray.training.trainer import FoldResult
 
 __all__ = [
@@ -62,24 +63,6 @@ def config_id(model: str, config: Mapping[str, Any]) -> str:
     """
     blob = json.dumps({"model": model, "config": dict(config)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
-def feature_tag(features: str, params: Mapping[str, Any] | None = None) -> str:
-    """The feature set's name in run and experiment names: ``ssl``, or ``ssl-<hash>`` with parameters.
-
-    Runs on the same set with other parameters (another SSL model or layer) get other
-    names, so their predictions never mix.
-
-    Example:
-        >>> feature_tag("egemaps")
-        'egemaps'
-        >>> feature_tag("ssl", {"layer": 6}) == feature_tag("ssl", {"layer": 6}) != feature_tag("ssl", {"layer": 9})
-        True
-    """
-    if not params:
-        return features
-    blob = json.dumps(dict(params), sort_keys=True, default=str)
-    return f"{features}-{hashlib.sha1(blob.encode()).hexdigest()[:6]}"
 
 
 def default_run_name(model: str, features: str, protocol: str, labels: str, normalize: str, cid: str, seed: int) -> str:
@@ -278,13 +261,12 @@ def train_run(
     features = features or (spec.default_features[0] if spec.default_features else None)
     if not features:
         raise ValueError(f"model {model!r} has no default feature set; pass features=")
-    run = run_name or default_run_name(spec.name, feature_tag(features, feature_params), protocol, labels, normalize, cid, seed)
-
     exp = prepare_experiment(
         workdir, spec.name, features=features, protocol=protocol, labels=labels, config=cfg, corpora=corpora,
         k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora,
         feature_params=feature_params, feature_set=feature_set,
     )
+    run = run_name or default_run_name(spec.name, exp.feature_tag, protocol, labels, normalize, cid, seed)
     manifest, classes, folds, inputs = exp.manifest, exp.classes, exp.folds, exp.inputs
     domain_column, missing = exp.domain_column, exp.excluded
     t_prep = time.perf_counter() - t_start

@@ -122,7 +122,7 @@ def train_seeds(
     from serray.training.actors import put_inputs
     from serray.training.experiment import prepare_experiment
     from serray.training.run import config_id as make_config_id
-    from serray.training.run import feature_tag, runs_dir
+    from serray.training.run import runs_dir
     from serray.training.trainer import check_config
 
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def train_seeds(
         workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora, k=k,
         fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
     )
-    prefix = run_prefix or f"seeds-{spec.name}-{feature_tag(exp.features, feature_params)}-{protocol}-{labels}"
+    prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
     runs = {name: f"{prefix}-{name}" for name in variants}
     cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
 

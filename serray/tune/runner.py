@@ -335,7 +335,7 @@ def tune_model(
         num_samples: Trials to run.
         seed: Seed of the Optuna sampler and of every trial's training.
         name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``, where
-            ``<features>`` is :func:`serray.training.run.feature_tag`).
+            ``<features>`` is :func:`serray.training.experiment.feature_tag`).
         storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
         address: Ray cluster to join; default local Ray.
         fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor; a trial starts as many
@@ -366,7 +366,6 @@ def tune_model(
     from serray.raycluster import init_ray
     from serray.training.actors import fold_resources as actor_resources, put_inputs
     from serray.training.experiment import prepare_experiment
-    from serray.training.run import feature_tag
     from serray.tune.space import load_search_space
 
     t0 = time.perf_counter()
@@ -379,14 +378,13 @@ def tune_model(
     base = spec.config(preset=sp.preset or preset)
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
     features = features or spec.default_features[0]
-    name = name or f"tune-{spec.name}-{feature_tag(features, feature_params)}-{protocol}-{labels}"
-    path = experiment_dir(workdir, name, storage)
-    local_path = None if "://" in path else Path(path)
-
     exp = prepare_experiment(
         workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora,
         k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
     )
+    name = name or f"tune-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
+    path = experiment_dir(workdir, name, storage)
+    local_path = None if "://" in path else Path(path)
     init_ray(address)
     per, cpu, gpu = actor_resources(
         len(exp.folds), (fold_resources or {}).get("cpu"), (fold_resources or {}).get("gpu"), device
