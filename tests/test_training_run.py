@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from serray import io
 from serray.cli import main
-from serray.commands.train import parse_assignments, parse_fold_resources, read_config_file
+from serray.commands._common import parse_feature_params
+from serray.commands.train import parse_assignments, parse_fold_resources, read_config_file, read_run_defaults
 from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
 from serray.training.run import config_id, train_run
@@ -115,6 +116,26 @@ def test_cli_helpers(tmp_path):
     nested.write_text("model: svm\nconfig:\n  C: 3.0\n")
     assert read_config_file(flat) == {"C": 2.0, "kernel": "rbf"}
     assert read_config_file(nested) == {"C": 3.0}
+    assert read_run_defaults(flat, "svm") == {}
+    assert read_run_defaults(nested, "svm") == {}  # a best.yaml without run keys
+    tuned = tmp_path / "best.yaml"
+    tuned.write_text("model: svm\nfeatures: compare\nfeature_params: {}\nprotocol: kfold\nk: 3\nconfig:\n  C: 3.0\n")
+    assert read_run_defaults(tuned, "svm") == {"features": "compare", "protocol": "kfold", "k": 3}
+    with pytest.raises(ValueError, match="is for model 'svm', not 'mlp'"):
+        read_run_defaults(tuned, "mlp")
+
+
+def test_feature_param_parsing():
+    from click.testing import CliRunner
+
+    assert parse_feature_params(["model=/m/hubert", "layer=6", "layers=[3, 6]", "pooling=frames"]) == {
+        "model": "/m/hubert", "layer": 6, "layers": [3, 6], "pooling": "frames"}
+    assert parse_feature_params([]) is None
+    # the set prefix of `serray features --param` is a mistake here: a clear error, not a silent key
+    out = CliRunner().invoke(main, ["train", "mlp", "--workdir", "W", "--feature-param", "ssl.model=/m"])
+    assert out.exit_code == 1 and "without the set name" in out.output
+    out = CliRunner().invoke(main, ["train", "mlp", "--workdir", "W", "--feature-param", "layer"])
+    assert out.exit_code == 1 and "must be KEY=VALUE" in out.output
 
 
 def test_cli_train_prints_table_and_writes_run(workdir):
