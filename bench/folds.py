@@ -146,6 +146,11 @@ def main() -> None:
     ua_par = np.mean([r.metrics()["test_ua"] for r in par])
     print(f"mean test UA sequential {ua_seq:.4f}, parallel {ua_par:.4f}")
     print(f"speedup (best sequential / parallel): {best / t_par:.2f}x  (target >= 1.6 on 2 cores)")
+    if 1 in seq_times and best < min(seq_times[1]):
+        # one-thread actors, n_actors of them at once, cannot beat n_actors x the one-thread rate
+        bound = n_actors * best / min(seq_times[1])
+        print(f"upper bound for {n_actors} one-thread actors against the best sequential run (torch's own threads "
+              f"already gain {min(seq_times[1]) / best:.2f}x): {bound:.2f}x before actor start-up")
 
 
 if __name__ == "__main__":
