@@ -74,7 +74,8 @@ def command(model, workdir, features, feature_params, protocol, labels, num_samp
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     try:
         out = tune_model(
-            workdir, model, features=features, feature_params=parse_feature_params(feature_params), protocol=protocol, labels=labels, space=space, num_samples=num_samples,
+            workdir, model, features=features, feature_params=parse_feature_params(feature_params), protocol=protocol,
+            labels=labels, space=space, num_samples=num_samples,
             seed=seed, normalize=normalize, preset=preset, name=name, storage=storage, address=address,
             fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
             time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,

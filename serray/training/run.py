@@ -39,12 +39,9 @@ import pandas as pd
 
 from serray import io, metrics
 from serray.training.data import NORMALIZATIONS
-from serray.training.experiment import feature_tag
 from serray.training.trainer import FoldResult
 
-__all__ = [
-    "RunResult", "config_id", "feature_tag", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics",
-]
+__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics"]
 
 log = logging.getLogger(__name__)
 
