@@ -42,6 +42,7 @@ def main() -> None:
     from serray.features import extract_features
     from serray.models import registry
     from serray.raycluster import init_ray
+    from serray.training.spec import RunSpec
     from serray.tune.runner import tune_model
 
     emodb = Path(args.data) / "emodb" / "wav"
@@ -56,7 +57,7 @@ def main() -> None:
     cores = float(ray.cluster_resources().get("CPU", 1))
     name = f"bench-{args.model}-{int(time.time())}"
     t0 = time.perf_counter()
-    out = tune_model(w, args.model, features=features, protocol="loso", num_samples=args.trials, seed=0,
+    out = tune_model(RunSpec(w, args.model, features=features, protocol="loso", seed=0), num_samples=args.trials,
                      max_epochs=args.max_epochs, name=name, verbose=0)
     wall = time.perf_counter() - t0
     recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]

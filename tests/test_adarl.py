@@ -18,7 +18,14 @@ from serray.models.adarl import (
     average_segments,
     grad_reverse,
 )
-from serray.models.registry import InputInfo
+from serray.models.contract import Batch, InputInfo
+
+
+def _loss(model, out, y, d):
+    """The model's total loss for emotion labels ``y`` and domains ``d`` (``None``: no domain)."""
+    aux = {} if d is None else {"domain": d}
+    mask = {} if d is None else {"domain": torch.ones_like(d, dtype=torch.bool)}
+    return model.loss(Batch({}, {}, y, aux=aux, aux_mask=mask), out)[0]
 
 SEARCH_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "adarl.yaml"
 PAPER_SHAPE = (2, 400, 300)
@@ -109,14 +116,14 @@ def test_g1_zero_sends_no_gradient_to_domain_classifier():
     torch.manual_seed(0)
     x, y, d = _batch()
     model = _model(g1=0.0).train()
-    model.loss(model(x), y, d).backward()
+    _loss(model, model(x), y, d).backward()
     assert all(p.grad is None for p in model.domain_head.parameters())
     # the emotion loss still reaches the domain encoder through the attention weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.domain_encoder.parameters())
     assert all(p.grad is not None for p in model.emotion_encoder.parameters())
 
     with_g1 = _model(g1=1.0).train()
-    with_g1.loss(with_g1(x), y, d).backward()
+    _loss(with_g1, with_g1(x), y, d).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in with_g1.domain_head.fc1.parameters())
 
 
@@ -128,13 +135,13 @@ def test_backbone_has_no_domain_pathway_and_needs_no_domain():
     assert not any(n.startswith(("domain_", "attention")) for n in names)
     out = model(x)
     assert set(out) == {"logits", "embedding"}
-    loss = model.loss(out, y, None)
+    loss = _loss(model, out, y, None)
     loss.backward()
     assert math.isfinite(loss.item())
     for variant in ("attention", "adversarial"):
         other = _model(variant)
         with pytest.raises(ValueError, match="needs domain labels"):
-            other.loss(other(x), y, None)
+            _loss(other, other(x), y, None)
 
 
 def test_center_loss_moves_centres_toward_class_means():
@@ -179,9 +186,9 @@ def test_embedding_is_the_center_loss_feature(feature):
     out = model(x)
     expected = F.relu(seen["fc1"]) if feature == "pre_bn" else seen["bn"]
     torch.testing.assert_close(out["embedding"], expected)
-    loss_all = model.loss(out, y, d)
+    loss_all = _loss(model, out, y, d)
     model.g3 = 0.0
-    loss_ce = model.loss(out, y, d)
+    loss_ce = _loss(model, out, y, d)
     centers = model.center_loss.centers
     torch.testing.assert_close(loss_all - loss_ce, 0.5 * (expected - centers[y]).pow(2).sum(1).mean())
 
@@ -195,7 +202,7 @@ def test_model_centres_are_trained_by_the_model_optimiser():
     start = model.center_loss.centers.detach().clone()
     for _ in range(3):
         opt.zero_grad()
-        model.loss(model(x), y, d).backward()
+        _loss(model, model(x), y, d).backward()
         opt.step()
     assert not torch.equal(start, model.center_loss.centers.detach())
 
@@ -231,7 +238,7 @@ def test_adversarial_variant_reverses_domain_gradient_into_shared_encoder():
     lam = 0.5
     model = _model("adversarial", g1=1.0, g2=0.0, g3=0.0, grl_lambda=lam).train()
     assert model.domain_encoder is None and model.attention is None
-    model.loss(model(x), y, d).backward()
+    _loss(model, model(x), y, d).backward()
     reversed_grads = [p.grad.clone() for p in model.emotion_encoder.parameters()]
     head_grads = [p.grad.clone() for p in model.domain_head.parameters()]
     model.zero_grad()
@@ -279,7 +286,7 @@ def test_registry_spec_and_reduced_preset_build_working_model():
     y, d = torch.tensor([0, 3, 6, 1]), torch.tensor([0, 1, 0, 1])
     out = model(x)
     assert out["logits"].shape == (4, 7) and out["attention"].shape == (4, model.feature_shape[1])
-    loss = model.loss(out, y, d)
+    loss = _loss(model, out, y, d)
     loss.backward()
     assert math.isfinite(loss.item())
     paper = spec.build(cfg, InputInfo(PAPER_SHAPE, 7, 2))
@@ -317,4 +324,4 @@ def test_search_space_parses_and_names_config_keys():
             if key in ("variant", "kernel_sizes_second_branch", "dropout", "g1", "g3", "grl_lambda", "center_feature"):
                 for v in values:
                     model = _model(**{key: v})
-                    model.loss(model(x), y, d).backward()
+                    _loss(model, model(x), y, d).backward()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from serray.models.contract import Batch
+
 from serray.models import registry
 from serray.models.baselines import CNNLSTM, DCNN, MLP, length_mask
 from serray.models.registry import InputInfo
@@ -53,7 +55,9 @@ def test_loss_is_cross_entropy():
     model = MLP(5, 3, [4], 0.0)
     out = model(torch.randn(6, 5))
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    torch.testing.assert_close(model.loss(out, y, None), torch.nn.functional.cross_entropy(out["logits"], y))
+    total, parts = model.loss(Batch({"x": None}, {}, y), out)
+    torch.testing.assert_close(total, torch.nn.functional.cross_entropy(out["logits"], y))
+    assert set(parts) == {"emotion"}
 
 
 def test_bad_arguments_raise_early():

@@ -1,4 +1,5 @@
-"""The model catalogue: lookups stay torch-free; builders import their family on demand."""
+"""The model registry: families register themselves from their torch-free spec modules;
+lookups stay torch-free; builders import their family on demand."""
 
 from __future__ import annotations
 
@@ -39,9 +40,20 @@ def test_lazy_builders_pickle_and_build_their_family(name, shape):
     assert pickle.loads(pickle.dumps(spec.build)) == spec.build
 
 
-def test_family_modules_reexport_the_catalogue_configs():
-    from serray.models import adarl, baselines, catalog
+def test_family_modules_reexport_their_spec_configs():
+    from serray.models import adarl, adarl_spec, baselines, baselines_spec
 
-    assert baselines.MLP_CONFIG is catalog.MLP_CONFIG
-    assert adarl.DEFAULT_CONFIG is catalog.ADARL_CONFIG and adarl.REDUCED_PRESET is catalog.ADARL_REDUCED_PRESET
-    assert registry.get("adarl").default_config == catalog.ADARL_CONFIG
+    assert baselines.MLP_CONFIG is baselines_spec.MLP_CONFIG
+    assert adarl.DEFAULT_CONFIG is adarl_spec.ADARL_CONFIG and adarl.REDUCED_PRESET is adarl_spec.ADARL_REDUCED_PRESET
+    assert registry.get("adarl").default_config == adarl_spec.ADARL_CONFIG
+
+
+def test_every_spec_module_is_discovered_without_a_central_list():
+    from pathlib import Path
+
+    import serray.models
+
+    folder = Path(serray.models.__file__).parent
+    on_disk = sorted(f"serray.models.{p.stem}" for p in folder.glob("*_spec.py"))
+    assert registry._family_modules() == on_disk and "serray.models.mtl_cnn_spec" in on_disk
+    assert {"svm", "logreg", "mlp", "dcnn", "cnn_lstm", "adarl", "mtl_cnn"} <= set(registry.names())

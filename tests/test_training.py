@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from serray.models import registry
+from serray.models.contract import InputSpec
+from serray.models.layers import SERModule
 from serray.models.registry import InputInfo, ModelSpec
 from serray.protocols import Fold, make_folds
 from serray.training.actors import run_folds
@@ -160,11 +162,12 @@ def test_sequence_batches_equal_padded_eager_copies(manifest, folds, max_frames,
     _normalize_part(eager, speakers[idx], _statistics(packed, speakers, all_idx, "speaker"), "speaker")
     spec = registry.get("dcnn")
     tr = TorchFoldTrainer(spec, spec.config(preset="small", overrides={"max_frames": max_frames}), d, seed=3, device="cpu")
-    t = tr._tensors(d.train)
+    t = tr._part(d.train)
     batch = np.array([4, 0, 7, 2])
     crop_rng = np.random.default_rng(11)
-    tr._np_rng = np.random.default_rng(11)
-    x, lengths = tr._batch_x(t, batch, train=True)
+    b = t.batch(batch, max_frames, np.random.default_rng(11))
+    x, lengths = b.x, b.lengths["x"]
+    assert b.y.tolist() == d.train.y[batch].tolist() and b.owner is None
     assert x.shape[0] == len(batch) and x.shape[1] == int(lengths.max())
     for j, i in enumerate(batch):
         a, b = eager.offsets[i], eager.offsets[i + 1]
@@ -251,7 +254,7 @@ def test_interleaved_trainers_match_separate_runs(manifest, folds):
         np.testing.assert_array_equal(t.finalize().test_logits, ref.test_logits)
 
 
-class _SegNet(nn.Module):
+class _SegNet(SERModule):
     """Tiny segment classifier used to test segment averaging."""
 
     def __init__(self, shape, n_classes):
@@ -261,19 +264,19 @@ class _SegNet(nn.Module):
     def forward(self, x):
         return {"logits": self.fc(x.flatten(1))}
 
-    def loss(self, out, y, domain=None):
-        assert domain is not None and domain.shape == y.shape
-        return nn.functional.cross_entropy(out["logits"], y)
+    def loss(self, batch, out):
+        assert batch.aux["domain"].shape == batch.y.shape and batch.owner is not None
+        ce = nn.functional.cross_entropy(out["logits"], batch.y)
+        return ce, {"emotion": ce}
 
 
 _SEG_SPEC = ModelSpec(
     name="_test_segnet",
     backend="torch",
-    input_kind="segments",
-    default_features=("spectrogram",),
+    inputs={"x": InputSpec("segments", ("spectrogram",))},
     default_config={"epochs": 3, "batch_size": 8, "lr": 0.01, "patience": 0, "optimizer": "adam", "domain": "gender"},
     build=lambda cfg, info: _SegNet(info.shape, info.n_classes),
-    domain_column="gender",
+    aux_labels={"domain": "gender"},
 )
 
 

@@ -14,11 +14,12 @@ def test_emodb_svm_egemaps_loso(emodb_dir, tmp_path):
     from serray.corpora import prepare_corpus
     from serray.features import extract_features
     from serray.training.run import train_run
+    from serray.training.spec import RunSpec
 
     prepare_corpus("emodb", emodb_dir, tmp_path, check_audio=False)
     extract_features(tmp_path, ["egemaps"], num_actors=0, progress=False)
-    res = train_run(tmp_path, "svm", features="egemaps", protocol="loso", normalize="global", parallel=False, run_name="g")
-    spk = train_run(tmp_path, "svm", features="egemaps", protocol="loso", normalize="speaker", parallel=False, run_name="s")
+    res = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="global"), parallel=False, run_name="g")
+    spk = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="speaker"), parallel=False, run_name="s")
     # a plain scikit-learn script on this copy gives pooled UA 0.56-0.58 with global normalisation
     assert res.pooled["ua"] >= 0.56, res.pooled
     assert spk.pooled["ua"] >= res.pooled["ua"], (spk.pooled, res.pooled)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from serray import io
 from serray.cli import main
 from serray.commands._common import parse_feature_params
-from serray.commands.train import parse_assignments, parse_fold_resources, read_config_file, read_run_defaults
+from serray.commands._common import parse_assignments, parse_fold_resources, read_config_file, read_run_defaults
+from serray.training.spec import RunSpec
 from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
 from serray.training.run import config_id, train_run
@@ -45,7 +46,7 @@ def workdir(tmp_path, monkeypatch):
 
 def test_train_run_writes_predictions_record_and_folds(workdir):
     w, m = workdir
-    res = train_run(w, "svm", features="vec", protocol="loso", normalize="speaker", parallel=False, run_name="r1")
+    res = train_run(RunSpec(w, "svm", features="vec", protocol="loso", normalize="speaker"), parallel=False, run_name="r1")
     assert res.run == "r1" and len(res.folds) == 5
     preds = read_predictions(w, runs=["r1"])
     test = preds[preds["split"] == "test"]
@@ -79,10 +80,9 @@ def test_train_run_writes_predictions_record_and_folds(workdir):
 
 def test_train_run_same_seed_same_numbers(workdir):
     w, _ = workdir
-    kw = dict(features="seq", protocol="kfold", k=3, parallel=False, device="cpu", preset="small",
-              config_overrides={"epochs": 2})
-    a = train_run(w, "dcnn", seed=5, run_name="a", **kw)
-    b = train_run(w, "dcnn", seed=5, run_name="b", **kw)
+    run = RunSpec(w, "dcnn", features="seq", protocol="kfold", k=3, preset="small", config={"epochs": 2}, seed=5)
+    a = train_run(run, parallel=False, device="cpu", run_name="a")
+    b = train_run(run, parallel=False, device="cpu", run_name="b")
     pa = read_predictions(w, runs=["a"]).sort_values(["split", "utt_id"])
     pb = read_predictions(w, runs=["b"]).sort_values(["split", "utt_id"])
     assert np.array_equal(np.stack(pa["logits"]), np.stack(pb["logits"]))
@@ -92,13 +92,17 @@ def test_train_run_same_seed_same_numbers(workdir):
 def test_train_run_argument_errors(workdir):
     w, _ = workdir
     with pytest.raises(ValueError, match="takes sequence features"):
-        train_run(w, "dcnn", features="vec", parallel=False)
+        train_run(RunSpec(w, "dcnn", features="vec"), parallel=False)
     with pytest.raises(ValueError, match="normalize"):
-        train_run(w, "svm", features="vec", normalize="minmax", parallel=False)
+        train_run(RunSpec(w, "svm", features="vec", normalize="minmax"), parallel=False)
     with pytest.raises(ValueError, match="no hyperparameter"):
-        train_run(w, "svm", features="vec", config_overrides={"gamma_typo": 1}, parallel=False)
+        train_run(RunSpec(w, "svm", features="vec", config={"gamma_typo": 1}), parallel=False)
     with pytest.raises(ValueError, match="unknown model"):
-        train_run(w, "nope", features="vec", parallel=False)
+        train_run(RunSpec(w, "nope", features="vec"), parallel=False)
+    with pytest.raises(ValueError, match=r"unknown parameter group\(s\) \['lstm'\]; this model has \['conv1', 'conv2', 'fc', 'out'\]"):
+        train_run(RunSpec(w, "dcnn", features="seq", config={"stages": "all;lstm"}), parallel=True, address="ray://unreachable:1")
+    with pytest.raises(ValueError, match="takes 1 input"):
+        train_run(RunSpec(w, "svm", features="vec+vec"), parallel=False)
 
 
 def test_cli_helpers(tmp_path):
@@ -106,8 +110,8 @@ def test_cli_helpers(tmp_path):
         "lr": 0.01, "hidden_sizes": [8, 4], "class_weight": None, "kernel": "rbf"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_assignments(["lr"])
-    assert parse_fold_resources("cpu=0.5,gpu=0.25") == (0.5, 0.25)
-    assert parse_fold_resources(None) == (None, None)
+    assert parse_fold_resources("cpu=0.5,gpu=0.25") == {"cpu": 0.5, "gpu": 0.25}
+    assert parse_fold_resources(None) == {}
     with pytest.raises(ValueError, match="cpu=N"):
         parse_fold_resources("mem=3")
     flat = tmp_path / "flat.yaml"
@@ -131,11 +135,11 @@ def test_feature_param_parsing():
     assert parse_feature_params(["model=/m/hubert", "layer=6", "layers=[3, 6]", "pooling=frames"]) == {
         "model": "/m/hubert", "layer": 6, "layers": [3, 6], "pooling": "frames"}
     assert parse_feature_params([]) is None
-    # the set prefix of `serray features --param` is a mistake here: a clear error, not a silent key
+    # a set prefix must name one of the run's feature sets: a clear error, not a silent key
     out = CliRunner().invoke(main, ["train", "mlp", "--workdir", "W", "--feature-param", "ssl.model=/m"])
-    assert out.exit_code == 1 and "without the set name" in out.output
+    assert out.exit_code == 1 and "'ssl' is not one of this run's feature sets ['egemaps']" in out.output
     out = CliRunner().invoke(main, ["train", "mlp", "--workdir", "W", "--feature-param", "layer"])
-    assert out.exit_code == 1 and "must be KEY=VALUE" in out.output
+    assert out.exit_code == 1 and "expects KEY=VALUE" in out.output
 
 
 def test_cli_train_prints_table_and_writes_run(workdir):

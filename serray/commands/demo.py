@@ -37,6 +37,7 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     from serray.raycluster import init_ray
     from serray.report import write_report
     from serray.training.seeds import train_seeds
+    from serray.training.spec import RunSpec
     from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
@@ -56,14 +57,14 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     click.echo(f"{rep.n_extracted} extracted, {rep.n_cached} cached, {rep.n_failed} failed")
 
     stage(3, f"tune {model}: {trials} trials, Optuna TPE + ASHA, leave-one-speaker-out")
-    tuned = tune_model(w, model, features="egemaps", protocol="loso", num_samples=trials, seed=seed,
+    tuned = tune_model(RunSpec(w, model, features="egemaps", protocol="loso", seed=seed), num_samples=trials,
                        max_epochs=20, name=f"demo-tune-{model}", resume=(w / "tune" / f"demo-tune-{model}").exists(), address=address, verbose=0)
     board = tuned.leaderboard
     click.echo(board[["trial_id", "val_ua", "test_ua", "epochs", "status"]].round(3).to_string(index=False))
 
     stage(4, f"{n_seeds} seeds of the best configuration (trial {tuned.best['trial_id']})")
-    seeds = train_seeds(w, model, config=tuned.best["config"], seeds=range(seed, seed + n_seeds), features="egemaps",
-                        protocol="loso", run_prefix=f"demo-seeds-{model}", address=address, progress=True)
+    seeds = train_seeds(RunSpec(w, model, features="egemaps", protocol="loso", config=tuned.best["config"]),
+                        seeds=range(seed, seed + n_seeds), run_prefix=f"demo-seeds-{model}", address=address, progress=True)
     run = next(iter(seeds.runs.values()))
 
     stage(5, f"ensemble search over the seeds, k = 1..{max_k}, selection on validation")

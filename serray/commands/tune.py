@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import (
-    address_option, fail, feature_param_option, parse_feature_params, seed_option, workdir_option,
-)
-
-
-def parse_resources(text: str | None) -> dict[str, float] | None:
-    """``"cpu=1,gpu=0.25"`` -> ``{"cpu": 1.0, "gpu": 0.25}``."""
-    if not text:
-        return None
-    out = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        if key.strip() not in ("cpu", "gpu") or not value:
-            raise click.BadParameter(f"{item!r}: expected cpu=N or gpu=N, e.g. cpu=1,gpu=0.25", param_hint="--fold-resources")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint="--fold-resources") from None
-    return out
+from serray.commands._common import address_option, fail, parse_fold_resources, run_options, run_spec_from_options, seed_option
 
 
 @click.command(name="tune")
 @click.argument("model")
-@workdir_option
-@click.option("--features", "-f", default=None, help="Feature set (default: the model's).")
-@feature_param_option
-@click.option("--protocol", "-p", default="loso", show_default=True, type=click.Choice(["loso", "loso-session", "loco", "kfold", "cross-corpus"]))
-@click.option("--labels", default="native", show_default=True, help="Label set: native, 4class, ...")
+@run_options
 @click.option("--num-samples", "-n", default=20, show_default=True, help="Number of trials.")
 @click.option("--space", default=None, type=click.Path(dir_okay=False), help="Search-space YAML (default search_spaces/MODEL.yaml).")
 @seed_option
-@click.option("--normalize", default="global", show_default=True, type=click.Choice(["speaker", "global", "none"]))
-@click.option("--preset", default=None, help="Model preset to start from (the space's own preset wins).")
 @click.option("--name", default=None, help="Experiment name (default tune-MODEL-FEATURES-PROTOCOL-LABELS).")
 @click.option("--storage", default=None, help="Tune storage path, e.g. s3://bucket/serray (default W/tune).")
 @address_option
@@ -44,24 +20,21 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 @click.option("--max-concurrent-trials", default=None, type=int)
 @click.option("--time-budget", default=None, type=float, help="Stop starting trials after this many seconds.")
 @click.option("--grace-period", default=1, show_default=True, help="ASHA: epochs before a trial can be stopped.")
-@click.option("--max-epochs", default=None, type=int, help="Epoch cap per trial and ASHA max_t (default: the config's epochs).")
+@click.option("--max-epochs", default=None, type=int, help="Epoch cap per trial stage and ASHA max_t (default: the config's epochs).")
 @click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable).")
-@click.option("--k", default=5, show_default=True, help="Folds for kfold.")
-@click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable).")
-@click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable).")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
-def command(model, workdir, features, feature_params, protocol, labels, num_samples, space, seed, normalize, preset, name, storage, address,
-            fold_resources, max_concurrent_trials, time_budget, grace_period, max_epochs, max_failures, resume, device,
-            corpora, k, train_corpora, test_corpora, tensorboard) -> None:
+def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
+            grace_period, max_epochs, max_failures, resume, device, tensorboard, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
-    Optuna's TPE sampler proposes configurations (the model's defaults first), ASHA stops
-    weak trials early, and both see only the mean validation UA across folds. Test UA is
-    stored for every trial but never used for selection. Writes a leaderboard and
-    best.yaml (usable with `serray train MODEL --config best.yaml` and `serray seeds`).
+    Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
+    --set applied, first), ASHA stops weak trials early, and both see only the mean
+    validation UA across folds. Test UA is stored for every trial but never used for
+    selection. A search space may choose the frozen-layer plan (the `stages` key) like
+    any other hyperparameter. Writes a leaderboard and best.yaml (usable with
+    `serray train MODEL --config best.yaml` and `serray seeds`).
 
     \b
     Example:
@@ -73,16 +46,14 @@ def command(model, workdir, features, feature_params, protocol, labels, num_samp
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     try:
+        run = run_spec_from_options(model, opts, seed=seed)
         out = tune_model(
-            workdir, model, features=features, feature_params=parse_feature_params(feature_params), protocol=protocol,
-            labels=labels, space=space, num_samples=num_samples,
-            seed=seed, normalize=normalize, preset=preset, name=name, storage=storage, address=address,
-            fold_resources=parse_resources(fold_resources), max_concurrent_trials=max_concurrent_trials,
+            run, space=space, num_samples=num_samples, name=name, storage=storage, address=address,
+            fold_resources=parse_fold_resources(fold_resources) or None, max_concurrent_trials=max_concurrent_trials,
             time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,
-            resume=resume, device=device, corpora=list(corpora) or None, k=k, train_corpora=list(train_corpora) or None,
-            test_corpora=list(test_corpora) or None, tensorboard=tensorboard,
+            resume=resume, device=device, tensorboard=tensorboard,
         )
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
         fail(str(exc))
     board = out.leaderboard
     shown = board.copy()
@@ -98,5 +69,5 @@ def command(model, workdir, features, feature_params, protocol, labels, num_samp
     for note in out.notes:
         click.echo(f"note: {note}")
     click.echo(f"leaderboard: {out.path}/leaderboard.csv")
-    click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {workdir} --config {out.best_yaml})")
-    click.echo(f"predictions: run {out.experiment!r} in {workdir}/predictions; wall time {out.seconds:.0f} s")
+    click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {run.workdir} --config {out.best_yaml})")
+    click.echo(f"predictions: run {out.experiment!r} in {run.workdir}/predictions; wall time {out.seconds:.0f} s")

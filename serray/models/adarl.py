@@ -36,11 +36,6 @@ utterance's 3 s segments: :func:`average_segments`.
 Example:
     >>> import torch
     >>> from serray.models import registry
-    >>> # The configs live in the torch-free catalogue (which registers the spec); re-exported here.
-from serray.models.catalog import ADARL_CONFIG as DEFAULT_CONFIG
-from serray.models.catalog import ADARL_REDUCED_PRESET as REDUCED_PRESET
-from serray.models.catalog import ADARL_VARIANTS as VARIANTS
-from serray.models.registry import InputInfo
     >>> spec = registry.get("adarl")
     >>> model = spec.build(spec.config(preset="reduced"), InputInfo((2, 400, 300), 4, 2))
     >>> out = model(torch.randn(3, 2, 400, 300))
@@ -57,18 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The configs live in the torch-free catalogue (which registers the spec); re-exported here.
-from serray.models.catalog import ADARL_CONFIG as DEFAULT_CONFIG
-from serray.models.catalog import ADARL_REDUCED_PRESET as REDUCED_PRESET
-from serray.models.catalog import ADARL_VARIANTS as VARIANTS
-from serray.models.registry import InputInfo
+# The configs live in the torch-free spec module (which registers the spec); re-exported here.
+from serray.models.adarl_spec import ADARL_CONFIG as DEFAULT_CONFIG
+from serray.models.adarl_spec import ADARL_REDUCED_PRESET as REDUCED_PRESET
+from serray.models.adarl_spec import ADARL_VARIANTS as VARIANTS
+from serray.models.contract import Batch, InputInfo
+from serray.models.layers import CenterLoss, SERModule, grad_reverse, masked_cross_entropy
 
 __all__ = [
     "ADARL",
     "VARIANTS",
     "DEFAULT_CONFIG",
     "REDUCED_PRESET",
-    "GradientReversal",
     "grad_reverse",
     "MultiScaleConv",
     "ConvPathway",
@@ -83,44 +78,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Variant = Literal["attention", "backbone", "adversarial"]
-class GradientReversal(torch.autograd.Function):
-    """Identity in the forward pass; multiplies the gradient by ``-scale`` going back."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:  # noqa: D102
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
-        return -ctx.scale * grad, None
-
-
-class _GradientScale(torch.autograd.Function):
-    """Identity in the forward pass; multiplies the gradient by ``scale`` going back."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return ctx.scale * grad, None
-
-
-def grad_reverse(x: Tensor, scale: float = 1.0) -> Tensor:
-    """Gradient-reversal layer: returns ``x``; the gradient flowing back is ``-scale`` times.
-
-    Example:
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> grad_reverse(x, 0.5).sum().backward()
-        >>> x.grad.tolist()
-        [-0.5, -0.5]
-    """
-    if scale < 0:
-        raise ValueError(f"grad_reverse: scale must be >= 0, got {scale}")
-    return GradientReversal.apply(x, float(scale))
 
 
 def _pair(k: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -254,28 +211,6 @@ class ChannelwiseFC(nn.Module):
         return (x * self.weight).sum(dim=-1) + self.bias
 
 
-class CenterLoss(nn.Module):
-    """Center loss (eq. 8): ``mean_i ||x_i - c_{y_i}||^2`` with learnable centres.
-
-    Args:
-        n_classes: Number of classes (rows of :attr:`centers`).
-        dim: Embedding size.
-        lr_scale: Factor on the centres' gradient (their effective learning-rate factor).
-    """
-
-    def __init__(self, n_classes: int, dim: int, lr_scale: float = 1.0) -> None:
-        super().__init__()
-        if lr_scale < 0:
-            raise ValueError(f"center_lr_scale must be >= 0, got {lr_scale}")
-        self.centers = nn.Parameter(torch.empty(n_classes, dim))
-        nn.init.xavier_uniform_(self.centers)
-        self.lr_scale = float(lr_scale)
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # noqa: D102
-        centers = self.centers if self.lr_scale == 1.0 else _GradientScale.apply(self.centers, self.lr_scale)
-        return (x - centers[y]).pow(2).sum(dim=1).mean()
-
-
 class _Head(nn.Module):
     """FC, ReLU, BN, dropout, FC (eq. 1 and 3); also returns the embedding.
 
@@ -297,7 +232,7 @@ class _Head(nn.Module):
         return self.fc2(self.dropout(z)), (h if self.embedding == "pre_bn" else z)
 
 
-class ADARL(nn.Module):
+class ADARL(SERModule):
     """ADARL model and its ``backbone`` / ``adversarial`` ablations.
 
     Args:
@@ -450,26 +385,34 @@ class ADARL(nn.Module):
         out["embedding"] = emb
         return out
 
-    def loss(self, out: Mapping[str, Tensor], y: Tensor, domain: Tensor | None = None) -> Tensor:
+    def loss(self, batch: Batch, out: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``g1 * CE(domain) + g2 * CE(emotion) + g3 * center loss`` for one mini-batch (eq. 9).
 
-        Terms whose weight is 0 are skipped (so they send no gradient at all).
+        Returns ``(total, parts)`` with the unweighted terms ``emotion``, ``center`` and
+        ``domain``. Terms whose weight is 0 are skipped (so they send no gradient at all).
+        Samples whose domain is unknown (``batch.aux_mask["domain"]``) are left out of
+        the domain term.
 
         Raises:
-            ValueError: ``domain`` is ``None`` for a variant with a domain classifier.
+            ValueError: No domain labels for a variant with a domain classifier.
         """
-        total = self.g2 * F.cross_entropy(out["logits"], y)
+        y = batch.y
+        ce = F.cross_entropy(out["logits"], y)
+        parts = {"emotion": ce}
+        total = self.g2 * ce
         if self.g3 > 0:
-            total = total + self.g3 * self.center_loss(out["embedding"], y)
+            parts["center"] = self.center_loss(out["embedding"], y)
+            total = total + self.g3 * parts["center"]
         if self.variant != "backbone":
-            if domain is None:
+            if "domain" not in batch.aux:
                 raise ValueError(
-                    f"ADARL variant {self.variant!r} needs domain labels in loss(); pass the domain "
-                    "LongTensor (config key 'domain' names the manifest column) or use variant 'backbone'"
+                    f"ADARL variant {self.variant!r} needs domain labels; the config key 'domain' names "
+                    "the manifest column (e.g. gender), or use variant 'backbone'"
                 )
             if self.g1 > 0:
-                total = total + self.g1 * F.cross_entropy(out["domain_logits"], domain)
-        return total
+                parts["domain"] = masked_cross_entropy(out["domain_logits"], batch.aux["domain"], batch.aux_mask.get("domain"))
+                total = total + self.g1 * parts["domain"]
+        return total, parts
 
 
 def average_segments(

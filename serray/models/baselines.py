@@ -36,9 +36,6 @@ LOSO folds were still improving at epoch 50 with 1e-4, for the same pooled UA (0
 Example:
     >>> import torch
     >>> from serray.models import registry
-    >>> # The configs live in the torch-free catalogue (which registers the specs); re-exported here.
-from serray.models.catalog import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
-from serray.models.registry import InputInfo
     >>> spec = registry.get("dcnn")
     >>> model = spec.build(spec.config(), InputInfo(shape=(40,), n_classes=4))
     >>> out = model(torch.randn(2, 120, 40), torch.tensor([120, 80]))
@@ -54,9 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The configs live in the torch-free catalogue (which registers the specs); re-exported here.
-from serray.models.catalog import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
-from serray.models.registry import InputInfo
+# The configs live in the torch-free spec module (which registers the specs); re-exported here.
+from serray.models.baselines_spec import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
+from serray.models.contract import InputInfo
+from serray.models.layers import SERModule, length_mask, masked_max, masked_mean
 
 __all__ = [
     "SVM_CONFIG",
@@ -76,25 +74,7 @@ __all__ = [
 ]
 
 
-def length_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Boolean mask ``[B, max_len]``: True on valid frames.
-
-    Example:
-        >>> length_mask(torch.tensor([1, 3]), 3).tolist()
-        [[True, False, False], [True, True, True]]
-    """
-    return torch.arange(max_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
-
-
-class _Classifier(nn.Module):
-    """Cross-entropy on ``out["logits"]``; the domain is unused."""
-
-    def loss(self, out: Mapping[str, Tensor], y: Tensor, domain: Tensor | None = None) -> Tensor:
-        """Mean cross-entropy of the emotion logits."""
-        return F.cross_entropy(out["logits"], y)
-
-
-class MLP(_Classifier):
+class MLP(SERModule):
     """Fully connected ReLU network on utterance vectors ``[B, D]``.
 
     Args:
@@ -122,7 +102,7 @@ class MLP(_Classifier):
         return {"logits": self.out(h), "embedding": h}
 
 
-class DCNN(_Classifier):
+class DCNN(SERModule):
     """Dilated 1-D CNN on frame sequences (paper 000 sec. 3.1.1).
 
     Args:
@@ -175,9 +155,17 @@ class DCNN(_Classifier):
                 h = h * mask
         if lengths is None:
             return h.mean(dim=2) if self.pooling == "mean" else h.amax(dim=2)
-        if self.pooling == "mean":
-            return (h * mask).sum(dim=2) / lengths.clamp(min=1).unsqueeze(1).to(h.dtype)
-        return h.masked_fill(~mask, float("-inf")).amax(dim=2)
+        return masked_mean(h, mask, lengths) if self.pooling == "mean" else masked_max(h, mask)
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """``conv1``, ``conv2``, ... (one per convolution), ``fc`` and ``out`` (plus any
+        groups a subclass adds as top-level modules)."""
+        groups: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            top, _, rest = name.partition(".")
+            key = f"conv{int(rest.split('.')[0]) + 1}" if top == "convs" else top
+            groups.setdefault(key, []).append(name)
+        return groups
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """``{"logits": [B, C], "embedding": [B, hidden]}``."""
@@ -185,7 +173,7 @@ class DCNN(_Classifier):
         return {"logits": self.out(self.drop(e)), "embedding": e}
 
 
-class CNNLSTM(_Classifier):
+class CNNLSTM(SERModule):
     """1-D CNN-LSTM on frame sequences (paper 000 sec. 3.1.3, Zhao et al. 2019).
 
     Args:

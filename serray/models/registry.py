@@ -1,41 +1,45 @@
 """Model registry: maps a model name to its family's :class:`ModelSpec`.
 
-The specs are registered by :mod:`serray.models.catalog`, which holds every family's
-default config and a builder that imports the family's torch/scikit-learn module only
-when a model is built, so looking a model up stays cheap. Adding a family is one module
-with a ``build(config, info)`` function plus its entry in the catalogue.
-
-Torch models follow one contract so the fold trainer needs no per-family code:
-
-* ``forward(x) -> dict`` with at least ``"logits"`` (``[B, n_classes]``); families may add
-  ``"embedding"``, ``"domain_logits"`` and so on.
-* ``loss(out, y, domain) -> Tensor``: the training loss for one mini-batch; ``domain`` is a
-  ``LongTensor`` of domain labels or ``None`` when the family does not use a domain.
+Families register themselves: every module ``serray/models/<name>_spec.py`` is imported on
+the first lookup (torch-free modules holding the spec and default config), and so is
+every entry point of the group ``serray.models`` (families in other packages). No file
+lists the families by hand. A spec's builder imports the family's torch or scikit-learn
+module only when a model is built (inside fold actors and seed tasks), so lookups stay
+cheap. Torch models follow :class:`serray.models.contract.SERModel`.
 
 Example:
     >>> from serray.models import registry
-    >>> spec = registry.get("adarl")            # doctest: +SKIP
-    >>> model = spec.build(spec.config(), InputInfo(shape=(2, 400, 300), n_classes=4))  # doctest: +SKIP
+    >>> spec = registry.get("dcnn")
+    >>> spec.input_kind, spec.default_features, list(spec.inputs)
+    ('sequence', ('mfb',), ['x'])
+    >>> "mtl_cnn" in registry.names()
+    True
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import logging
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-__all__ = ["InputInfo", "ModelSpec", "TORCH_TRAINING_DEFAULTS", "register", "get", "names"]
+from serray.models.contract import INPUT_KINDS, InputInfo, InputSpec
+
+__all__ = [
+    "InputInfo", "InputSpec", "ModelSpec", "TORCH_TRAINING_DEFAULTS", "Lazy", "register", "get", "names",
+]
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["torch", "sklearn"]
-InputKind = Literal["vector", "sequence", "segments"]
-
-# Modules that register model families; imported lazily on first lookup.
-_FAMILY_MODULES: tuple[str, ...] = ("serray.models.catalog",)
 
 #: Training keys the torch fold trainer reads, with the values used when a config lacks
-#: them. Every torch model accepts them besides its own keys. ``epochs``, ``batch_size``,
-#: ``lr`` and ``patience`` have no default (a torch model's default config must set them).
+#: them: the one source of training defaults. Every torch model accepts them besides its
+#: own keys. ``epochs``, ``batch_size``, ``lr`` and ``patience`` have no default (a torch
+#: model's default config must set them). ``stages`` is the frozen-layer choice: a plan
+#: name of the spec or text parsed by :func:`serray.models.contract.parse_stages`.
 TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",  # sgd | adam | adamw
     "momentum": 0.0,  # sgd only
@@ -45,27 +49,38 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "grad_clip": 0.0,  # max gradient norm; 0 = off
     "max_frames": 0,  # sequence models: random training crop length; 0 = full
     "eval_batch_size": 256,
+    "stages": "all",  # one stage training every parameter group
 }
+
+
+class Lazy:
+    """A builder that imports ``module`` and calls its ``attr`` on first use (picklable by value).
+
+    Example:
+        >>> Lazy("serray.models.baselines", "build_mlp")
+        serray.models.baselines.build_mlp
+    """
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module, self.attr = module, attr
+
+    def __call__(self, config: Mapping[str, Any], info: InputInfo) -> Any:
+        return getattr(importlib.import_module(self.module), self.attr)(config, info)
+
+    def __repr__(self) -> str:
+        return f"{self.module}.{self.attr}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lazy) and (self.module, self.attr) == (other.module, other.attr)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.attr))
+
 
 _REGISTRY: dict[str, "ModelSpec"] = {}
 _loaded = False
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """What a model builder needs to know about its input.
-
-    Attributes:
-        shape: Shape of one sample without the batch axis: ``(dim,)`` for utterance
-            vectors, ``(dim,)`` (per frame) for variable-length sequences, ``(channels,
-            freq, time)`` for spectrogram segments.
-        n_classes: Number of emotion classes.
-        n_domains: Number of domain classes (0 when the model uses no domain).
-    """
-
-    shape: tuple[int, ...]
-    n_classes: int
-    n_domains: int = 0
+#: Entry-point group through which other packages register families.
+ENTRY_POINT_GROUP = "serray.models"
 
 
 @dataclass(frozen=True)
@@ -75,29 +90,62 @@ class ModelSpec:
     Attributes:
         name: Registry key, e.g. ``"svm"`` or ``"adarl"``.
         backend: ``"torch"`` (trained epoch by epoch) or ``"sklearn"`` (one fit).
-        input_kind: ``"vector"``, ``"sequence"`` or ``"segments"``.
-        default_features: Feature set(s) used when the user names none.
+        inputs: Role -> :class:`~serray.models.contract.InputSpec`; the first role is
+            the primary input (what one training sample is).
         default_config: Hyperparameters and training settings; every key may be
             overridden with ``--set key=value`` or a search space.
-        build: ``build(config, info) -> model`` (a torch ``nn.Module`` following the
-            contract above, or a scikit-learn estimator with ``predict_proba`` or
-            ``decision_function``).
-        description: One line for ``serray train --help`` listings.
-        domain_column: Manifest column used as domain label by default (``None`` when
-            the model uses no domain); the config key ``domain`` overrides it.
-        presets: Named partial configs (e.g. ``{"reduced": {...}}``) merged over the
-            defaults with ``--preset``.
+        build: ``build(config, info) -> model`` (a torch module following
+            :class:`~serray.models.contract.SERModel`, or a scikit-learn estimator with
+            ``predict_proba`` or ``decision_function``).
+        description: One line for listings.
+        aux_labels: Auxiliary-label role -> manifest column (``"a*b"`` derives one);
+            a config key named like the role overrides the column (e.g. ``domain``).
+        stage_plans: Named values of the ``stages`` config key (e.g. ``{"finetune_fc":
+            "all;all-conv@10*0.1"}``), usable as ``choice`` values in a search space.
+        presets: Named partial configs merged over the defaults with ``--preset``.
     """
 
     name: str
     backend: Backend
-    input_kind: InputKind
-    default_features: tuple[str, ...]
+    inputs: Mapping[str, InputSpec]
     default_config: Mapping[str, Any]
     build: Callable[[Mapping[str, Any], InputInfo], Any]
     description: str = ""
-    domain_column: str | None = None
+    aux_labels: Mapping[str, str] = field(default_factory=dict)
+    stage_plans: Mapping[str, str] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        """Role of the primary input."""
+        return next(iter(self.inputs))
+
+    @property
+    def input_kind(self) -> str:
+        """Kind of the primary input."""
+        return self.inputs[self.primary].kind
+
+    @property
+    def default_features(self) -> tuple[str, ...]:
+        """Default feature set of every input role, in role order."""
+        return tuple(i.default_features[0] for i in self.inputs.values() if i.default_features)
+
+    @property
+    def domain_column(self) -> str | None:
+        """Default column of the ``domain`` auxiliary role (``None`` without one)."""
+        return self.aux_labels.get("domain")
+
+    def aux_columns(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """Role -> manifest column of every auxiliary label for ``config``.
+
+        A role whose config key is ``None`` or empty is dropped (no such label).
+        """
+        out = {}
+        for role, default in self.aux_labels.items():
+            column = config.get(role, default) if self.backend == "torch" else default
+            if column:
+                out[role] = str(column)
+        return out
 
     def config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Return the default config, with a preset and then ``overrides`` merged over it.
@@ -123,26 +171,44 @@ class ModelSpec:
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Register ``spec`` under ``spec.name`` (re-registering the same name replaces it)."""
+    """Register ``spec`` under ``spec.name`` (re-registering the same name replaces it).
+
+    Raises:
+        ValueError: Unknown backend, no inputs, or a non-vector input for scikit-learn.
+    """
     if spec.backend not in ("torch", "sklearn"):
         raise ValueError(f"backend must be 'torch' or 'sklearn', got {spec.backend!r}")
-    if spec.input_kind not in ("vector", "sequence", "segments"):
-        raise ValueError(f"input_kind must be vector, sequence or segments, got {spec.input_kind!r}")
+    if not spec.inputs:
+        raise ValueError(f"model {spec.name!r} declares no inputs")
+    for role, inp in spec.inputs.items():
+        if not isinstance(inp, InputSpec) or inp.kind not in INPUT_KINDS:
+            raise ValueError(f"model {spec.name!r}: input {role!r} must be an InputSpec of kind {INPUT_KINDS}")
+    if spec.backend == "sklearn" and (len(spec.inputs) != 1 or spec.input_kind != "vector"):
+        raise ValueError(f"scikit-learn model {spec.name!r} must take exactly one vector input")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def _family_modules() -> list[str]:
+    import serray.models as package
+
+    return sorted(f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if m.name.endswith("_spec"))
 
 
 def _load() -> None:
     global _loaded
     if _loaded:
         return
-    for mod in _FAMILY_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a family not written yet
-            if exc.name != mod:
-                raise
     _loaded = True
+    for mod in _family_modules():
+        importlib.import_module(mod)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception:  # noqa: BLE001 - a broken plug-in must not hide the built-in families
+            log.exception("model family entry point %s could not be loaded", ep.name)
 
 
 def get(name: str) -> ModelSpec:

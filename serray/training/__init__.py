@@ -3,8 +3,8 @@
 Heavy modules (torch, Ray) are imported on first use of the names below.
 
 Example:
-    >>> from serray.training import train_run       # doctest: +SKIP
-    >>> train_run("W", "svm", features="egemaps")    # doctest: +SKIP
+    >>> from serray.training import RunSpec, train_run              # doctest: +SKIP
+    >>> train_run(RunSpec("W", "svm", features="egemaps"))          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ __all__ = [
     "SklearnFoldTrainer",
     "make_trainer",
     "check_config",
+    "train_fold",
     "FoldActor",
     "SharedInputs",
     "put_inputs",
     "run_folds",
     "fold_resources",
+    "RunSpec",
     "RunResult",
     "train_run",
     "config_id",
@@ -42,9 +44,11 @@ _WHERE = {
          "normalize_features", "build_fold_data"),
         "serray.training.data",
     ),
-    **dict.fromkeys(("FoldResult", "TorchFoldTrainer", "SklearnFoldTrainer", "make_trainer", "check_config"), "serray.training.trainer"),
+    **dict.fromkeys(("FoldResult", "TorchFoldTrainer", "SklearnFoldTrainer", "make_trainer", "check_config", "train_fold"),
+                    "serray.training.trainer"),
     **dict.fromkeys(("FoldActor", "SharedInputs", "put_inputs", "run_folds", "fold_resources"), "serray.training.actors"),
     **dict.fromkeys(("RunResult", "train_run", "config_id"), "serray.training.run"),
+    "RunSpec": "serray.training.spec",
 }
 
 

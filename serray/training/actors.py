@@ -35,8 +35,8 @@ import ray
 
 from serray.models import registry
 from serray.models.registry import ModelSpec
-from serray.training.data import LabelTable, PackedFeatures, TrainingInputs, build_fold_data
-from serray.training.trainer import FoldResult, FoldTrainer, check_config, make_trainer
+from serray.training.data import PackedFeatures, TrainingInputs
+from serray.training.trainer import FoldResult, FoldTrainer, check_config, fold_trainer, train_fold
 
 __all__ = ["SharedInputs", "FoldActor", "put_inputs", "fold_resources", "run_folds"]
 
@@ -48,13 +48,16 @@ EpochCallback = Callable[[int, list[dict]], Any]
 
 @dataclass(frozen=True)
 class SharedInputs:
-    """Object-store references to the packed features and label table of a run."""
+    """Object-store references to the packed features (per input role) and the label table."""
 
-    kind: str
-    data: "ray.ObjectRef"
-    offsets: "ray.ObjectRef | None"
+    features: dict[str, tuple[str, "ray.ObjectRef", "ray.ObjectRef | None"]]
     table: "ray.ObjectRef"
     n: int
+
+    def resolve(self) -> TrainingInputs:
+        """The inputs themselves (zero-copy read-only views of the object store)."""
+        packed = {role: PackedFeatures(kind, ray.get(d), None if o is None else ray.get(o)) for role, (kind, d, o) in self.features.items()}
+        return TrainingInputs(packed, ray.get(self.table))
 
 
 def put_inputs(inputs: TrainingInputs) -> SharedInputs:
@@ -65,14 +68,10 @@ def put_inputs(inputs: TrainingInputs) -> SharedInputs:
     """
     if not ray.is_initialized():
         raise RuntimeError("Ray is not running; call serray.raycluster.init_ray() first")
-    p = inputs.packed
-    return SharedInputs(
-        kind=p.kind,
-        data=ray.put(p.data),
-        offsets=None if p.offsets is None else ray.put(p.offsets),
-        table=ray.put(inputs.table),
-        n=p.n,
-    )
+    features = {
+        role: (p.kind, ray.put(p.data), None if p.offsets is None else ray.put(p.offsets)) for role, p in inputs.packed.items()
+    }
+    return SharedInputs(features=features, table=ray.put(inputs.table), n=len(inputs.table.utt_ids))
 
 
 def _set_threads(num_threads: int) -> None:
@@ -88,10 +87,7 @@ class _FoldActorImpl:
         self,
         model: ModelSpec | str,
         config: Mapping[str, Any],
-        kind: str,
-        data: np.ndarray,
-        offsets: np.ndarray | None,
-        table: LabelTable,
+        shared: SharedInputs,
         folds: Sequence[Any],
         normalize: str,
         seed: int,
@@ -99,7 +95,7 @@ class _FoldActorImpl:
         num_threads: int,
     ) -> None:
         _set_threads(num_threads)
-        self._inputs = (PackedFeatures(kind, data, offsets), table, list(folds), normalize, device)
+        self._inputs = (shared.resolve(), list(folds), normalize, device)
         self.reset(model, config, seed)
 
     def reset(self, model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> None:
@@ -107,14 +103,10 @@ class _FoldActorImpl:
 
         Used when Ray Tune reuses a trial's actors for the next trial.
         """
-        packed, table, folds, normalize, device = self._inputs
-        self.trainers: list[FoldTrainer] = []
-        self.setup_seconds: list[float] = []
-        for fold in folds:
-            t0 = time.perf_counter()
-            fold_data = build_fold_data(packed, table, fold, normalize)
-            self.trainers.append(make_trainer(model, config, fold_data, seed=seed, device=device))
-            self.setup_seconds.append(time.perf_counter() - t0)
+        inputs, folds, normalize, device = self._inputs
+        built = [fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device) for fold in folds]
+        self.trainers: list[FoldTrainer] = [t for t, _ in built]
+        self.setup_seconds: list[float] = [s for _, s in built]
 
     def step(self) -> list[dict]:
         """One epoch of every hosted fold (a stopped fold repeats its last metrics)."""
@@ -271,10 +263,7 @@ def run_folds(
         raise ValueError("run_folds needs at least one fold")
     if not parallel:
         if isinstance(inputs, SharedInputs):
-            inputs = TrainingInputs(
-                PackedFeatures(inputs.kind, ray.get(inputs.data), None if inputs.offsets is None else ray.get(inputs.offsets)),
-                ray.get(inputs.table),
-            )
+            inputs = inputs.resolve()
         return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
 
     from serray.raycluster import init_ray
@@ -290,8 +279,7 @@ def run_folds(
     log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), n_actors, cpus, gpus)
     actors = [
         FoldActor.options(**{"num_cpus": cpus, "num_gpus": gpus, **opts}).remote(
-            spec, config, shared.kind, shared.data, shared.offsets, shared.table, [folds[i] for i in group],
-            normalize, seed, device, max(1, int(cpus)),
+            spec, config, shared, [folds[i] for i in group], normalize, seed, device, max(1, int(cpus)),
         )
         for group in members
     ]
@@ -319,16 +307,12 @@ def _run_local(
     on_epoch: EpochCallback | None,
 ) -> list[FoldResult]:
     def trainer(fold: Any) -> tuple[FoldTrainer, float]:
-        t0 = time.perf_counter()
-        data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
-        return make_trainer(spec, config, data, seed=seed, device=device), time.perf_counter() - t0
+        return fold_trainer(spec, config, inputs, fold, normalize=normalize, seed=seed, device=device)
 
     if on_epoch is None:  # one fold after another: only one fold's data in memory at a time
         results = []
         for i, fold in enumerate(folds, 1):
-            tr, setup = trainer(fold)
-            res = tr.run()
-            res.seconds += setup
+            res = train_fold(spec, config, inputs, fold, normalize=normalize, seed=seed, device=device)
             results.append(res)
             log.info("fold %d/%d (%s) done in %.1f s: test UA %.3f", i, len(folds), res.name, res.seconds, res.metrics()["test_ua"])
         return results

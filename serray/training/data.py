@@ -48,8 +48,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,7 @@ __all__ = [
     "FoldData",
     "pack_features",
     "make_label_table",
+    "aux_values",
     "class_list",
     "normalize_features",
     "build_fold_data",
@@ -162,15 +163,16 @@ class PackedFeatures:
 
 @dataclass(frozen=True)
 class LabelTable:
-    """Per-utterance labels aligned with a :class:`PackedFeatures`.
+    """Per-utterance labels aligned with the packed features of a run.
 
     Attributes:
         utt_ids: Utterance ids ``[N]``.
         y: Class index per utterance ``[N]`` (into :attr:`classes`).
         speaker: Speaker per utterance ``[N]`` (used by speaker normalisation).
-        domain: Domain index per utterance ``[N]`` (into :attr:`domains`), or ``None``.
         classes: Class names in logit order.
-        domains: Domain names in index order (empty without a domain).
+        aux: Auxiliary-label role -> class index per utterance ``[N]`` (-1: unknown).
+        aux_names: Role -> class names in index order.
+        aux_columns: Role -> the manifest column (or ``a*b`` derivation) it came from.
         groups: Extra per-utterance grouping columns reported as per-group UA
             (``gender``, ``corpus`` when present).
     """
@@ -178,10 +180,21 @@ class LabelTable:
     utt_ids: np.ndarray
     y: np.ndarray
     speaker: np.ndarray
-    domain: np.ndarray | None
     classes: tuple[str, ...]
-    domains: tuple[str, ...] = ()
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+    aux_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    aux_columns: dict[str, str] = field(default_factory=dict)
     groups: dict[str, np.ndarray] | None = None
+
+    @property
+    def domain(self) -> np.ndarray | None:
+        """Class indices of the ``domain`` role (``None`` without one)."""
+        return self.aux.get("domain")
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Class names of the ``domain`` role (empty without one)."""
+        return self.aux_names.get("domain", ())
 
     def index_of(self, utt_ids: Iterable[str], what: str = "fold") -> np.ndarray:
         """Positions of ``utt_ids`` in this table.
@@ -199,24 +212,51 @@ class LabelTable:
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """Packed features and their labels, row-aligned: what every fold of a run reads."""
+    """Packed features of every input role and their labels, row-aligned.
 
-    packed: PackedFeatures
+    ``packed`` may be one :class:`PackedFeatures` (stored under the role ``"x"``) or a
+    mapping role -> :class:`PackedFeatures`; the first role is the primary input.
+    """
+
+    packed: Any
     table: LabelTable
 
     def __post_init__(self) -> None:
-        if self.packed.n != len(self.table.utt_ids):
-            raise ValueError(f"features have {self.packed.n} utterances but the label table {len(self.table.utt_ids)}")
+        if isinstance(self.packed, PackedFeatures):
+            object.__setattr__(self, "packed", {"x": self.packed})
+        if not self.packed:
+            raise ValueError("training inputs need at least one feature role")
+        for role, p in self.packed.items():
+            if p.n != len(self.table.utt_ids):
+                raise ValueError(f"features {role!r} have {p.n} utterances but the label table {len(self.table.utt_ids)}")
 
 
 @dataclass(frozen=True)
 class SplitData:
-    """One part (train, validation or test) of a fold, normalised."""
+    """One part (train, validation or test) of a fold, normalised.
+
+    Attributes:
+        utt_ids: Utterance ids of the part.
+        inputs: Role -> features (a packed copy or a :class:`LazyRows` view); the first
+            role is the primary input.
+        y: Emotion class per utterance.
+        aux: Auxiliary-label role -> class index per utterance (-1: unknown).
+    """
 
     utt_ids: np.ndarray
-    features: PackedFeatures | LazyRows
+    inputs: dict[str, Any]
     y: np.ndarray
-    domain: np.ndarray | None
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def features(self) -> Any:
+        """Features of the primary input."""
+        return next(iter(self.inputs.values()))
+
+    @property
+    def domain(self) -> np.ndarray | None:
+        """Class indices of the ``domain`` role (``None`` without one)."""
+        return self.aux.get("domain")
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -296,8 +336,8 @@ class FoldData:
         name: Fold name (e.g. the test speaker).
         train, validation, test: The three parts.
         classes: Class names in logit order.
-        domains: Domain names (empty without a domain).
-        kind: Feature kind.
+        aux_names: Auxiliary-label role -> class names.
+        kinds: Input role -> feature kind (the first role is the primary input).
         normalize: Normalisation used.
     """
 
@@ -307,14 +347,34 @@ class FoldData:
     validation: SplitData
     test: SplitData
     classes: tuple[str, ...]
-    domains: tuple[str, ...]
-    kind: str
+    aux_names: dict[str, tuple[str, ...]]
+    kinds: dict[str, str]
     normalize: str
 
     @property
+    def primary(self) -> str:
+        """Role of the primary input."""
+        return next(iter(self.kinds))
+
+    @property
+    def kind(self) -> str:
+        """Feature kind of the primary input."""
+        return self.kinds[self.primary]
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Class names of the ``domain`` role (empty without one)."""
+        return self.aux_names.get("domain", ())
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one sample (see :attr:`PackedFeatures.sample_shape`)."""
+        """Shape of one sample of the primary input (see :attr:`PackedFeatures.sample_shape`)."""
         return self.train.features.sample_shape
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Sample shape of every input role."""
+        return {role: f.sample_shape for role, f in self.train.inputs.items()}
 
 
 def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> PackedFeatures:
@@ -372,23 +432,58 @@ def class_list(labels: Iterable[str]) -> list[str]:
     return order + sorted(present - set(order))
 
 
+def aux_values(manifest: pd.DataFrame, column: str) -> pd.Series:
+    """Values of a manifest column, or of a derived ``a*b`` column (joined by ``x``), as strings.
+
+    Unknown values (missing, empty, or ``unknown``) are ``None``; a derived value is
+    unknown when any part is.
+
+    Raises:
+        ValueError: A column that is not in the manifest, naming the columns there.
+
+    Example:
+        >>> m = pd.DataFrame({"gender": ["f", "m", None], "corpus": ["emodb", "emovo", "emodb"]})
+        >>> aux_values(m, "gender*corpus").tolist()
+        ['fxemodb', 'mxemovo', None]
+    """
+    from serray.models.contract import derived_column_parts
+
+    parts = derived_column_parts(column)
+    missing = [c for c in parts if c not in manifest.columns]
+    if not parts or missing:
+        raise ValueError(
+            f"label column {column!r}: {missing or column!r} not in the manifest (columns: {list(manifest.columns)}); "
+            "name an existing column or a derived one like gender*corpus"
+        )
+    known = pd.Series(True, index=manifest.index)
+    values = None
+    for c in parts:
+        col = manifest[c]
+        text = col.astype(str)
+        known &= col.notna() & ~text.str.strip().str.lower().isin(["", "unknown", "nan", "none"])
+        values = text if values is None else values + "x" + text
+    return values.where(known, None)
+
+
 def make_label_table(
     manifest: pd.DataFrame,
     classes: Sequence[str] | None = None,
     domain_column: str | None = None,
     group_columns: Sequence[str] = ("gender", "corpus"),
+    aux_columns: Mapping[str, str] | None = None,
 ) -> LabelTable:
-    """Integer labels (and domain labels) for the rows of ``manifest``, in its order.
+    """Integer labels (and auxiliary labels) for the rows of ``manifest``, in its order.
 
     Args:
         manifest: Manifest rows (``utt_id``, ``speaker``, ``emotion`` at least).
         classes: Class order; default :func:`class_list` of the emotions.
-        domain_column: Manifest column whose values are the domain labels, or ``None``.
+        domain_column: Shorthand for ``aux_columns={"domain": domain_column}``.
         group_columns: Columns kept for per-group UA when present.
+        aux_columns: Auxiliary-label role -> manifest column (or ``a*b``); unknown
+            values get index -1 (masked out of that loss).
 
     Raises:
-        ValueError: A missing domain column, empty domain values, or emotions outside
-            ``classes``.
+        ValueError: A missing label column, or emotions outside ``classes``.
     """
     classes = tuple(classes) if classes is not None else tuple(class_list(manifest["emotion"]))
     lut = {c: i for i, c in enumerate(classes)}
@@ -396,28 +491,28 @@ def make_label_table(
     if unknown:
         raise ValueError(f"emotions {unknown} are not in the class list {list(classes)}")
     y = manifest["emotion"].map(lut).to_numpy(dtype=np.int64)
-    domain = None
-    domains: tuple[str, ...] = ()
+    columns = dict(aux_columns or {})
     if domain_column is not None:
-        if domain_column not in manifest.columns:
-            raise ValueError(
-                f"domain column {domain_column!r} is not in the manifest (columns: {list(manifest.columns)}); "
-                "set the config key 'domain' to an existing column"
-            )
-        col = manifest[domain_column]
-        if col.isna().any():
-            raise ValueError(f"domain column {domain_column!r} has {int(col.isna().sum())} empty value(s)")
-        domains = tuple(sorted(col.astype(str).unique()))
-        dl = {d: i for i, d in enumerate(domains)}
-        domain = col.astype(str).map(dl).to_numpy(dtype=np.int64)
+        columns.setdefault("domain", domain_column)
+    aux, names = {}, {}
+    for role, column in columns.items():
+        values = aux_values(manifest, column)
+        names[role] = tuple(sorted(values.dropna().unique()))
+        codes = {d: i for i, d in enumerate(names[role])}
+        aux[role] = values.map(codes).fillna(-1).to_numpy(dtype=np.int64)
+        n_unknown = int((aux[role] < 0).sum())
+        if n_unknown:
+            log.info("label %r (column %s) is unknown for %d of %d utterances; they are left out of its loss",
+                     role, column, n_unknown, len(values))
     groups = {c: manifest[c].astype(str).to_numpy() for c in group_columns if c in manifest.columns}
     return LabelTable(
         utt_ids=manifest["utt_id"].astype(str).to_numpy(dtype=object),
         y=y,
         speaker=manifest["speaker"].astype(str).to_numpy(dtype=object),
-        domain=domain,
         classes=classes,
-        domains=domains,
+        aux=aux,
+        aux_names=names,
+        aux_columns=columns,
         groups=groups,
     )
 
@@ -543,40 +638,8 @@ def _lazy_rows(
     return LazyRows(packed.kind, packed.data, rows, offsets, np.repeat(group_of_utt, np.diff(offsets)), mean, std)
 
 
-def build_fold_data(
-    packed: PackedFeatures,
-    table: LabelTable,
-    fold: Any,
-    normalize: str = "global",
-    lazy: bool | None = None,
-) -> FoldData:
-    """Assemble one fold: select its utterances, normalise, split into parts.
-
-    Memory: parts are copied once from ``packed`` (which may be a read-only view of Ray's
-    object store) and normalised in place, or, for large frame and segment folds, are
-    :class:`LazyRows` views normalised per mini-batch (the same values; see the module
-    docstring).
-
-    Args:
-        packed: Features of every utterance of ``table`` (same order).
-        table: Labels of those utterances.
-        fold: A fold with ``index``, ``name``, ``train``, ``validation`` and ``test``
-            (arrays of utt_id), e.g. :class:`serray.protocols.Fold`.
-        normalize: ``"speaker"``, ``"global"`` or ``"none"``; statistics for ``global``
-            come from the fold's training part only, for ``speaker`` from each speaker's
-            utterances in the fold.
-        lazy: Frames and segments only: ``True`` for views, ``False`` for copies,
-            ``None`` to copy when the fold's float32 copy takes at most
-            :data:`COPY_MAX_BYTES`. Vectors are always copied.
-
-    Raises:
-        ValueError: Mismatched lengths, an empty training part, an utterance in two
-            parts, or ids that are not in ``table``.
-    """
-    if packed.n != len(table.utt_ids):
-        raise ValueError(f"features have {packed.n} utterances but the label table {len(table.utt_ids)}")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+def _fold_parts(table: LabelTable, fold: Any) -> dict[str, np.ndarray]:
+    """Positions in ``table`` of the fold's train, validation and test utterances (checked)."""
     parts = {}
     for part in ("train", "validation", "test"):
         ids = getattr(fold, part)
@@ -586,7 +649,14 @@ def build_fold_data(
     all_idx = np.concatenate(list(parts.values()))
     if len(np.unique(all_idx)) != len(all_idx):
         raise ValueError(f"fold {fold.name!r}: an utterance appears in more than one of train/validation/test")
-    speakers = np.asarray(table.speaker).astype(str)
+    return parts
+
+
+def _part_features(
+    packed: PackedFeatures, parts: dict[str, np.ndarray], speakers: np.ndarray, normalize: str, lazy: bool | None
+) -> dict[str, Any]:
+    """One input's features of every part: normalised copies or :class:`LazyRows` views."""
+    all_idx = np.concatenate(list(parts.values()))
     stats = None
     if normalize != "none":
         stats = _statistics(packed, speakers, parts["train"] if normalize == "global" else all_idx, normalize)
@@ -595,20 +665,66 @@ def build_fold_data(
     elif lazy is None:
         rows = int(packed.counts[all_idx].sum())
         lazy = rows * int(np.prod(packed.sample_shape)) * 4 > COPY_MAX_BYTES
-    splits = {}
+    out = {}
     for part, idx in parts.items():
         if lazy:
-            features = _lazy_rows(packed, idx, speakers[idx], stats, normalize)
+            out[part] = _lazy_rows(packed, idx, speakers[idx], stats, normalize)
         else:
-            features = packed.take(idx)
+            out[part] = packed.take(idx)
             if stats is not None:
-                _normalize_part(features, speakers[idx], stats, normalize)
-        splits[part] = SplitData(
+                _normalize_part(out[part], speakers[idx], stats, normalize)
+    return out
+
+
+def build_fold_data(
+    packed: PackedFeatures | Mapping[str, PackedFeatures],
+    table: LabelTable,
+    fold: Any,
+    normalize: str = "global",
+    lazy: bool | None = None,
+) -> FoldData:
+    """Assemble one fold: select its utterances, normalise every input, split into parts.
+
+    Memory: parts are copied once from ``packed`` (which may be a read-only view of Ray's
+    object store) and normalised in place, or, for large frame and segment folds, are
+    :class:`LazyRows` views normalised per mini-batch (the same values; see the module
+    docstring).
+
+    Args:
+        packed: Features of every utterance of ``table`` (same order): one
+            :class:`PackedFeatures` (role ``"x"``) or role -> :class:`PackedFeatures`.
+        table: Labels of those utterances.
+        fold: A fold with ``index``, ``name``, ``train``, ``validation`` and ``test``
+            (arrays of utt_id), e.g. :class:`serray.protocols.Fold`.
+        normalize: ``"speaker"``, ``"global"`` or ``"none"``, applied to every input;
+            statistics for ``global`` come from the fold's training part only, for
+            ``speaker`` from each speaker's utterances in the fold.
+        lazy: Frames and segments only: ``True`` for views, ``False`` for copies,
+            ``None`` to copy when the fold's float32 copy takes at most
+            :data:`COPY_MAX_BYTES`. Vectors are always copied.
+
+    Raises:
+        ValueError: Mismatched lengths, an empty training part, an utterance in two
+            parts, or ids that are not in ``table``.
+    """
+    inputs = {"x": packed} if isinstance(packed, PackedFeatures) else dict(packed)
+    for role, p in inputs.items():
+        if p.n != len(table.utt_ids):
+            raise ValueError(f"features {role!r} have {p.n} utterances but the label table {len(table.utt_ids)}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    parts = _fold_parts(table, fold)
+    speakers = np.asarray(table.speaker).astype(str)
+    features = {role: _part_features(p, parts, speakers, normalize, lazy) for role, p in inputs.items()}
+    splits = {
+        part: SplitData(
             utt_ids=table.utt_ids[idx],
-            features=features,
+            inputs={role: features[role][part] for role in inputs},
             y=table.y[idx],
-            domain=None if table.domain is None else table.domain[idx],
+            aux={role: codes[idx] for role, codes in table.aux.items()},
         )
+        for part, idx in parts.items()
+    }
     return FoldData(
         index=int(fold.index),
         name=str(fold.name),
@@ -616,7 +732,7 @@ def build_fold_data(
         validation=splits["validation"],
         test=splits["test"],
         classes=tuple(table.classes),
-        domains=tuple(table.domains),
-        kind=packed.kind,
+        aux_names=dict(table.aux_names),
+        kinds={role: p.kind for role, p in inputs.items()},
         normalize=normalize,
     )

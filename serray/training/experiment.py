@@ -58,58 +58,66 @@ class Experiment:
 
     Attributes:
         spec: The model's registry entry.
-        features: Feature set name.
-        feature_kind: ``vector``, ``sequence`` or ``segments``.
+        features: Input role -> feature set name.
+        feature_kinds: Input role -> ``vector``, ``sequence`` or ``segments``.
         manifest: Manifest after the label set, without utterances lacking features.
         classes: Class names in logit order.
         folds: Folds (leakage- and class-checked).
-        inputs: Packed features and label table, row-aligned with ``manifest``.
-        domain_column: Manifest column used as domain label (``None`` without).
+        inputs: Packed features per role and the label table, row-aligned with ``manifest``.
+        aux_columns: Auxiliary-label role -> manifest column.
         excluded: utt_ids left out for lack of features.
-        feature_tag: The features' name in run names (:func:`feature_tag`).
+        feature_tag: The features' name in run names (:func:`feature_tag` per set, ``+``-joined).
     """
 
     spec: Any
-    features: str
-    feature_kind: str
+    features: dict[str, str]
+    feature_kinds: dict[str, str]
     manifest: pd.DataFrame
     classes: list[str]
     folds: list
     inputs: TrainingInputs
-    domain_column: str | None
+    aux_columns: dict[str, str]
     excluded: list[str]
     feature_tag: str = ""
 
+    @property
+    def feature_kind(self) -> str:
+        """Kind of the primary input."""
+        return next(iter(self.feature_kinds.values()))
 
-def prepare_experiment(
-    workdir: str | Path,
-    model: str,
-    *,
-    features: str | None = None,
-    protocol: str = "loso",
-    labels: str = "native",
-    config: Mapping[str, Any] | None = None,
-    corpora: Sequence[str] | None = None,
-    k: int = 5,
-    fold_seed: int = 0,
-    train_corpora: Sequence[str] | None = None,
-    test_corpora: Sequence[str] | None = None,
-    feature_params: Mapping[str, Any] | None = None,
-    feature_set: Any | None = None,
-) -> Experiment:
-    """Load manifests, apply the label set, load features, make and check folds.
+    @property
+    def domain_column(self) -> str | None:
+        """Column of the ``domain`` role (``None`` without one)."""
+        return self.aux_columns.get("domain")
+
+
+def _load_sets(run: Any, spec: Any, manifest: pd.DataFrame, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Role -> loaded feature set, kinds checked against the model's inputs."""
+    sets = run.feature_sets()
+    loaded: dict[str, Any] = {}
+    for role, name in sets.items():
+        if given and role in given:
+            fs = given[role]
+        else:
+            from serray.features import load_features
+
+            fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+        want = spec.inputs[role].kind
+        if fs.kind != want:
+            hint = spec.inputs[role].default_features[0] if spec.inputs[role].default_features else f"a {want} set"
+            where = f" (input {role!r})" if len(sets) > 1 else ""
+            raise ValueError(f"model {spec.name!r} takes {want} features{where} but {name!r} is {fs.kind}; use e.g. --features {hint}")
+        loaded[role] = fs
+    return loaded
+
+
+def prepare_experiment(run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None) -> Experiment:
+    """Load manifests, apply the label set, load every input's features, make and check folds.
 
     Args:
-        workdir: Work directory with manifests and the feature cache.
-        model: Registered model name.
-        features: Feature set (default: the model's first default).
-        protocol, k, fold_seed, train_corpora, test_corpora: Fold construction
-            (see :func:`serray.protocols.make_folds`).
-        labels: Label set name.
-        config: The model config (only ``domain`` is read here).
-        corpora: Restrict to these manifests.
-        feature_params: Extractor parameters for :func:`serray.features.load_features`.
-        feature_set: An already loaded feature set (skips loading).
+        run: The :class:`~serray.training.spec.RunSpec`.
+        config: The resolved model config (its auxiliary-label keys, e.g. ``domain``, are read).
+        feature_sets: Role -> already loaded feature set (skips loading those roles).
 
     Raises:
         ValueError: Feature kind not matching the model, nothing left to train on, or
@@ -117,39 +125,30 @@ def prepare_experiment(
     """
     from serray.labels import apply_label_set
     from serray.manifest import load_manifests
-    from serray.models import registry
     from serray.protocols import check_fold_classes, check_leakage, make_folds
 
-    spec = registry.get(model)
-    features = features or (spec.default_features[0] if spec.default_features else None)
-    if not features:
-        raise ValueError(f"model {model!r} has no default feature set; pass features=")
-    manifest = apply_label_set(load_manifests(workdir, corpora), labels)
-    if feature_set is None:
-        from serray.features import load_features
-
-        feature_set = load_features(workdir, features, manifest, params=feature_params)
-    if feature_set.kind != spec.input_kind:
-        raise ValueError(
-            f"model {spec.name!r} takes {spec.input_kind} features but {features!r} is {feature_set.kind}; "
-            f"use e.g. --features {spec.default_features[0]}"
-        )
-    have = set(map(str, feature_set.utt_ids))
+    spec = run.model_spec()
+    manifest = apply_label_set(load_manifests(run.workdir, run.corpora), run.labels)
+    loaded = _load_sets(run, spec, manifest, feature_sets)
+    have = set(manifest["utt_id"])
+    for fs in loaded.values():
+        have &= set(map(str, fs.utt_ids))
     missing = [u for u in manifest["utt_id"] if u not in have]
+    names = "+".join(run.feature_sets().values())
     if missing:
-        log.warning("%d utterance(s) have no %s features and are left out, e.g. %s", len(missing), features, missing[:3])
+        log.warning("%d utterance(s) have no %s features and are left out, e.g. %s", len(missing), names, missing[:3])
         manifest = manifest[manifest["utt_id"].isin(have)].reset_index(drop=True)
     if manifest.empty:
-        raise ValueError(f"no utterance of the manifest has {features!r} features; run `serray features W --set {features}` first")
+        raise ValueError(f"no utterance of the manifest has {names!r} features; run `serray features W --set {names.replace('+', ',')}` first")
     classes = class_list(manifest["emotion"])
-    folds = make_folds(manifest, protocol, k=k, seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora)
+    folds = make_folds(manifest, run.protocol, k=run.k, seed=run.fold_seed, train_corpora=run.train_corpora, test_corpora=run.test_corpora)
     check_leakage(manifest, folds)
     check_fold_classes(manifest, folds, classes)
-    cfg = dict(config or {})
-    domain_column = cfg.get("domain", spec.domain_column) if spec.backend == "torch" else None
-    table = make_label_table(manifest, classes, domain_column=domain_column)
-    packed = pack_features(feature_set, manifest["utt_id"].tolist())
-    tag = feature_tag(features, feature_params, getattr(feature_set, "key", ""))
-    return Experiment(
-        spec, features, feature_set.kind, manifest, classes, folds, TrainingInputs(packed, table), domain_column, missing, tag,
-    )
+    aux = spec.aux_columns(dict(config or {}))
+    table = make_label_table(manifest, classes, aux_columns=aux)
+    ids = manifest["utt_id"].tolist()
+    packed = {role: pack_features(fs, ids) for role, fs in loaded.items()}
+    sets = run.feature_sets()
+    tag = "+".join(feature_tag(sets[r], run.params_for(sets[r]), getattr(fs, "key", "")) for r, fs in loaded.items())
+    kinds = {role: fs.kind for role, fs in loaded.items()}
+    return Experiment(spec, sets, kinds, manifest, classes, folds, TrainingInputs(packed, table), aux, missing, tag)

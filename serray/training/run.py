@@ -19,7 +19,8 @@ features (utterances without features are left out with a warning), trains every
 average the per-fold test scores. Every file is written atomically.
 
 Example:
-    >>> result = train_run("W", "svm", features="egemaps", protocol="loso")  # doctest: +SKIP
+    >>> from serray.training.spec import RunSpec
+    >>> result = train_run(RunSpec("W", "svm", features="egemaps", protocol="loso"))  # doctest: +SKIP
     >>> result.pooled["ua"]                                                   # doctest: +SKIP
 """
 
@@ -38,10 +39,9 @@ import numpy as np
 import pandas as pd
 
 from serray import io, metrics
-from serray.training.data import NORMALIZATIONS
 from serray.training.trainer import FoldResult
 
-__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics"]
+__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics", "aux_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -179,176 +179,144 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def aux_summary(table: Any) -> dict[str, dict[str, Any]]:
+    """Per auxiliary label: its column, classes and on how many utterances it is known."""
+    return {
+        role: {
+            "column": table.aux_columns.get(role),
+            "classes": list(table.aux_names.get(role, ())),
+            "known": int((codes >= 0).sum()),
+            "unknown": int((codes < 0).sum()),
+        }
+        for role, codes in table.aux.items()
+    }
+
+
+def _fold_metrics(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
+    """Per fold: epochs, best epoch, stage and loss terms at the best epoch, val/test metrics."""
+    rows = []
+    for r in results:
+        best = r.history[r.best_epoch - 1] if 0 < r.best_epoch <= len(r.history) else {}
+        extra = {"loss_parts": best.get("loss_parts") or {}, "stage": best.get("stage")} if "stage" in best else {}
+        rows.append({"fold": r.index, "name": r.name, "epochs": r.epochs, "best_epoch": r.best_epoch, **extra, **r.metrics()})
+    return rows
+
+
+def _record(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: list, pooled: dict, mean: dict, extra: dict) -> dict:
+    spec = exp.spec
+    return {
+        "run": name,
+        "model": spec.name,
+        "backend": spec.backend,
+        "config": cfg,
+        "config_id": cid,
+        "preset": run.preset,
+        "seed": int(run.seed),
+        "fold_seed": int(run.fold_seed),
+        "features": "+".join(exp.features.values()),
+        "feature_sets": dict(exp.features),
+        "feature_params": dict(run.feature_params or {}),
+        "feature_kind": exp.feature_kind,
+        "protocol": run.protocol,
+        "labels": run.labels,
+        "normalize": run.normalize,
+        "domain_column": exp.domain_column,
+        "aux_labels": aux_summary(exp.inputs.table),
+        "classes": exp.classes,
+        "corpora": sorted(exp.manifest["corpus"].unique().tolist()),
+        "n_utterances": int(len(exp.manifest)),
+        "excluded_without_features": exp.excluded,
+        # CPU numbers are reproducible for the same seed *and* thread count; record it
+        "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
+        "versions": _versions(),
+        **extra,
+        "metrics": {"pooled": pooled, "mean": mean, "folds": _fold_metrics(results)},
+        "history": {str(r.index): r.history for r in results},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def train_run(
-    workdir: str | Path,
-    model: str,
+    run: Any,
     *,
-    features: str | None = None,
-    protocol: str = "loso",
-    labels: str = "native",
-    config: Mapping[str, Any] | None = None,
-    config_overrides: Mapping[str, Any] | None = None,
-    preset: str | None = None,
-    seed: int = 0,
-    normalize: str = "global",
     run_name: str | None = None,
     address: str | None = None,
-    corpora: Sequence[str] | None = None,
-    k: int = 5,
-    fold_seed: int = 0,
-    train_corpora: Sequence[str] | None = None,
-    test_corpora: Sequence[str] | None = None,
     device: str = "auto",
     parallel: bool = True,
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     folds_per_actor: int | None = None,
-    feature_params: Mapping[str, Any] | None = None,
-    feature_set: Any | None = None,
+    feature_sets: Mapping[str, Any] | None = None,
     on_epoch: Any | None = None,
     command_line: str | None = None,
 ) -> RunResult:
-    """Train one configuration of ``model`` on every fold and write predictions and record.
+    """Train one configuration of a model on every fold and write predictions and record.
 
     Args:
-        workdir: Work directory with manifests (and the feature cache).
-        model: Registered model name (see ``serray.models.registry.names()``).
-        features: Feature set name; default the model's first default feature set.
-        protocol: One of :data:`serray.protocols.PROTOCOLS`.
-        labels: Label set (``native``, ``4class``, ...).
-        config: Hyperparameters merged over the defaults (e.g. read from a YAML file).
-        config_overrides: Hyperparameters merged last (``--set key=value``).
-        preset: Named preset of the model, merged before ``config``.
-        seed: Training seed (weights, dropout, shuffling, scikit-learn random state).
-        normalize: ``"speaker"``, ``"global"`` or ``"none"`` (see :mod:`serray.training.data`).
+        run: The :class:`~serray.training.spec.RunSpec` (model, features, protocol,
+            labels, normalisation, preset, config, seed, fold construction).
         run_name: Run name; default :func:`default_run_name`.
         address: Ray cluster to join; default a local Ray.
-        corpora: Restrict to these corpora's manifests.
-        k: Folds for ``kfold``.
-        fold_seed: Seed of fold assignment and validation choice (kept apart from
-            ``seed`` so that runs with different seeds share their folds).
-        train_corpora, test_corpora: For ``cross-corpus``.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         parallel: Fold actors on Ray (``True``) or in this process.
         num_cpus, num_gpus: Resources of each fold actor (default: one actor per CPU,
             sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`).
         folds_per_actor: Folds hosted by each actor (default: as many as needed to fit).
-        feature_params: Extractor parameters passed to ``load_features``.
-        feature_set: An already loaded feature set (skips ``load_features``).
+        feature_sets: Role -> an already loaded feature set (skips ``load_features``).
         on_epoch: Callback passed to :func:`serray.training.actors.run_folds`.
         command_line: Recorded in the run record.
 
     Raises:
-        ValueError: Unknown model, feature kind not matching the model, bad
-            normalisation, or any argument error from the protocol and label set.
+        ValueError: Unknown model, feature kind not matching the model, or any argument
+            error from the protocol and label set.
     """
-    from serray.models import registry
     from serray.predictions import write_predictions
     from serray.protocols import folds_to_frame
     from serray.training.actors import run_folds
     from serray.training.experiment import prepare_experiment
+    from serray.training.trainer import check_stage_plans
 
     t_start = time.perf_counter()
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    spec = registry.get(model)
-    overrides = {**dict(config or {}), **dict(config_overrides or {})}
-    cfg = spec.config(preset=preset, overrides=overrides)
+    spec = run.model_spec()
+    cfg = run.resolved_config()
     cid = config_id(spec.name, cfg)
-    features = features or (spec.default_features[0] if spec.default_features else None)
-    if not features:
-        raise ValueError(f"model {model!r} has no default feature set; pass features=")
-    exp = prepare_experiment(
-        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=cfg, corpora=corpora,
-        k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora,
-        feature_params=feature_params, feature_set=feature_set,
-    )
-    run = run_name or default_run_name(spec.name, exp.feature_tag, protocol, labels, normalize, cid, seed)
-    manifest, classes, folds, inputs = exp.manifest, exp.classes, exp.folds, exp.inputs
-    domain_column, missing = exp.domain_column, exp.excluded
+    exp = prepare_experiment(run, cfg, feature_sets)
+    check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
+    name = run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels, run.normalize, cid, run.seed)
     t_prep = time.perf_counter() - t_start
-
     if parallel:
         from serray.raycluster import init_ray
 
         init_ray(address)
     t_train = time.perf_counter()
     results = run_folds(
-        spec, cfg, inputs, folds, normalize=normalize, seed=seed, device=device, parallel=parallel,
+        spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
         num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
     )
     train_seconds = time.perf_counter() - t_train
-
     preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
-    pred_path = write_predictions(workdir, preds, run=run, config_id=cid, seed=seed, classes=classes)
+    pred_path = write_predictions(run.workdir, preds, run=name, config_id=cid, seed=run.seed, classes=exp.classes)
+    manifest = exp.manifest
     groups = {c: dict(zip(manifest["utt_id"], manifest[c].astype(str))) for c in ("gender", "corpus") if c in manifest}
-    pooled = pooled_metrics(results, classes, groups)
+    pooled = pooled_metrics(results, exp.classes, groups)
     tab = fold_table(results)
     mean = {k_: float(tab[f"test_{k_}"].mean()) for k_ in ("ua", "wa", "f1")}
     total = time.perf_counter() - t_start
-    rdir = runs_dir(workdir) / run
-    record = {
-        "run": run,
-        "model": spec.name,
-        "backend": spec.backend,
-        "config": cfg,
-        "config_id": cid,
-        "preset": preset,
-        "seed": int(seed),
-        "fold_seed": int(fold_seed),
-        "features": features,
-        "feature_params": dict(feature_params or {}),
-        "feature_kind": exp.feature_kind,
-        "protocol": protocol,
-        "labels": labels,
-        "normalize": normalize,
-        "domain_column": domain_column,
-        "classes": classes,
-        "corpora": sorted(manifest["corpus"].unique().tolist()),
-        "n_utterances": int(len(manifest)),
-        "excluded_without_features": missing,
+    extra = {
         "device": device,
         "parallel": parallel,
         "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
-        # CPU numbers are reproducible for the same seed *and* thread count; record it
-        "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
-        "versions": _versions(),
-        "timings": {
-            "total_s": total,
-            "prepare_s": t_prep,
-            "train_s": train_seconds,
-            "folds_s": {str(r.index): r.seconds for r in results},
-        },
-        "metrics": {
-            "pooled": pooled,
-            "mean": mean,
-            "folds": [
-                {"fold": r.index, "name": r.name, "epochs": r.epochs, "best_epoch": r.best_epoch, **r.metrics()}
-                for r in results
-            ],
-        },
-        "history": {str(r.index): r.history for r in results},
-        "predictions": str(pred_path.relative_to(Path(workdir))),
+        "timings": {"total_s": total, "prepare_s": t_prep, "train_s": train_seconds, "folds_s": {str(r.index): r.seconds for r in results}},
+        "predictions": str(pred_path.relative_to(Path(run.workdir))),
         "command_line": command_line,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    record = _clean(record)
-    io.write_parquet(folds_to_frame(folds), rdir / "folds.parquet")
+    record = _clean(_record(run, exp, name, cfg, cid, results, pooled, mean, extra))
+    rdir = runs_dir(run.workdir) / name
+    io.write_parquet(folds_to_frame(exp.folds), rdir / "folds.parquet")
     io.write_json(record, rdir / "record.json")
-    log.info("run %s: pooled UA %.4f WA %.4f; mean UA %.4f", run, pooled["ua"], pooled["wa"], mean["ua"])
+    log.info("run %s: pooled UA %.4f WA %.4f; mean UA %.4f", name, pooled["ua"], pooled["wa"], mean["ua"])
     return RunResult(
-        run=run,
-        model=spec.name,
-        config=cfg,
-        config_id=cid,
-        seed=int(seed),
-        classes=classes,
-        folds=results,
-        table=tab,
-        pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")},
-        mean=mean,
-        record=record,
-        record_path=rdir / "record.json",
-        predictions_path=pred_path,
-        seconds=total,
+        run=name, model=spec.name, config=cfg, config_id=cid, seed=int(run.seed), classes=exp.classes, folds=results,
+        table=tab, pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")}, mean=mean, record=record,
+        record_path=rdir / "record.json", predictions_path=pred_path, seconds=total,
     )

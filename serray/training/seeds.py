@@ -8,8 +8,8 @@ their validation and test logits are written to the predictions store as one par
 interrupted command loses nothing already written and a second call skips those parts.
 
 Example:
-    >>> train_seeds("W", "mlp", config=best["config"], seeds=range(30),           # doctest: +SKIP
-    ...             variants={"gamma0": {"gamma": 0}, "dann": {"gamma": -1}})
+    >>> train_seeds(RunSpec("W", "mlp", config=best["config"]), seeds=range(30),  # doctest: +SKIP
+    ...             variants={"small": {"hidden_sizes": [64]}, "wide": {"hidden_sizes": [512]}})
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (YAML scalars).
+    """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (YAML scalars);
+    a bare ``"base"`` is a variant without overrides.
 
     Raises:
         ValueError: Malformed text.
@@ -39,8 +40,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     import yaml
 
     name, sep, rest = text.partition(":")
-    if not sep or not name.strip():
-        raise ValueError(f"variant {text!r}: expected NAME:key=value[,key=value...], e.g. dann:gamma=-1")
+    if not name.strip():
+        raise ValueError(f"variant {text!r}: expected NAME[:key=value[,key=value...]], e.g. dann:gamma=-1")
     out: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
@@ -50,15 +51,13 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), out
 
 
-def _fold_task_impl(spec, config, kind, data, offsets, table, fold, normalize, seed, device, threads):
+def _fold_task_impl(spec, config, shared, fold, normalize, seed, device, threads):
     import torch
 
-    from serray.training.data import PackedFeatures, build_fold_data
-    from serray.training.trainer import make_trainer
+    from serray.training.trainer import train_fold
 
     torch.set_num_threads(max(1, int(threads)))
-    fold_data = build_fold_data(PackedFeatures(kind, data, offsets), table, fold, normalize)
-    return make_trainer(spec, config, fold_data, seed=seed, device=device).run()
+    return train_fold(spec, config, shared.resolve(), fold, normalize=normalize, seed=seed, device=device)
 
 
 @dataclass
@@ -73,42 +72,28 @@ class SeedsResult:
 
 
 def train_seeds(
-    workdir: str | Path,
-    model: str,
+    run: Any,
     *,
-    config: Mapping[str, Any] | None = None,
     seeds: Sequence[int] = range(10),
     variants: Mapping[str, Mapping[str, Any]] | None = None,
-    features: str | None = None,
-    protocol: str = "loso",
-    labels: str = "native",
-    normalize: str = "global",
-    preset: str | None = None,
     run_prefix: str | None = None,
     address: str | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     device: str = "auto",
-    corpora: Sequence[str] | None = None,
-    k: int = 5,
-    fold_seed: int = 0,
-    train_corpora: Sequence[str] | None = None,
-    test_corpora: Sequence[str] | None = None,
-    feature_params: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> SeedsResult:
-    """Train ``config`` (x ``variants``) with every seed on every fold, in parallel on Ray.
+    """Train ``run``'s config (x ``variants``) with every seed on every fold, in parallel on Ray.
 
     Args:
-        workdir: Work directory.
-        model: Registered model name.
-        config: Hyperparameters over the defaults (e.g. ``best.yaml``'s ``config``).
-        seeds: Training seeds; folds stay the same for all (``fold_seed``).
+        run: The :class:`~serray.training.spec.RunSpec` (its ``config`` holds the
+            hyperparameters over the defaults, e.g. ``best.yaml``'s; its ``seed`` is unused).
+        seeds: Training seeds; folds stay the same for all (``run.fold_seed``).
         variants: ``{name: overrides}`` trained side by side (default ``{"base": {}}``).
         run_prefix: Run names are ``<prefix>-<variant>`` (default
             ``seeds-<model>-<features>-<protocol>-<labels>``).
         num_cpus, num_gpus: Resources of each fold task.
-        Other arguments: as for :func:`serray.training.run.train_run`.
+        address, device: as for :func:`serray.training.run.train_run`.
 
     Raises:
         ValueError: Unknown override keys, no seeds, or preparation errors.
@@ -116,27 +101,24 @@ def train_seeds(
     import ray
     from tqdm import tqdm
 
-    from serray.models import registry
     from serray.predictions import predictions_dir, write_predictions
     from serray.raycluster import init_ray
     from serray.training.actors import put_inputs
     from serray.training.experiment import prepare_experiment
     from serray.training.run import config_id as make_config_id
-    from serray.training.run import runs_dir
-    from serray.training.trainer import check_config
+    from serray.training.trainer import check_config, check_stage_plans
 
     t0 = time.perf_counter()
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("train_seeds needs at least one seed")
-    spec = registry.get(model)
+    spec = run.model_spec()
+    workdir, normalize, labels, protocol = run.workdir, run.normalize, run.labels, run.protocol
     variants = dict(variants or {"base": {}})
-    base = spec.config(preset=preset, overrides=config)
-    cfgs = {name: check_config(spec, spec.config(preset=preset, overrides={**base, **dict(ov)})) for name, ov in variants.items()}
-    exp = prepare_experiment(
-        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora, k=k,
-        fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
-    )
+    base = run.resolved_config()
+    cfgs = {name: check_config(spec, run.resolved_config(ov)) for name, ov in variants.items()}
+    exp = prepare_experiment(run, base)
+    check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
     runs = {name: f"{prefix}-{name}" for name in variants}
     cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
@@ -158,7 +140,7 @@ def train_seeds(
         for name, s in todo:
             for fold in exp.folds:
                 ref = task.remote(
-                    spec, cfgs[name], shared.kind, shared.data, shared.offsets, shared.table, fold, normalize, s, device,
+                    spec, cfgs[name], shared, fold, normalize, s, device,
                     max(1, int(num_cpus)),
                 )
                 pending[ref] = (name, s, fold.index)
@@ -189,21 +171,25 @@ def train_seeds(
                 m = metrics.summary(part["label"].to_numpy(), part["pred"].to_numpy(), exp.classes)
                 rows.append({"variant": name, "run": runs[name], "seed": int(s), "split": split, **m})
     table = pd.DataFrame(rows)
+    _write_records(run, exp, variants, runs, cfgs, cids, seeds, table)
+    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)
+
+
+def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, seeds: list, table: pd.DataFrame) -> None:
+    """One record per variant: config, data, per-seed test metrics and their mean and spread."""
+    from serray.training.run import aux_summary, runs_dir
+
     for name in variants:
         t = table[(table["variant"] == name) & (table["split"] == "test")]
         record = {
             "run": runs[name],
-            "model": spec.name,
+            "model": exp.spec.name,
             "variant": name,
             "config": cfgs[name],
             "config_id": cids[name],
             "seeds": seeds,
-            "fold_seed": fold_seed,
-            "features": exp.features,
-            "feature_params": dict(feature_params or {}),
-            "protocol": protocol,
-            "labels": labels,
-            "normalize": normalize,
+            **run.record(),
+            "aux_labels": aux_summary(exp.inputs.table),
             "classes": exp.classes,
             "n_utterances": int(len(exp.manifest)),
             "metrics": {
@@ -214,5 +200,4 @@ def train_seeds(
             },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        io.write_json(record, runs_dir(workdir) / runs[name] / "record.json")
-    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)
+        io.write_json(record, runs_dir(run.workdir) / runs[name] / "record.json")

@@ -6,7 +6,8 @@ per-backend code:
 * ``step() -> dict``: train one epoch (torch) or fit (scikit-learn) and evaluate on the
   validation part. The dict has ``epoch, train_loss, val_loss, val_ua, val_wa,
   best_epoch, best_val_ua, best_val_loss, stopped, seconds`` (wall) and ``cpu_seconds``
-  (CPU time of this process during the step, all its threads). After ``stopped`` is true
+  (CPU time of this process during the step, all its threads); torch trainers add
+  ``stage`` and ``loss_parts``. After ``stopped`` is true
   further calls return the last dict unchanged.
 * ``finalize() -> FoldResult``: restore the best epoch's weights and return the
   per-utterance logits of the validation and test parts.
@@ -16,18 +17,23 @@ Model selection uses the validation part only (never test data): the config key
 loss (``"loss"``), and training stops after ``patience`` epochs without improvement or
 after ``epochs`` epochs. ``val_loss`` is the cross-entropy of the utterance-level logits.
 
-Input handling by feature kind (the model's ``input_kind``):
+Inputs: the model receives :class:`serray.models.contract.Batch` objects with one tensor
+per input role (several feature sets at once are allowed):
 
-* ``vector``: mini-batches ``[B, D]``; the model is called as ``model(x)``.
-* ``sequence``: variable-length frame sequences are zero-padded to the longest in the
-  mini-batch (after normalisation zero is the feature mean) and the model is called as
-  ``model(x, lengths)`` with ``x`` ``[B, T, D]`` and ``lengths`` ``[B]``; models mask or
-  pack with ``lengths``. With config key ``max_frames > 0`` a random window of at most
-  that many frames is cropped from each training utterance (evaluation always sees the
-  full utterance), which bounds memory on corpora with long turns.
-* ``segments``: every segment ``[C, F, T]`` is one training sample carrying its
-  utterance's label and domain; ``model(x)``. An utterance's logits are the log of the
-  mean of its segments' softmax probabilities.
+* ``vector``: ``[B, D]``.
+* ``sequence``: variable-length frame sequences zero-padded to the longest in the
+  mini-batch (after normalisation zero is the feature mean), with ``lengths`` ``[B]``;
+  models mask or pack with them. With config key ``max_frames > 0`` a random window of at
+  most that many frames is cropped from each training utterance (evaluation always sees
+  the full utterance), which bounds memory on corpora with long turns.
+* ``segments`` (primary input only): every segment ``[C, F, T]`` is one training sample
+  carrying its utterance's labels; ``batch.owner`` maps segments to utterances and the
+  model's ``utterance_logits`` pools them (by default the log of the mean softmax).
+
+Auxiliary labels arrive with masks (unknown values are left out of their loss). The
+model's ``loss(batch, outputs)`` returns the total and its named terms; each epoch's mean
+of every term is in the step dict (``loss_parts``). Stages (config key ``stages``) are
+described at :class:`TorchFoldTrainer`.
 
 Randomness: weights, dropout and shuffling come from the trainer's own seeded generators
 (the global torch RNG is saved and restored around every use), so a fixed seed gives the
@@ -47,14 +53,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serray import metrics
 from serray.models import registry
-from serray.models.registry import TORCH_TRAINING_DEFAULTS, InputInfo, ModelSpec
+from serray.models.contract import Batch, InputInfo, parse_stages, stage_epochs
+from serray.models.registry import TORCH_TRAINING_DEFAULTS, ModelSpec
 from serray.training.data import FoldData, LazyRows, SplitData, concat_ranges
 
 __all__ = [
@@ -64,7 +71,11 @@ __all__ = [
     "TorchFoldTrainer",
     "SklearnFoldTrainer",
     "make_trainer",
+    "fold_trainer",
+    "train_fold",
     "check_config",
+    "total_epochs",
+    "check_stage_plans",
     "sklearn_logits",
     "resolve_device",
     "softmax",
@@ -76,6 +87,7 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
+_FILLED_WHEN_SET = ("stages",)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -259,7 +271,9 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
     missing = [k for k in _REQUIRED if k not in config]
     if missing:
         raise ValueError(f"config of {spec.name!r} lacks training key(s) {missing}")
-    cfg = {**TRAINING_DEFAULTS, **dict(config)}
+    # Keys added to the defaults later are filled only when set, so that the config ids
+    # (hashes of the filled config) of runs made before them stay the same.
+    cfg = {**{k: v for k, v in TRAINING_DEFAULTS.items() if k not in _FILLED_WHEN_SET}, **dict(config)}
     if cfg["optimizer"] not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {cfg['optimizer']!r}")
     if cfg["early_stop"] not in ("ua", "loss"):
@@ -268,11 +282,191 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"epochs and batch_size must be >= 1, got {cfg['epochs']} and {cfg['batch_size']}")
     if float(cfg["lr"]) <= 0:
         raise ValueError(f"lr must be > 0, got {cfg['lr']}")
+    parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build
     return cfg
+
+
+def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, plans: Sequence[str]) -> None:
+    """Check stage plans against the model's parameter groups before any training starts.
+
+    Builds the model once (in this process, on CPU) for the run's input shapes; plans
+    equal to ``"all"`` need no check, so nothing is built for them.
+
+    Raises:
+        ValueError: A plan naming an unknown group, listing the model's groups and plans.
+    """
+    spec = _spec(model)
+    todo = sorted({str(p) for p in plans if str(p) != "all"})
+    if spec.backend != "torch" or not todo:
+        return
+    table = inputs.table
+    primary = next(iter(inputs.packed.values()))
+    info = InputInfo(
+        shape=tuple(primary.sample_shape), n_classes=len(table.classes), n_domains=len(table.domains),
+        shapes={r: tuple(p.sample_shape) for r, p in inputs.packed.items()},
+        aux_classes={r: len(n) for r, n in table.aux_names.items()},
+    )
+    groups = list(spec.build(check_config(spec, config), info).parameter_groups())
+    for plan in todo:
+        parse_stages(plan, groups, spec.stage_plans)
+
+
+def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | None:
+    """Epoch budget of a torch config over all its stages (``None`` for scikit-learn).
+
+    Example:
+        >>> total_epochs("dcnn", {**registry.get("dcnn").config(), "epochs": 20, "stages": "fc"})
+        30
+    """
+    spec = _spec(model)
+    if spec.backend != "torch":
+        return None
+    cfg = {**TRAINING_DEFAULTS, **dict(config)}
+    return stage_epochs(str(cfg["stages"]), int(cfg["epochs"]), spec.stage_plans)
+
+
+def _input_info(data: FoldData) -> InputInfo:
+    """The builder's view of a fold: primary and per-role sample shapes, class counts."""
+    return InputInfo(
+        shape=tuple(data.sample_shape),
+        n_classes=len(data.classes),
+        n_domains=len(data.domains),
+        shapes=data.shapes,
+        aux_classes={role: len(names) for role, names in data.aux_names.items()},
+    )
+
+
+def _fold_result(
+    d: FoldData, val: np.ndarray, test: np.ndarray, history: list[dict], best_epoch: int, epochs: int,
+    seconds: float, threads: int | None,
+) -> FoldResult:
+    return FoldResult(
+        index=d.index,
+        name=d.name,
+        classes=d.classes,
+        validation_ids=np.asarray(d.validation.utt_ids, dtype=object),
+        validation_y=d.validation.y,
+        validation_logits=val,
+        test_ids=np.asarray(d.test.utt_ids, dtype=object),
+        test_y=d.test.y,
+        test_logits=test,
+        history=list(history),
+        best_epoch=best_epoch,
+        epochs=epochs,
+        seconds=seconds,
+        n_train=len(d.train),
+        threads=threads,
+    )
+
+
+class _PartBatches:
+    """Mini-batches of one fold part as :class:`~serray.models.contract.Batch` objects.
+
+    A sample is an utterance, or a segment when the primary input is a segment stack (the
+    other inputs then follow the segment's utterance). Vectors are one host tensor;
+    frames and segments a :class:`LazyRows` view gathered (and normalised) per
+    mini-batch; mini-batches move to the device.
+    """
+
+    def __init__(self, part: SplitData, kinds: Mapping[str, str], device: Any) -> None:
+        import torch
+
+        self.kinds, self.device = dict(kinds), device
+        self.primary = next(iter(self.kinds))
+        self.n_utt, self.y_utt = len(part), part.y
+        self.x: dict[str, Any] = {}
+        self.offsets: dict[str, np.ndarray] = {}
+        for role, f in part.inputs.items():
+            if f.kind == "segments" and role != self.primary:
+                raise ValueError(f"input {role!r}: only the primary input may be segments")
+            if f.kind == "vector":
+                self.x[role] = torch.from_numpy(np.ascontiguousarray(f.data))
+            else:
+                self.x[role] = f if isinstance(f, LazyRows) else LazyRows(f.kind, f.data, np.arange(f.data.shape[0], dtype=np.int64), f.offsets)
+                self.offsets[role] = f.offsets
+        segments = self.kinds[self.primary] == "segments"
+        self.owner = part.inputs[self.primary].row_owner() if segments else None
+        self.y = part.y[self.owner] if segments else part.y
+        self.aux = {r: (c[self.owner] if segments else c) for r, c in part.aux.items()}
+        self.n = len(self.y)
+
+    def _sequence(self, role: str, utts: np.ndarray, max_frames: int, rng: np.random.Generator) -> tuple:
+        import torch
+
+        starts, lengths = [], []
+        offsets = self.offsets[role]
+        for i in utts:
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            if max_frames > 0 and b - a > max_frames:
+                a += int(rng.integers(0, b - a - max_frames + 1))
+                b = a + max_frames
+            starts.append(a)
+            lengths.append(b - a)
+        frames = torch.from_numpy(self.x[role].gather(concat_ranges(starts, lengths)))
+        x = torch.nn.utils.rnn.pad_sequence(frames.split(lengths), batch_first=True)
+        return x.to(self.device, non_blocking=True), torch.tensor(lengths, dtype=torch.long).to(self.device)
+
+    def batch(self, idx: np.ndarray, max_frames: int = 0, rng: np.random.Generator | None = None, labels: bool = True) -> Batch:
+        """The samples ``idx``; ``max_frames > 0`` crops training sequences at random."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64)
+        utts = idx if self.owner is None else self.owner[idx]
+        inputs, lengths = {}, {}
+        for role, kind in self.kinds.items():
+            if kind == "segments":
+                inputs[role] = torch.from_numpy(self.x[role].gather(idx)).to(self.device, non_blocking=True)
+            elif kind == "vector":
+                inputs[role] = self.x[role][torch.from_numpy(utts)].to(self.device, non_blocking=True)
+            else:
+                inputs[role], lengths[role] = self._sequence(role, utts, max_frames, rng)
+        owner, n_utt = None, len(idx)
+        if self.owner is not None:
+            uniq, inverse = np.unique(utts, return_inverse=True)
+            owner, n_utt = torch.from_numpy(inverse.astype(np.int64)).to(self.device), len(uniq)
+        b = Batch(inputs, lengths, None, owner=owner, n_utterances=n_utt, primary=self.primary)
+        if labels:
+            self._labels(b, idx)
+        return b
+
+    def _labels(self, b: Batch, idx: np.ndarray) -> None:
+        import torch
+
+        b.y = torch.from_numpy(self.y[idx]).to(self.device)
+        for role, codes in self.aux.items():
+            c = codes[idx]
+            b.aux[role] = torch.from_numpy(np.maximum(c, 0)).to(self.device)
+            b.aux_mask[role] = torch.from_numpy(c >= 0).to(self.device)
+
+    def whole(self) -> Batch:
+        """A batch without inputs that describes the whole part (for utterance logits)."""
+        import torch
+
+        owner = None if self.owner is None else torch.from_numpy(self.owner.astype(np.int64)).to(self.device)
+        b = Batch({}, {}, torch.from_numpy(self.y_utt).to(self.device), owner=owner, n_utterances=self.n_utt, primary=self.primary)
+        return b
+
+
+def _stage_modules(model: Any, trainable: set[str]) -> list[Any]:
+    """Sub-modules all of whose parameters are frozen (kept in evaluation mode while training)."""
+    out = []
+    for _, module in model.named_modules():
+        params = [n for n, _ in module.named_parameters(recurse=True)]
+        if params and module is not model and not any(p.requires_grad for p in module.parameters()):
+            out.append(module)
+    return out
 
 
 class TorchFoldTrainer(FoldTrainer):
     """Train a registered torch model on one fold, one epoch per :meth:`step`.
+
+    The model follows :class:`serray.models.contract.SERModel`. Training runs the stages
+    of the config key ``stages`` (default one stage training everything; see
+    :func:`serray.models.contract.parse_stages`): each stage has its own optimiser, lr
+    factor, epoch budget and patience and starts from the best weights so far; frozen
+    groups keep their parameters and (their modules in evaluation mode) their batch-norm
+    statistics. Epochs count on across stages, one per :meth:`step`. A model's optional
+    ``prepare(part)`` is called once with the training part before training.
 
     Args:
         model: Registry name or :class:`ModelSpec` (``backend == "torch"``).
@@ -283,7 +477,8 @@ class TorchFoldTrainer(FoldTrainer):
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
 
     Raises:
-        ValueError: Wrong backend or feature kind, missing or bad training keys.
+        ValueError: Wrong backend or feature kind, missing or bad training keys, or a
+            ``stages`` value naming unknown parameter groups.
     """
 
     def __init__(self, model: ModelSpec | str, config: Mapping[str, Any], data: FoldData, *, seed: int = 0, device: str = "cpu") -> None:
@@ -294,33 +489,28 @@ class TorchFoldTrainer(FoldTrainer):
             raise ValueError(f"model {self.spec.name!r} is a {self.spec.backend} model; use SklearnFoldTrainer")
         _check_kind(self.spec, data)
         self.config = check_config(self.spec, config)
-        cfg = self.config
         self.data = data
         self.seed = int(seed)
         self.device = torch.device(resolve_device(device))
         self.n_classes = len(data.classes)
-        self._t_start = time.perf_counter()
-        self._seconds = 0.0
+        t_start = time.perf_counter()
         self._rng_state: tuple | None = None
         self._np_rng = np.random.default_rng(self.seed)
-        info = InputInfo(shape=tuple(data.sample_shape), n_classes=self.n_classes, n_domains=len(data.domains))
         with self._own_rng():
-            self.model = self.spec.build(self.config, info).to(self.device)
-        self.optimizer = self._make_optimizer()
-        self.scheduler = (
-            torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=float(cfg["lr_decay"]))
-            if float(cfg["lr_decay"]) != 1.0
-            else None
-        )
-        self._train = self._tensors(data.train)
-        self._cache: dict[str, dict] = {"train": self._train}
+            self.model = self.spec.build(self.config, _input_info(data)).to(self.device)
+            if hasattr(self.model, "prepare"):
+                self.model.prepare(data.train)  # fitted on the training part only
+        self.groups = self.model.parameter_groups()
+        self.stages = parse_stages(str(self.config.get("stages", "all")), list(self.groups), self.spec.stage_plans)
+        self._parts = {"train": _PartBatches(data.train, data.kinds, self.device)}
         self._epoch = 0
         self._best: dict | None = None
         self._best_state: dict | None = None
         self._last = _empty_metrics(0)
         self._stopped = False
         self.history: list[dict] = []
-        self._seconds += time.perf_counter() - self._t_start
+        self._start_stage(0)
+        self._seconds = time.perf_counter() - t_start
 
     # -- setup -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -343,89 +533,68 @@ class TorchFoldTrainer(FoldTrainer):
             finally:
                 self._rng_state = (torch.get_rng_state(), torch.cuda.get_rng_state(index) if cuda else None)
 
-    def _make_optimizer(self) -> Any:
+    def _start_stage(self, i: int) -> None:
+        """Freeze per stage ``i``, restore the best weights so far, new optimiser and schedule."""
+        import torch
+
+        stage = self.stages[i]
+        self._stage, self._stage_start, self._stage_best = i, self._epoch, self._epoch
+        if i > 0 and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        train = {n for g in stage.train for n in self.groups[g]}
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in train)
+        self._frozen_modules = _stage_modules(self.model, train)
+        self.optimizer = self._make_optimizer(float(self.config["lr"]) * stage.lr_scale)
+        decay = float(self.config["lr_decay"])
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=decay) if decay != 1.0 else None
+        self._stage_epochs = int(stage.epochs or self.config["epochs"])
+        if len(self.stages) > 1:
+            log.debug("fold %s: stage %d/%d trains %s", self.data.name, i + 1, len(self.stages), ", ".join(stage.train))
+
+    def _make_optimizer(self, lr: float) -> Any:
         import torch
 
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
-        lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
+        wd = float(cfg["weight_decay"])
         if cfg["optimizer"] == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
         if cfg["optimizer"] == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=wd)
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
-    def _tensors(self, part: SplitData) -> dict:
-        """Device tensors of one part; for segments one sample per segment."""
-        import torch
-
-        f = part.features
-        out: dict[str, Any] = {"n_utt": len(part), "y_utt": part.y}
-        # Vectors: one host tensor (shared with numpy on CPU). Frames and segments: a
-        # LazyRows view, gathered and normalised per mini-batch (see serray.training.data);
-        # a packed copy is read through an unnormalised view. Mini-batches move to the device.
-        if f.kind == "vector":
-            x = torch.from_numpy(np.ascontiguousarray(f.data))
-        elif isinstance(f, LazyRows):
-            x = f
-        else:
-            x = LazyRows(f.kind, f.data, np.arange(f.data.shape[0], dtype=np.int64), f.offsets)
-        out["x"] = x
-        if f.kind == "segments":  # one sample per segment
-            owner = f.row_owner()
-            out["owner"] = owner
-            out["y"] = part.y[owner]
-            out["domain"] = None if part.domain is None else part.domain[owner]
-        else:
-            out["y"] = part.y
-            out["domain"] = part.domain
-            if f.kind == "sequence":
-                out["offsets"] = f.offsets
-        out["n"] = len(out["y"])
-        return out
-
-    def _batch_x(self, t: dict, idx: np.ndarray, train: bool) -> tuple:
-        """Model inputs for samples ``idx``: ``(x,)`` or ``(x_padded, lengths)``."""
-        import torch
-
-        if self.data.kind == "segments":
-            return (torch.from_numpy(t["x"].gather(idx)).to(self.device, non_blocking=True),)
-        if self.data.kind != "sequence":
-            return (t["x"][torch.from_numpy(np.asarray(idx, dtype=np.int64))].to(self.device, non_blocking=True),)
-        max_frames = int(self.config["max_frames"]) if train else 0
-        starts, lengths = [], []
-        for i in idx:
-            a, b = int(t["offsets"][i]), int(t["offsets"][i + 1])
-            if max_frames > 0 and b - a > max_frames:
-                a += int(self._np_rng.integers(0, b - a - max_frames + 1))
-                b = a + max_frames
-            starts.append(a)
-            lengths.append(b - a)
-        frames = torch.from_numpy(t["x"].gather(concat_ranges(starts, lengths)))
-        x = torch.nn.utils.rnn.pad_sequence(frames.split(lengths), batch_first=True)
-        return x.to(self.device, non_blocking=True), torch.tensor(lengths, dtype=torch.long).to(self.device)
+    def _part(self, part: SplitData) -> _PartBatches:
+        key = next((k for k in ("train", "validation", "test") if getattr(self.data, k) is part), None)
+        if key is None:
+            return _PartBatches(part, self.data.kinds, self.device)
+        if key not in self._parts:
+            self._parts[key] = _PartBatches(part, self.data.kinds, self.device)
+        return self._parts[key]
 
     # -- training ----------------------------------------------------------------------
-    def _train_epoch(self) -> float:
+    def _train_epoch(self) -> tuple[float, dict[str, float]]:
         import torch
 
-        t = self._train
+        t = self._parts["train"]
         bs = int(self.config["batch_size"])
-        order = self._np_rng.permutation(t["n"])
+        order = self._np_rng.permutation(t.n)
         self.model.train()
+        for m in self._frozen_modules:
+            m.eval()
         total, count = 0.0, 0
+        parts_sum: dict[str, float] = {}
         clip = float(self.config["grad_clip"])
+        max_frames = int(self.config["max_frames"])
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
             if len(idx) < 2 and len(order) > 1:
                 continue  # a batch of one breaks batch norm; its sample is seen next epoch
-            inputs = self._batch_x(t, idx, train=True)
-            y = torch.from_numpy(t["y"][idx]).to(self.device)
-            dom = None if t["domain"] is None else torch.from_numpy(t["domain"][idx]).to(self.device)
-            out = self.model(*inputs)
-            loss = self.model.loss(out, y, dom)
+            batch = t.batch(idx, max_frames, self._np_rng)
+            out = self.model.forward_batch(batch)
+            loss, parts = self.model.loss(batch, out)
             if not torch.isfinite(loss):
-                return math.nan
+                return math.nan, {}
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip > 0:
@@ -433,7 +602,9 @@ class TorchFoldTrainer(FoldTrainer):
             self.optimizer.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
-        return total / max(count, 1)
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + float(value.detach()) * len(idx)
+        return total / max(count, 1), {k: v / max(count, 1) for k, v in parts_sum.items()}
 
     def predict_logits(self, part: SplitData) -> np.ndarray:
         """Utterance-level logits ``[N, C]`` of a part with the current weights."""
@@ -441,29 +612,18 @@ class TorchFoldTrainer(FoldTrainer):
 
         if len(part) == 0:
             return np.zeros((0, self.n_classes), dtype=np.float32)
-        key = next((k for k in ("train", "validation", "test") if getattr(self.data, k) is part), None)
-        if key is None:
-            t = self._tensors(part)
-        else:
-            if key not in self._cache:
-                self._cache[key] = self._tensors(part)
-            t = self._cache[key]
+        t = self._part(part)
         bs = int(self.config["eval_batch_size"])
         self.model.eval()
-        chunks = []
+        chunks: dict[str, list] = {}
         with torch.no_grad():
-            n = t["n"]
-            for start in range(0, n, bs):
-                idx = np.arange(start, min(start + bs, n))
-                chunks.append(self.model(*self._batch_x(t, idx, train=False))["logits"].float())
-            logits = torch.cat(chunks)
-            if self.data.kind == "segments":
-                probs = torch.softmax(logits, dim=1)
-                owner = torch.from_numpy(t["owner"]).to(probs.device)
-                summed = torch.zeros((t["n_utt"], self.n_classes), dtype=probs.dtype, device=probs.device)
-                summed.index_add_(0, owner, probs)
-                counts = torch.bincount(owner, minlength=t["n_utt"]).clamp(min=1).unsqueeze(1)
-                logits = torch.log((summed / counts).clamp(min=1e-12))
+            for start in range(0, t.n, bs):
+                idx = np.arange(start, min(start + bs, t.n))
+                for key, value in self.model.forward_batch(t.batch(idx, labels=False)).items():
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == len(idx):
+                        chunks.setdefault(key, []).append(value)
+            outputs = {k: torch.cat(v) for k, v in chunks.items()}
+            logits = self.model.utterance_logits(t.whole(), outputs)
         out = logits.cpu().numpy().astype(np.float32)
         if not np.isfinite(out).all():
             log.warning("fold %s: non-finite logits (diverged training); replaced by 0", self.data.name)
@@ -484,46 +644,43 @@ class TorchFoldTrainer(FoldTrainer):
         """Whether training has finished (early stop, last epoch or divergence)."""
         return self._stopped
 
+    def _stage_done(self, diverged: bool) -> bool:
+        patience = int(self.config["patience"])
+        ran = self._epoch - self._stage_start
+        return diverged or ran >= self._stage_epochs or (patience > 0 and self._epoch - self._stage_best >= patience)
+
     def step(self) -> dict:
-        """Train one epoch, evaluate on the validation part, update early stopping."""
+        """Train one epoch, evaluate on the validation part, update early stopping and stages."""
         if self._stopped:
             return dict(self._last)
-        t0 = time.perf_counter()
-        c0 = time.process_time()
+        t0, c0 = time.perf_counter(), time.process_time()
         with self._own_rng():
-            train_loss = self._train_epoch()
+            train_loss, loss_parts = self._train_epoch()
         if self.scheduler is not None:
             self.scheduler.step()
         self._epoch += 1
         diverged = math.isnan(train_loss)
-        val_logits = self.predict_logits(self.data.validation)
-        val_loss, val_ua, val_wa = _val_scores(self.data.validation.y, val_logits, self.n_classes)
+        val_loss, val_ua, val_wa = _val_scores(self.data.validation.y, self.predict_logits(self.data.validation), self.n_classes)
         if not diverged and self._improved(val_loss, val_ua):
             self._best = {"epoch": self._epoch, "val_loss": val_loss, "val_ua": val_ua}
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self._stage_best = self._epoch
         if diverged:
             log.warning("fold %s: training loss is not finite at epoch %d; stopping this fold", self.data.name, self._epoch)
+        stage = self._stage
+        if self._stage_done(diverged):
+            if diverged or stage + 1 >= len(self.stages):
+                self._stopped = True
+            else:
+                self._start_stage(stage + 1)
         best = self._best or {"epoch": 0, "val_loss": math.nan, "val_ua": math.nan}
-        patience = int(self.config["patience"])
-        self._stopped = (
-            diverged
-            or self._epoch >= int(self.config["epochs"])
-            or (patience > 0 and self._epoch - best["epoch"] >= patience)
-        )
         seconds = time.perf_counter() - t0
         self._seconds += seconds
         self._last = {
-            "epoch": self._epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_ua": val_ua,
-            "val_wa": val_wa,
-            "best_epoch": best["epoch"],
-            "best_val_ua": best["val_ua"],
-            "best_val_loss": best["val_loss"],
-            "stopped": self._stopped,
-            "seconds": seconds,
-            "cpu_seconds": time.process_time() - c0,
+            "epoch": self._epoch, "train_loss": train_loss, "val_loss": val_loss, "val_ua": val_ua, "val_wa": val_wa,
+            "best_epoch": best["epoch"], "best_val_ua": best["val_ua"], "best_val_loss": best["val_loss"],
+            "stopped": self._stopped, "seconds": seconds, "cpu_seconds": time.process_time() - c0,
+            "stage": stage, "loss_parts": loss_parts,
         }
         self.history.append(dict(self._last))
         log.debug("fold %s epoch %d: %s", self.data.name, self._epoch, self._last)
@@ -531,31 +688,17 @@ class TorchFoldTrainer(FoldTrainer):
 
     def finalize(self) -> FoldResult:
         """Restore the best epoch's weights; logits of the validation and test parts."""
+        import torch
+
         t0 = time.perf_counter()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         val = self.predict_logits(self.data.validation)
         test = self.predict_logits(self.data.test)
         self._seconds += time.perf_counter() - t0
-        d = self.data
-        import torch
-
-        return FoldResult(
-            index=d.index,
-            name=d.name,
-            classes=d.classes,
-            validation_ids=np.asarray(d.validation.utt_ids, dtype=object),
-            validation_y=d.validation.y,
-            validation_logits=val,
-            test_ids=np.asarray(d.test.utt_ids, dtype=object),
-            test_y=d.test.y,
-            test_logits=test,
-            history=list(self.history),
-            best_epoch=int((self._best or {"epoch": self._epoch})["epoch"]),
-            epochs=self._epoch,
-            seconds=self._seconds,
-            n_train=len(d.train),
-            threads=torch.get_num_threads(),
+        return _fold_result(
+            self.data, val, test, self.history, int((self._best or {"epoch": self._epoch})["epoch"]), self._epoch,
+            self._seconds, torch.get_num_threads(),
         )
 
 
@@ -604,8 +747,7 @@ class SklearnFoldTrainer(FoldTrainer):
         self.data = data
         self.seed = int(seed)
         self.n_classes = len(data.classes)
-        info = InputInfo(shape=tuple(data.sample_shape), n_classes=self.n_classes, n_domains=len(data.domains))
-        self.estimator = self.spec.build(self.config, info)
+        self.estimator = self.spec.build(self.config, _input_info(data))
         params = self.estimator.get_params()
         for key in [k for k in params if k == "random_state" or k.endswith("__random_state")]:
             if params[key] is None:
@@ -666,22 +808,7 @@ class SklearnFoldTrainer(FoldTrainer):
                 else np.zeros((0, self.n_classes), np.float32)
             )
         self._seconds += time.perf_counter() - t0
-        return FoldResult(
-            index=d.index,
-            name=d.name,
-            classes=d.classes,
-            validation_ids=np.asarray(d.validation.utt_ids, dtype=object),
-            validation_y=d.validation.y,
-            validation_logits=parts["validation"],
-            test_ids=np.asarray(d.test.utt_ids, dtype=object),
-            test_y=d.test.y,
-            test_logits=parts["test"],
-            history=list(self.history),
-            best_epoch=1,
-            epochs=1,
-            seconds=self._seconds,
-            n_train=len(d.train),
-        )
+        return _fold_result(d, parts["validation"], parts["test"], self.history, 1, 1, self._seconds, None)
 
 
 def make_trainer(model: ModelSpec | str, config: Mapping[str, Any], data: FoldData, *, seed: int = 0, device: str = "cpu") -> FoldTrainer:
@@ -689,3 +816,30 @@ def make_trainer(model: ModelSpec | str, config: Mapping[str, Any], data: FoldDa
     spec = _spec(model)
     cls = TorchFoldTrainer if spec.backend == "torch" else SklearnFoldTrainer
     return cls(spec, config, data, seed=seed, device=device)
+
+
+def fold_trainer(
+    model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, fold: Any, *, normalize: str, seed: int, device: str
+) -> tuple[FoldTrainer, float]:
+    """Build one fold's data and its trainer: the one path of in-process runs, fold actors
+    and seed tasks. Returns the trainer and the seconds its set-up took.
+
+    Args:
+        inputs: :class:`~serray.training.data.TrainingInputs` of the run.
+        fold: A fold (``index``, ``name``, ``train``, ``validation``, ``test``).
+    """
+    from serray.training.data import build_fold_data
+
+    t0 = time.perf_counter()
+    data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
+    return make_trainer(model, config, data, seed=seed, device=device), time.perf_counter() - t0
+
+
+def train_fold(
+    model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, fold: Any, *, normalize: str, seed: int, device: str
+) -> FoldResult:
+    """Train one fold to the end (:func:`fold_trainer`, then run); set-up time included."""
+    trainer, setup = fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device)
+    result = trainer.run()
+    result.seconds += setup
+    return result

@@ -95,7 +95,7 @@ def _trainable_class():
             self.groups = [list(range(i, min(i + per, len(ctx.folds)))) for i in range(0, len(ctx.folds), per)]
             self.actors = [
                 FoldActor.options(num_cpus=ctx.fold_cpus, num_gpus=ctx.fold_gpus).remote(
-                    ctx.model, self.cfg, shared.kind, shared.data, shared.offsets, shared.table,
+                    ctx.model, self.cfg, shared,
                     [ctx.folds[i] for i in group], ctx.normalize, ctx.seed, ctx.device, threads,
                 )
                 for group in self.groups
@@ -158,6 +158,9 @@ def _trainable_class():
                 "train_loss": float(np.nanmean([m.get("train_loss", math.nan) for m in last])),
                 "folds_active": sum(not h[-1]["stopped"] for h in self.history),
             }
+            parts = [m.get("loss_parts") or {} for m in last]
+            for key in sorted({k for p in parts for k in p}):
+                result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
             if not self.active:
                 result.update(self._finalize("completed"))
                 result["done"] = True
@@ -292,18 +295,26 @@ def _logger_callbacks(tensorboard: bool) -> list:
     return [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
 
 
+def _max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) -> int:
+    """ASHA's ``max_t``: the largest epoch budget any trial can have over its stages."""
+    from serray.models.contract import stage_epochs
+
+    if spec.backend != "torch":
+        return 1
+    params = {p.name: p for p in sp.params} if hasattr(sp, "params") else {}
+    epochs = max_epochs or (params["epochs"].value if "epochs" in params and params["epochs"].type == "fixed" else base.get("epochs", 1))
+    stages = params.get("stages")
+    plans = list(stages.values) if stages is not None and stages.type == "choice" else [base.get("stages", "all")]
+    if stages is not None and stages.type == "fixed":
+        plans = [stages.value]
+    return max(1, max(stage_epochs(str(p), int(epochs or 1), spec.stage_plans) for p in plans))
+
+
 def tune_model(
-    workdir: str | Path,
-    model: str,
+    run: Any,
     *,
-    features: str | None = None,
-    protocol: str = "loso",
-    labels: str = "native",
     space: str | Path | None = None,
     num_samples: int = 20,
-    seed: int = 0,
-    normalize: str = "global",
-    preset: str | None = None,
     name: str | None = None,
     storage: str | None = None,
     address: str | None = None,
@@ -315,25 +326,18 @@ def tune_model(
     max_failures: int = 2,
     resume: bool = False,
     device: str = "auto",
-    corpora: Sequence[str] | None = None,
-    k: int = 5,
-    fold_seed: int = 0,
-    train_corpora: Sequence[str] | None = None,
-    test_corpora: Sequence[str] | None = None,
-    feature_params: Mapping[str, Any] | None = None,
     tensorboard: bool = False,
     verbose: int = 1,
 ) -> TuneOutcome:
-    """Search ``model``'s hyperparameters with Optuna TPE + ASHA; every trial trains all folds.
+    """Search a model's hyperparameters with Optuna TPE + ASHA; every trial trains all folds.
 
     Args:
-        workdir: Work directory (manifests, features; results go to ``W/tune``).
-        model: Registered model name.
-        features, protocol, labels, normalize, preset, corpora, k, fold_seed,
-            train_corpora, test_corpora, feature_params, device: as for ``serray train``.
+        run: The :class:`~serray.training.spec.RunSpec`: model, features, protocol,
+            labels, normalisation, preset (the space's own preset wins), config (the
+            starting point the space searches around) and ``seed`` (of the Optuna
+            sampler and of every trial's training).
         space: Search-space YAML (default ``search_spaces/<model>.yaml``).
         num_samples: Trials to run.
-        seed: Seed of the Optuna sampler and of every trial's training.
         name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``, where
             ``<features>`` is :func:`serray.training.experiment.feature_tag`).
         storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
@@ -344,10 +348,11 @@ def tune_model(
             cluster).
         max_concurrent_trials, time_budget_s: Passed to Tune.
         grace_period: ASHA's minimum epochs before a trial can be stopped.
-        max_epochs: Epoch cap of every trial and ASHA's ``max_t`` (default: the config's
-            ``epochs``).
+        max_epochs: Epoch cap of every trial's stages and of ASHA's ``max_t`` (default:
+            the config's ``epochs``; ``max_t`` covers every searched stage plan).
         max_failures: Retries of a trial whose training raises.
         resume: Continue the experiment of the same name.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         tensorboard: Also write TensorBoard event files per trial (Tune's TBX logger).
             Off by default: serray keeps its own trial records, and the TBX logger
             cost about 10 % of a short search's wall time here.
@@ -356,33 +361,33 @@ def tune_model(
         serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
         FileExistsError: The experiment exists and ``resume`` is not set.
     """
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from serray.models import registry
     from serray.models.registry import TORCH_TRAINING_DEFAULTS
     from serray.raycluster import init_ray
     from serray.training.actors import fold_resources as actor_resources, put_inputs
     from serray.training.experiment import prepare_experiment
+    from serray.training.trainer import check_stage_plans
     from serray.tune.space import load_search_space
 
     t0 = time.perf_counter()
-    spec = registry.get(model)
-    sp = load_search_space(space or model)
+    spec = run.model_spec()
+    workdir, seed = run.workdir, run.seed
+    sp = load_search_space(space or spec.name)
     if sp.model != spec.name:
         from serray.tune.space import SearchSpaceError
 
         raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
-    base = spec.config(preset=sp.preset or preset)
+    run = run.replace(preset=sp.preset or run.preset)
+    base = run.resolved_config()
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
-    features = features or spec.default_features[0]
-    exp = prepare_experiment(
-        workdir, spec.name, features=features, protocol=protocol, labels=labels, config=base, corpora=corpora,
-        k=k, fold_seed=fold_seed, train_corpora=train_corpora, test_corpora=test_corpora, feature_params=feature_params,
-    )
-    name = name or f"tune-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
+    exp = prepare_experiment(run, base)
+    stages = next((p for p in sp.params if p.name == "stages"), None)
+    plans = list(stages.values) if stages is not None and stages.type == "choice" else [base.get("stages", "all")]
+    check_stage_plans(spec, base, exp.inputs, [stages.value] if stages is not None and stages.type == "fixed" else plans)
+    name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     path = experiment_dir(workdir, name, storage)
     local_path = None if "://" in path else Path(path)
     init_ray(address)
@@ -397,7 +402,7 @@ def tune_model(
     shared = put_inputs(exp.inputs)
     ctx = TuneContext(
         workdir=str(Path(workdir).resolve()), experiment=name, model=spec.name, base_config=base, folds=exp.folds,
-        classes=exp.classes, normalize=normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
+        classes=exp.classes, normalize=run.normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
         max_epochs=max_epochs, record_dir=str(record_dir), space=sp,
     )
     trainable = tune.with_resources(
@@ -412,7 +417,7 @@ def tune_model(
             log.warning("nothing to resume at %s; starting a new experiment", path)
         elif local_path is not None and (local_path / "tuner.pkl").exists():
             raise FileExistsError(f"{path}: experiment {name!r} exists; pass --resume to continue it or --name NEW to start another")
-        max_t = int(max_epochs or base.get("epochs", 1) or 1)
+        max_t = _max_t(sp, spec, base, max_epochs)
         point = sp.point(base)
         searcher = OptunaSearch(
             space=sp.define_by_run, metric=OBJECTIVE, mode="max", seed=seed,
@@ -458,13 +463,7 @@ def tune_model(
     }
     best = {
         "model": spec.name,
-        "features": features,
-        "feature_params": dict(feature_params or {}),
-        "protocol": protocol,
-        "labels": labels,
-        "normalize": normalize,
-        "k": k,
-        "fold_seed": fold_seed,
+        **run.record(),
         "experiment": name,
         "trial_id": str(top["trial_id"]),
         "selection": "highest mean validation UA across folds (test data not used)",

@@ -1,0 +1,114 @@
+"""Specs of the baseline families (torch-free): SVM, logistic regression, MLP, DCNN, CNN-LSTM.
+
+Their models live in :mod:`serray.models.baselines`, imported only when a model is built.
+
+Example:
+    >>> from serray.models import registry
+    >>> registry.get("svm").config()["kernel"]
+    'linear'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serray.models.contract import InputSpec
+from serray.models.registry import Lazy, ModelSpec, register
+
+__all__ = ["SVM_CONFIG", "LOGREG_CONFIG", "MLP_CONFIG", "DCNN_CONFIG", "CNN_LSTM_CONFIG", "TORCH_TRAINING", "SMALL_SEQ"]
+
+SVM_CONFIG: dict[str, Any] = {"kernel": "linear", "C": 1.0, "gamma": "scale", "class_weight": None, "max_iter": -1}
+LOGREG_CONFIG: dict[str, Any] = {"C": 1.0, "class_weight": None, "max_iter": 2000}
+
+TORCH_TRAINING: dict[str, Any] = {
+    "optimizer": "adam",
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "lr_decay": 1.0,
+    "grad_clip": 0.0,
+}
+
+MLP_CONFIG: dict[str, Any] = {
+    **TORCH_TRAINING,
+    "epochs": 100,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "patience": 15,
+    "early_stop": "ua",
+    "hidden_sizes": [256, 128],
+    "dropout": 0.3,
+}
+
+DCNN_CONFIG: dict[str, Any] = {
+    **TORCH_TRAINING,
+    "epochs": 50,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "patience": 5,
+    "early_stop": "loss",
+    "max_frames": 0,
+    "channels": 128,
+    "kernel_size": 5,
+    "dilations": [1, 2],
+    "hidden": 128,
+    "dropout": 0.3,
+    "pooling": "mean",
+}
+
+CNN_LSTM_CONFIG: dict[str, Any] = {
+    **TORCH_TRAINING,
+    "epochs": 50,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "patience": 5,
+    "early_stop": "loss",
+    "max_frames": 0,
+    "channels": [64, 64, 128, 128],
+    "kernel_size": 3,
+    "pool": 2,
+    "lstm_hidden": 256,
+    "dropout": 0.3,
+}
+
+#: Shorter presets for CPU smoke runs and tests.
+SMALL_SEQ = {"epochs": 8, "patience": 3}
+
+
+_VECTORS = {"x": InputSpec("vector", ("egemaps",))}
+_MFB = {"x": InputSpec("sequence", ("mfb",))}
+
+register(ModelSpec(
+    name="svm", backend="sklearn", inputs=_VECTORS, default_config=SVM_CONFIG,
+    build=Lazy("serray.models.baselines", "build_svm"),
+    description="support vector machine (scikit-learn SVC) on utterance features",
+    presets={"rbf": {"kernel": "rbf"}},
+))
+register(ModelSpec(
+    name="logreg", backend="sklearn", inputs=_VECTORS, default_config=LOGREG_CONFIG,
+    build=Lazy("serray.models.baselines", "build_logreg"),
+    description="multinomial logistic regression (scikit-learn) on utterance features",
+))
+register(ModelSpec(
+    name="mlp", backend="torch", inputs=_VECTORS, default_config=MLP_CONFIG,
+    build=Lazy("serray.models.baselines", "build_mlp"),
+    description="fully connected network on utterance features",
+    presets={"small": {"hidden_sizes": [64], "epochs": 30, "patience": 5}},
+    stage_plans={"finetune_out": "all;out@10*0.1"},
+))
+register(ModelSpec(
+    name="dcnn", backend="torch", inputs=_MFB, default_config=DCNN_CONFIG,
+    build=Lazy("serray.models.baselines", "build_dcnn"),
+    description="dilated 1-D CNN on log-mel sequences (paper 000 sec. 3.1.1)",
+    presets={"small": {**SMALL_SEQ, "channels": 32, "hidden": 32}},
+    # paper 000's NHNN choices, for the single shared network: fine-tune with both
+    # convolutions frozen (fc) or with the first frozen (fc_conv), at a tenth of the lr
+    stage_plans={"fc": "all;fc+out@10*0.1", "fc_conv": "all;all-conv1@10*0.1"},
+))
+register(ModelSpec(
+    name="cnn_lstm", backend="torch", inputs=_MFB, default_config=CNN_LSTM_CONFIG,
+    build=Lazy("serray.models.baselines", "build_cnn_lstm"),
+    description="1-D CNN-LSTM on log-mel sequences (paper 000 sec. 3.1.3)",
+    presets={"small": {**SMALL_SEQ, "channels": [16, 16, 32, 32], "lstm_hidden": 32}},
+    stage_plans={"lstm_out": "all;lstm+out@10*0.1"},
+))

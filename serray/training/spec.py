@@ -1,0 +1,170 @@
+"""The run specification: what data and which model configuration a run trains, in one object.
+
+``serray train``, ``tune`` and ``seeds`` build one :class:`RunSpec` from their options
+(:func:`serray.commands._common.run_spec_from_options`, which merges a best.yaml's
+defaults in one place) and hand it to :func:`serray.training.run.train_run`,
+:func:`serray.training.seeds.train_seeds` and :func:`serray.tune.runner.tune_model`.
+Execution settings (device, resources, Ray address) stay separate arguments: they do not
+change the numbers.
+
+Features: ``features`` names one feature set per input role of the model, joined by
+``+`` in role order (``mfb+egemaps``) or by role (``frames=mfb+groups=egemaps``); roles
+left out take the model's default set. ``feature_params`` are extraction/load parameters:
+``KEY`` applies to the only set (or to every set when it is the model's single input),
+``SET.KEY`` to one set.
+
+Example:
+    >>> spec = RunSpec("W", "dcnn", config={"lr": 5e-4})
+    >>> spec.feature_sets()
+    {'x': 'mfb'}
+    >>> spec.resolved_config()["lr"]
+    0.0005
+    >>> spec.replace(seed=3).seed
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+__all__ = ["RunSpec", "parse_feature_sets"]
+
+
+def parse_feature_sets(text: str | None, inputs: Mapping[str, Any], model: str = "") -> dict[str, str]:
+    """Role -> feature set for ``text`` (see the module docstring); defaults fill the rest.
+
+    Raises:
+        ValueError: More sets than inputs, an unknown role, or a role without a set.
+
+    Example:
+        >>> from serray.models.contract import InputSpec
+        >>> parse_feature_sets("ssl", {"x": InputSpec("vector", ("egemaps",))})
+        {'x': 'ssl'}
+    """
+    roles = list(inputs)
+    out = {r: inputs[r].default_features[0] for r in roles if inputs[r].default_features}
+    if not text:
+        missing = [r for r in roles if r not in out]
+        if missing:
+            raise ValueError(f"model {model!r} has no default feature set for input(s) {missing}; pass --features")
+        return {r: out[r] for r in roles}
+    items = [t.strip() for t in str(text).split("+") if t.strip()]
+    if len(items) > len(roles):
+        raise ValueError(f"--features {text!r} names {len(items)} sets but model {model!r} takes {len(roles)} input(s): {roles}")
+    for pos, item in enumerate(items):
+        role, eq, name = item.partition("=")
+        if not eq:
+            role, name = roles[pos], item
+        if role not in inputs:
+            raise ValueError(f"--features {text!r}: model {model!r} has no input {role!r}; its inputs: {roles}")
+        out[role] = name.strip()
+    missing = [r for r in roles if r not in out]
+    if missing:
+        raise ValueError(f"--features {text!r} leaves input(s) {missing} of model {model!r} without a feature set")
+    return {r: out[r] for r in roles}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's data and model configuration (see the module docstring).
+
+    Attributes:
+        workdir: Work directory (manifests, feature cache, results).
+        model: Registered model name.
+        features: Feature set(s), ``None`` for the model's defaults.
+        feature_params: Extraction/load parameters (``KEY`` or ``SET.KEY`` -> value).
+        protocol: One of :data:`serray.protocols.PROTOCOLS`.
+        labels: Label set (``native``, ``4class``, ...).
+        normalize: ``"speaker"``, ``"global"`` or ``"none"``.
+        corpora: Restrict to these corpora's manifests.
+        k: Folds for ``kfold``.
+        fold_seed: Seed of fold assignment and validation choice.
+        train_corpora, test_corpora: For ``cross-corpus``.
+        preset: Named preset of the model, merged before ``config``.
+        config: Hyperparameters over the model's defaults (a file, then ``--set``).
+        seed: Training seed.
+    """
+
+    workdir: str
+    model: str
+    features: str | None = None
+    feature_params: Mapping[str, Any] | None = None
+    protocol: str = "loso"
+    labels: str = "native"
+    normalize: str = "global"
+    corpora: Sequence[str] | None = None
+    k: int = 5
+    fold_seed: int = 0
+    train_corpora: Sequence[str] | None = None
+    test_corpora: Sequence[str] | None = None
+    preset: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from serray.protocols import PROTOCOLS
+        from serray.training.data import NORMALIZATIONS
+
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; use one of {PROTOCOLS}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        object.__setattr__(self, "workdir", str(self.workdir))
+        for name in ("corpora", "train_corpora", "test_corpora"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, tuple(value) if value else None)
+
+    def model_spec(self) -> Any:
+        """The model's registry entry (raises ``ValueError`` for an unknown model)."""
+        from serray.models import registry
+
+        return registry.get(self.model)
+
+    def resolved_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults, then the preset, then :attr:`config`, then ``overrides``: the one config resolution."""
+        return self.model_spec().config(preset=self.preset, overrides={**dict(self.config), **dict(overrides or {})})
+
+    def feature_sets(self) -> dict[str, str]:
+        """Input role -> feature set name."""
+        spec = self.model_spec()
+        return parse_feature_sets(self.features, spec.inputs, spec.name)
+
+    def params_for(self, feature_set: str) -> dict[str, Any] | None:
+        """The feature parameters of one set (``None`` when it has none).
+
+        Raises:
+            ValueError: An unscoped ``KEY`` while the model reads several feature sets.
+        """
+        params = dict(self.feature_params or {})
+        sets = list(self.feature_sets().values())
+        out = {}
+        for key, value in params.items():
+            scope, dot, name = key.partition(".")
+            if dot:
+                if scope not in sets:
+                    raise ValueError(f"--feature-param {key}: {scope!r} is not one of this run's feature sets {sets}")
+                if scope == feature_set:
+                    out[name] = value
+            elif len(set(sets)) > 1:
+                raise ValueError(f"--feature-param {key}: the run reads several feature sets {sets}; write SET.{key}")
+            else:
+                out[key] = value
+        return out or None
+
+    def replace(self, **changes: Any) -> "RunSpec":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def record(self) -> dict[str, Any]:
+        """The fields that go into run records and best.yaml (without ``workdir``/``config``)."""
+        return {
+            "features": "+".join(self.feature_sets().values()),
+            "feature_params": dict(self.feature_params or {}),
+            "protocol": self.protocol,
+            "labels": self.labels,
+            "normalize": self.normalize,
+            "k": self.k,
+            "fold_seed": self.fold_seed,
+        }

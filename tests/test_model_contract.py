@@ -1,0 +1,225 @@
+"""The model-family contract: conformance of every registered model, stages, the prepare
+hook, auxiliary labels, and logits unchanged by the redesign (golden file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from serray.models import registry
+from serray.models.contract import Batch, InputInfo, InputSpec, parse_stages
+from serray.models.layers import SERModule, masked_cross_entropy
+from serray.models.registry import ModelSpec
+from serray.protocols import make_folds
+from serray.training.actors import run_folds
+from serray.training.data import TrainingInputs, build_fold_data, class_list, make_label_table, pack_features
+from serray.training.trainer import TorchFoldTrainer, make_trainer, total_epochs
+
+from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
+
+GOLDEN = Path(__file__).parent / "data" / "golden_logits_v0.npz"
+#: Small settings per model so that every conformance check trains in well under a second.
+TINY = {
+    "mlp": {"hidden_sizes": [8]},
+    "dcnn": {"channels": 8, "hidden": 8},
+    "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
+    "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
+    "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+}
+SEGMENT_SHAPE = (2, 8, 12)
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    m = synth_manifest(n_speakers=4, per_class=4)
+    m.loc[m.index[::7], "gender"] = None  # some unknown genders: masked, never guessed
+    return m
+
+
+def _features(manifest, kind):
+    if kind == "vector":
+        return vector_features(manifest)
+    if kind == "sequence":
+        return sequence_features(manifest)
+    return segment_features(manifest, shape=SEGMENT_SHAPE)
+
+
+def _fold(manifest, spec, config, fold_index=0):
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(config))
+    packed = {r: pack_features(_features(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
+    fold = make_folds(manifest, "loso", seed=0)[fold_index]
+    return build_fold_data(packed, table, fold, "global"), fold
+
+
+def _config(spec, **extra):
+    return spec.config(overrides={**TINY.get(spec.name, {}), **({"epochs": 2} if spec.backend == "torch" else {}), **extra})
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registered_model_conforms(manifest, name):
+    """Build from the spec, forward a batch of its declared inputs, finite loss that
+    backpropagates, utterance logits of the right shape, parameter groups cover every
+    parameter once, and a frozen stage leaves its parameters bit-identical."""
+    spec = registry.get(name)
+    assert spec.inputs and all(isinstance(i, InputSpec) for i in spec.inputs.values())
+    cfg = _config(spec)
+    data, fold = _fold(manifest, spec, cfg)
+    if spec.backend == "sklearn":
+        res = make_trainer(spec, cfg, data, seed=0).run()
+        assert res.test_logits.shape == (len(fold.test), len(data.classes)) and np.isfinite(res.test_logits).all()
+        return
+    tr = TorchFoldTrainer(spec, cfg, data, seed=0, device="cpu")
+    groups = tr.model.parameter_groups()
+    names = sorted(n for n, _ in tr.model.named_parameters())
+    assert sorted(n for ns in groups.values() for n in ns) == names
+    part = tr._part(data.train)
+    batch = part.batch(np.arange(min(6, part.n)))
+    out = tr.model.forward_batch(batch)
+    loss, parts = tr.model.loss(batch, out)
+    assert torch.isfinite(loss) and parts and all(torch.isfinite(v) for v in parts.values())
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tr.model.parameters())
+    logits = tr.model.utterance_logits(part.whole(), {k: v for k, v in tr.model.forward_batch(part.batch(np.arange(part.n))).items()})
+    assert tuple(logits.shape) == (len(data.train), len(data.classes))
+    # stages: the first group frozen in a second stage stays bit-identical through it
+    first = next(iter(groups))
+    plan = f"all@1;all-{first}@2" if len(groups) > 1 else "all@1;all@1"
+    staged = TorchFoldTrainer(spec, _config(spec, stages=plan), data, seed=0, device="cpu")
+    staged.step()
+    assert staged._stage == 1
+    before = {n: p.detach().clone() for n, p in staged.model.named_parameters() if n in groups[first]}
+    while not staged.stopped:
+        staged.step()
+    assert staged._epoch == 3 and [h["stage"] for h in staged.history] == [0, 1, 1]
+    if len(groups) > 1:
+        after = dict(staged.model.named_parameters())
+        assert all(torch.equal(before[n], after[n]) for n in before)
+    assert total_epochs(spec, _config(spec, stages=plan)) == 3
+
+
+def test_logits_unchanged_by_the_contract_redesign(manifest):
+    """Every model existing before the model-family contract gives the logits it gave then
+    (file written with the old code; identical bits on the machine that wrote it)."""
+    torch.set_num_threads(1)
+    man = synth_manifest(n_speakers=4, per_class=4)
+    classes = class_list(man["emotion"])
+    folds = make_folds(man, "loso", seed=0)[:2]
+    cases = {
+        "svm": ({}, vector_features(man), "global"),
+        "logreg": ({}, vector_features(man), "speaker"),
+        "mlp": ({"epochs": 6, "patience": 3}, vector_features(man), "global"),
+        "dcnn": ({"epochs": 4, "channels": 8, "hidden": 8, "max_frames": 15}, sequence_features(man), "global"),
+        "cnn_lstm": ({"epochs": 3, "channels": [4, 4], "lstm_hidden": 6}, sequence_features(man), "speaker"),
+    }
+    ad = {"epochs": 3, "conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8, "lr": 0.05}
+    for v in ("attention", "backbone", "adversarial"):
+        cases[f"adarl-{v}"] = ({**ad, "variant": v}, segment_features(man, shape=SEGMENT_SHAPE), "global")
+    golden = np.load(GOLDEN)
+    for name, (over, fs, norm) in cases.items():
+        spec = registry.get(name.split("-")[0])
+        cfg = spec.config(overrides=over)
+        table = make_label_table(man, classes, aux_columns=spec.aux_columns(cfg))
+        inputs = TrainingInputs(pack_features(fs, man["utt_id"].tolist()), table)
+        for r in run_folds(spec, cfg, inputs, folds, normalize=norm, seed=3, parallel=False):
+            for part, got in (("val", r.validation_logits), ("test", r.test_logits)):
+                np.testing.assert_allclose(got, golden[f"{name}/{r.index}/{part}"], rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose([h["train_loss"] for h in r.history], golden[f"{name}/{r.index}/hist"], rtol=1e-5)
+
+
+def test_frozen_batch_norm_keeps_its_statistics(manifest):
+    spec = registry.get("cnn_lstm")
+    data, _ = _fold(manifest, spec, _config(spec))
+    tr = TorchFoldTrainer(spec, _config(spec, stages="all@1;lstm+out@2"), data, seed=0, device="cpu")
+    tr.step()
+    state = {k: v.clone() for k, v in tr.model.state_dict().items() if k.startswith(("convs.", "norms."))}
+    while not tr.stopped:
+        tr.step()
+    now = tr.model.state_dict()
+    assert all(torch.equal(state[k], now[k]) for k in state)  # weights and running statistics
+    assert any("running_mean" in k for k in state)
+
+
+def test_stage_plans_and_errors():
+    spec = registry.get("dcnn")
+    assert parse_stages("fc", ["conv1", "conv2", "fc", "out"], spec.stage_plans)[1].train == ("fc", "out")
+    assert parse_stages("fc_conv", ["conv1", "conv2", "fc", "out"], spec.stage_plans)[1].train == ("conv2", "fc", "out")
+    with pytest.raises(ValueError, match=r"unknown parameter group\(s\) \['lstm'\]"):
+        parse_stages("all;lstm", ["conv1", "fc"])
+    with pytest.raises(ValueError, match="plan name"):
+        parse_stages("", ["a"])
+    from serray.training.trainer import check_config
+
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        check_config(spec, spec.config(overrides={"stages": "all;fc@0"}))
+    # configs that do not set stages keep their config id (stages is filled only when set)
+    assert "stages" not in check_config(spec, spec.config())
+
+
+class _Recorder(SERModule):
+    """Records what its prepare hook received."""
+
+    seen: list = []
+
+    def __init__(self, dim, n_classes):
+        super().__init__()
+        self.fc = nn.Linear(dim, n_classes)
+        self.register_buffer("mean", torch.zeros(dim))
+
+    def prepare(self, part):
+        _Recorder.seen.append(list(part.utt_ids))
+        self.mean = torch.from_numpy(part.inputs["x"].data.mean(axis=0))
+
+    def forward(self, x):
+        return {"logits": self.fc(x - self.mean)}
+
+
+def test_prepare_hook_sees_only_the_training_part(manifest):
+    spec = ModelSpec(
+        name="_recorder", backend="torch", inputs={"x": InputSpec("vector", ("egemaps",))},
+        default_config={"epochs": 1, "batch_size": 8, "lr": 0.01, "patience": 0},
+        build=lambda cfg, info: _Recorder(info.shape[0], info.n_classes),
+    )
+    _Recorder.seen.clear()
+    data, fold = _fold(manifest, spec, spec.config())
+    TorchFoldTrainer(spec, spec.config(), data, seed=0).run()
+    assert _Recorder.seen == [list(fold.train)]
+    assert not set(_Recorder.seen[0]) & (set(fold.validation) | set(fold.test))
+
+
+def test_auxiliary_labels_are_masked_where_unknown(manifest):
+    table = make_label_table(manifest, aux_columns={"gender": "gender", "gc": "gender*corpus"})
+    unknown = manifest["gender"].isna().to_numpy()
+    assert (table.aux["gender"][unknown] == -1).all() and (table.aux["gender"][~unknown] >= 0).all()
+    assert table.aux_names["gc"] == ("fxsyn", "mxsyn") and (table.aux["gc"][unknown] == -1).all()
+    with pytest.raises(ValueError, match="'language'.*not in the manifest"):
+        make_label_table(manifest, aux_columns={"lang": "language"})
+    logits, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    mask = torch.tensor([True, False, True, False])
+    torch.testing.assert_close(masked_cross_entropy(logits, y, mask), nn.functional.cross_entropy(logits[mask], y[mask]))
+    assert masked_cross_entropy(logits, y, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+
+
+def test_mtl_cnn_trains_both_heads_and_records_each_loss_term(manifest):
+    spec = registry.get("mtl_cnn")
+    cfg = _config(spec, epochs=3, w_gender=0.5)
+    data, _ = _fold(manifest, spec, cfg)
+    assert data.aux_names == {"gender": ("f", "m")}
+    tr = TorchFoldTrainer(spec, cfg, data, seed=1, device="cpu")
+    res = tr.run()
+    parts = [h["loss_parts"] for h in res.history]
+    assert all(set(p) == {"emotion", "gender"} for p in parts)
+    for h in res.history:  # the total is the weighted sum of the logged terms
+        assert h["train_loss"] == pytest.approx(h["loss_parts"]["emotion"] + 0.5 * h["loss_parts"]["gender"], rel=1e-5)
+    with torch.no_grad():
+        batch = tr._part(data.test).batch(np.arange(3), labels=False)
+        assert set(tr.model.forward_batch(batch)) >= {"logits", "gender_logits"}
+    # w_gender = 0 gives the dcnn emotion loss alone: the gender head gets no gradient
+    tr0 = TorchFoldTrainer(spec, _config(spec, w_gender=0.0), data, seed=1, device="cpu")
+    b = tr0._part(data.train).batch(np.arange(6))
+    loss, _ = tr0.model.loss(b, tr0.model.forward_batch(b))
+    loss.backward()
+    assert tr0.model.gender_out.weight.grad.abs().sum() == 0
