@@ -416,12 +416,7 @@ def _kfold_parts(
             if group_column not in m.columns:
                 raise ValueError(f"group_column {group_column!r} is not a manifest column")
             groups = m[group_column].astype(str).to_numpy()
-            n_groups = len(set(groups))
-            if n_groups < k:
-                raise ValueError(
-                    f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
-                    f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
-                )
+            _check_kfold_groups(k, len(set(groups)), group_column)
             from sklearn.model_selection import StratifiedGroupKFold  # imported here: ~1 s, kfold only
 
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -443,6 +438,26 @@ def _kfold_parts(
         train_mask[tr_idx] = True
         parts.append((f"k={i}{suffix}", train_mask, ~train_mask))
     return parts
+
+
+def _check_kfold_groups(k: int, n_groups: int, group_column: str) -> None:
+    """Refuse a speaker-independent kfold with fewer groups than folds; advise only a k that works.
+
+    k >= 2 is required, so with a single group no k helps: the advice then is more
+    groups, not a lower k.
+    """
+    if n_groups >= k:
+        return
+    if n_groups < 2:
+        raise ValueError(
+            f"kfold needs at least 2 distinct {group_column!r} values to keep them apart, the manifest has "
+            f"{n_groups}, and k must be >= 2; add data with more {group_column!r} values (e.g. a second corpus), "
+            "or use make_folds(..., speaker_independent=False) for a speaker-dependent split"
+        )
+    raise ValueError(
+        f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
+        f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
+    )
 
 
 def _cross_corpus_part(

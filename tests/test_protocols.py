@@ -240,6 +240,12 @@ def test_protocol_errors() -> None:
         make_folds(m1, "kfold", k=5)
     with pytest.raises(ValueError, match="k >= 2"):
         make_folds(m1, "kfold", k=1)
+    # one speaker: no k works, so the advice must not be a lower k (k=1 is refused above)
+    one = m1[m1["speaker"] == m1["speaker"].iloc[0]]
+    for k in (2, 5):
+        with pytest.raises(ValueError, match="at least 2 distinct 'speaker' values.*has 1") as err:
+            make_folds(one, "kfold", k=k)
+        assert "k=1" not in str(err.value) and "lower k" not in str(err.value)
     with pytest.raises(ValueError, match="unknown protocol"):
         make_folds(m1, "holdout")
     with pytest.raises(ValueError, match="val_fraction"):
