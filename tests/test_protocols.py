@@ -151,7 +151,7 @@ def test_validation_speaker_count_and_gender_balance() -> None:
 def test_validation_keeps_rare_class_in_training() -> None:
     m = synth_manifest(np.random.default_rng(4), speakers_per_corpus=5, n_classes=3, gender=False)
     # only speakers s0 and s1 have "fear": whichever is tested, the other must stay in training
-    extra = [{"utt_id": f"{s}_fear_x", "path": "/x", "corpus": "c0", "speaker": s, "emotion": "fear"}
+    extra = [{"utt_id": f"{s}_fear_x", "path": f"/x/{s}_fear_x.wav", "corpus": "c0", "speaker": s, "emotion": "fear"}
              for s in ("c0_s0", "c0_s1")]
     m = pd.concat([m, pd.DataFrame(extra)], ignore_index=True)
     for seed in range(10):
