@@ -92,6 +92,15 @@ def test_one_file_under_two_speaker_ids_is_refused(tmp_path):
     fold = Fold(0, "hand", train=rest, validation=[], test=s0, validation_mode="stratified")
     with pytest.raises(LeakageError, match="as train utterances"):
         check_leakage(m, [fold])
+    copy = m.loc[m["path"].duplicated(), "utt_id"].tolist()  # s3's row holding s0's file
+    fold = Fold(1, "val", train=[u for u in rest if u not in copy], validation=copy, test=s0,
+                validation_mode="stratified")
+    with pytest.raises(LeakageError, match=r"fold 'val': 1 test utterance\(s\) .* as validation utterances"):
+        check_leakage(m, [fold])
+    # speaker-dependent folds may share speakers, never audio
+    fold = Fold(2, "sd", train=rest, validation=[], test=s0, validation_mode="speaker-dependent")
+    with pytest.raises(LeakageError, match="same audio"):
+        check_leakage(m, [fold], allow_speaker_dependent=True)
 
 
 def test_data_info_lists_duplicates(two_corpora_sharing_files, tmp_path):
