@@ -2,7 +2,9 @@
 
 Every file serray writes goes through :func:`atomic_path`: the content is written to a
 temporary file in the destination folder and then renamed over the destination, so an
-interrupted run never leaves a half-written file behind.
+interrupted run never leaves a half-written file behind. The final file gets the mode a
+plain ``open()`` would give it (``0o666`` minus the process umask), not the ``0o600`` of
+the temporary file, so the other users of a shared work directory can read it.
 
 Example:
     >>> import tempfile, pathlib
@@ -38,7 +40,8 @@ __all__ = [
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The
+    renamed file's mode follows the umask (see :func:`_umask`), as ``open()`` would.
 
     Args:
         path: Final destination.
@@ -51,11 +54,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and
+    restoring it (``os.umask`` has no read-only form).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> None:

@@ -15,7 +15,9 @@ seed, balanced by gender where known, never removing the last training speaker o
 class); otherwise it is a per-class (stratified) sample of utterances.
 
 Every fold is checked by :func:`check_leakage` before :func:`make_folds` returns it: a
-test speaker that also appears in training or validation is refused.
+test speaker that also appears in training or validation is refused, and so is a test
+utterance whose audio (the same file, or identical bytes; see :mod:`serray.duplicates`)
+is also in training or validation.
 
 Example:
     >>> import pandas as pd
@@ -73,7 +75,7 @@ _MIN_SPEAKERS_FOR_SPEAKER_VALIDATION = 3
 
 
 class LeakageError(ValueError):
-    """A fold whose test (or validation) speakers also appear in its training data."""
+    """A fold whose test (or validation) speakers or audio also appear in its training data."""
 
 
 class FoldClassError(ValueError):
@@ -416,12 +418,7 @@ def _kfold_parts(
             if group_column not in m.columns:
                 raise ValueError(f"group_column {group_column!r} is not a manifest column")
             groups = m[group_column].astype(str).to_numpy()
-            n_groups = len(set(groups))
-            if n_groups < k:
-                raise ValueError(
-                    f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
-                    f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
-                )
+            _check_kfold_groups(k, len(set(groups)), group_column)
             from sklearn.model_selection import StratifiedGroupKFold  # imported here: ~1 s, kfold only
 
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -443,6 +440,26 @@ def _kfold_parts(
         train_mask[tr_idx] = True
         parts.append((f"k={i}{suffix}", train_mask, ~train_mask))
     return parts
+
+
+def _check_kfold_groups(k: int, n_groups: int, group_column: str) -> None:
+    """Refuse a speaker-independent kfold with fewer groups than folds; advise only a k that works.
+
+    k >= 2 is required, so with a single group no k helps: the advice then is more
+    groups, not a lower k.
+    """
+    if n_groups >= k:
+        return
+    if n_groups < 2:
+        raise ValueError(
+            f"kfold needs at least 2 distinct {group_column!r} values to keep them apart, the manifest has "
+            f"{n_groups}, and k must be >= 2; add data with more {group_column!r} values (e.g. a second corpus), "
+            "or use make_folds(..., speaker_independent=False) for a speaker-dependent split"
+        )
+    raise ValueError(
+        f"kfold with k={k} needs at least {k} distinct {group_column!r} values, the manifest has "
+        f"{n_groups}; lower k (e.g. k={n_groups}) or use protocol 'loso'"
+    )
 
 
 def _cross_corpus_part(
@@ -474,7 +491,9 @@ def check_leakage(
     """Refuse folds that leak speakers (or utterances) from training into evaluation.
 
     Checks, per fold: every ``utt_id`` is in the manifest; train, validation and test are
-    disjoint; no test speaker is in train or validation; and, when
+    disjoint; no test utterance has the same audio as a train or validation utterance
+    (same resolved path or identical file bytes, when the manifest has ``path``; see
+    :func:`_check_shared_audio`); no test speaker is in train or validation; and, when
     ``validation_mode == "speaker"``, no validation speaker is in train.
 
     Args:
@@ -482,14 +501,15 @@ def check_leakage(
         folds: Folds to check.
         allow_speaker_dependent: Accept folds marked ``speaker-dependent`` (from
             ``make_folds(..., speaker_independent=False)``), checking only that their
-            parts are disjoint.
+            parts are disjoint and share no audio.
 
     Raises:
-        LeakageError: Names the fold and the leaking speakers or utterances.
+        LeakageError: Names the fold and the leaking speakers, utterances or files.
         ValueError: Folds reference ``utt_id`` values missing from the manifest.
     """
     _require_columns(manifest, ("utt_id", "speaker"), "the leakage check")
     speaker_of = pd.Series(manifest["speaker"].astype(str).to_numpy(), index=manifest["utt_id"].astype(str))
+    copies = _duplicate_keys(manifest)
     for fold in folds:
         spk: dict[str, set[str]] = {}
         for split in SPLITS:
@@ -504,6 +524,7 @@ def check_leakage(
             if len(shared):
                 raise LeakageError(f"fold {fold.name!r}: {len(shared)} utterance(s) in both {a} and {b}, "
                                    f"e.g. {shared[:3].tolist()}")
+        _check_shared_audio(fold, copies)
         if fold.validation_mode == "speaker-dependent":
             if allow_speaker_dependent:
                 continue
@@ -524,6 +545,53 @@ def check_leakage(
                     f"fold {fold.name!r}: validation speaker(s) {leaked} also appear in training, but "
                     "validation_mode is 'speaker'; hold out whole speakers or mark the fold 'stratified'"
                 )
+
+
+def _duplicate_keys(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``utt_id``-indexed ``key`` and ``path`` of the rows whose audio also appears under another row.
+
+    Empty when the manifest has no ``path`` column (nothing to compare).
+    """
+    from serray.duplicates import duplicate_audio
+
+    dups = duplicate_audio(manifest)
+    keys = dups.set_index("utt_id")[["group", "path"]].rename(columns={"group": "key"})
+    if len(keys):
+        log.info("leakage check: %d utterance(s) in %d group(s) share their audio with another row",
+                 len(keys), keys["key"].nunique())
+    return keys
+
+
+def _check_shared_audio(fold: Fold, copies: pd.DataFrame) -> None:
+    """Refuse test audio that is also in train or validation; warn about train/validation copies.
+
+    Args:
+        fold: The fold to check.
+        copies: :func:`_duplicate_keys` of the manifest.
+
+    Raises:
+        LeakageError: One line naming the fold, example file pairs and the fix.
+    """
+    if copies.empty:
+        return
+    parts = {s: copies.loc[copies.index.intersection(pd.Index(fold.split(s).astype(str)))].rename_axis("utt_id")
+             for s in SPLITS}
+    for other in ("train", "validation"):
+        pairs = parts["test"].reset_index().merge(parts[other].reset_index(), on="key", suffixes=("_test", "_other"))
+        if pairs.empty:
+            continue
+        eg = "; ".join(f"test {r.utt_id_test} ({r.path_test}) = {other} {r.utt_id_other} ({r.path_other})"
+                       for r in pairs.head(3).itertuples())
+        raise LeakageError(
+            f"fold {fold.name!r}: {pairs['utt_id_test'].nunique()} test utterance(s) have the same audio "
+            f"(same file or identical bytes) as {other} utterances, e.g. {eg}; keep one copy of each file "
+            "in the manifests (`serray data info W` lists the duplicates)"
+        )
+    shared = parts["train"].reset_index().merge(parts["validation"].reset_index(), on="key")
+    if len(shared):
+        log.warning("fold %s: %d validation utterance(s) have the same audio as training utterances, e.g. %s; "
+                    "validation scores are optimistic (`serray data info W` lists duplicates)",
+                    fold.name, shared["utt_id_y"].nunique(), shared["path_y"].iloc[0])
 
 
 def check_fold_classes(

@@ -14,8 +14,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     """Start local Ray or connect to a running cluster; a second call is a no-op.
 
     Args:
-        address: ``None`` for a local single-node Ray; ``"auto"`` or ``"HOST:PORT"`` to
-            join a cluster started with ``ray start`` / ``ray up``.
+        address: ``None`` for a local single-node Ray (token authentication off unless
+            ``RAY_AUTH_MODE`` is set); ``"auto"`` or ``"HOST:PORT"`` to join a cluster
+            started with ``ray start`` / ``ray up``, with the authentication the
+            environment gives (``RAY_AUTH_MODE=token`` and the token on cluster nodes).
         num_cpus: CPUs for a local Ray (default: all). Ignored when joining a cluster.
         num_gpus: GPUs for a local Ray (default: detected). Ignored when joining.
     """
@@ -23,14 +25,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
     if ray.is_initialized():
         return
-    # Local runs and tests need no token-based auth; a user can still set it explicitly.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Workers inherit this so serray's modules import without a package upload.
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        log.info("joining Ray cluster at %s", address)
+        # Never weaken a cluster's authentication: RAY_AUTH_MODE and the token come from
+        # the environment (cluster.yaml sets RAY_AUTH_MODE=token on every node).
+        log.info("joining Ray cluster at %s (RAY_AUTH_MODE=%s)", address, os.environ.get("RAY_AUTH_MODE", "unset"))
         ray.init(address=address, **kwargs)
     else:
+        # Local runs and tests start Ray without a token unless RAY_AUTH_MODE is set; its
+        # ports listen on every interface, so on a shared network set RAY_AUTH_MODE=token.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         log.info("starting local Ray")
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())

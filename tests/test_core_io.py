@@ -24,6 +24,27 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["x.json"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Prediction files (and every other atomic write) get 0o666 & ~umask, not mkstemp's 0o600."""
+    import os
+    import stat
+
+    from serray.predictions import write_predictions
+
+    df = pd.DataFrame({"fold": [0], "split": ["test"], "utt_id": ["u1"], "label": ["sad"],
+                       "pred": ["sad"], "logits": [[0.1, 2.0]]})
+    old = os.umask(umask)
+    try:
+        part = write_predictions(tmp_path, df, run="r1", config_id="c0", seed=0, classes=["happy", "sad"])
+        io.write_json({"v": 1}, tmp_path / "x.json")
+        assert io._umask() == umask
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(part.stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == mode
+
+
 def test_parquet_metadata_roundtrip(tmp_path):
     import pyarrow.parquet as pq
 

@@ -151,7 +151,7 @@ def test_validation_speaker_count_and_gender_balance() -> None:
 def test_validation_keeps_rare_class_in_training() -> None:
     m = synth_manifest(np.random.default_rng(4), speakers_per_corpus=5, n_classes=3, gender=False)
     # only speakers s0 and s1 have "fear": whichever is tested, the other must stay in training
-    extra = [{"utt_id": f"{s}_fear_x", "path": "/x", "corpus": "c0", "speaker": s, "emotion": "fear"}
+    extra = [{"utt_id": f"{s}_fear_x", "path": f"/x/{s}_fear_x.wav", "corpus": "c0", "speaker": s, "emotion": "fear"}
              for s in ("c0_s0", "c0_s1")]
     m = pd.concat([m, pd.DataFrame(extra)], ignore_index=True)
     for seed in range(10):
@@ -240,6 +240,12 @@ def test_protocol_errors() -> None:
         make_folds(m1, "kfold", k=5)
     with pytest.raises(ValueError, match="k >= 2"):
         make_folds(m1, "kfold", k=1)
+    # one speaker: no k works, so the advice must not be a lower k (k=1 is refused above)
+    one = m1[m1["speaker"] == m1["speaker"].iloc[0]]
+    for k in (2, 5):
+        with pytest.raises(ValueError, match="at least 2 distinct 'speaker' values.*has 1") as err:
+            make_folds(one, "kfold", k=k)
+        assert "k=1" not in str(err.value) and "lower k" not in str(err.value)
     with pytest.raises(ValueError, match="unknown protocol"):
         make_folds(m1, "holdout")
     with pytest.raises(ValueError, match="val_fraction"):

@@ -65,8 +65,13 @@ def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bo
 @click.option("--corpora", default=None, help="Comma-separated manifest names (default: all).")
 @click.option("--speakers", is_flag=True, help="Also list speakers with gender and utterance counts.")
 def info(workdir: str, corpora: str | None, speakers: bool) -> None:
-    """Counts by corpus x emotion x gender for the manifests in WORKDIR."""
+    """Counts by corpus x emotion x gender for the manifests in WORKDIR, and duplicate audio.
+
+    Rows whose audio is the same file or has identical bytes are listed by group: the
+    leakage check refuses folds that put copies on both sides of a split.
+    """
     from serray.corpora.info import speaker_table, summary_table
+    from serray.duplicates import duplicate_audio
     from serray.manifest import ManifestError, load_manifests
 
     try:
@@ -78,6 +83,17 @@ def info(workdir: str, corpora: str | None, speakers: bool) -> None:
     if speakers:
         click.echo("")
         click.echo(speaker_table(m).to_string())
+    _echo_duplicates(duplicate_audio(m))
+
+
+def _echo_duplicates(dups) -> None:
+    """Print the duplicate-audio groups of a manifest (or that there are none)."""
+    if dups.empty:
+        click.echo("\nno duplicate audio (every row has its own file and content)")
+        return
+    click.echo(f"\n{len(dups)} utterances in {dups['group'].nunique()} group(s) share their audio "
+               "(same file or identical bytes); folds with copies on both sides of a split are refused:")
+    click.echo(dups.to_string(index=False))
 
 
 @command.command("synth")

@@ -30,8 +30,9 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     4 emotions) stand in for real data; evaluation is leave-one-speaker-out, model
     selection uses validation data only. Takes a few minutes on a 2-core laptop.
     """
+    from serray.commands.ensemble import write_ensemble_folder
     from serray.corpora.synth import generate_synthetic_corpus
-    from serray.ensemble import evaluate_subset, members_from_predictions, run_ensemble_search
+    from serray.ensemble import members_from_predictions, run_ensemble_search
     from serray.features import extract_features
     from serray.predictions import read_predictions, run_classes
     from serray.raycluster import init_ray
@@ -71,8 +72,8 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     members = members_from_predictions(read_predictions(w, [run]), run_classes(w, run))
     k_max = min(max_k, len(members.names))
     ens = run_ensemble_search(members, range(1, k_max + 1), address=address, progress=False)
-    ens_dir = ens.save(w / "ensemble" / f"demo-{model}")
-    single = [evaluate_subset(members, [i])["test_ua"] for i in range(len(members.names))]
+    ens_dir, single_members, _ = write_ensemble_folder(ens, members, w / "ensemble" / f"demo-{model}")
+    single = single_members["test_ua"].tolist()
     best = ens.best
 
     stage(6, "report")
@@ -82,9 +83,13 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     click.echo(f"seeds    : test UA {100 * sum(single) / len(single):.1f} % on average over {len(single)} seeds")
     click.echo(f"ensemble : k={int(best['k'])} selected on validation, test UA {100 * best['test_ua']:.1f} %")
     click.echo(f"note     : {ens.note}")
-    click.echo(f"\nresults in {w.resolve()}:")
-    click.echo(f"  leaderboard  {tuned.path}/leaderboard.csv")
-    click.echo(f"  best config  {tuned.best_yaml}")
-    click.echo(f"  ensemble     {ens_dir}")
-    click.echo(f"  report       {report_dir}/report.md")
+    _echo_results(w, {"leaderboard": Path(tuned.path) / "leaderboard.csv", "best config": tuned.best_yaml,
+                      "ensemble": ens_dir, "report": Path(report_dir) / "report.md"})
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+def _echo_results(workdir: Path, paths: dict) -> None:
+    """List the demo's results, every path absolute (whatever form each stage returned)."""
+    click.echo(f"\nresults in {workdir.resolve()}:")
+    for label, path in paths.items():
+        click.echo(f"  {label:<12} {Path(path).resolve()}")

@@ -23,8 +23,23 @@ def parse_k(text: str) -> list[int]:
     return sorted(set(out))
 
 
-def plot_ua_vs_k(best_per_k, single, out: Path, note: str) -> None:
-    """Best ensemble's validation and test UA per k, with the mean single member."""
+def curve_labels(selection: str) -> tuple[str, str]:
+    """Legend labels of the validation and test curves of ``ua_vs_k.png``.
+
+    The curve the subsets were selected on says so; under ``test-optimistic`` that is
+    the test curve, marked optimistic.
+    """
+    if selection == "test-optimistic":
+        return "validation UA of the selected subset", "test UA (selection; optimistic)"
+    return "validation UA (selection)", "test UA of the selected subset"
+
+
+def plot_ua_vs_k(best_per_k, single, out: Path, note: str, selection: str = "validation") -> list[str]:
+    """Best ensemble's validation and test UA per k, with the mean single member.
+
+    Returns:
+        The legend labels, in plotting order.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,19 +47,55 @@ def plot_ua_vs_k(best_per_k, single, out: Path, note: str) -> None:
 
     from serray import io
 
+    val_label, test_label = curve_labels(selection)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(best_per_k["k"], 100 * best_per_k["val_ua"], "o-", label="validation UA (selection)")
-    ax.plot(best_per_k["k"], 100 * best_per_k["test_ua"], "s-", label="test UA of the selected subset")
+    ax.plot(best_per_k["k"], 100 * best_per_k["val_ua"], "o-", label=val_label)
+    ax.plot(best_per_k["k"], 100 * best_per_k["test_ua"], "s-", label=test_label)
     ax.axhline(100 * single["test_ua"].mean(), color="grey", ls="--", label="mean single member, test UA")
     ax.set_xlabel("ensemble size k")
     ax.set_ylabel("UA (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    labels = [t.get_text() for t in ax.legend(fontsize=8).get_texts()]
     ax.set_title(note if len(note) < 70 else note[:67] + "...", fontsize=7)
     fig.tight_layout()
     with io.atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
+    return labels
+
+
+def write_ensemble_folder(res, members, out_dir: Path):
+    """Write an ensemble result and its companion tables into ``out_dir``.
+
+    Files: those of :meth:`~serray.ensemble.runner.EnsembleResult.save`, plus
+    ``single_members.csv`` (each member alone), ``best_per_k.csv``,
+    ``membership_mix.csv`` (members per run in the best subset of each k) and, for an
+    exhaustive search, ``ua_vs_k.png``. ``serray ensemble`` and ``serray demo`` both
+    write through here, so their folders hold the same files.
+
+    Returns:
+        ``(out, single, mix)``: the folder, the single-member scores and the mix table.
+    """
+    import pandas as pd
+
+    from serray import io
+    from serray.ensemble import evaluate_subset
+
+    out = res.save(out_dir)
+    single = pd.DataFrame([{"member": m, "variant": v, **evaluate_subset(members, [i], res.fusion)}
+                           for i, (m, v) in enumerate(zip(members.names, members.variant))])
+    io.write_text(single.to_csv(index=False), out / "single_members.csv")
+    bpk = res.best_per_k
+    io.write_text(bpk.assign(members=bpk["members"].map(" ".join)).to_csv(index=False), out / "best_per_k.csv")
+    mix_rows = []
+    for _, row in bpk.iterrows():
+        counts = pd.Series([members.variant[i] for i in row["indices"]]).value_counts()
+        mix_rows.append({"k": int(row["k"]), **counts.to_dict()})
+    mix = pd.DataFrame(mix_rows).fillna(0)
+    io.write_text(mix.to_csv(index=False), out / "membership_mix.csv")
+    if res.method == "exhaustive":
+        plot_ua_vs_k(bpk, single, out / "ua_vs_k.png", res.note, res.selection)
+    return out, single, mix
 
 
 @click.command(name="ensemble")
@@ -75,10 +126,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
     """
     import logging
 
-    import pandas as pd
-
-    from serray import io
-    from serray.ensemble import evaluate_subset, members_from_predictions, run_ensemble_search
+    from serray.ensemble import members_from_predictions, run_ensemble_search
     from serray.predictions import read_predictions, run_classes
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
@@ -101,20 +149,8 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
     except ValueError as exc:
         fail(str(exc))
     name = name or f"{'+'.join(run_list) if len(run_list) < 3 else f'{len(run_list)}runs'}-{method}-{fusion}-{selection}"
-    out = res.save(Path(workdir) / "ensemble" / name)
-    single = pd.DataFrame([{"member": m, "variant": v, **evaluate_subset(members, [i], fusion)}
-                           for i, (m, v) in enumerate(zip(members.names, members.variant))])
-    io.write_text(single.to_csv(index=False), out / "single_members.csv")
+    out, single, mix = write_ensemble_folder(res, members, Path(workdir) / "ensemble" / name)
     bpk = res.best_per_k
-    io.write_text(bpk.assign(members=bpk["members"].map(" ".join)).to_csv(index=False), out / "best_per_k.csv")
-    mix_rows = []
-    for _, row in bpk.iterrows():
-        counts = pd.Series([members.variant[i] for i in row["indices"]]).value_counts()
-        mix_rows.append({"k": int(row["k"]), **counts.to_dict()})
-    mix = pd.DataFrame(mix_rows).fillna(0)
-    io.write_text(mix.to_csv(index=False), out / "membership_mix.csv")
-    if method == "exhaustive":
-        plot_ua_vs_k(bpk, single, out / "ua_vs_k.png", res.note)
 
     click.echo(f"{n} members from {len(run_list)} run(s); {method} search, fusion={fusion}, selection={selection}")
     click.echo(f"NOTE: {res.note}")
