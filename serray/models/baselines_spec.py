@@ -13,19 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from serray.models.contract import InputSpec
-from serray.models.registry import Lazy, ModelSpec, register
+from serray.models.registry import TORCH_TRAINING_DEFAULTS, Lazy, ModelSpec, register
 
 __all__ = ["SVM_CONFIG", "LOGREG_CONFIG", "MLP_CONFIG", "DCNN_CONFIG", "CNN_LSTM_CONFIG", "TORCH_TRAINING", "SMALL_SEQ"]
 
 SVM_CONFIG: dict[str, Any] = {"kernel": "linear", "C": 1.0, "gamma": "scale", "class_weight": None, "max_iter": -1}
 LOGREG_CONFIG: dict[str, Any] = {"C": 1.0, "class_weight": None, "max_iter": 2000}
 
+#: The training keys the baselines' default configs spell out (so that they show in
+#: `--set` listings and config ids), with the values of the one source of training
+#: defaults, :data:`serray.models.registry.TORCH_TRAINING_DEFAULTS`.
 TORCH_TRAINING: dict[str, Any] = {
-    "optimizer": "adam",
-    "momentum": 0.0,
-    "weight_decay": 0.0,
-    "lr_decay": 1.0,
-    "grad_clip": 0.0,
+    k: TORCH_TRAINING_DEFAULTS[k] for k in ("optimizer", "momentum", "weight_decay", "lr_decay", "grad_clip")
 }
 
 MLP_CONFIG: dict[str, Any] = {
