@@ -66,7 +66,8 @@ def _fake_stages(monkeypatch, workdir_seen: list) -> None:
         workdir_seen.append(Path(w))
         return pd.DataFrame({"utt_id": utts, "corpus": "syn", "speaker": [f"s{i % 4}" for i in range(24)]})
 
-    def train_seeds(w, model, *, seeds, run_prefix, **kw):
+    def train_seeds(spec, *, seeds, run_prefix, **kw):
+        w = spec.workdir
         run = f"{run_prefix}-base"
         for seed in seeds:
             df = pd.DataFrame({"fold": 0, "split": ["validation"] * 12 + ["test"] * 12, "utt_id": utts,
@@ -75,8 +76,8 @@ def _fake_stages(monkeypatch, workdir_seen: list) -> None:
             write_predictions(w, df, run=run, config_id="c0", seed=seed, classes=CLASSES)
         return SimpleNamespace(runs={"base": run})
 
-    def tune_model(w, model, *, name, **kw):
-        path = Path(w) / "tune" / name
+    def tune_model(spec, *, name, **kw):
+        path = Path(spec.workdir) / "tune" / name
         board = pd.DataFrame({"trial_id": ["t0"], "val_ua": [0.5], "test_ua": [0.4], "epochs": [3], "status": ["ok"]})
         return SimpleNamespace(leaderboard=board, best={"trial_id": "t0", "config": {}, "val_ua": 0.5, "test_ua": 0.4},
                                path=path, best_yaml=path / "best.yaml")

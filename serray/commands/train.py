@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import sys
@@ -96,7 +97,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
         spec = run.model_spec()
         if spec.backend == "torch" and not sequential:
             progress = _EpochProgress(total_epochs(spec, run.resolved_config()))
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm() if progress is not None else contextlib.nullcontext():
             result = train_run(
                 run, run_name=run_name, address=address, device=device, parallel=not sequential,
                 num_cpus=res.get("cpu"), num_gpus=res.get("gpu"), folds_per_actor=folds_per_actor,

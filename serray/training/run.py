@@ -314,7 +314,7 @@ def train_run(
     rdir = runs_dir(run.workdir) / name
     io.write_parquet(folds_to_frame(exp.folds), rdir / "folds.parquet")
     io.write_json(record, rdir / "record.json")
-    log.info("run %s: pooled UA %.4f WA %.4f; mean UA %.4f", name, pooled["ua"], pooled["wa"], mean["ua"])
+    log.info("finished run %s: pooled UA %.4f WA %.4f; mean UA %.4f", name, pooled["ua"], pooled["wa"], mean["ua"])
     return RunResult(
         run=name, model=spec.name, config=cfg, config_id=cid, seed=int(run.seed), classes=exp.classes, folds=results,
         table=tab, pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")}, mean=mean, record=record,
