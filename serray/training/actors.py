@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -104,9 +103,9 @@ class _FoldActorImpl:
         Used when Ray Tune reuses a trial's actors for the next trial.
         """
         inputs, folds, normalize, device = self._inputs
-        built = [fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device) for fold in folds]
-        self.trainers: list[FoldTrainer] = [t for t, _ in built]
-        self.setup_seconds: list[float] = [s for _, s in built]
+        self.trainers: list[FoldTrainer] = [
+            fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device) for fold in folds
+        ]
 
     def step(self) -> list[dict]:
         """One epoch of every hosted fold (a stopped fold repeats its last metrics)."""
@@ -118,12 +117,7 @@ class _FoldActorImpl:
 
     def finalize(self) -> list[FoldResult]:
         """Best-epoch logits of the validation and test parts of every hosted fold."""
-        results = []
-        for trainer, setup in zip(self.trainers, self.setup_seconds):
-            result = trainer.finalize()
-            result.seconds += setup
-            results.append(result)
-        return results
+        return [t.finalize() for t in self.trainers]
 
 
 #: The Ray actor class; its constructor takes object references as top-level arguments.
@@ -306,9 +300,6 @@ def _run_local(
     device: str,
     on_epoch: EpochCallback | None,
 ) -> list[FoldResult]:
-    def trainer(fold: Any) -> tuple[FoldTrainer, float]:
-        return fold_trainer(spec, config, inputs, fold, normalize=normalize, seed=seed, device=device)
-
     if on_epoch is None:  # one fold after another: only one fold's data in memory at a time
         results = []
         for i, fold in enumerate(folds, 1):
@@ -316,13 +307,6 @@ def _run_local(
             results.append(res)
             log.info("fold %d/%d (%s) done in %.1f s: test UA %.3f", i, len(folds), res.name, res.seconds, res.metrics()["test_ua"])
         return results
-    built = [trainer(f) for f in folds]
-    _lockstep(
-        [(lambda tr=tr: [tr.step()]) for tr, _ in built], [[i] for i in range(len(folds))], folds, lambda outs: outs, on_epoch
-    )
-    results = []
-    for tr, setup in built:
-        res = tr.finalize()
-        res.seconds += setup
-        results.append(res)
-    return results
+    built = [fold_trainer(spec, config, inputs, f, normalize=normalize, seed=seed, device=device) for f in folds]
+    _lockstep([(lambda tr=tr: [tr.step()]) for tr in built], [[i] for i in range(len(folds))], folds, lambda outs: outs, on_epoch)
+    return [tr.finalize() for tr in built]

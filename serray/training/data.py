@@ -462,7 +462,7 @@ def aux_values(manifest: pd.DataFrame, column: str) -> pd.Series:
         text = col.astype(str)
         known &= col.notna() & ~text.str.strip().str.lower().isin(["", "unknown", "nan", "none"])
         values = text if values is None else values + "x" + text
-    return values.where(known, None)
+    return values.astype(object).where(known, None)
 
 
 def make_label_table(

@@ -91,9 +91,8 @@ class Experiment:
         return self.aux_columns.get("domain")
 
 
-def _load_sets(run: Any, spec: Any, manifest: pd.DataFrame, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Role -> loaded feature set, kinds checked against the model's inputs."""
-    sets = run.feature_sets()
+def _load_sets(run: Any, spec: Any, sets: Mapping[str, str], manifest: pd.DataFrame, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Role -> loaded feature set of ``sets`` (role -> set name), kinds checked against the model's inputs."""
     loaded: dict[str, Any] = {}
     for role, name in sets.items():
         if given and role in given:
@@ -128,13 +127,14 @@ def prepare_experiment(run: Any, config: Mapping[str, Any] | None = None, featur
     from serray.protocols import check_fold_classes, check_leakage, make_folds
 
     spec = run.model_spec()
+    sets = run.feature_sets()
     manifest = apply_label_set(load_manifests(run.workdir, run.corpora), run.labels)
-    loaded = _load_sets(run, spec, manifest, feature_sets)
+    loaded = _load_sets(run, spec, sets, manifest, feature_sets)
     have = set(manifest["utt_id"])
     for fs in loaded.values():
         have &= set(map(str, fs.utt_ids))
     missing = [u for u in manifest["utt_id"] if u not in have]
-    names = "+".join(run.feature_sets().values())
+    names = "+".join(sets.values())
     if missing:
         log.warning("%d utterance(s) have no %s features and are left out, e.g. %s", len(missing), names, missing[:3])
         manifest = manifest[manifest["utt_id"].isin(have)].reset_index(drop=True)
@@ -148,7 +148,6 @@ def prepare_experiment(run: Any, config: Mapping[str, Any] | None = None, featur
     table = make_label_table(manifest, classes, aux_columns=aux)
     ids = manifest["utt_id"].tolist()
     packed = {role: pack_features(fs, ids) for role, fs in loaded.items()}
-    sets = run.feature_sets()
     tag = "+".join(feature_tag(sets[r], run.params_for(sets[r]), getattr(fs, "key", "")) for r, fs in loaded.items())
     kinds = {role: fs.kind for role, fs in loaded.items()}
     return Experiment(spec, sets, kinds, manifest, classes, folds, TrainingInputs(packed, table), aux, missing, tag)

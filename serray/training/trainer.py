@@ -199,6 +199,11 @@ class FoldTrainer:
 
     data: FoldData
     spec: ModelSpec
+    _seconds: float
+
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` of set-up done for this fold (e.g. building its data) in its time."""
+        self._seconds += seconds
 
     def step(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -299,13 +304,8 @@ def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs:
     todo = sorted({str(p) for p in plans if str(p) != "all"})
     if spec.backend != "torch" or not todo:
         return
-    table = inputs.table
-    primary = next(iter(inputs.packed.values()))
-    info = InputInfo(
-        shape=tuple(primary.sample_shape), n_classes=len(table.classes), n_domains=len(table.domains),
-        shapes={r: tuple(p.sample_shape) for r, p in inputs.packed.items()},
-        aux_classes={r: len(n) for r, n in table.aux_names.items()},
-    )
+    shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
+    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names)
     groups = list(spec.build(check_config(spec, config), info).parameter_groups())
     for plan in todo:
         parse_stages(plan, groups, spec.stage_plans)
@@ -325,14 +325,15 @@ def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | Non
     return stage_epochs(str(cfg["stages"]), int(cfg["epochs"]), spec.stage_plans)
 
 
-def _input_info(data: FoldData) -> InputInfo:
-    """The builder's view of a fold: primary and per-role sample shapes, class counts."""
+def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]]) -> InputInfo:
+    """The builder's view of a run or fold: per-role sample shapes (the first is the
+    primary input) and the class counts of the emotions and every auxiliary label."""
     return InputInfo(
-        shape=tuple(data.sample_shape),
-        n_classes=len(data.classes),
-        n_domains=len(data.domains),
-        shapes=data.shapes,
-        aux_classes={role: len(names) for role, names in data.aux_names.items()},
+        shape=tuple(next(iter(shapes.values()))),
+        n_classes=len(classes),
+        n_domains=len(aux_names.get("domain", ())),
+        shapes=dict(shapes),
+        aux_classes={role: len(names) for role, names in aux_names.items()},
     )
 
 
@@ -443,16 +444,15 @@ class _PartBatches:
         import torch
 
         owner = None if self.owner is None else torch.from_numpy(self.owner.astype(np.int64)).to(self.device)
-        b = Batch({}, {}, torch.from_numpy(self.y_utt).to(self.device), owner=owner, n_utterances=self.n_utt, primary=self.primary)
-        return b
+        return Batch({}, {}, torch.from_numpy(self.y_utt).to(self.device), owner=owner, n_utterances=self.n_utt, primary=self.primary)
 
 
-def _stage_modules(model: Any, trainable: set[str]) -> list[Any]:
-    """Sub-modules all of whose parameters are frozen (kept in evaluation mode while training)."""
+def _frozen_modules(model: Any) -> list[Any]:
+    """Sub-modules that have parameters, all frozen (kept in evaluation mode while training)."""
     out = []
-    for _, module in model.named_modules():
-        params = [n for n, _ in module.named_parameters(recurse=True)]
-        if params and module is not model and not any(p.requires_grad for p in module.parameters()):
+    for module in model.modules():
+        params = list(module.parameters())
+        if module is not model and params and not any(p.requires_grad for p in params):
             out.append(module)
     return out
 
@@ -497,7 +497,7 @@ class TorchFoldTrainer(FoldTrainer):
         self._rng_state: tuple | None = None
         self._np_rng = np.random.default_rng(self.seed)
         with self._own_rng():
-            self.model = self.spec.build(self.config, _input_info(data)).to(self.device)
+            self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names)).to(self.device)
             if hasattr(self.model, "prepare"):
                 self.model.prepare(data.train)  # fitted on the training part only
         self.groups = self.model.parameter_groups()
@@ -544,7 +544,7 @@ class TorchFoldTrainer(FoldTrainer):
         train = {n for g in stage.train for n in self.groups[g]}
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in train)
-        self._frozen_modules = _stage_modules(self.model, train)
+        self._frozen_modules = _frozen_modules(self.model)
         self.optimizer = self._make_optimizer(float(self.config["lr"]) * stage.lr_scale)
         decay = float(self.config["lr_decay"])
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=decay) if decay != 1.0 else None
@@ -747,7 +747,7 @@ class SklearnFoldTrainer(FoldTrainer):
         self.data = data
         self.seed = int(seed)
         self.n_classes = len(data.classes)
-        self.estimator = self.spec.build(self.config, _input_info(data))
+        self.estimator = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names))
         params = self.estimator.get_params()
         for key in [k for k in params if k == "random_state" or k.endswith("__random_state")]:
             if params[key] is None:
@@ -820,9 +820,10 @@ def make_trainer(model: ModelSpec | str, config: Mapping[str, Any], data: FoldDa
 
 def fold_trainer(
     model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, fold: Any, *, normalize: str, seed: int, device: str
-) -> tuple[FoldTrainer, float]:
+) -> FoldTrainer:
     """Build one fold's data and its trainer: the one path of in-process runs, fold actors
-    and seed tasks. Returns the trainer and the seconds its set-up took.
+    and seed tasks. The set-up time is charged to the trainer, so its result's
+    ``seconds`` include it.
 
     Args:
         inputs: :class:`~serray.training.data.TrainingInputs` of the run.
@@ -832,14 +833,13 @@ def fold_trainer(
 
     t0 = time.perf_counter()
     data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
-    return make_trainer(model, config, data, seed=seed, device=device), time.perf_counter() - t0
+    trainer = make_trainer(model, config, data, seed=seed, device=device)
+    trainer.charge(time.perf_counter() - t0)
+    return trainer
 
 
 def train_fold(
     model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, fold: Any, *, normalize: str, seed: int, device: str
 ) -> FoldResult:
-    """Train one fold to the end (:func:`fold_trainer`, then run); set-up time included."""
-    trainer, setup = fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device)
-    result = trainer.run()
-    result.seconds += setup
-    return result
+    """Train one fold to the end (:func:`fold_trainer`, then run)."""
+    return fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device).run()

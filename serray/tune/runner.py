@@ -295,19 +295,23 @@ def _logger_callbacks(tensorboard: bool) -> list:
     return [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
 
 
+def _space_plans(sp: Any, base: Mapping[str, Any]) -> list[str]:
+    """The stage plans trials can get: the space's ``stages`` values, else the base config's."""
+    stages = next((p for p in sp.params if p.name == "stages"), None)
+    if stages is None:
+        return [str(base.get("stages", "all"))]
+    return [str(v) for v in (stages.values if stages.type == "choice" else [stages.value])]
+
+
 def _max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) -> int:
     """ASHA's ``max_t``: the largest epoch budget any trial can have over its stages."""
     from serray.models.contract import stage_epochs
 
     if spec.backend != "torch":
         return 1
-    params = {p.name: p for p in sp.params} if hasattr(sp, "params") else {}
+    params = {p.name: p for p in sp.params}
     epochs = max_epochs or (params["epochs"].value if "epochs" in params and params["epochs"].type == "fixed" else base.get("epochs", 1))
-    stages = params.get("stages")
-    plans = list(stages.values) if stages is not None and stages.type == "choice" else [base.get("stages", "all")]
-    if stages is not None and stages.type == "fixed":
-        plans = [stages.value]
-    return max(1, max(stage_epochs(str(p), int(epochs or 1), spec.stage_plans) for p in plans))
+    return max(1, max(stage_epochs(p, int(epochs or 1), spec.stage_plans) for p in _space_plans(sp, base)))
 
 
 def tune_model(
@@ -384,9 +388,7 @@ def tune_model(
     base = run.resolved_config()
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
     exp = prepare_experiment(run, base)
-    stages = next((p for p in sp.params if p.name == "stages"), None)
-    plans = list(stages.values) if stages is not None and stages.type == "choice" else [base.get("stages", "all")]
-    check_stage_plans(spec, base, exp.inputs, [stages.value] if stages is not None and stages.type == "fixed" else plans)
+    check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
     name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     path = experiment_dir(workdir, name, storage)
     local_path = None if "://" in path else Path(path)
