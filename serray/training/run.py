@@ -198,6 +198,8 @@ def _fold_metrics(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
     for r in results:
         best = r.history[r.best_epoch - 1] if 0 < r.best_epoch <= len(r.history) else {}
         extra = {"loss_parts": best.get("loss_parts") or {}, "stage": best.get("stage")} if "stage" in best else {}
+        if r.model_record:
+            extra["model"] = r.model_record
         rows.append({"fold": r.index, "name": r.name, "epochs": r.epochs, "best_epoch": r.best_epoch, **extra, **r.metrics()})
     return rows
 

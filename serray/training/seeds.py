@@ -157,6 +157,7 @@ def train_seeds(
                     results = sorted(done.pop((name, s)), key=lambda r: r.index)
                     preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
                     write_predictions(workdir, preds, run=runs[name], config_id=cids[name], seed=s, classes=exp.classes)
+                    _write_model_records(workdir, runs[name], cids[name], s, results)
         bar.close()
 
     rows = []
@@ -173,6 +174,28 @@ def train_seeds(
     table = pd.DataFrame(rows)
     _write_records(run, exp, variants, runs, cfgs, cids, seeds, table)
     return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)
+
+
+def _model_records_dir(workdir: Any, run_name: str) -> Path:
+    from serray.training.run import runs_dir
+
+    return runs_dir(workdir) / run_name / "model_records"
+
+
+def _write_model_records(workdir: Any, run_name: str, cid: str, seed: int, results: Sequence[Any]) -> None:
+    """What the model reported per fold (``fold_record()``), one file per (config, seed)."""
+    folds = [{"fold": r.index, "name": r.name, **r.model_record} for r in results if r.model_record]
+    if folds:
+        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds}, _model_records_dir(workdir, run_name) / f"{cid}__seed{seed}.json")
+
+
+def _read_model_records(workdir: Any, run_name: str, cid: str, seeds: Sequence[int]) -> dict[str, list]:
+    out = {}
+    for s in seeds:
+        path = _model_records_dir(workdir, run_name) / f"{cid}__seed{s}.json"
+        if path.exists():
+            out[str(s)] = io.read_json(path)["folds"]
+    return out
 
 
 def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, seeds: list, table: pd.DataFrame) -> None:
@@ -198,6 +221,7 @@ def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict
                 "test_wa_mean": float(t["wa"].mean()),
                 "per_seed": t[["seed", "ua", "wa", "f1"]].to_dict(orient="records"),
             },
+            **({"model_records": m} if (m := _read_model_records(run.workdir, runs[name], cids[name], seeds)) else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         io.write_json(record, runs_dir(run.workdir) / runs[name] / "record.json")

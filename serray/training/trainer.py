@@ -134,6 +134,8 @@ class FoldResult:
         n_train: Training utterances.
         threads: Torch intra-op threads the fold trained with (``None`` for scikit-learn);
             CPU results are bit-identical for the same seed and the same thread count.
+        model_record: What the model reports of this fold (its optional ``fold_record()``,
+            JSON-able: e.g. groups found, gate or layer weights); kept in the run record.
     """
 
     index: int
@@ -151,6 +153,7 @@ class FoldResult:
     seconds: float = 0.0
     n_train: int = 0
     threads: int | None = None
+    model_record: dict = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """UA, WA and macro F1 of the validation and test parts (``val_ua``, ``test_ua``, ...)."""
@@ -339,7 +342,7 @@ def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], a
 
 def _fold_result(
     d: FoldData, val: np.ndarray, test: np.ndarray, history: list[dict], best_epoch: int, epochs: int,
-    seconds: float, threads: int | None,
+    seconds: float, threads: int | None, model_record: dict | None = None,
 ) -> FoldResult:
     return FoldResult(
         index=d.index,
@@ -357,6 +360,7 @@ def _fold_result(
         seconds=seconds,
         n_train=len(d.train),
         threads=threads,
+        model_record=dict(model_record or {}),
     )
 
 
@@ -465,8 +469,21 @@ class TorchFoldTrainer(FoldTrainer):
     :func:`serray.models.contract.parse_stages`): each stage has its own optimiser, lr
     factor, epoch budget and patience and starts from the best weights so far; frozen
     groups keep their parameters and (their modules in evaluation mode) their batch-norm
-    statistics. Epochs count on across stages, one per :meth:`step`. A model's optional
-    ``prepare(part)`` is called once with the training part before training.
+    statistics. Epochs count on across stages, one per :meth:`step`.
+
+    Optional model hooks (all called on this trainer's RNG stream):
+
+    - ``prepare(part)``: once, with the training part, before training (e.g. fit a
+      clustering on the training utterances only).
+    - ``begin_stage(index, stage)``: at the start of every stage, after the best weights
+      so far are restored and before freezing (e.g. copy a trained head into per-group
+      heads).
+    - ``batch_order(y, batch_size, rng)``: the training mini-batches of one epoch as a
+      list of sample-index arrays (e.g. class-balanced batches); default a shuffle.
+    - ``after_training(batch, outputs)``: once, after the best weights are restored and
+      before the final predictions, with the whole training part's eval-mode outputs
+      (``batch`` as :meth:`_PartBatches.whole`, labels included; e.g. fit a back-end).
+    - ``fold_record()``: a JSON-able dict kept per fold in the run record.
 
     Args:
         model: Registry name or :class:`ModelSpec` (``backend == "torch"``).
@@ -541,6 +558,9 @@ class TorchFoldTrainer(FoldTrainer):
         self._stage, self._stage_start, self._stage_best = i, self._epoch, self._epoch
         if i > 0 and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if hasattr(self.model, "begin_stage"):
+            with self._own_rng():
+                self.model.begin_stage(i, stage)
         train = {n for g in stage.train for n in self.groups[g]}
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in train)
@@ -578,7 +598,11 @@ class TorchFoldTrainer(FoldTrainer):
 
         t = self._parts["train"]
         bs = int(self.config["batch_size"])
-        order = self._np_rng.permutation(t.n)
+        if hasattr(self.model, "batch_order"):
+            batches = [np.asarray(b, dtype=np.int64) for b in self.model.batch_order(t.y, bs, self._np_rng)]
+        else:
+            order = self._np_rng.permutation(t.n)
+            batches = [order[start : start + bs] for start in range(0, len(order), bs)]
         self.model.train()
         for m in self._frozen_modules:
             m.eval()
@@ -586,9 +610,8 @@ class TorchFoldTrainer(FoldTrainer):
         parts_sum: dict[str, float] = {}
         clip = float(self.config["grad_clip"])
         max_frames = int(self.config["max_frames"])
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            if len(idx) < 2 and len(order) > 1:
+        for idx in batches:
+            if len(idx) < 2 and t.n > 1:
                 continue  # a batch of one breaks batch norm; its sample is seen next epoch
             batch = t.batch(idx, max_frames, self._np_rng)
             out = self.model.forward_batch(batch)
@@ -606,12 +629,10 @@ class TorchFoldTrainer(FoldTrainer):
                 parts_sum[name] = parts_sum.get(name, 0.0) + float(value.detach()) * len(idx)
         return total / max(count, 1), {k: v / max(count, 1) for k, v in parts_sum.items()}
 
-    def predict_logits(self, part: SplitData) -> np.ndarray:
-        """Utterance-level logits ``[N, C]`` of a part with the current weights."""
+    def _forward_part(self, part: SplitData) -> tuple[Batch, dict]:
+        """Eval-mode outputs of a whole part (per-sample tensors concatenated), and its batch."""
         import torch
 
-        if len(part) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
         t = self._part(part)
         bs = int(self.config["eval_batch_size"])
         self.model.eval()
@@ -622,8 +643,17 @@ class TorchFoldTrainer(FoldTrainer):
                 for key, value in self.model.forward_batch(t.batch(idx, labels=False)).items():
                     if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == len(idx):
                         chunks.setdefault(key, []).append(value)
-            outputs = {k: torch.cat(v) for k, v in chunks.items()}
-            logits = self.model.utterance_logits(t.whole(), outputs)
+        return t.whole(), {k: torch.cat(v) for k, v in chunks.items()}
+
+    def predict_logits(self, part: SplitData) -> np.ndarray:
+        """Utterance-level logits ``[N, C]`` of a part with the current weights."""
+        import torch
+
+        if len(part) == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        whole, outputs = self._forward_part(part)
+        with torch.no_grad():
+            logits = self.model.utterance_logits(whole, outputs)
         out = logits.cpu().numpy().astype(np.float32)
         if not np.isfinite(out).all():
             log.warning("fold %s: non-finite logits (diverged training); replaced by 0", self.data.name)
@@ -693,12 +723,16 @@ class TorchFoldTrainer(FoldTrainer):
         t0 = time.perf_counter()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if hasattr(self.model, "after_training") and len(self.data.train):
+            with self._own_rng():
+                self.model.after_training(*self._forward_part(self.data.train))
         val = self.predict_logits(self.data.validation)
         test = self.predict_logits(self.data.test)
+        record = self.model.fold_record() if hasattr(self.model, "fold_record") else {}
         self._seconds += time.perf_counter() - t0
         return _fold_result(
             self.data, val, test, self.history, int((self._best or {"epoch": self._epoch})["epoch"]), self._epoch,
-            self._seconds, torch.get_num_threads(),
+            self._seconds, torch.get_num_threads(), record,
         )
 
 
