@@ -103,6 +103,14 @@ def test_train_run_argument_errors(workdir):
         train_run(RunSpec(w, "dcnn", features="seq", config={"stages": "all;lstm"}), parallel=True, address="ray://unreachable:1")
     with pytest.raises(ValueError, match="takes 1 input"):
         train_run(RunSpec(w, "svm", features="vec+vec"), parallel=False)
+    # value types are checked against the defaults before features load or Ray starts
+    bad = {"lr": "abc", "epochs": 2.5, "hidden_sizes": 5, "early_stop_typo": None}
+    for key, value in bad.items():
+        what = "no hyperparameter" if key.endswith("typo") else f"hyperparameter '{key}' must be"
+        with pytest.raises(ValueError, match=what):
+            train_run(RunSpec(w, "mlp", features="vec", config={key: value}), address="ray://unreachable:1")
+    with pytest.raises(ValueError, match="hyperparameter 'C' must be a number"):
+        train_run(RunSpec(w, "svm", features="vec", config={"C": "abc"}), address="ray://unreachable:1")
 
 
 def test_cli_helpers(tmp_path):
@@ -176,3 +184,40 @@ def test_cli_train_parallel_shows_epoch_progress(workdir):
     assert "pooled UA" in out.output
     # one CPU per fold actor by default, so one torch thread each; recorded for reproducibility
     assert json.loads((w / "runs" / "bar" / "record.json").read_text())["torch_threads"] == [1]
+
+
+def test_cli_type_error_names_the_key_before_ray(workdir):
+    from serray.training.seeds import train_seeds
+    from serray.tune.runner import tune_model
+
+    w, _ = workdir
+    r = CliRunner().invoke(main, ["train", "mlp", "--workdir", str(w), "--features", "vec", "--set", "lr=abc",
+                                  "--address", "ray://unreachable:1"])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1] == (
+        "error: model 'mlp': hyperparameter 'lr' must be a number (default 0.001), got 'abc'")
+    run = RunSpec(w, "mlp", features="vec", config={"lr": "abc"})
+    with pytest.raises(ValueError, match="'lr' must be a number"):
+        train_seeds(run, seeds=[0], address="ray://unreachable:1")
+    with pytest.raises(ValueError, match="'lr' must be a number"):
+        tune_model(run, num_samples=1, address="ray://unreachable:1")
+
+
+def test_train_extracts_a_feature_set_the_cache_lacks(synth_copy):
+    """A fresh work directory: `serray train` extracts the missing set (then trains), once."""
+    import shutil
+
+    w = synth_copy
+    for d in (w / "features").glob("egemaps-*"):
+        shutil.rmtree(d)
+    args = ["train", "logreg", "--workdir", str(w), "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--sequential"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "pooled UA" in r.output and list((w / "features").glob("egemaps-*/meta.json"))
+    r2 = CliRunner().invoke(main, [*args, "--run", "again"])
+    assert r2.exit_code == 0, r2.output
+    import re
+
+    name = re.search(r"run (\S+)  model logreg", r.output).group(1)
+    first = read_predictions(w, [name])
+    again = read_predictions(w, ["again"])
+    assert np.array_equal(np.stack(first["logits"]), np.stack(again["logits"]))

@@ -91,6 +91,8 @@ class FeatureSet:
         data: ``[N, D]`` float32 for ``vector``; for ``sequence`` a list of ``[T, D]``;
             for ``segments`` a list of ``[S, C, F, T]``.
         missing: Utterances of the manifest without features (failed or not extracted).
+        not_extracted: Those of ``missing`` that an extraction run could still give
+            features (their file exists and is not recorded as failing for good).
         shape: Per-sample shape: ``(D,)`` for vector and sequence, ``(C, F, T)`` for segments.
         params: The extractor's hashed parameters.
         key: The cache key.
@@ -108,6 +110,7 @@ class FeatureSet:
     key: str = ""
     feature_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    not_extracted: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -518,17 +521,22 @@ def load_features(
             f"feature set {set_name!r} in {cache.dir} has no features for any of the {len(utt_ids)} utterances of this "
             f"manifest (e.g. {manifest['path'].iloc[0]}); run `{hint}`"
         )
+    not_extracted: list[str] = []
     if missing:
         log.warning(
             "%s: %d of %d utterances have no features (failed or not extracted), e.g. %s; see %s",
             set_name, len(missing), len(utt_ids), missing[:3], cache.failures_path,
         )
+        fail = cache.read_failures()
+        for_good = set(fail.loc[fail["persistent"].astype(bool), "file_key"])
+        key_of = dict(zip(utt_ids, keys))
+        not_extracted = [u for u in missing if key_of[u] is not None and key_of[u] not in for_good]
     names = meta.get("feature_names")
     if names is not None and (ext.kind == "segments" or len(names) != shape[-1]):
         names = None
     return FeatureSet(
         name=set_name, kind=ext.kind, utt_ids=out_ids, data=data, missing=missing, shape=shape,
-        params=dict(ext.params), key=ext.key(), feature_names=names, meta=meta,
+        params=dict(ext.params), key=ext.key(), feature_names=names, meta=meta, not_extracted=not_extracted,
     )
 
 

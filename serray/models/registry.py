@@ -166,8 +166,39 @@ class ModelSpec:
                 raise ValueError(
                     f"model {self.name!r} has no hyperparameter {key!r}; known keys: {', '.join(sorted(known))}"
                 )
+            default = cfg[key] if key in cfg else TORCH_TRAINING_DEFAULTS.get(key)
+            _check_type(self.name, key, value, default)
             cfg[key] = value
         return cfg
+
+
+def _check_type(model: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value whose type cannot stand for the default's (a number given as text, ...).
+
+    Defaults that are ``None`` or text accept anything (e.g. SVM ``gamma``: ``scale`` or 0.1).
+
+    Example:
+        >>> _check_type("mlp", "lr", 0.01, 0.001)
+        >>> _check_type("mlp", "lr", "abc", 0.001)
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'mlp': hyperparameter 'lr' must be a number (default 0.001), got 'abc'
+    """
+    if value is None or default is None or isinstance(default, str):
+        return
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        what = "an integer"
+    elif isinstance(default, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, (list, tuple)):
+        ok, what = isinstance(value, (list, tuple)), "a list, e.g. [256, 128]"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"model {model!r}: hyperparameter {key!r} must be {what} (default {default!r}), got {value!r}")
 
 
 def register(spec: ModelSpec) -> ModelSpec:

@@ -91,16 +91,45 @@ class Experiment:
         return self.aux_columns.get("domain")
 
 
-def _load_sets(run: Any, spec: Any, sets: Mapping[str, str], manifest: pd.DataFrame, given: Mapping[str, Any] | None) -> dict[str, Any]:
+def _extract(run: Any, name: str, manifest: pd.DataFrame, address: str | None) -> int:
+    """Extract set ``name`` for the utterances of ``manifest`` not yet in the cache; files extracted."""
+    from serray.features import extract_features
+    from serray.features.cache import LOAD_PARAMS
+
+    params = {k: v for k, v in (run.params_for(name) or {}).items() if k not in LOAD_PARAMS}
+    report = extract_features(run.workdir, [name], manifest, params={name: params} if params else None, address=address)[name]
+    return int(report.n_extracted)
+
+
+def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, address: str | None) -> Any:
+    """Load one feature set; with ``extract``, first extract what the cache lacks (on the pool)."""
+    from serray.features import load_features
+    from serray.features.cache import FeaturesNotExtractedError
+
+    try:
+        fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+    except FeaturesNotExtractedError:
+        if not extract:
+            raise
+        log.info("feature set %r is not extracted in %s yet: extracting it now", name, run.workdir)
+        _extract(run, name, manifest, address)
+        return load_features(run.workdir, name, manifest, params=run.params_for(name))
+    todo = getattr(fs, "not_extracted", None)
+    if extract and todo:  # e.g. a corpus prepared after the last extraction
+        log.info("feature set %r: %d utterance(s) not extracted yet: extracting them now", name, len(todo))
+        if _extract(run, name, manifest[manifest["utt_id"].isin(set(todo))], address):
+            fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+    return fs
+
+
+def _load_sets(
+    run: Any, spec: Any, sets: Mapping[str, str], manifest: pd.DataFrame, given: Mapping[str, Any] | None,
+    extract: bool = True, address: str | None = None,
+) -> dict[str, Any]:
     """Role -> loaded feature set of ``sets`` (role -> set name), kinds checked against the model's inputs."""
     loaded: dict[str, Any] = {}
     for role, name in sets.items():
-        if given and role in given:
-            fs = given[role]
-        else:
-            from serray.features import load_features
-
-            fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+        fs = given[role] if given and role in given else _load_one(run, name, manifest, extract, address)
         want = spec.inputs[role].kind
         if fs.kind != want:
             hint = spec.inputs[role].default_features[0] if spec.inputs[role].default_features else f"a {want} set"
@@ -110,13 +139,20 @@ def _load_sets(run: Any, spec: Any, sets: Mapping[str, str], manifest: pd.DataFr
     return loaded
 
 
-def prepare_experiment(run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None) -> Experiment:
+def prepare_experiment(
+    run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None,
+    *, extract: bool = True, address: str | None = None,
+) -> Experiment:
     """Load manifests, apply the label set, load every input's features, make and check folds.
 
     Args:
         run: The :class:`~serray.training.spec.RunSpec`.
         config: The resolved model config (its auxiliary-label keys, e.g. ``domain``, are read).
         feature_sets: Role -> already loaded feature set (skips loading those roles).
+        extract: Extract a feature set the cache lacks, or its utterances never
+            extracted (on the Ray feature pool, with progress; files recorded as failing
+            are not retried), instead of failing.
+        address: Ray cluster the extraction joins (default a local Ray).
 
     Raises:
         ValueError: Feature kind not matching the model, nothing left to train on, or
@@ -129,7 +165,7 @@ def prepare_experiment(run: Any, config: Mapping[str, Any] | None = None, featur
     spec = run.model_spec()
     sets = run.feature_sets()
     manifest = apply_label_set(load_manifests(run.workdir, run.corpora), run.labels)
-    loaded = _load_sets(run, spec, sets, manifest, feature_sets)
+    loaded = _load_sets(run, spec, sets, manifest, feature_sets, extract, address)
     have = set(manifest["utt_id"])
     for fs in loaded.values():
         have &= set(map(str, fs.utt_ids))

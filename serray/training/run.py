@@ -271,13 +271,14 @@ def train_run(
     from serray.protocols import folds_to_frame
     from serray.training.actors import run_folds
     from serray.training.experiment import prepare_experiment
-    from serray.training.trainer import check_stage_plans
+    from serray.training.trainer import check_config, check_stage_plans
 
     t_start = time.perf_counter()
     spec = run.model_spec()
     cfg = run.resolved_config()
+    check_config(spec, cfg)  # bad training keys are found before any feature loading or Ray
     cid = config_id(spec.name, cfg)
-    exp = prepare_experiment(run, cfg, feature_sets)
+    exp = prepare_experiment(run, cfg, feature_sets, address=address)
     check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
     name = run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels, run.normalize, cid, run.seed)
     t_prep = time.perf_counter() - t_start

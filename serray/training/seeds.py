@@ -117,7 +117,7 @@ def train_seeds(
     variants = dict(variants or {"base": {}})
     base = run.resolved_config()
     cfgs = {name: check_config(spec, run.resolved_config(ov)) for name, ov in variants.items()}
-    exp = prepare_experiment(run, base)
+    exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
     runs = {name: f"{prefix}-{name}" for name in variants}

@@ -23,7 +23,15 @@ trials through :func:`ray.tune.with_parameters`, never through a closure.
 Resume: the experiment lives in ``W/tune/<experiment>`` (or ``--storage``); with
 ``resume=True`` :meth:`ray.tune.Tuner.restore` continues it: finished trials are kept,
 unfinished or errored ones restart from their first epoch (trials keep no checkpoints;
-a restart costs at most one trial's training time).
+a restart costs at most one trial's training time). serray's trial record is the proof
+that a trial finished: Tune's own experiment state is saved every
+``TUNE_GLOBAL_CHECKPOINT_S`` seconds and copied to the storage every ``sync_period``
+(1 s each here on local disk), so after a hard kill it can lag behind; a restarted trial whose record exists reports that record's result and
+trains nothing, so its record and predictions stay byte-identical. Records of trials
+that Tune's state does not know (finished within the last second before a kill) are
+moved with their predictions to ``<experiment>/orphaned/``, and so are predictions
+without a record (a result write cut short; the trial restarts): the store holds exactly
+one record and one prediction set per trial of the leaderboard.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,13 +50,18 @@ import pandas as pd
 
 from serray import io, metrics
 
-__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV"]
+__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
 
 log = logging.getLogger(__name__)
 
 #: Testing hook: when set to a folder, every trial raises once in its first epoch (a
 #: marker file per trial in that folder records that it did), to exercise Tune's retries.
 FAULT_ENV = "SERRAY_TUNE_INJECT_FAULT"
+#: Testing hook: when set to a folder, the trial named by the file ``pause_trial`` in it
+#: (its 1-based order of finalisation) writes ``<trial>.paused`` (holding its process id)
+#: after its predictions and before its record, then sleeps: a window to kill the driver
+#: during a trial's result write.
+PAUSE_ENV = "SERRAY_TUNE_PAUSE_IN_WRITE"
 OBJECTIVE = "val_ua"
 
 
@@ -85,11 +99,21 @@ def _trainable_class():
         """One configuration on every fold; one epoch per ``step``."""
 
         def setup(self, config: dict, shared: Any = None, ctx: TuneContext | None = None) -> None:
-            from serray.training.actors import FoldActor
-
             assert ctx is not None and shared is not None
             self.ctx = ctx
+            self.actors: list = []
+            self._shared = shared
             self._configure(config)
+            self.groups = []
+            if self.kept is not None:
+                return  # finished before an interruption: nothing to train
+            self._start_actors(shared)
+
+        def _start_actors(self, shared: Any) -> None:
+            """One fold actor per group of ``folds_per_actor`` folds, for this trial's config."""
+            from serray.training.actors import FoldActor
+
+            ctx = self.ctx
             threads = max(1, int(ctx.fold_cpus))
             per = ctx.folds_per_actor
             self.groups = [list(range(i, min(i + per, len(ctx.folds)))) for i in range(0, len(ctx.folds), per)]
@@ -118,6 +142,8 @@ def _trainable_class():
             self.history: list[list[dict]] = [[] for _ in ctx.folds]
             self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
             self.finalized = False
+            record = Path(ctx.record_dir) / f"{self.trial_id}.json"
+            self.kept = io.read_json(record) if record.exists() else None
 
         def reset_config(self, new_config: dict) -> bool:
             """Reuse this trainable and its fold actors for the next trial (no new processes)."""
@@ -125,6 +151,13 @@ def _trainable_class():
 
             self.stop_trial()  # the previous trial, if the scheduler stopped it
             self._configure(new_config)
+            if self.kept is not None:
+                self.config = new_config
+                return True
+            if not self.actors:  # this trainable hosted only kept trials so far
+                self._start_actors(self._shared)
+                self.config = new_config
+                return True
             ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors])
             self.config = new_config
             return True
@@ -139,9 +172,19 @@ def _trainable_class():
                 marker.write_text("injected\n")
                 raise RuntimeError(f"injected fault for trial {self.current_trial_id} ({FAULT_ENV} is set)")
 
+        def _kept_result(self) -> dict:
+            """The result of a trial that had finished (its record exists): nothing is rerun."""
+            rec = self.kept
+            self.finalized = True
+            objective = rec.get("objective", rec.get("val_ua_final", math.nan))
+            keys = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "fold_seconds")
+            return {OBJECTIVE: float(objective), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
+
         def step(self) -> dict:
             import ray
 
+            if self.kept is not None:
+                return self._kept_result()
             self._fault_once()
             outs = ray.get([self.actors[g].step.remote() for g in self.active])
             for g, ms in zip(self.active, outs):
@@ -161,6 +204,7 @@ def _trainable_class():
             parts = [m.get("loss_parts") or {} for m in last]
             for key in sorted({k for p in parts for k in p}):
                 result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
+            self.objective = result[OBJECTIVE]
             if not self.active:
                 result.update(self._finalize("completed"))
                 result["done"] = True
@@ -180,6 +224,7 @@ def _trainable_class():
             node_of = {ctx.folds[pos].index: node for group, node in zip(self.groups, actor_nodes) for pos in group}
             preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
             write_predictions(ctx.workdir, preds, run=ctx.experiment, config_id=self.current_trial_id, seed=ctx.seed, classes=list(ctx.classes))
+            _pause_in_write(self.current_trial_id)
             test = preds[preds["split"] == "test"]
             pooled = metrics.summary(test["label"].to_numpy(), test["pred"].to_numpy(), list(ctx.classes))
             per_fold = [r.metrics() for r in results]
@@ -198,6 +243,7 @@ def _trainable_class():
                 "config": self.cfg,
                 "seed": ctx.seed,
                 "finished": reason,
+                "objective": float(getattr(self, "objective", math.nan)),
                 "epochs": max(len(h) for h in self.history),
                 "best_epochs": [r.best_epoch for r in results],
                 "seconds": time.perf_counter() - self.t0,
@@ -213,7 +259,7 @@ def _trainable_class():
         def stop_trial(self) -> None:
             """Finalise a trial the scheduler stopped, so its predictions and record are kept."""
             try:
-                if not self.finalized and any(self.history):
+                if not self.finalized and self.kept is None and any(self.history):
                     self._finalize("stopped by scheduler")
             except Exception:  # noqa: BLE001 - the trial is over anyway; keep going
                 log.exception("could not finalise trial %s", self.current_trial_id)
@@ -231,6 +277,61 @@ def _trainable_class():
     _FoldsTrainable.__name__ = "FoldsTrainable"
     _FoldsTrainable.__qualname__ = "FoldsTrainable"
     return _FoldsTrainable
+
+
+def _pause_in_write(trial_id: str) -> None:
+    """The :data:`PAUSE_ENV` testing hook (a no-op unless the variable is set)."""
+    folder = os.environ.get(PAUSE_ENV)
+    if not folder:
+        return
+    d = Path(folder)
+    count = d / "finalised"
+    n = int(count.read_text()) + 1 if count.exists() else 1
+    count.write_text(str(n))
+    if (d / "pause_trial").exists() and n == int((d / "pause_trial").read_text()):
+        (d / f"{trial_id}.paused").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def _state_trials(path: Path) -> dict[str, str] | None:
+    """Trial id -> status in Tune's newest saved experiment state (``None`` without one)."""
+    import json
+
+    states = sorted(path.glob("experiment_state-*.json"))  # Tune restores the newest by name
+    if not states:
+        return None
+    out = {}
+    for entry in json.loads(states[-1].read_text())["trial_data"]:
+        trial = json.loads(entry[0])
+        out[str(trial["trial_id"])] = str(trial.get("status"))
+    return out
+
+
+def _reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experiment: str) -> str:
+    """Before a resume: count kept and restarting trials; move orphaned results aside.
+
+    Returns the line that says what the resume keeps and restarts.
+    """
+    from serray.predictions import predictions_dir
+
+    states = _state_trials(path) or {}
+    records = {p.stem for p in record_dir.glob("*.json")} if record_dir.exists() else set()
+    kept = sorted(records & set(states))
+    restart = sorted(set(states) - records)
+    orphans = sorted(records - set(states))
+    dest = path / "orphaned"
+    for tid in orphans:
+        dest.mkdir(parents=True, exist_ok=True)
+        (record_dir / f"{tid}.json").replace(dest / f"{tid}.json")
+    # predictions without a record are a result write cut short: its trial restarts (or is gone)
+    for part in sorted((predictions_dir(workdir) / experiment).glob("*__seed*.parquet")):
+        if part.name.split("__")[0] not in set(records) - set(orphans):
+            dest.mkdir(parents=True, exist_ok=True)
+            part.replace(dest / part.name)
+    line = f"resuming {path}: {len(kept)} finished trial(s) kept, {len(restart)} restart from their first epoch"
+    if orphans:
+        line += f"; {len(orphans)} trial(s) unknown to Tune's saved state moved to {path / 'orphaned'}: {', '.join(orphans)}"
+    return line
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing this module must not import Ray Tune
@@ -264,7 +365,7 @@ def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space:
         if r.error is not None:
             status = f"error: {type(r.error).__name__}"
         elif rec.get("finished") == "stopped by scheduler":
-            status = f"stopped by ASHA at epoch {m.get('training_iteration')}"
+            status = f"stopped by ASHA at epoch {rec.get('epochs', m.get('training_iteration'))}"
         elif rec:
             status = "completed"
         else:
@@ -276,8 +377,8 @@ def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space:
                 "val_ua": m.get(OBJECTIVE, math.nan),
                 "test_ua": rec.get("test_ua", math.nan),
                 "test_wa": rec.get("test_wa", math.nan),
-                "epochs": m.get("training_iteration", 0),
-                "seconds": m.get("time_total_s", math.nan),
+                "epochs": rec.get("epochs", m.get("training_iteration", 0)),
+                "seconds": rec.get("seconds", m.get("time_total_s", math.nan)),
                 "status": status,
                 **{f"config/{k}": (str(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k)) for k in searched},
             }
@@ -373,7 +474,7 @@ def tune_model(
     from serray.raycluster import init_ray
     from serray.training.actors import fold_resources as actor_resources, put_inputs
     from serray.training.experiment import prepare_experiment
-    from serray.training.trainer import check_stage_plans
+    from serray.training.trainer import check_config, check_stage_plans
     from serray.tune.space import load_search_space
 
     t0 = time.perf_counter()
@@ -386,8 +487,9 @@ def tune_model(
         raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
     run = run.replace(preset=sp.preset or run.preset)
     base = run.resolved_config()
+    check_config(spec, base)
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
-    exp = prepare_experiment(run, base)
+    exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
     name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     path = experiment_dir(workdir, name, storage)
@@ -412,7 +514,12 @@ def tune_model(
     )
     notes: list[str] = []
     if resume and tune.Tuner.can_restore(path):
-        log.info("resuming experiment %s", path)
+        if local_path is not None:
+            line = _reconcile_for_resume(local_path, record_dir, Path(workdir).resolve(), name)
+            log.info("%s", line)
+            notes.append(line)
+        else:
+            log.info("resuming experiment %s", path)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
         if resume:
@@ -443,6 +550,9 @@ def tune_model(
                 storage_path=path.rsplit("/", 1)[0],
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                # Tune's experiment state reaches the storage at most this often: every
+                # second on local disk, so a resume after a hard kill lags at most ~1 s
+                sync_config=tune.SyncConfig(sync_period=1 if local_path is not None else 30),
                 verbose=verbose,
                 callbacks=_logger_callbacks(tensorboard),
             ),
@@ -450,7 +560,10 @@ def tune_model(
     from unittest import mock
 
     # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
-    with mock.patch.dict(os.environ, {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}):
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
+    with mock.patch.dict(os.environ, env), warnings.catch_warnings():
+        # a restarted trial reports its first epochs again; Optuna keeps the first report
+        warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
         results = tuner.fit()
     board = _leaderboard(results, record_dir, sp.names(), sp)
     out_dir = Path(path) if local_path is not None else Path(workdir) / "tune" / name
