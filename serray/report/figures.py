@@ -94,15 +94,23 @@ def bars_figure(frame: pd.DataFrame, title: str, stem: Path, ylabel: str = "UA (
     return save_figure(fig, stem)
 
 
-def ensemble_curve_figure(best_per_k: pd.DataFrame, title: str, stem: Path, single_test_ua: float | None = None) -> Path:
-    """UA against ensemble size: validation and test curves, the gap between them shaded."""
+def ensemble_curve_figure(best_per_k: pd.DataFrame, title: str, stem: Path, single_test_ua: float | None = None,
+                          selection: str = "validation") -> Path:
+    """UA against ensemble size: validation and test curves, the gap between them shaded.
+
+    The curve the subsets were selected on says so (the test curve, marked optimistic,
+    under ``selection="test-optimistic"``).
+    """
+    from serray.commands.ensemble import curve_labels
+
+    val_label, test_label = curve_labels(selection)
     plt = _plt()
     k = best_per_k["k"].to_numpy()
     val, test = 100 * best_per_k["val_ua"].to_numpy(float), 100 * best_per_k["test_ua"].to_numpy(float)
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.3), gridspec_kw={"width_ratios": [2, 1]})
     ax = axes[0]
-    ax.plot(k, val, "o-", label="validation UA (selection)")
-    ax.plot(k, test, "s-", label="test UA")
+    ax.plot(k, val, "o-", label=val_label)
+    ax.plot(k, test, "s-", label=test_label)
     ax.fill_between(k, val, test, color="grey", alpha=0.2, label="validation - test gap")
     if single_test_ua is not None:
         ax.axhline(100 * single_test_ua, color="grey", ls="--", label="mean single member, test")

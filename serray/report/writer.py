@@ -185,7 +185,7 @@ def _ensemble_section(doc: Document, s: System, out: Path, name: str) -> None:
         single = Path(s.source) / "single_members.csv"
         single_ua = float(pd.read_csv(single)["test_ua"].mean()) if single.exists() else None
         png = figures.ensemble_curve_figure(bpk, f"{s.name}{tag}: UA vs ensemble size, validation-test gap",
-                                            out / f"ensemble_size__{name}", single_ua)
+                                            out / f"ensemble_size__{name}", single_ua, summary.get("selection", "validation"))
         doc.figure(png.name, f"UA against ensemble size for {s.label}")
     mix = s.extra.get("membership_mix")
     if mix is not None and len(mix) and mix.shape[1] > 1:
