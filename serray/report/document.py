@@ -145,8 +145,11 @@ def _figure_html(path: Path, caption: str) -> str:
     cap = _html.escape(caption)
     if not path.exists():
         return f"<p class='missing'>figure {_html.escape(str(path.name))} was not written</p>"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f"<figure><img alt=\"{cap}\" src=\"data:image/png;base64,{data}\">"
+    raw = path.read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    width = int.from_bytes(raw[16:20], "big") if raw[:8] == b"\x89PNG\r\n\x1a\n" else 0
+    size = f' width="{min(1050, int(0.62 * width))}"' if width else ""
+    return (f"<figure><img alt=\"{cap}\"{size} src=\"data:image/png;base64,{data}\">"
             f"<figcaption>{cap}</figcaption></figure>")
 
 
@@ -157,9 +160,9 @@ body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #22
 h1 {{ border-bottom: 2px solid #447; }} h2 {{ border-bottom: 1px solid #bbb; margin-top: 1.6em; }}
 table.tab {{ border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.85em; }}
 table.tab th, table.tab td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
-table.tab th {{ background: #eef; }} caption {{ caption-side: top; text-align: left; font-style: italic; }}
-figure {{ display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }}
-figure img {{ max-width: 520px; border: 1px solid #ddd; }} figcaption {{ font-size: 0.8em; max-width: 520px; }}
+table.tab th {{ background: #eef; }} table.tab td:first-child, table.tab th:first-child {{ text-align: left; }} caption {{ caption-side: top; text-align: left; font-style: italic; }}
+figure {{ display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; max-width: 100%; }}
+figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }} figcaption {{ font-size: 0.8em; max-width: 640px; }}
 code {{ background: #f3f3f3; padding: 0 3px; }} .missing {{ color: #a00; }}
 </style></head>
 <body>

@@ -82,14 +82,14 @@ def bars_figure(frame: pd.DataFrame, title: str, stem: Path, ylabel: str = "UA (
     plt = _plt()
     groups, systems = list(frame.index), list(frame.columns)
     width = 0.8 / max(1, len(systems))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(groups) * max(1, len(systems)) * 0.5 + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.25 * len(groups) * max(1, len(systems)) + 3.5)), 3.4))
     x = np.arange(len(groups))
     for i, s in enumerate(systems):
         ax.bar(x + (i - (len(systems) - 1) / 2) * width, frame[s].to_numpy(float), width, label=str(s))
     ax.set_xticks(x, [str(g) for g in groups], fontsize=8, rotation=0 if len(groups) < 8 else 45)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title(_title(title), fontsize=8)
     return save_figure(fig, stem)
 

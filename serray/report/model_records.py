@@ -92,9 +92,15 @@ class ModelRecords:
     def empty(self) -> bool:
         return self.scalars.shape[1] <= 2 and not self.vectors and not self.matrices
 
+    def scalar_summary(self) -> pd.DataFrame:
+        """Mean and standard deviation over seeds and folds of every numeric scalar."""
+        num = self.scalars.drop(columns=["seed", "fold"]).select_dtypes("number")
+        return pd.DataFrame({"mean": num.mean(), "std": num.std(ddof=1), "n": num.count()})
+
     def matrix_mean(self, path: str) -> pd.DataFrame:
-        """Element-wise mean of a matrix over folds and seeds (rows: the dict's keys)."""
-        frames = self.matrices[path]
+        """Element-wise mean of a matrix over folds and seeds (rows: the dict's keys; records
+        whose lists have another length than the first record's are left out)."""
+        frames = [f for f in self.matrices[path] if list(f.columns) == list(self.matrices[path][0].columns)]
         rows = sorted(set().union(*(f.index for f in frames)))
         stack = np.stack([f.reindex(rows).to_numpy(float) for f in frames])
         return pd.DataFrame(np.nanmean(stack, axis=0), index=rows, columns=frames[0].columns)

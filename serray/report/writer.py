@@ -34,6 +34,9 @@ __all__ = ["ReportOptions", "write_report", "slug", "latex_table"]
 
 log = logging.getLogger(__name__)
 
+#: Longest per-(seed, fold) model-record table shown in full (longer ones are summarised).
+MAX_ROWS = 20
+
 EMBEDDINGS_NOTE = ("2-D embedding plot (t-SNE): skipped, because serray stores no penultimate-layer "
                    "embeddings (the predictions store holds logits only).")
 
@@ -128,7 +131,7 @@ def _summary_section(doc: Document, ms: list, tests: pd.DataFrame, opts: ReportO
     gender_cols = [c for c in frame.columns if c.startswith("ua_gender=")]
     if gender_cols:
         bars = (100 * frame.set_index("system")[gender_cols].T).rename(index=lambda c: c.split("=", 1)[1])
-        png = figures.bars_figure(bars, f"UA per gender ({opts.split}); systems: {', '.join(frame['system'])}", out / "per_gender")
+        png = figures.bars_figure(bars, f"UA per gender ({opts.split} split, mean over seeds)", out / "per_gender")
         doc.figure(png.name, "UA per gender (mean over seeds)")
     corpus_cols = [c for c in frame.columns if c.startswith("ua_corpus=")]
     if len(corpus_cols) > 1:
@@ -163,6 +166,7 @@ def _system_section(doc: Document, m: cmp.SystemMetrics, opts: ReportOptions, ou
     io.write_text(rep.per_fold.to_csv(index=False), out / f"per_fold__{name}.csv")
     per_fold = rep.per_fold.groupby("fold")[["n", "ua", "wa", "f1"]].mean()
     per_fold[["ua", "wa", "f1"]] = (100 * per_fold[["ua", "wa", "f1"]]).round(1)
+    per_fold["n"] = per_fold["n"].round().astype(int)
     doc.table(per_fold, "Per fold (UA/WA/F1 in %, mean over seeds):", index=True)
     cm = pd.DataFrame(rep.confusion, index=[f"true {c}" for c in s.classes], columns=[f"pred {c}" for c in s.classes])
     io.write_text(cm.to_csv(), out / f"confusion__{name}.csv")
@@ -171,6 +175,7 @@ def _system_section(doc: Document, m: cmp.SystemMetrics, opts: ReportOptions, ou
     doc.figure(png.name, f"Confusion matrix of {s.label}: counts and row-normalised")
     if s.kind == "ensemble":
         _ensemble_section(doc, s, out, name)
+        return
     for rec in s.records:
         _model_records_section(doc, s, rec, out, name)
 
@@ -201,10 +206,19 @@ def _model_records_section(doc: Document, s: System, record: dict, out: Path, na
     doc.heading(f"Model records: {run}", 3)
     doc.text("What the model reported per fold (`fold_record()`), rendered generically.")
     if parts.scalars.shape[1] > 2:
-        doc.table(parts.scalars.round(4), "Scalars per seed and fold:")
-        io.write_text(parts.scalars.to_csv(index=False), out / f"model__{name}__scalars.csv")
+        csv = f"model__{name}__scalars.csv"
+        io.write_text(parts.scalars.to_csv(index=False), out / csv)
+        if len(parts.scalars) <= MAX_ROWS:
+            doc.table(parts.scalars.round(4), "Scalars per seed and fold:")
+        else:
+            doc.table(parts.scalar_summary().round(4), f"Numeric scalars over {len(parts.scalars)} (seed, fold) records "
+                      f"(every record in `{csv}`):", index=True)
     for path, frame in parts.vectors.items():
-        doc.table(frame.round(4), f"`{path}` per seed and fold:")
+        if len(frame) <= MAX_ROWS:
+            doc.table(frame.round(4), f"`{path}` per seed and fold:")
+        else:
+            doc.table(frame.drop(columns=["seed", "fold"]).agg(["mean", "std"]).round(4),
+                      f"`{path}` over {len(frame)} (seed, fold) records:", index=True)
         heat = frame.set_index(["seed", "fold"])
         heat.index = [f"s{a}/f{b}" for a, b in heat.index]
         png = figures.heatmap_figure(heat, f"{s.label}: {path}", out / f"model__{name}__{slug(path)}",
