@@ -71,11 +71,15 @@ def test_matrix_equals_store_and_validation_inside_training_corpora(workdir):
 def test_cli_prints_matrix(workdir):
     w, _ = workdir
     r = CliRunner().invoke(main, ["crosscorpus", "svm", "--workdir", str(w), "--corpora", "ca,cb", "--labels", "native",
-                                  "--features", "vec", "--sequential", "--seeds", "0,1"])
+                                  "--features", "vec", "--sequential", "--seeds", "0,1", "--within"])
     assert r.exit_code == 0, r.output
-    assert "| ca " in r.output and "±" in r.output
+    assert "| ca " in r.output and "±" in r.output and "diagonal: within-corpus LOSO" in r.output
     cells = pd.read_csv(w / "crosscorpus" / "crosscorpus-svm-native" / "cells.csv")
-    assert len(cells) == 4 and set(cells["seed"]) == {0, 1}
+    assert len(cells) == 8 and set(cells["seed"]) == {0, 1}
+    diag = cells[cells["train"] == cells["test"]]
+    assert len(diag) == 4 and diag["run"].str.contains("-within=").all()
+    loso = read_predictions(w, ["crosscorpus-svm-native-within=ca-seed0"])
+    assert loso["fold"].nunique() == 4  # one fold per speaker of corpus ca
     bad = CliRunner().invoke(main, ["crosscorpus", "svm", "--workdir", str(w), "--corpora", "ca,nope", "--features", "vec",
                                     "--labels", "native", "--sequential"])
     assert bad.exit_code == 1 and "nope" in bad.output and "Traceback" not in bad.output

@@ -38,6 +38,7 @@ def parse_seeds(text: str) -> list[int]:
 @workdir_option
 @click.option("--corpora", required=True, metavar="A,B[,C...]", help="Corpora of the matrix (their manifests must be in W).")
 @click.option("--leave-one-out", is_flag=True, help="Train on every corpus but one (rows) instead of each corpus alone.")
+@click.option("--within", is_flag=True, help="Also fill the diagonal with each corpus's own LOSO result (not with --leave-one-out).")
 @click.option("--features", "-f", default=None, metavar="SET[+SET...]", help="Feature set(s) (default: the model's).")
 @feature_param_option
 @click.option("--labels", "-l", default="4class", show_default=True, help="Label set shared by the corpora.")
@@ -52,7 +53,7 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M", help="Resources of the fold actor.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train in this process (no Ray).")
-def command(model: str, corpora: str, leave_one_out: bool, seeds_text: str, name: str | None, address: str | None,
+def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_text: str, name: str | None, address: str | None,
             fold_resources: str | None, device: str, sequential: bool, **opts: Any) -> None:
     """Train MODEL on each corpus (or every corpus but one) and test on each other corpus.
 
@@ -62,7 +63,7 @@ def command(model: str, corpora: str, leave_one_out: bool, seeds_text: str, name
 
     \b
     Examples:
-      serray crosscorpus svm --workdir W --corpora emodb,emovo --labels 4class
+      serray crosscorpus svm --workdir W --corpora emodb,emovo --labels 4class --within
       serray crosscorpus mlp --workdir W --corpora emodb,emovo,ravdess --leave-one-out --seeds 0-4
     """
     from serray.report.crosscorpus import run_crosscorpus, training_sets, write_crosscorpus
@@ -71,12 +72,14 @@ def command(model: str, corpora: str, leave_one_out: bool, seeds_text: str, name
     try:
         names = [c.strip() for c in corpora.split(",") if c.strip()]
         training_sets(names, leave_one_out)
+        if within and leave_one_out:
+            raise ValueError("--within fills the diagonal of single-corpus rows; it does not apply with --leave-one-out")
         seeds = parse_seeds(seeds_text)
         base = run_spec_from_options(model, {**opts, "protocol": "cross-corpus"}, seed=seeds[0])
         res = parse_fold_resources(fold_resources)
         prefix = name or f"crosscorpus-{model}-{base.labels}{'-loo' if leave_one_out else ''}"
         result = run_crosscorpus(
-            base, names, leave_one_out=leave_one_out, seeds=seeds, run_prefix=prefix, address=address, device=device,
+            base, names, leave_one_out=leave_one_out, seeds=seeds, within=within, run_prefix=prefix, address=address, device=device,
             parallel=not sequential, num_cpus=res.get("cpu"), num_gpus=res.get("gpu"),
         )
     except (ValueError, LookupError, FileNotFoundError) as exc:

@@ -7,6 +7,8 @@ records like any run): ``train_corpora`` = the training set (one or several corp
 training corpora (speaker-independent, as for every protocol); the test corpora are never
 seen. The run's test predictions are then scored per test corpus, giving one row of the
 train x test UA matrix per training set (the mean over seeds when there are several).
+With ``within=True`` the diagonal holds each corpus's own LOSO result (speaker-independent
+within the corpus), for reference.
 
 Example:
     >>> training_sets(["emodb", "emovo", "ravdess"])
@@ -83,6 +85,7 @@ def run_crosscorpus(
     *,
     leave_one_out: bool = False,
     seeds: Sequence[int] = (0,),
+    within: bool = False,
     train: Callable[..., Any] | None = None,
     run_prefix: str | None = None,
     **train_kwargs: Any,
@@ -94,6 +97,8 @@ def run_crosscorpus(
         corpora: Corpora of the matrix (manifests in the work directory).
         leave_one_out: Train on every corpus but one instead of each corpus alone.
         seeds: Training seeds (the matrix is their mean).
+        within: Also fill the diagonal with a within-corpus LOSO run of each corpus
+            (single-corpus training sets only).
         train: The training function (default :func:`serray.training.run.train_run`).
         run_prefix: Run names ``<prefix>-train=<corpora>-seed<s>``.
         train_kwargs: Passed to ``train`` (``parallel``, ``device``, ``address``, ...).
@@ -119,6 +124,13 @@ def run_crosscorpus(
             frames.append(score_by_corpus(preds, corpus_of, res.classes).assign(train="+".join(tr), run=name))
             runs.append(name)
             log.info("cross-corpus: trained on %s (seed %d), tested on %s", "+".join(tr), s, ", ".join(test))
+            if within and len(tr) == 1:
+                spec = base.replace(protocol="loso", corpora=tr, train_corpora=None, test_corpora=None, seed=int(s))
+                name = f"{prefix}-within={tr[0]}-seed{int(s)}"
+                res = train(spec, run_name=name, **train_kwargs)
+                preds = read_predictions(base.workdir, [name])
+                frames.append(score_by_corpus(preds, corpus_of, res.classes).assign(train=tr[0], run=name))
+                runs.append(name)
     cells = pd.concat(frames, ignore_index=True)[["train", "test", "seed", "run", "n", "ua", "wa", "f1"]]
     return CrossCorpusResult(base.model, base.labels, cells, runs)
 
@@ -146,8 +158,9 @@ def write_crosscorpus(result: CrossCorpusResult, out: str | Path) -> Path:
     io.write_text(mean.to_csv(), out / "matrix.csv")
     io.write_text(result.cells.to_csv(index=False), out / "cells.csv")
     shown = _fmt_matrix(mean, std, n_seeds)
+    diagonal = "; diagonal: within-corpus LOSO" if any("-within=" in r for r in result.runs) else ""
     caption = (f"Cross-corpus UA (%) of {result.model}, label set {result.labels}: rows train, columns test"
-               + (f"; mean ± std over {n_seeds} seeds" if n_seeds > 1 else "") + ".")
+               + (f"; mean ± std over {n_seeds} seeds" if n_seeds > 1 else "") + diagonal + ".")
     io.write_text(f"{caption}\n\n{shown.to_markdown()}\n", out / "matrix.md")
     io.write_text(latex_table(shown.reset_index()), out / "matrix.tex")
     heatmap_figure(100 * mean, f"{result.model} cross-corpus UA (%), {result.labels}", out / "heatmap", fmt="{:.1f}",
