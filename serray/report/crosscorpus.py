@@ -163,6 +163,6 @@ def write_crosscorpus(result: CrossCorpusResult, out: str | Path) -> Path:
                + (f"; mean ± std over {n_seeds} seeds" if n_seeds > 1 else "") + diagonal + ".")
     io.write_text(f"{caption}\n\n{shown.to_markdown()}\n", out / "matrix.md")
     io.write_text(latex_table(shown.reset_index()), out / "matrix.tex")
-    heatmap_figure(100 * mean, f"{result.model} cross-corpus UA (%), {result.labels}", out / "heatmap", fmt="{:.1f}",
+    heatmap_figure(100 * mean, f"{result.model} cross-corpus UA (%), {result.labels}{diagonal}", out / "heatmap", fmt="{:.1f}",
                    xlabel="test corpus", ylabel="training corpora")
     return out
