@@ -125,3 +125,21 @@ def test_caveats_named_in_tables_and_figure_titles(store, monkeypatch):
     assert "b (transductive)" in md and "speaker normalisation" in md
     assert any(t.startswith("b (transductive)") for t in titles)
     assert pd.read_csv(out / "summary.csv")["system"].tolist() == ["a", "b (transductive)"]
+
+
+def test_tune_experiment_resolves_to_best_trial_and_ambiguous_runs_fail(tmp_path):
+    from serray.report.sources import resolve_systems
+
+    rng = np.random.default_rng(4)
+    m = store_manifest(tmp_path)
+    for tid, acc in (("t0", 0.5), ("t1", 0.8)):
+        write_system(tmp_path, m, "exp", [0], acc, rng, config_id=tid)
+    with pytest.raises(ValueError, match="holds 2 configurations"):
+        resolve_systems(tmp_path, ["exp"])
+    io.write_yaml({"model": "mlp", "trial_id": "t1", "features": "egemaps", "normalize": "global", "config": {}},
+                  tmp_path / "tune" / "exp" / "best.yaml")
+    io.write_json({"trial_id": "t0", "model": "mlp"}, tmp_path / "tune" / "exp" / "trials" / "t0.json")
+    best, trial = resolve_systems(tmp_path, ["exp", "exp/t0"])
+    assert (best.kind, set(best.predictions["config_id"])) == ("tune-best", {"t1"})
+    assert (trial.kind, set(trial.predictions["config_id"])) == ("tune-trial", {"t0"})
+    assert best.records[0]["features"] == "egemaps"

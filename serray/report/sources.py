@@ -46,7 +46,7 @@ class System:
 
     Attributes:
         name: Display name (as the user wrote it).
-        kind: ``train``, ``seeds``, ``tune-best``, ``ensemble`` or ``predictions``.
+        kind: ``train``, ``seeds``, ``tune-best``, ``tune-trial``, ``ensemble`` or ``predictions``.
         classes: Class names (logit order).
         predictions: Store rows (``run, config_id, seed, fold, split, utt_id, label, pred``).
         records: The run records behind it (may be empty).
@@ -132,14 +132,18 @@ def _read_record(workdir: Path, run: str) -> dict | None:
     return io.read_json(path) if path.exists() else None
 
 
-def _tune_best(workdir: Path, run: str) -> tuple[str, dict] | None:
+def _tune_trial(workdir: Path, run: str, trial_id: str | None) -> tuple[str, dict] | None:
+    """``(trial_id, record)`` of a Tune experiment's trial (default: its best.yaml's)."""
     best = workdir / "tune" / run / "best.yaml"
     if not best.exists():
         return None
     b = io.read_yaml(best)
-    trial = workdir / "tune" / run / "trials" / f"{b['trial_id']}.json"
+    tid = str(trial_id or b["trial_id"])
+    trial = workdir / "tune" / run / "trials" / f"{tid}.json"
+    if trial_id is not None and not trial.exists():
+        return None
     rec = io.read_json(trial) if trial.exists() else {}
-    return str(b["trial_id"]), {**b, **rec, "normalize": b.get("normalize")}
+    return tid, {**{k: v for k, v in b.items() if k not in ("trial_id", "val_ua", "test_ua", "config")}, **rec}
 
 
 def _run_system(workdir: Path, text: str, run: str, cid: str | None) -> System:
@@ -148,11 +152,10 @@ def _run_system(workdir: Path, text: str, run: str, cid: str | None) -> System:
     df = read_predictions(workdir, [run])
     classes = run_classes(workdir, run)
     records, kind = [], "predictions"
-    if cid is None:
-        tb = _tune_best(workdir, run)
-        if tb is not None:
-            cid, rec = tb
-            records, kind = [rec], "tune-best"
+    tb = _tune_trial(workdir, run, cid)
+    if tb is not None:
+        records, kind = [tb[1]], ("tune-best" if cid is None else "tune-trial")
+        cid = tb[0]
     rec = _read_record(workdir, run)
     if rec is not None:
         records, kind = [rec], ("seeds" if "seeds" in rec else "train")

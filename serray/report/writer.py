@@ -278,8 +278,9 @@ def write_report(
         raise ValueError(f"--compare needs at least two runs in --runs, got {len(names)}: {names}")
     systems = resolve_systems(w, names)
     out = Path(out) if out else _default_out(w, names, [str(t) for t in tune])
-    doc = Document(f"serray report ({opts.split} split)")
-    doc.text(f"Work directory: `{w}`. Systems: {', '.join(s.label for s in systems) or 'none'}.")
+    doc = Document(f"serray report ({opts.split} split)" if systems else "serray report: Tune progress")
+    listed = f"Systems: {', '.join(s.label for s in systems)}." if systems else f"Tune experiments: {', '.join(Path(t).name for t in tune)}."
+    doc.text(f"Work directory: `{w}`. {listed}")
     if systems:
         _systems_body(doc, systems, w, opts, out)
     for t in tune:
