@@ -3,7 +3,6 @@ and the self-contained HTML page opened in a real headless browser (skipped with
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
