@@ -90,7 +90,7 @@ def _system_slug(s: System) -> str:
 def latex_table(frame: pd.DataFrame) -> str:
     """LaTeX tabular of a formatted table (± as $\\pm$, stars as superscripts)."""
     tex = frame.to_latex(index=False, escape=True, column_format="l" + "r" * (frame.shape[1] - 1))
-    tex = tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+    tex = tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
     return re.sub(r"(?<![\\$])(\*{1,3})", r"$^{\1}$", tex)
 
 
