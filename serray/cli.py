@@ -21,6 +21,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("seeds", "serray.commands.seeds"),
     ("ensemble", "serray.commands.ensemble"),
     ("report", "serray.commands.report"),
+    ("crosscorpus", "serray.commands.crosscorpus"),
     ("demo", "serray.commands.demo"),
 )
 

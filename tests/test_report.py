@@ -52,7 +52,7 @@ def test_report_cli_writes_files(tmp_path):
     out = tmp_path / "reports" / "r1"
     for name in ("report.md", "summary.csv", "table.tex", "confusion__r1__c0.png", "per_fold__r1__c0.csv"):
         assert (out / name).stat().st_size > 0
-    assert "UA %" in (out / "report.md").read_text()
+    assert "UA pooled %" in (out / "report.md").read_text() and "UA fold-avg %" in (out / "report.md").read_text()
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
 
 

@@ -1,0 +1,144 @@
+"""Comparison reports: numbers from the store, paired tests vs scipy, class sets, figures, caveats."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score, accuracy_score, f1_score
+
+from serray import io, predictions
+from serray.cli import main
+from serray.report import ReportOptions, write_report
+
+from _report_helpers import CLASSES, store_manifest, write_record, write_system
+
+
+@pytest.fixture()
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    m = store_manifest(tmp_path)
+    write_system(tmp_path, m, "a", [0], 0.8, rng)
+    write_system(tmp_path, m, "b", [0, 1, 2], 0.6, rng)
+    write_system(tmp_path, m, "c", [0, 1], 0.5, rng)
+    write_record(tmp_path, "a", seed=0)
+    write_record(tmp_path, "b", seeds=[0, 1, 2], normalize="speaker")
+    return tmp_path, m
+
+
+def _ua_per_speaker(df, m):
+    d = df[df["split"] == "test"].merge(m[["utt_id", "speaker"]], on="utt_id")
+    per = d.groupby(["speaker", "seed"]).apply(lambda g: balanced_accuracy_score(g["label"], g["pred"]), include_groups=False)
+    return per.groupby("speaker").mean()
+
+
+def test_summary_numbers_equal_recomputed_from_store(store):
+    w, m = store
+    out = write_report(w, ["a", "b", "c"], options=ReportOptions(n_boot=200))
+    summ = pd.read_csv(out / "summary.csv")
+    for run in ("a", "b", "c"):
+        df = predictions.read_predictions(w, [run])
+        t = df[df["split"] == "test"]
+        row = summ[summ["system"].str.startswith(run)].iloc[0]
+        per_seed = t.groupby("seed").apply(lambda g: balanced_accuracy_score(g["label"], g["pred"]), include_groups=False)
+        assert row["ua_pooled_mean"] == pytest.approx(per_seed.mean(), abs=1e-12)
+        assert row["ua_pooled_std"] == pytest.approx(per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0, abs=1e-12)
+        wa = t.groupby("seed").apply(lambda g: accuracy_score(g["label"], g["pred"]), include_groups=False)
+        f1 = t.groupby("seed").apply(lambda g: f1_score(g["label"], g["pred"], average="macro"), include_groups=False)
+        assert row["wa_pooled_mean"] == pytest.approx(wa.mean(), abs=1e-12)
+        assert row["f1_pooled_mean"] == pytest.approx(f1.mean(), abs=1e-12)
+        fold = t.groupby(["seed", "fold"]).apply(lambda g: balanced_accuracy_score(g["label"], g["pred"]), include_groups=False)
+        assert row["ua_fold_mean"] == pytest.approx(fold.groupby("seed").mean().mean(), abs=1e-12)
+        f = t[t["utt_id"].isin(m.loc[m["gender"] == "f", "utt_id"])]
+        ua_f = f.groupby("seed").apply(lambda g: balanced_accuracy_score(g["label"], g["pred"]), include_groups=False).mean()
+        assert row["ua_gender=f"] == pytest.approx(ua_f, abs=1e-12)
+        per_spk = pd.read_csv(out / "per_speaker.csv", index_col=0)
+        col = [c for c in per_spk.columns if c.startswith(run)][0]
+        np.testing.assert_allclose(per_spk[col].to_numpy(), (100 * _ua_per_speaker(df, m)).round(1).to_numpy())
+    md = (out / "report.md").read_text()
+    assert "UA pooled %" in md and "UA fold-avg %" in md and "Pooled" in md and "Fold-avg" in md
+
+
+def test_paired_tests_agree_with_scipy(store):
+    w, m = store
+    out = write_report(w, ["a", "b", "c"], options=ReportOptions(n_boot=300, seed=5))
+    tests = pd.read_csv(out / "pairwise.csv")
+    assert len(tests) == 3
+    ua = {r: _ua_per_speaker(predictions.read_predictions(w, [r]), m) for r in ("a", "b", "c")}
+    for _, t in tests.iterrows():
+        x, y = ua[t["a"].split(" ")[0]], ua[t["b"].split(" ")[0]]
+        assert t["n_pairs"] == len(x) == 6
+        assert t["p_ttest"] == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-12)
+        assert t["t"] == pytest.approx(stats.ttest_rel(x, y).statistic, rel=1e-12)
+        assert t["p_wilcoxon"] == pytest.approx(stats.wilcoxon(x, y).pvalue, rel=1e-12)
+        assert t["mean_diff"] == pytest.approx((x - y).mean(), abs=1e-12)
+        assert t["ci_low"] <= t["ua_diff"] <= t["ci_high"]
+    again = pd.read_csv(write_report(w, ["a", "b", "c"], out=w / "again", options=ReportOptions(n_boot=300, seed=5)) / "pairwise.csv")
+    pd.testing.assert_frame_equal(tests, again)
+    assert "$\\pm$" in (out / "table.tex").read_text()
+
+
+def test_significance_marks_in_tables(tmp_path):
+    rng = np.random.default_rng(1)
+    m = store_manifest(tmp_path, n_speakers=8)
+    write_system(tmp_path, m, "good", [0], 0.95, rng)
+    write_system(tmp_path, m, "bad", [0], 0.35, rng)
+    out = write_report(tmp_path, ["good", "bad"])
+    summ_md = (out / "report.md").read_text()
+    p = pd.read_csv(out / "pairwise.csv")["p_wilcoxon"].iloc[0]
+    assert p < 0.01
+    assert re.search(r"\| bad .*\d\*\*", summ_md), summ_md
+    assert "$^{**}$" in (out / "table.tex").read_text()
+
+
+def test_different_class_sets_fail_with_one_clear_message(tmp_path):
+    rng = np.random.default_rng(2)
+    m = store_manifest(tmp_path)
+    write_system(tmp_path, m, "three", [0], 0.7, rng)
+    write_system(tmp_path, m, "two", [0], 0.7, rng, classes=CLASSES[:2])
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--runs", "three,two", "--compare"])
+    assert r.exit_code == 1
+    assert "different class sets" in r.output and "three:" in r.output and "two:" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_compare_needs_two_runs(store):
+    w, _ = store
+    r = CliRunner().invoke(main, ["report", str(w), "--runs", "a", "--compare"])
+    assert r.exit_code == 1 and "--compare needs at least two runs" in r.output
+
+
+def test_caveats_named_in_tables_and_figure_titles(store, monkeypatch):
+    from serray.report import figures
+
+    w, _ = store
+    titles = []
+    real = figures.confusion_figure
+    monkeypatch.setattr(figures, "confusion_figure", lambda cm, cl, title, stem: titles.append(title) or real(cm, cl, title, stem))
+    out = write_report(w, ["a", "b"], options=ReportOptions(n_boot=50))
+    md = (out / "report.md").read_text()
+    assert "b (transductive)" in md and "speaker normalisation" in md
+    assert any(t.startswith("b (transductive)") for t in titles)
+    assert pd.read_csv(out / "summary.csv")["system"].tolist() == ["a", "b (transductive)"]
+
+
+def test_tune_experiment_resolves_to_best_trial_and_ambiguous_runs_fail(tmp_path):
+    from serray.report.sources import resolve_systems
+
+    rng = np.random.default_rng(4)
+    m = store_manifest(tmp_path)
+    for tid, acc in (("t0", 0.5), ("t1", 0.8)):
+        write_system(tmp_path, m, "exp", [0], acc, rng, config_id=tid)
+    with pytest.raises(ValueError, match="holds 2 configurations"):
+        resolve_systems(tmp_path, ["exp"])
+    io.write_yaml({"model": "mlp", "trial_id": "t1", "features": "egemaps", "normalize": "global", "config": {}},
+                  tmp_path / "tune" / "exp" / "best.yaml")
+    io.write_json({"trial_id": "t0", "model": "mlp"}, tmp_path / "tune" / "exp" / "trials" / "t0.json")
+    best, trial = resolve_systems(tmp_path, ["exp", "exp/t0"])
+    assert (best.kind, set(best.predictions["config_id"])) == ("tune-best", {"t1"})
+    assert (trial.kind, set(trial.predictions["config_id"])) == ("tune-trial", {"t0"})
+    assert best.records[0]["features"] == "egemaps"
