@@ -38,6 +38,18 @@ class _LazyGroup(click.Group):
             return None
         return importlib.import_module(mod).command
 
+    def invoke(self, ctx: click.Context) -> None:
+        """Run the command; an unexpected error prints one line (its traceback only with ``-vv``)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a line
+            if ctx.params.get("verbose", 0) >= 2:
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (run `serray -vv ...` for the traceback)", err=True)
+            ctx.exit(1)
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="serray")

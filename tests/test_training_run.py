@@ -221,3 +221,19 @@ def test_train_extracts_a_feature_set_the_cache_lacks(synth_copy):
     first = read_predictions(w, [name])
     again = read_predictions(w, ["again"])
     assert np.array_equal(np.stack(first["logits"]), np.stack(again["logits"]))
+
+
+def test_unexpected_errors_print_one_line_and_the_traceback_only_with_debug(workdir, monkeypatch):
+    import serray.training.run
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(serray.training.run, "train_run", boom)
+    w, _ = workdir
+    args = ["train", "svm", "--workdir", str(w), "--features", "vec"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: RuntimeError: disk on fire (run `serray -vv")
+    r = CliRunner().invoke(main, ["-vv", *args])
+    assert isinstance(r.exception, RuntimeError)
