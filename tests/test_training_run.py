@@ -237,3 +237,28 @@ def test_unexpected_errors_print_one_line_and_the_traceback_only_with_debug(work
     assert r.output.strip().splitlines()[-1].startswith("error: RuntimeError: disk on fire (run `serray -vv")
     r = CliRunner().invoke(main, ["-vv", *args])
     assert isinstance(r.exception, RuntimeError)
+
+
+def test_sklearn_runs_in_process_by_default_with_rays_numbers(workdir, monkeypatch):
+    import os
+
+    import ray
+
+    import serray.raycluster
+
+    w, _ = workdir
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for an in-process run")
+
+    with monkeypatch.context() as m:
+        m.setattr(serray.raycluster, "init_ray", no_ray)
+        auto = train_run(RunSpec(w, "svm", features="vec"), run_name="auto")
+    assert auto.record["parallel"] is False
+    on_ray = train_run(RunSpec(w, "svm", features="vec"), run_name="on-ray", parallel=True)
+    assert on_ray.record["parallel"] is True
+    a, b = read_predictions(w, ["auto"]), read_predictions(w, ["on-ray"])
+    assert a["utt_id"].tolist() == b["utt_id"].tolist()
+    assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
+    # serray's local Ray workers run at the driver's priority, not Ray's nice 15
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)

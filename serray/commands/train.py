@@ -68,8 +68,11 @@ def _fmt(x: Any) -> str:
 @click.option("--folds-per-actor", type=int, default=None, help="Folds hosted by each actor (default: as needed to fit).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train the folds one after another in this process (no Ray).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Train the folds on Ray actors even for scikit-learn models (which otherwise run in this "
+                   "process when no --address is given: the same numbers without Ray's start-up).")
 def command(model: str, seed: int, run_name: str | None, address: str | None, fold_resources: str | None,
-            folds_per_actor: int | None, device: str, sequential: bool, **opts: Any) -> None:
+            folds_per_actor: int | None, device: str, sequential: bool, use_ray: bool, **opts: Any) -> None:
     """Train MODEL on every fold (folds in parallel on Ray) and write its predictions.
 
     Prints a per-fold table and the mean and pooled UA/WA; writes per-utterance logits of
@@ -92,6 +95,9 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
 
     progress = None
     try:
+        if sequential and use_ray:
+            raise ValueError("--sequential and --ray contradict each other; pass one of them")
+        parallel = True if use_ray else (False if sequential else None)
         run = run_spec_from_options(model, opts, seed=seed)
         res = parse_fold_resources(fold_resources)
         spec = run.model_spec()
@@ -99,7 +105,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
             progress = _EpochProgress(total_epochs(spec, run.resolved_config()))
         with logging_redirect_tqdm() if progress is not None else contextlib.nullcontext():
             result = train_run(
-                run, run_name=run_name, address=address, device=device, parallel=not sequential,
+                run, run_name=run_name, address=address, device=device, parallel=parallel,
                 num_cpus=res.get("cpu"), num_gpus=res.get("gpu"), folds_per_actor=folds_per_actor,
                 command_line=" ".join(shlex.quote(a) for a in ["serray", *sys.argv[1:]]), on_epoch=progress,
             )

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from serray.models.baselines_spec import CNN_LSTM_CONFIG, DCNN_CONFIG, LOGREG_CONFIG, MLP_CONFIG, SVM_CONFIG
 from serray.models.contract import InputInfo
 from serray.models.layers import SERModule, length_mask, masked_max, masked_mean
+from serray.models.sklearn_baselines import _dim, build_logreg, build_svm
 
 __all__ = [
     "SVM_CONFIG",
@@ -234,35 +235,6 @@ class CNNLSTM(SERModule):
         _, (h_n, _) = self.lstm(packed)
         e = h_n[-1]
         return {"logits": self.out(self.drop(e)), "embedding": e}
-
-
-def _dim(info: InputInfo, name: str) -> int:
-    if len(info.shape) != 1:
-        raise ValueError(f"{name} takes per-utterance or per-frame vectors, got sample shape {info.shape}")
-    return int(info.shape[0])
-
-
-def build_svm(config: Mapping[str, Any], info: InputInfo) -> Any:
-    """``sklearn.svm.SVC`` from the config (``kernel``, ``C``, ``gamma``, ``class_weight``, ``max_iter``)."""
-    from sklearn.svm import SVC
-
-    _dim(info, "svm")
-    return SVC(
-        kernel=config["kernel"],
-        C=float(config["C"]),
-        gamma=config["gamma"],
-        class_weight=config["class_weight"],
-        max_iter=int(config["max_iter"]),
-        decision_function_shape="ovr",
-    )
-
-
-def build_logreg(config: Mapping[str, Any], info: InputInfo) -> Any:
-    """``sklearn.linear_model.LogisticRegression`` (multinomial, lbfgs) from the config."""
-    from sklearn.linear_model import LogisticRegression
-
-    _dim(info, "logreg")
-    return LogisticRegression(C=float(config["C"]), class_weight=config["class_weight"], max_iter=int(config["max_iter"]))
 
 
 def build_mlp(config: Mapping[str, Any], info: InputInfo) -> MLP:

@@ -1,6 +1,7 @@
 """Specs of the baseline families (torch-free): SVM, logistic regression, MLP, DCNN, CNN-LSTM.
 
-Their models live in :mod:`serray.models.baselines`, imported only when a model is built.
+Their models live in :mod:`serray.models.baselines` (torch) and
+:mod:`serray.models.sklearn_baselines` (torch-free), imported only when a model is built.
 
 Example:
     >>> from serray.models import registry
@@ -79,13 +80,13 @@ _MFB = {"x": InputSpec("sequence", ("mfb",))}
 
 register(ModelSpec(
     name="svm", backend="sklearn", inputs=_VECTORS, default_config=SVM_CONFIG,
-    build=Lazy("serray.models.baselines", "build_svm"),
+    build=Lazy("serray.models.sklearn_baselines", "build_svm"),
     description="support vector machine (scikit-learn SVC) on utterance features",
     presets={"rbf": {"kernel": "rbf"}},
 ))
 register(ModelSpec(
     name="logreg", backend="sklearn", inputs=_VECTORS, default_config=LOGREG_CONFIG,
-    build=Lazy("serray.models.baselines", "build_logreg"),
+    build=Lazy("serray.models.sklearn_baselines", "build_logreg"),
     description="multinomial logistic regression (scikit-learn) on utterance features",
 ))
 register(ModelSpec(
