@@ -22,6 +22,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("ensemble", "serray.commands.ensemble"),
     ("report", "serray.commands.report"),
     ("crosscorpus", "serray.commands.crosscorpus"),
+    ("pipeline", "serray.commands.pipeline"),
     ("demo", "serray.commands.demo"),
 )
 

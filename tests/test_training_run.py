@@ -262,3 +262,15 @@ def test_sklearn_runs_in_process_by_default_with_rays_numbers(workdir, monkeypat
     assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
     # serray's local Ray workers run at the driver's priority, not Ray's nice 15
     assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
+
+
+def test_pipeline_prepares_and_trains_in_one_command(synth_copy):
+    """(Extraction of a missing set on the way is tested with `serray train` above.)"""
+    w = synth_copy
+    r = CliRunner().invoke(main, ["pipeline", "logreg", "--prepare", "nonsense", "--workdir", str(w)])
+    assert r.exit_code == 1 and "must be CORPUS=ROOT" in r.output
+    corpus = sorted(p.stem for p in (w / "manifests").glob("*.parquet"))[0]
+    r = CliRunner().invoke(main, ["pipeline", "logreg", "--prepare", f"{corpus}=/nowhere", "--workdir", str(w),
+                                  "--features", "egemaps", "--protocol", "kfold", "--k", "3"])
+    assert r.exit_code == 0, r.output  # the manifest exists: not scanned again (the root is not read)
+    assert "pooled UA" in r.output
