@@ -274,3 +274,26 @@ def test_pipeline_prepares_and_trains_in_one_command(synth_copy):
                                   "--features", "egemaps", "--protocol", "kfold", "--k", "3"])
     assert r.exit_code == 0, r.output  # the manifest exists: not scanned again (the root is not read)
     assert "pooled UA" in r.output
+
+
+def test_speaker_normalisation_is_named_transductive_and_warns_about_thin_speakers(workdir, caplog):
+    import logging
+
+    w, m = workdir
+    with caplog.at_level(logging.INFO, logger="serray"):
+        res = train_run(RunSpec(w, "svm", features="vec", normalize="speaker"), run_name="spk")
+    assert res.record["transductive"] is True and "unlabelled test-speaker features" in res.record["transductive_reason"]
+    assert "transductive" in caplog.text
+    # the synthetic speakers have 15 utterances each (< 20): every one is named
+    assert "5 of 5 speakers have fewer than 20 utterances or a single emotion" in caplog.text
+    from serray.training.experiment import _warn_speaker_normalisation
+
+    big = pd.concat([m] * 2, ignore_index=True)  # 30 utterances per speaker: no warning ...
+    assert _warn_speaker_normalisation(big) == []
+    one = big[(big["speaker"] != big["speaker"].iloc[0]) | (big["emotion"] == big["emotion"].iloc[0])]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="serray"):  # ... but a speaker with a single emotion is named
+        assert _warn_speaker_normalisation(one) == [str(m["speaker"].iloc[0])]
+    assert "1 of 5 speakers" in caplog.text and "--normalize global" in caplog.text
+    g = train_run(RunSpec(w, "svm", features="vec", normalize="global"), run_name="glob")
+    assert "transductive" not in g.record

@@ -48,5 +48,9 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     click.echo(summary.to_string())
     if res.skipped:
         click.echo(f"{len(res.skipped)} (variant, seed) pair(s) were already done and skipped.")
+    if run.normalize == "speaker":
+        from serray.training.spec import TRANSDUCTIVE_SPEAKER_NORM
+
+        click.echo(f"transductive: {TRANSDUCTIVE_SPEAKER_NORM}")
     click.echo(f"runs: {', '.join(res.runs.values())}  ({res.seconds:.0f} s)")
     click.echo(f"next: serray ensemble {run.workdir} --runs {','.join(res.runs.values())} --k 1-5")

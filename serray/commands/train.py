@@ -131,6 +131,8 @@ def _print_result(result: Any) -> None:
     aux = result.record.get("aux_labels") or {}
     for role, a in aux.items():
         click.echo(f"auxiliary label {role} ({a['column']}): known for {a['known']} of {a['known'] + a['unknown']} utterances")
+    if result.record.get("transductive"):
+        click.echo(f"transductive: {result.record['transductive_reason']}")
     click.echo(f"wall time {result.seconds:.1f} s")
     click.echo(f"predictions: {result.predictions_path}")
     click.echo(f"run record:  {result.record_path}")

@@ -139,6 +139,27 @@ def _load_sets(
     return loaded
 
 
+#: Speakers with fewer utterances than this get a warning under speaker normalisation.
+MIN_SPEAKER_UTTERANCES = 20
+
+
+def _warn_speaker_normalisation(manifest: pd.DataFrame) -> list[str]:
+    """Say that speaker normalisation is transductive; warn about speakers it harms; their names."""
+    from serray.training.spec import TRANSDUCTIVE_SPEAKER_NORM
+
+    log.info("%s", TRANSDUCTIVE_SPEAKER_NORM)
+    per = manifest.groupby("speaker")["emotion"].agg(["size", "nunique"])
+    bad = per[(per["size"] < MIN_SPEAKER_UTTERANCES) | (per["nunique"] < 2)]
+    if len(bad):
+        shown = ", ".join(f"{spk} ({n} utterance(s), {e} emotion(s))" for spk, (n, e) in bad.head(10).iterrows())
+        log.warning(
+            "normalize=speaker: %d of %d speakers have fewer than %d utterances or a single emotion, where "
+            "per-speaker statistics remove the emotion itself: %s%s; consider --normalize global",
+            len(bad), len(per), MIN_SPEAKER_UTTERANCES, shown, " ..." if len(bad) > 10 else "",
+        )
+    return [str(s) for s in bad.index]
+
+
 def prepare_experiment(
     run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None,
     *, extract: bool = True, address: str | None = None,
@@ -176,6 +197,8 @@ def prepare_experiment(
         manifest = manifest[manifest["utt_id"].isin(have)].reset_index(drop=True)
     if manifest.empty:
         raise ValueError(f"no utterance of the manifest has {names!r} features; run `serray features W --set {names.replace('+', ',')}` first")
+    if run.normalize == "speaker":
+        _warn_speaker_normalisation(manifest)
     classes = class_list(manifest["emotion"])
     folds = make_folds(manifest, run.protocol, k=run.k, seed=run.fold_seed, train_corpora=run.train_corpora, test_corpora=run.test_corpora)
     check_leakage(manifest, folds)

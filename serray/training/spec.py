@@ -29,7 +29,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-__all__ = ["RunSpec", "parse_feature_sets"]
+__all__ = ["RunSpec", "parse_feature_sets", "TRANSDUCTIVE_SPEAKER_NORM"]
+
+#: Why ``--normalize speaker`` is transductive; stored in every record that uses it.
+TRANSDUCTIVE_SPEAKER_NORM = (
+    "normalize=speaker uses unlabelled test-speaker features (each test speaker is standardised "
+    "with its own statistics): standard in SER, but transductive"
+)
 
 
 def parse_feature_sets(text: str | None, inputs: Mapping[str, Any], model: str = "") -> dict[str, str]:
@@ -167,4 +173,5 @@ class RunSpec:
             "normalize": self.normalize,
             "k": self.k,
             "fold_seed": self.fold_seed,
+            **({"transductive": True, "transductive_reason": TRANSDUCTIVE_SPEAKER_NORM} if self.normalize == "speaker" else {}),
         }

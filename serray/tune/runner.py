@@ -588,6 +588,8 @@ def tune_model(
     }
     best_yaml = out_dir / "best.yaml"
     io.write_yaml(best, best_yaml)
+    if best.get("transductive"):
+        notes.append(f"transductive: {best['transductive_reason']}")
     n_errors = int(board["status"].str.startswith("error").sum())
     if n_errors:
         notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
