@@ -19,19 +19,23 @@ from serray.commands._common import address_option, fail, parse_fold_resources, 
 @click.option("--fold-resources", default=None, metavar="cpu=C,gpu=G", help="Resources of each fold actor (default: one trial's folds share the cluster).")
 @click.option("--max-concurrent-trials", default=None, type=int)
 @click.option("--time-budget", default=None, type=float, help="Stop starting trials after this many seconds.")
-@click.option("--grace-period", default=1, show_default=True, help="ASHA: epochs before a trial can be stopped.")
+@click.option("--grace-period", default=None, type=int,
+              help="ASHA: epochs before a trial can be stopped (default: a quarter of the epoch budget, at least 3).")
+@click.option("--reduction-factor", default=2, show_default=True, type=int,
+              help="ASHA keeps 1/this of the trials at each rung (2 halves them).")
 @click.option("--max-epochs", default=None, type=int, help="Epoch cap per trial stage and ASHA max_t (default: the config's epochs).")
 @click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
 def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
-            grace_period, max_epochs, max_failures, resume, device, tensorboard, **opts) -> None:
+            grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
-    --set applied, first), ASHA stops weak trials early, and both see only the mean
-    validation UA across folds. Test UA is stored for every trial but never used for
+    --set applied, first), ASHA stops weak trials early (after a grace period of a
+    quarter of the epoch budget, at least 3 epochs), and both see only the validation UA
+    pooled over all folds' validation utterances. Test UA is stored for every trial but never used for
     selection. A search space may choose the frozen-layer plan (the `stages` key) like
     any other hyperparameter. Writes a leaderboard and best.yaml (usable with
     `serray train MODEL --config best.yaml` and `serray seeds`).
@@ -50,7 +54,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
         out = tune_model(
             run, space=space, num_samples=num_samples, name=name, storage=storage, address=address,
             fold_resources=parse_fold_resources(fold_resources) or None, max_concurrent_trials=max_concurrent_trials,
-            time_budget_s=time_budget, grace_period=grace_period, max_epochs=max_epochs, max_failures=max_failures,
+            time_budget_s=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, max_failures=max_failures,
             resume=resume, device=device, tensorboard=tensorboard,
         )
     except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
@@ -60,7 +64,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     for col in ("val_ua", "test_ua", "test_wa"):
         shown[col] = (100 * shown[col]).round(1)
     shown["seconds"] = shown["seconds"].round(1)
-    click.echo(f"\nLeaderboard of {out.experiment} ({len(board)} trials; UA/WA in %, selection by mean validation UA only):")
+    click.echo(f"\nLeaderboard of {out.experiment} ({len(board)} trials; UA/WA in %, selection by validation UA pooled over folds only):")
     click.echo(shown.to_string(index=False, max_colwidth=30))  # "stopped by ASHA at epoch 27" fits
     n_asha = int(board["status"].str.startswith("stopped by ASHA").sum())
     click.echo(f"\nASHA stopped {n_asha} of {len(board)} trials early.")

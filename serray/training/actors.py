@@ -5,7 +5,7 @@ The packed features and the label table go to Ray's object store once
 top-level constructor arguments, so Ray hands it a zero-copy read-only view, and builds
 its own normalised fold data from them. :func:`run_folds` then calls ``step()`` on every
 actor with unfinished folds, waits for all of them, hands the per-fold metrics of that
-epoch to an optional ``on_epoch`` callback (the tuner reports the mean validation UA
+epoch to an optional ``on_epoch`` callback (the tuner reports the pooled validation UA
 there, which gives ASHA one cross-fold number per epoch), and repeats until every fold
 has stopped.
 

@@ -265,6 +265,28 @@ def _val_scores(y: np.ndarray, logits: np.ndarray, n_classes: int) -> tuple[floa
     return ce, metrics.unweighted_average_recall(y, pred, labels), metrics.weighted_accuracy(y, pred)
 
 
+def _val_hits(y: np.ndarray, logits: np.ndarray, n_classes: int) -> list[list[int]]:
+    """``[correct per class, utterances per class]`` of a part: what pooling UA over folds needs."""
+    pred = logits.argmax(axis=1) if len(y) else np.zeros(0, dtype=np.int64)
+    hits = np.bincount(y[pred == y], minlength=n_classes) if len(y) else np.zeros(n_classes, dtype=np.int64)
+    return [hits.astype(int).tolist(), np.bincount(y, minlength=n_classes).astype(int).tolist()]
+
+
+def pooled_val_ua(steps: Sequence[Mapping[str, Any]]) -> float:
+    """UA over the pooled validation utterances of several folds (each step dict's ``val_hits``).
+
+    Example:
+        >>> pooled_val_ua([{"val_hits": [[1, 0], [2, 1]]}, {"val_hits": [[1, 3], [1, 3]]}])  # (2/3 + 3/4) / 2
+        0.7083333333333333
+    """
+    rows = [np.asarray(s["val_hits"], dtype=np.int64) for s in steps if s.get("val_hits")]
+    if not rows:
+        return math.nan
+    hits, support = np.sum(rows, axis=0)
+    seen = support > 0
+    return float((hits[seen] / support[seen]).mean()) if seen.any() else math.nan
+
+
 def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate the training keys of a config; return it with training defaults filled in.
 
@@ -690,7 +712,8 @@ class TorchFoldTrainer(FoldTrainer):
             self.scheduler.step()
         self._epoch += 1
         diverged = math.isnan(train_loss)
-        val_loss, val_ua, val_wa = _val_scores(self.data.validation.y, self.predict_logits(self.data.validation), self.n_classes)
+        val_logits = self.predict_logits(self.data.validation)
+        val_loss, val_ua, val_wa = _val_scores(self.data.validation.y, val_logits, self.n_classes)
         if not diverged and self._improved(val_loss, val_ua):
             self._best = {"epoch": self._epoch, "val_loss": val_loss, "val_ua": val_ua}
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -710,7 +733,7 @@ class TorchFoldTrainer(FoldTrainer):
             "epoch": self._epoch, "train_loss": train_loss, "val_loss": val_loss, "val_ua": val_ua, "val_wa": val_wa,
             "best_epoch": best["epoch"], "best_val_ua": best["val_ua"], "best_val_loss": best["val_loss"],
             "stopped": self._stopped, "seconds": seconds, "cpu_seconds": time.process_time() - c0,
-            "stage": stage, "loss_parts": loss_parts,
+            "stage": stage, "loss_parts": loss_parts, "val_hits": _val_hits(self.data.validation.y, val_logits, self.n_classes),
         }
         self.history.append(dict(self._last))
         log.debug("fold %s epoch %d: %s", self.data.name, self._epoch, self._last)
@@ -824,6 +847,7 @@ class SklearnFoldTrainer(FoldTrainer):
             "stopped": True,
             "seconds": seconds,
             "cpu_seconds": time.process_time() - c0,
+            "val_hits": _val_hits(val.y, val_logits, self.n_classes),
         }
         self.history.append(dict(self._last))
         return dict(self._last)

@@ -6,8 +6,11 @@ trainable starts one :class:`serray.training.actors.FoldActor` per fold inside t
 placement group and steps them in lock-step, one epoch per Tune iteration. After each
 epoch it reports:
 
-* ``val_ua`` - the mean over folds of each fold's validation UA at its best epoch so far
-  (the model the fold would keep). This is what Optuna and ASHA see.
+* ``val_ua`` - the validation UA pooled over every fold's validation utterances, each
+  fold at its best epoch so far (the model the fold would keep). This is what Optuna and
+  ASHA see: a fold's validation part is a few speakers, and the mean of such small
+  per-fold scores is noisier than one UA over all of them. ``val_ua_fold_mean`` and
+  ``val_ua_fold_std`` give the per-fold view (also in the trial record).
 * ``val_ua_epoch``, ``val_loss``, ``train_loss`` - means of the current epoch.
 
 Test data are never reported to the scheduler or the searcher. When a trial ends (all
@@ -192,10 +195,16 @@ def _trainable_class():
                     if not (self.history[pos] and self.history[pos][-1]["stopped"]):
                         self.history[pos].append(m)
             self.active = [g for g in self.active if not all(self.history[p][-1]["stopped"] for p in self.groups[g])]
+            from serray.training.trainer import pooled_val_ua
+
             last = [h[-1] for h in self.history]
-            best = [h[max(0, int(m.get("best_epoch", len(h))) - 1)].get("val_ua", math.nan) for h, m in zip(self.history, last)]
+            best_steps = [h[max(0, int(m.get("best_epoch", len(h))) - 1)] for h, m in zip(self.history, last)]
+            best = [b.get("val_ua", math.nan) for b in best_steps]
+            pooled = pooled_val_ua(best_steps)
             result = {
-                OBJECTIVE: float(np.nanmean(best)),
+                OBJECTIVE: pooled if not math.isnan(pooled) else float(np.nanmean(best)),
+                "val_ua_fold_mean": float(np.nanmean(best)),
+                "val_ua_fold_std": float(np.nanstd(best)),
                 "val_ua_epoch": float(np.nanmean([m.get("val_ua", math.nan) for m in last])),
                 "val_loss": float(np.nanmean([m.get("val_loss", math.nan) for m in last])),
                 "train_loss": float(np.nanmean([m.get("train_loss", math.nan) for m in last])),
@@ -205,6 +214,7 @@ def _trainable_class():
             for key in sorted({k for p in parts for k in p}):
                 result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
             self.objective = result[OBJECTIVE]
+            self.fold_spread = (result["val_ua_fold_mean"], result["val_ua_fold_std"])
             if not self.active:
                 result.update(self._finalize("completed"))
                 result["done"] = True
@@ -244,6 +254,7 @@ def _trainable_class():
                 "seed": ctx.seed,
                 "finished": reason,
                 "objective": float(getattr(self, "objective", math.nan)),
+                "val_ua_fold_mean_std": list(getattr(self, "fold_spread", (math.nan, math.nan))),
                 "epochs": max(len(h) for h in self.history),
                 "best_epochs": [r.best_epoch for r in results],
                 "seconds": time.perf_counter() - self.t0,
@@ -277,6 +288,17 @@ def _trainable_class():
     _FoldsTrainable.__name__ = "FoldsTrainable"
     _FoldsTrainable.__qualname__ = "FoldsTrainable"
     return _FoldsTrainable
+
+
+def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
+    """ASHA's grace period: ``grace_period`` if given, else a quarter of ``max_t``, at least 3 (at most ``max_t``).
+
+    Example:
+        >>> asha_grace_period(50), asha_grace_period(8), asha_grace_period(1), asha_grace_period(50, 1)
+        (13, 3, 1, 1)
+    """
+    grace = grace_period if grace_period is not None else max(3, math.ceil(max_t / 4))
+    return max(1, min(int(grace), int(max_t)))
 
 
 def _pause_in_write(trial_id: str) -> None:
@@ -426,7 +448,8 @@ def tune_model(
     fold_resources: Mapping[str, float] | None = None,
     max_concurrent_trials: int | None = None,
     time_budget_s: float | None = None,
-    grace_period: int = 1,
+    grace_period: int | None = None,
+    reduction_factor: int = 2,
     max_epochs: int | None = None,
     max_failures: int = 2,
     resume: bool = False,
@@ -452,7 +475,11 @@ def tune_model(
             over them (default: one actor per cluster CPU, so one trial's folds fill the
             cluster).
         max_concurrent_trials, time_budget_s: Passed to Tune.
-        grace_period: ASHA's minimum epochs before a trial can be stopped.
+        grace_period: ASHA's minimum epochs before a trial can be stopped (default: a
+            quarter of the epoch budget ``max_t``, at least 3: a trial whose first epochs
+            are slow, e.g. SGD or a convolutional model, is not stopped for them).
+        reduction_factor: ASHA keeps ``1 / reduction_factor`` of the trials at each rung
+            (default 2, which halves: more trials reach the later epochs than with 3 or 4).
         max_epochs: Epoch cap of every trial's stages and of ASHA's ``max_t`` (default:
             the config's ``epochs``; ``max_t`` covers every searched stage plan).
         max_failures: Retries of a trial whose training raises.
@@ -534,9 +561,11 @@ def tune_model(
         )
         if point is None:
             notes.append("the model's default config lies outside the search space and was not evaluated first")
+        grace = asha_grace_period(max_t, grace_period)
+        log.info("ASHA: max_t %d epochs, grace period %d, reduction factor %d", max_t, grace, reduction_factor)
         scheduler = ASHAScheduler(
             time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=max_t,
-            grace_period=max(1, min(grace_period, max_t)), reduction_factor=3,
+            grace_period=grace, reduction_factor=reduction_factor,
         )
         tuner = tune.Tuner(
             trainable,
@@ -581,7 +610,7 @@ def tune_model(
         **run.record(),
         "experiment": name,
         "trial_id": str(top["trial_id"]),
-        "selection": "highest mean validation UA across folds (test data not used)",
+        "selection": "highest validation UA pooled over all folds' validation utterances (test data not used)",
         "val_ua": float(top["val_ua"]),
         "test_ua": float(top["test_ua"]),
         "config": best_cfg,
