@@ -30,11 +30,12 @@ a restart costs at most one trial's training time). serray's trial record is the
 that a trial finished: Tune's own experiment state is saved every
 ``TUNE_GLOBAL_CHECKPOINT_S`` seconds and copied to the storage every ``sync_period``
 (1 s each here on local disk), so after a hard kill it can lag behind; a restarted trial whose record exists reports that record's result and
-trains nothing, so its record and predictions stay byte-identical. Records of trials
-that Tune's state does not know (finished within the last second before a kill) are
-moved with their predictions to ``<experiment>/orphaned/``, and so are predictions
-without a record (a result write cut short; the trial restarts): the store holds exactly
-one record and one prediction set per trial of the leaderboard.
+trains nothing, so its record and predictions stay byte-identical. A finished trial that
+Tune's saved state does not know (it started and ended after the last save) keeps its
+files and its leaderboard row, and Tune runs one more trial in its place. Predictions
+without a record (a result write cut short; the trial restarts) are moved to
+``<experiment>/orphaned/``: the store holds exactly one record and one prediction set per
+trial of the leaderboard.
 """
 
 from __future__ import annotations
@@ -329,10 +330,12 @@ def _state_trials(path: Path) -> dict[str, str] | None:
     return out
 
 
-def _reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experiment: str) -> str:
-    """Before a resume: count kept and restarting trials; move orphaned results aside.
+def _reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experiment: str) -> tuple[str, list[str]]:
+    """Before a resume: count kept and restarting trials; set cut-short results aside.
 
-    Returns the line that says what the resume keeps and restarts.
+    Returns the line that says what the resume keeps and restarts, and the finished
+    trials Tune's saved state does not know (kept, and listed in the leaderboard; Tune
+    runs as many trials again to reach its count).
     """
     from serray.predictions import predictions_dir
 
@@ -340,20 +343,17 @@ def _reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experimen
     records = {p.stem for p in record_dir.glob("*.json")} if record_dir.exists() else set()
     kept = sorted(records & set(states))
     restart = sorted(set(states) - records)
-    orphans = sorted(records - set(states))
-    dest = path / "orphaned"
-    for tid in orphans:
-        dest.mkdir(parents=True, exist_ok=True)
-        (record_dir / f"{tid}.json").replace(dest / f"{tid}.json")
+    unknown = sorted(records - set(states))
     # predictions without a record are a result write cut short: its trial restarts (or is gone)
     for part in sorted((predictions_dir(workdir) / experiment).glob("*__seed*.parquet")):
-        if part.name.split("__")[0] not in set(records) - set(orphans):
-            dest.mkdir(parents=True, exist_ok=True)
-            part.replace(dest / part.name)
-    line = f"resuming {path}: {len(kept)} finished trial(s) kept, {len(restart)} restart from their first epoch"
-    if orphans:
-        line += f"; {len(orphans)} trial(s) unknown to Tune's saved state moved to {path / 'orphaned'}: {', '.join(orphans)}"
-    return line
+        if part.name.split("__")[0] not in records:
+            (path / "orphaned").mkdir(parents=True, exist_ok=True)
+            part.replace(path / "orphaned" / part.name)
+    line = f"resuming {path}: {len(kept) + len(unknown)} finished trial(s) kept, {len(restart)} restart from their first epoch"
+    if unknown:
+        line += (f" ({len(unknown)} of the finished trials, {', '.join(unknown)}, ended after Tune's last saved state: "
+                 "they stay in the leaderboard and Tune runs as many new trials)")
+    return line, unknown
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing this module must not import Ray Tune
@@ -377,8 +377,20 @@ class TuneOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space: Any = None) -> pd.DataFrame:
-    rows = []
+def _record_row(tid: str, rec: dict, searched: Sequence[str]) -> dict:
+    """A leaderboard row from a trial record alone (a trial Tune's restored state does not know)."""
+    cfg = rec.get("config") or {}
+    return {
+        "trial_id": tid, "val_ua": rec.get("objective", rec.get("val_ua_final", math.nan)),
+        "test_ua": rec.get("test_ua", math.nan), "test_wa": rec.get("test_wa", math.nan),
+        "epochs": rec.get("epochs", 0), "seconds": rec.get("seconds", math.nan),
+        "status": "completed before an interruption" if rec.get("finished") == "completed" else "stopped by ASHA before an interruption",
+        **{f"config/{k}": (str(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k)) for k in searched},
+    }
+
+
+def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space: Any = None, extra: Sequence[str] = ()) -> pd.DataFrame:
+    rows = [_record_row(tid, io.read_json(record_dir / f"{tid}.json"), searched) for tid in extra if (record_dir / f"{tid}.json").exists()]
     for r in results:
         m = dict(r.metrics or {})
         tid = m.get("trial_id") or (r.path and Path(r.path).name.split("_")[1]) or "?"
@@ -540,9 +552,10 @@ def tune_model(
         tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles)
     )
     notes: list[str] = []
+    unknown: list[str] = []
     if resume and tune.Tuner.can_restore(path):
         if local_path is not None:
-            line = _reconcile_for_resume(local_path, record_dir, Path(workdir).resolve(), name)
+            line, unknown = _reconcile_for_resume(local_path, record_dir, Path(workdir).resolve(), name)
             log.info("%s", line)
             notes.append(line)
         else:
@@ -594,7 +607,7 @@ def tune_model(
         # a restarted trial reports its first epochs again; Optuna keeps the first report
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
         results = tuner.fit()
-    board = _leaderboard(results, record_dir, sp.names(), sp)
+    board = _leaderboard(results, record_dir, sp.names(), sp, extra=unknown)
     out_dir = Path(path) if local_path is not None else Path(workdir) / "tune" / name
     if board.empty or board["val_ua"].isna().all():
         raise RuntimeError(f"experiment {name}: no trial reported a validation UA; see the errors above and {path}")
