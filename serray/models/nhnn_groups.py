@@ -103,6 +103,7 @@ class DPGroups:
             "n_groups": self.n_groups,
             "n_components": int(self.mixture.n_components),
             "converged": bool(self.mixture.converged_),
+            "n_iter": int(self.mixture.n_iter_),
             "weights": self.weights,
             "shares": list(self.shares),
             "groups": groups,
