@@ -29,6 +29,7 @@ TINY = {
     "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
     "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+    "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 

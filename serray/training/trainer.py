@@ -359,6 +359,7 @@ def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], a
         n_domains=len(aux_names.get("domain", ())),
         shapes=dict(shapes),
         aux_classes={role: len(names) for role, names in aux_names.items()},
+        aux_names={role: tuple(str(n) for n in names) for role, names in aux_names.items()},
     )
 
 
@@ -505,6 +506,11 @@ class TorchFoldTrainer(FoldTrainer):
     - ``after_training(batch, outputs)``: once, after the best weights are restored and
       before the final predictions, with the whole training part's eval-mode outputs
       (``batch`` as :meth:`_PartBatches.whole`, labels included; e.g. fit a back-end).
+    - ``after_validation(batch, outputs)``: after every epoch's validation pass, with the
+      validation part's eval-mode outputs (``batch`` as :meth:`_PartBatches.whole`,
+      labels included), for selection a model makes on its own (e.g. early stopping per
+      group of utterances, kept by the model and installed in ``after_training``). Never
+      called with training or test data, nor when the validation part is empty.
     - ``fold_record()``: a JSON-able dict kept per fold in the run record.
 
     Args:
@@ -667,13 +673,17 @@ class TorchFoldTrainer(FoldTrainer):
                         chunks.setdefault(key, []).append(value)
         return t.whole(), {k: torch.cat(v) for k, v in chunks.items()}
 
-    def predict_logits(self, part: SplitData) -> np.ndarray:
-        """Utterance-level logits ``[N, C]`` of a part with the current weights."""
+    def predict_logits(self, part: SplitData, *, validation: bool = False) -> np.ndarray:
+        """Utterance-level logits ``[N, C]`` of a part with the current weights
+        (``validation``: the epoch's validation pass, shown to ``after_validation``)."""
         import torch
 
         if len(part) == 0:
             return np.zeros((0, self.n_classes), dtype=np.float32)
         whole, outputs = self._forward_part(part)
+        if validation and hasattr(self.model, "after_validation"):
+            with torch.no_grad():
+                self.model.after_validation(whole, outputs)
         with torch.no_grad():
             logits = self.model.utterance_logits(whole, outputs)
         out = logits.cpu().numpy().astype(np.float32)
@@ -712,7 +722,7 @@ class TorchFoldTrainer(FoldTrainer):
             self.scheduler.step()
         self._epoch += 1
         diverged = math.isnan(train_loss)
-        val_logits = self.predict_logits(self.data.validation)
+        val_logits = self.predict_logits(self.data.validation, validation=True)
         val_loss, val_ua, val_wa = _val_scores(self.data.validation.y, val_logits, self.n_classes)
         if not diverged and self._improved(val_loss, val_ua):
             self._best = {"epoch": self._epoch, "val_loss": val_loss, "val_ua": val_ua}
