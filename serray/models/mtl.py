@@ -188,7 +188,7 @@ class MTLNet(SERModule):
         roles = [r for r in AUX_ROLES if int(aux_classes.get(r, 0)) >= 2]
         for role in roles:  # own streams: the emotion network's init and dropout stay those of STL
             self.aux_heads[role] = _own_stream_linear(hidden, int(aux_classes[role]), offset=1 + len(self.aux_heads))
-        self.lambdas = {r: float(lambdas.get(r, 0.0)) for r in roles}
+        self.lambdas = {r: float(lambdas.get(r, 0.0)) for r in AUX_ROLES}
         self.active = {r: True for r in roles}
         self.aux_counts: dict[str, dict[str, int]] = {}
         self.threshold, self.n_classes = float(threshold), int(n_classes)
@@ -214,10 +214,12 @@ class MTLNet(SERModule):
         self.elm = ELM(self.elm_hidden, self.elm_ridge, seed).fit(x, batch.y.cpu().numpy(), n_classes=self.n_classes)
 
     def fold_record(self) -> dict[str, Any]:
-        """ELM size and the auxiliary tasks (weight, known training utterances, active or not)."""
+        """ELM size and every auxiliary task: weight, whether it has a head (>= 2 classes in the
+        run), known/unknown training utterances and classes seen there, and whether it was active."""
         tasks = {
-            r: {"lambda": self.lambdas[r], **self.aux_counts.get(r, {}), "active": bool(self.lambdas[r] > 0 and self.active[r])}
-            for r in self.aux_heads
+            r: {"lambda": self.lambdas[r], "head": r in self.aux_heads, **self.aux_counts.get(r, {}),
+                "active": bool(r in self.aux_heads and self.lambdas[r] > 0 and self.active[r])}
+            for r in AUX_ROLES
         }
         elm = {"hidden": self.elm_hidden, "ridge": self.elm_ridge, "fitted": self.elm is not None}
         return {"aux_tasks": tasks, "elm": elm, "functionals": list(FUNCTIONALS), "threshold": self.threshold}
