@@ -29,6 +29,7 @@ TINY = {
     "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
     "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+    "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 
@@ -37,6 +38,7 @@ SEGMENT_SHAPE = (2, 8, 12)
 def manifest():
     m = synth_manifest(n_speakers=4, per_class=4)
     m.loc[m.index[::7], "gender"] = None  # some unknown genders: masked, never guessed
+    m["naturalness"] = np.where(m["speaker"].str[-1].astype(int) % 2 == 0, "acted", "natural")  # for mtl
     return m
 
 

@@ -120,7 +120,8 @@ class FrameDNN(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # noqa: D102
-        h = context_window(x, self.context)
+        outside = ~length_mask(lengths, x.shape[1]).unsqueeze(2)
+        h = context_window(x.masked_fill(outside, 0.0), self.context)  # zeros beyond the utterance, whatever the padding
         for layer in self.layers:
             h = self.drop(F.relu(layer(h)))
         return h
