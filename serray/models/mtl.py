@@ -188,7 +188,7 @@ class MTLNet(SERModule):
         self.aux_heads = nn.ModuleDict()
         roles = [r for r in AUX_ROLES if int(aux_classes.get(r, 0)) >= 2]
         for role in roles:  # own streams: the emotion network's init and dropout stay those of STL
-            self.aux_heads[role] = _own_stream_linear(hidden, int(aux_classes[role]), offset=1 + len(self.aux_heads))
+            self.aux_heads[role] = _own_stream_linear(hidden, int(aux_classes[role]), offset=1 + list(AUX_ROLES).index(role))
         self.lambdas = {r: float(lambdas.get(r, 0.0)) for r in AUX_ROLES}
         self.active = {r: True for r in roles}
         self.aux_counts: dict[str, dict[str, int]] = {}
