@@ -209,3 +209,14 @@ def test_bad_config_values_fail_with_the_key():
         build(_config(threshold=1.5), info)
     with pytest.raises(ValueError, match="per-frame vectors"):
         build(_config(), InputInfo((2, 4, 4), 3))
+
+
+def test_search_space_loads_and_names_mtl_keys():
+    from pathlib import Path
+
+    from serray.tune.space import load_search_space
+
+    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "mtl.yaml")
+    keys = {p.name for p in space.params}
+    assert space.model == "mtl" and keys <= set(registry.get("mtl").config())
+    assert {"lr", "lambda_gender", "lambda_naturalness", "arch", "threshold", "elm_hidden", "elm_ridge"} <= keys
