@@ -147,6 +147,7 @@ def build_iemocap(tmp: Path) -> tuple[Path, dict]:
             ("iemocap/Session2/sentences/wav/Ses02M_script01_1/Ses02M_script01_1_F001", "text",
              "words of Ses02M_script01_1_F001."),
             ("iemocap/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000", "naturalness", "natural"),
+            ("iemocap/Session2/sentences/wav/Ses02M_script01_1/Ses02M_script01_1_M000", "naturalness", "acted"),
         ],
     }
 
@@ -215,13 +216,16 @@ def build_table(tmp: Path) -> tuple[Path, dict]:
         "emotion": ["Angry", "hap", "neutral"],
         "gender": ["Female", "F", "male"],
         "score": [1.0, 2.0, 3.0],
+        "naturalness": ["acted", " Natural", ""],
     }).to_csv(root / "list.csv", index=False)
     return root / "list.csv", {
         "options": {"corpus": "mine", "label_map": "hap:happy"},
         "n": 3,
         "speakers": {"mine_s1": "f", "mine_s2": "m"},
         "emotions": {"angry": 1, "happy": 1, "neutral": 1},
-        "checks": [("mine/audio/a/s1_2", "emotion", "happy"), ("mine/audio/b/s2_1", "score", 3.0)],
+        "checks": [("mine/audio/a/s1_2", "emotion", "happy"), ("mine/audio/b/s2_1", "score", 3.0),
+                   ("mine/audio/a/s1_1", "naturalness", "acted"), ("mine/audio/a/s1_2", "naturalness", "natural"),
+                   ("mine/audio/b/s2_1", "naturalness", None)],
     }
 
 
@@ -417,6 +421,10 @@ def test_table_errors_name_the_file_and_fix(tmp_path):
     res = prepare_corpus("table", tmp_path / "list.parquet", corpus="mine", label_map={"hap": None},
                          base_dir=str(table.parent))
     assert res.manifest["utt_id"].tolist() == ["u1", "u3"]
+    # naturalness must be acted/natural (a spontaneous corpus says so per row)
+    df.assign(naturalness=["acted", "spontaneous", "natural"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(CorpusLayoutError, match=r"naturalness values \['spontaneous'\] are not \['acted', 'natural'\]"):
+        prepare_corpus("table", tmp_path / "bad.csv", corpus="mine", label_map={"hap": "happy"}, base_dir=str(table.parent))
 
 
 def test_summary_and_speaker_tables():

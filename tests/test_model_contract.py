@@ -30,6 +30,7 @@ TINY = {
     "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
     "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
+    "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 
@@ -38,6 +39,7 @@ SEGMENT_SHAPE = (2, 8, 12)
 def manifest():
     m = synth_manifest(n_speakers=4, per_class=4)
     m.loc[m.index[::7], "gender"] = None  # some unknown genders: masked, never guessed
+    m["naturalness"] = np.where(m["speaker"].str[-1].astype(int) % 2 == 0, "acted", "natural")  # for mtl
     return m
 
 

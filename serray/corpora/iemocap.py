@@ -1,4 +1,4 @@
-"""IEMOCAP (Interactive Emotional Dyadic Motion Capture), English, natural (dyadic sessions).
+"""IEMOCAP (Interactive Emotional Dyadic Motion Capture), English, dyadic sessions.
 
 Official layout: ``SessionN/sentences/wav/<dialog>/<utt>.wav`` with labels in
 ``SessionN/dialog/EmoEvaluation/<dialog>.txt``, one block per utterance::
@@ -21,7 +21,9 @@ stays ``excited`` (label set ``4class`` merges it into ``happy``); ``frustrated`
 
 Extra columns: ``emotion_native`` (the code), ``session`` (``Ses01``), ``dialog``,
 ``improvised`` (bool), ``method`` (``impro``/``script``), ``valence``, ``arousal``
-(activation), ``dominance`` (1-5 scales), ``agreement``, ``n_raters``, ``start_s``,
+(activation), ``dominance`` (1-5 scales), ``naturalness`` (``natural`` for the
+improvised dialogues, ``acted`` for the scripted ones, as paper 002 splits IEMOCAP into
+IN and IA), ``agreement``, ``n_raters``, ``start_s``,
 ``end_s``, and ``text`` when ``SessionN/dialog/transcriptions`` is present.
 
 Options:
@@ -202,6 +204,7 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
     if not records:
         raise layout_error(NAME, base, "no labelled utterance with a wav file (after the filters)", LAYOUT, _FIX)
     rows = build_rows(records, corpus, base, language="en", naturalness="natural")
+    rows.loc[~rows["improvised"].astype(bool), "naturalness"] = "acted"  # scripted: paper 002 splits IN / IA
     rows["improvised"] = rows["improvised"].astype(bool)
     rows["n_raters"] = rows["n_raters"].astype("int64")
     return Scan(rows=rows, skipped=skipped_frame(skipped))

@@ -7,7 +7,8 @@ extension>``). Relative paths are resolved against the table's folder (or ``base
 Labels must be canonical names (case is ignored) or be mapped by ``label_map``; a label
 mapped to nothing drops its rows (counted in the log). Speakers are prefixed with the
 corpus (``<corpus>_<speaker>``) unless already prefixed. ``gender`` values such as
-``F``/``female``/``Male`` become ``f``/``m``. Every other column is kept.
+``F``/``female``/``Male`` become ``f``/``m``; ``naturalness`` values must be ``acted`` or
+``natural`` (case ignored; empty cells stay unknown). Every other column is kept.
 
 Options:
     corpus: Corpus name for rows without one (the table has no ``corpus`` column, or
@@ -161,10 +162,23 @@ def scan(
         df["gender"] = norm
     if language is not None and "language" not in df.columns:
         df["language"] = language
-    if naturalness is not None and "naturalness" not in df.columns:
+    if "naturalness" in df.columns:
+        df["naturalness"] = _naturalness_column(df["naturalness"], root)
+    elif naturalness is not None:
         df["naturalness"] = naturalness
     rows = order_columns(df.sort_values("utt_id", kind="stable"))
     return Scan(rows=rows, skipped=skipped_frame([]))
+
+
+def _naturalness_column(col: pd.Series, root: Path) -> pd.Series:
+    """``acted``/``natural`` (case ignored, spaces stripped); empty cells stay unknown."""
+    filled = _filled(col)
+    norm = col.where(filled).map(lambda v: str(v).strip().lower() if isinstance(v, str) else None)
+    bad = sorted(col[filled & ~norm.isin(_NATURALNESS)].astype(str).unique())
+    if bad:
+        raise layout_error(NAME, root, f"naturalness values {bad} are not {list(_NATURALNESS)}", LAYOUT,
+                           "fix or empty those cells")
+    return norm.where(norm.isin(_NATURALNESS), None)
 
 
 def _filled(s: pd.Series) -> pd.Series:
