@@ -29,6 +29,8 @@ TINY = {
     "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
     "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+    "dmf": {"fe_hidden": [8], "head_hidden": 8},
+    "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 

@@ -337,6 +337,7 @@ def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], a
         n_domains=len(aux_names.get("domain", ())),
         shapes=dict(shapes),
         aux_classes={role: len(names) for role, names in aux_names.items()},
+        aux_names={role: tuple(names) for role, names in aux_names.items()},
     )
 
 
