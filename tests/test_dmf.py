@@ -193,3 +193,58 @@ def test_sequence_member_pools_valid_frames_only(manifest):
     torch.testing.assert_close(a, b)
     res = tr.run()
     assert res.test_logits.shape[1] == len(res.classes) and np.isfinite(res.test_logits).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_hubert(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.HubertConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+    )
+    folder = tmp_path_factory.mktemp("tiny_hubert")
+    transformers.HubertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_ssl_finetuning_freezes_the_front_end_and_trains_the_top_layers(manifest, tiny_hubert):
+    from transformers import AutoModel
+
+    spec = registry.get("dmf_seq")
+    cfg = spec.config(overrides={**TINY, "epochs": 2, "ssl_finetune": True, "ssl_model": str(tiny_hubert), "trainable_layers": 1})
+    spec_table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
+    waves = sequence_features(manifest, dim=1, t_range=(400, 900))
+    data = build_fold_data({"x": pack_features(waves, manifest["utt_id"].tolist())}, spec_table, make_folds(manifest, "loso", seed=0)[0], "global")
+    tr = TorchFoldTrainer(spec, cfg, data, seed=0)
+    names = [n for n, _ in tr.model.named_parameters()]
+    assert tr.model.parameter_groups()["ssl"] == [n for n in names if n.startswith("ssl.")]
+    assert all(n.startswith("ssl.top.0.") for n in tr.model.parameter_groups()["ssl"])
+    assert not any("feature_extractor" in n or "pos_conv" in n for n in names)
+    ssl = tr.model.ssl.model
+    assert ssl.encoder.layers[1] is tr.model.ssl.top[0]
+    ref = AutoModel.from_pretrained(tiny_hubert)
+    res = tr.run()
+    assert np.isfinite(res.test_logits).all()
+    trained = dict(ssl.named_parameters())
+    for name, p in ref.named_parameters():
+        if name.startswith("encoder.layers.1."):
+            continue
+        assert torch.equal(trained[name], p), name  # conv front-end, projection, layer 0: untouched
+        assert not trained[name].requires_grad
+    assert any(not torch.equal(trained[n], p) for n, p in ref.named_parameters() if n.startswith("encoder.layers.1."))
+    weights = tr.model.fold_record()["layer_weights"]
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)
+
+
+def test_ssl_finetuning_bad_settings(manifest, tiny_hubert):
+    spec = registry.get("dmf_seq")
+    base = {**TINY, "ssl_finetune": True, "ssl_model": str(tiny_hubert)}
+    frames = _fold(manifest, "dmf_seq", spec.config(overrides=base), kind="sequence")
+    with pytest.raises(ValueError, match="waveform"):
+        TorchFoldTrainer(spec, spec.config(overrides=base), frames, seed=0)
+    info = InputInfo((1,), 4, 2)
+    with pytest.raises(ValueError, match=r"trainable_layers must be in 0..2"):
+        spec.build(spec.config(overrides={**base, "trainable_layers": 3}), info)
+    with pytest.raises(ValueError, match="needs ssl_model"):
+        spec.build(spec.config(overrides={**base, "ssl_model": ""}), info)

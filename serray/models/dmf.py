@@ -50,7 +50,7 @@ from serray.models.dmf_spec import DMF_CONFIG as DEFAULT_CONFIG
 from serray.models.dmf_spec import DMF_STAGE_PLANS
 from serray.models.layers import SERModule, grad_scale, length_mask, masked_cross_entropy
 
-__all__ = ["DEFAULT_CONFIG", "LayerMix", "MLPExtractor", "AttentionExtractor", "Head", "DMF", "build", "build_seq"]
+__all__ = ["DEFAULT_CONFIG", "LayerMix", "MLPExtractor", "AttentionExtractor", "Head", "DMF", "FineTunedDMF", "build", "build_seq"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,27 @@ class DMF(SERModule):
         return rec
 
 
+class FineTunedDMF(DMF):
+    """DMF on the waveform through an SSL model whose top layers train (``ssl_finetune=true``).
+
+    :class:`~serray.models.dmf_ssl.SSLFrontEnd` gives the mean-pooled hidden states of every
+    layer, mixed by :class:`LayerMix` (``layer``), then the vector FE and both heads.
+    Parameter groups: ``ssl`` (the trainable top layers), ``fe``, ``ec``, ``dc``.
+    """
+
+    GROUPS = {"ssl": ("ssl",), **DMF.GROUPS}
+
+    def __init__(self, ssl: nn.Module, n_classes: int, n_domains: int, **kwargs: Any) -> None:
+        super().__init__(ssl.n_hidden * ssl.hidden, n_classes, n_domains, sequence=False, n_layers=ssl.n_hidden, **kwargs)
+        self.ssl = ssl
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+        """``x`` ``[B, T, 1]`` waveform samples with ``lengths``; outputs as :meth:`DMF.forward`."""
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        return super().forward(self.ssl(x, lengths))
+
+
 def _remap_index(config: Mapping[str, Any], info: InputInfo) -> int | None:
     value = config.get("remap") or ""
     if not value:
@@ -246,13 +267,20 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
     layer = config["layer"]
     if layer != "weighted" and (isinstance(layer, bool) or not isinstance(layer, int)):
         raise ValueError(f"dmf: layer must be 'weighted' or an integer position, got {layer!r}")
-    model = DMF(
-        int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence,
-        gamma=float(config["gamma"]), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info),
-        n_layers=int(config["n_layers"]), layer=layer, fe_hidden=list(config["fe_hidden"]),
-        head_hidden=int(config["head_hidden"]), dropout=float(config["dropout"]),
+    common = dict(
+        gamma=float(config["gamma"]), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
+        fe_hidden=list(config["fe_hidden"]), head_hidden=int(config["head_hidden"]), dropout=float(config["dropout"]),
     )
-    logger.debug("built dmf for input %s: %d parameters", info.shape, sum(p.numel() for p in model.parameters()))
+    if sequence and config.get("ssl_finetune"):
+        from serray.models.dmf_ssl import SSLFrontEnd
+
+        if int(info.shape[-1]) != 1:
+            raise ValueError(f"dmf ssl_finetune reads the waveform (--features waveform, [T, 1] samples), got {info.shape[-1]}-dim frames")
+        model: DMF = FineTunedDMF(SSLFrontEnd(str(config.get("ssl_model", "")), int(config.get("trainable_layers", 0))),
+                                  info.n_classes, info.n_domains, **common)
+    else:
+        model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=int(config["n_layers"]), **common)
+    logger.debug("built dmf for input %s: %d trainable parameters", info.shape, sum(p.numel() for p in model.parameters()))
     return model
 
 

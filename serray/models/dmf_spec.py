@@ -23,7 +23,7 @@ from typing import Any
 from serray.models.contract import InputSpec
 from serray.models.registry import Lazy, ModelSpec, register
 
-__all__ = ["DMF_CONFIG", "DMF_SMALL_PRESET", "DMF_STAGE_PLANS"]
+__all__ = ["DMF_CONFIG", "DMF_FINETUNE_KEYS", "DMF_SMALL_PRESET", "DMF_STAGE_PLANS"]
 
 #: Defaults (METHODS.md 003; the paper gives no sizes or training settings). Training keys
 #: are the torch trainer's; the rest are read by :func:`serray.models.dmf.build`.
@@ -56,6 +56,12 @@ DMF_STAGE_PLANS: dict[str, str] = {
     "heads": "all;ec+dc*0.1",
 }
 
+#: ``dmf_seq`` only: fine-tune the SSL model itself on the waveform (``--features waveform``;
+#: see :mod:`serray.models.dmf_ssl`); ``trainable_layers`` top transformer layers train, the
+#: rest (convolutional front-end included) stays frozen. ``max_frames`` crops training
+#: waveforms at random (samples: 48000 = 3 s at 16 kHz; 0 = whole utterances).
+DMF_FINETUNE_KEYS: dict[str, Any] = {"ssl_finetune": False, "ssl_model": "", "trainable_layers": 2, "max_frames": 0}
+
 #: Short CPU runs.
 DMF_SMALL_PRESET: dict[str, Any] = {"fe_hidden": [128], "head_hidden": 128, "epochs": 30, "patience": 6}
 
@@ -69,7 +75,7 @@ register(ModelSpec(
 ))
 register(ModelSpec(
     name="dmf_seq", backend="torch", inputs={"x": InputSpec("sequence", ("ssl",))},
-    default_config={**DMF_CONFIG, "max_frames": 0},
+    default_config={**DMF_CONFIG, **DMF_FINETUNE_KEYS},
     build=Lazy("serray.models.dmf", "build_seq"),
     description="diverse feature mapping on SSL frames: layer-weighted frames -> frame MLP + attention pooling -> heads (paper 003)",
     aux_labels={"domain": "gender*corpus"},
