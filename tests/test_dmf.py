@@ -248,3 +248,20 @@ def test_ssl_finetuning_bad_settings(manifest, tiny_hubert):
         spec.build(spec.config(overrides={**base, "trainable_layers": 3}), info)
     with pytest.raises(ValueError, match="needs ssl_model"):
         spec.build(spec.config(overrides={**base, "ssl_model": ""}), info)
+
+
+def test_search_space_names_dmf_keys_and_every_layer_choice_builds(manifest):
+    from pathlib import Path
+
+    from serray.tune.space import load_search_space
+
+    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "dmf.yaml")
+    spec = registry.get("dmf")
+    defaults = spec.config(preset="small")
+    space.check_keys(defaults)
+    assert {"lr", "gamma", "w_domain", "layer"} <= set(space.names())
+    layers = next(p for p in space.params if p.name == "layer").values
+    assert "weighted" in layers
+    for layer in layers:
+        model = spec.build({**defaults, "layer": layer, "n_layers": 3}, InputInfo((12,), 4, 2))
+        assert model.mix.weighted == (layer == "weighted")

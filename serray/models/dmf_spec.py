@@ -3,7 +3,9 @@
 Two members share one module: ``dmf`` reads one vector per utterance (mean-pooled
 ``ssl`` layer stacks, or any vector set such as ``egemaps`` / ``compare``) through an MLP
 feature extractor; ``dmf_seq`` reads frame sequences (``ssl`` with ``pooling=frames``, or
-any sequence set) through a frame MLP and attention pooling. The variants of the paper
+any sequence set) through a frame MLP and attention pooling, or, with ``ssl_finetune=true``,
+the ``waveform`` set through an SSL model whose top ``trainable_layers`` layers are
+fine-tuned (:mod:`serray.models.dmf_ssl`). The variants of the paper
 are config values, not members: ``gamma`` 0 (vanilla), +1 (MTL), -1 (DANN), and
 ``remap=<domain value>`` with ``stages=remap`` (fake-domain remapping after MTL).
 
