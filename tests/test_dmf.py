@@ -265,3 +265,20 @@ def test_search_space_names_dmf_keys_and_every_layer_choice_builds(manifest):
     for layer in layers:
         model = spec.build({**defaults, "layer": layer, "n_layers": 3}, InputInfo((12,), 4, 2))
         assert model.mix.weighted == (layer == "weighted")
+
+
+def test_stage_selection_last_keeps_weights_of_the_last_stage(manifest):
+    """A second stage that makes validation worse (lr x 100): 'all' keeps a first-stage
+    epoch, 'last' (the dmf default) one of the second stage."""
+    spec = registry.get("dmf")
+    assert spec.config()["stage_selection"] == "last"
+    over = {**TINY, "gamma": 1.0, "remap": "fxc1", "stages": "all@6;fe+ec@2*100", "patience": 0, "early_stop": "loss", "lr": 1e-2}
+    best = {}
+    for sel in ("all", "last"):
+        cfg = spec.config(overrides={**over, "stage_selection": sel})
+        res = TorchFoldTrainer(spec, cfg, _fold(manifest, "dmf", cfg), seed=0).run()
+        assert res.epochs == 8
+        best[sel] = res.best_epoch
+    assert best["all"] <= 6 < best["last"]
+    with pytest.raises(ValueError, match="stage_selection must be 'all' or 'last'"):
+        TorchFoldTrainer(spec, spec.config(overrides={**over, "stage_selection": "first"}), _fold(manifest, "dmf", cfg), seed=0)

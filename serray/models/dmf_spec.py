@@ -42,6 +42,9 @@ DMF_CONFIG: dict[str, Any] = {
     "gamma": 1.0,  # 0 vanilla, +1 MTL, -1 DANN (gradient-scale factor between FE and DC)
     "w_domain": 1.0,  # weight of CE_domain in the loss
     "remap": "",  # a domain value d*: from the second stage on every domain label is d*
+    # multi-stage plans (remap, heads): the final weights are the best validation epoch of
+    # the last stage, so a remapped system is never silently its MTL first stage
+    "stage_selection": "last",
     # input: a stack of n_layers layers of equal width, concatenated (ssl with layer=all)
     "n_layers": 1,
     "layer": "weighted",  # "weighted" (softmax-weighted sum, SUPERB) or a layer position
