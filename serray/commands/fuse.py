@@ -61,9 +61,8 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
 
     import pandas as pd
 
-    from serray import io
     from serray.commands.ensemble import parse_k
-    from serray.ensemble import VALIDATION_NOTE, members_from_predictions, run_ensemble_search
+    from serray.ensemble import members_from_predictions, run_ensemble_search
     from serray.predictions import read_predictions, run_classes
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
@@ -88,9 +87,16 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
     if mode == "intermediate":
         rows += _intermediate_rows(workdir, run_list, stored, members, subsets, seed, corpora, threads)
         max_diff = max(r.pop("max_logit_diff") for r in rows if "max_logit_diff" in r)
-    table = pd.DataFrame(rows)
     name = name or f"{'+'.join(run_list) if len(run_list) < 3 else f'{len(run_list)}runs'}-{mode}"
-    out = Path(workdir) / "fusion" / name
+    _write_and_show(Path(workdir) / "fusion" / name, pd.DataFrame(rows), single, members, subsets, run_list, mode, seed, max_diff)
+
+
+def _write_and_show(out: Path, table, single, members, subsets, run_list, mode, seed, max_diff) -> None:
+    """Write summary.csv / summary.json / single_systems.csv and echo the table."""
+    from serray import io
+    from serray.ensemble import VALIDATION_NOTE
+
+    n = len(members.names)
     io.write_text(f"# {VALIDATION_NOTE}\n" + table.to_csv(index=False), out / "summary.csv")
     io.write_text(single.to_csv(index=False), out / "single_systems.csv")
     io.write_json({"runs": run_list, "mode": mode, "systems": members.names, "subsets": {k: [members.names[i] for i in v] for k, v in subsets.items()},
@@ -120,7 +126,7 @@ def _intermediate_rows(workdir, run_list, stored, members, subsets, seed, corpor
         systems = {s.name: s for s in load_systems(workdir, run_list, stored)}
         embeddings, exp = {}, None
         for i, name in enumerate(members.names):
-            log.info("retraining system %d/%d: %s", i + 1, len(members.names), name)
+            log.info("FE outputs of system %d/%d: %s", i + 1, len(members.names), name)
             embeddings[name], e = system_embeddings(workdir, systems[name], stored, corpora=corpora or None, threads=threads)
             exp = exp or e
     except (FileNotFoundError, ValueError, LookupError) as exc:

@@ -190,7 +190,9 @@ def system_embeddings(
     path = _cache_path(workdir, system)
     cached = _read_cache(path, system)
     if cached is not None and np.array_equal(cached.utt_ids.astype(str), ids.astype(str)) and sorted(cached.folds) == [f.index for f in exp.folds]:
+        log.info("%s: FE outputs from %s", system.name, path)
         return cached, exp
+    log.info("%s: retraining %d folds for its FE outputs", system.name, len(exp.folds))
     pos = {u: i for i, u in enumerate(ids)}
     out = SystemEmbeddings(system, ids)
     with torch_threads(threads):
