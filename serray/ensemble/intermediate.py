@@ -107,7 +107,8 @@ def load_systems(workdir: str, runs: Sequence[str], stored: pd.DataFrame | None 
         if not path.exists():
             raise FileNotFoundError(f"run {run!r} has no record {path}; intermediate fusion retrains from it (runs of serray seeds / train)")
         rec = io.read_json(path)
-        fields = {k: rec[k] for k in ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed") if k in rec}
+        keys = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed", "corpora")
+        fields = {k: rec[k] for k in keys if rec.get(k) is not None}
         for (cid, seed), _ in df[df["run"] == run].groupby(["config_id", "seed"]):
             if cid != rec.get("config_id"):
                 raise ValueError(f"run {run!r}: predictions of config {cid} but its record describes config {rec.get('config_id')}")
@@ -122,7 +123,7 @@ def _experiment(workdir: str, system: System, corpora: Sequence[str] | None) -> 
     f = system.spec_fields
     run = RunSpec(workdir, system.model, features=f.get("features"), feature_params=f.get("feature_params") or None,
                   protocol=f.get("protocol", "loso"), labels=f.get("labels", "native"), normalize=f.get("normalize", "global"),
-                  corpora=corpora, k=int(f.get("k", 5)), fold_seed=int(f.get("fold_seed", 0)), config=dict(system.config))
+                  corpora=corpora or f.get("corpora"), k=int(f.get("k", 5)), fold_seed=int(f.get("fold_seed", 0)), config=dict(system.config))
     return run, prepare_experiment(run, run.resolved_config())
 
 
