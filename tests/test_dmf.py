@@ -264,6 +264,7 @@ def test_search_space_names_dmf_keys_and_every_layer_choice_builds(manifest):
     for layer in layers:
         model = spec.build({**defaults, "layer": layer, "n_layers": 3}, InputInfo((12,), 4, 2))
         assert model.mix.weighted == (layer == "weighted")
+        assert model.mix.position == (None if layer == "weighted" else int(layer) % 3)
 
 
 def test_stage_selection_last_keeps_weights_of_the_last_stage(manifest):

@@ -259,14 +259,28 @@ def _remap_index(config: Mapping[str, Any], info: InputInfo) -> int | None:
     return names.index(str(value))
 
 
+def _layer_choice(layer: Any) -> str | int:
+    """``"weighted"`` or an integer position (also written as a string, e.g. ``"-1"`` in a search space).
+
+    Example:
+        >>> _layer_choice("-1"), _layer_choice(3), _layer_choice("weighted")
+        (-1, 3, 'weighted')
+    """
+    if layer == "weighted":
+        return layer
+    if isinstance(layer, str) and layer.strip().lstrip("-").isdigit():
+        return int(layer)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"dmf: layer must be 'weighted' or an integer position, got {layer!r}")
+    return layer
+
+
 def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
     keys = ("gamma", "w_domain", "n_layers", "layer", "fe_hidden", "head_hidden", "dropout")
     missing = [k for k in keys if k not in config]
     if missing:
         raise ValueError(f"dmf config lacks {missing}; start from registry.get('dmf').config()")
-    layer = config["layer"]
-    if layer != "weighted" and (isinstance(layer, bool) or not isinstance(layer, int)):
-        raise ValueError(f"dmf: layer must be 'weighted' or an integer position, got {layer!r}")
+    layer = _layer_choice(config["layer"])
     common = dict(
         gamma=float(config["gamma"]), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
         fe_hidden=list(config["fe_hidden"]), head_hidden=int(config["head_hidden"]), dropout=float(config["dropout"]),
