@@ -20,6 +20,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("tune", "serray.commands.tune"),
     ("seeds", "serray.commands.seeds"),
     ("ensemble", "serray.commands.ensemble"),
+    ("fuse", "serray.commands.fuse"),
     ("report", "serray.commands.report"),
     ("crosscorpus", "serray.commands.crosscorpus"),
     ("pipeline", "serray.commands.pipeline"),

@@ -31,6 +31,8 @@ TINY = {
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
     "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
     "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
+    "dmf": {"fe_hidden": [8], "head_hidden": 8},
+    "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 

@@ -13,6 +13,7 @@ name            kind      what
 ``spectrogram`` segments  ADARL log-STFT, Hamming 20/40 ms, 0-4 kHz, 3 s segments ``[S, 2, 400, 300]``
 ``ssl``         vector    HuBERT / wav2vec 2.0 / WavLM hidden states per layer, mean-pooled
                           (``pooling=frames``: sequence)
+``waveform``    sequence  the samples ``[T, 1]``, for models that fine-tune an SSL model themselves
 =============== ========= ====================================================================
 
 Typical use::

@@ -54,6 +54,7 @@ _EXTRACTOR_MODULES: tuple[str, ...] = (
     "serray.features.opensmile_ext",
     "serray.features.spectral",
     "serray.features.ssl",
+    "serray.features.waveform",
 )
 _REGISTRY: dict[str, type["Extractor"]] = {}
 

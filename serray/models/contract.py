@@ -82,7 +82,7 @@ class InputInfo:
         shapes: Sample shape of every input role.
         aux_classes: Number of classes of every auxiliary-label role.
         aux_names: Class names of every auxiliary-label role, in index order (e.g. for a
-            model's fold record).
+            model's fold record, or a config key that names one domain value).
     """
 
     shape: tuple[int, ...]

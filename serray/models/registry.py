@@ -50,6 +50,7 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "max_frames": 0,  # sequence models: random training crop length; 0 = full
     "eval_batch_size": 256,
     "stages": "all",  # one stage training every parameter group
+    "stage_selection": "all",  # all: best validation epoch of any stage; last: of the last stage only
 }
 
 

@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages",)
+_FILLED_WHEN_SET = ("stages", "stage_selection")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -312,6 +312,8 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"epochs and batch_size must be >= 1, got {cfg['epochs']} and {cfg['batch_size']}")
     if float(cfg["lr"]) <= 0:
         raise ValueError(f"lr must be > 0, got {cfg['lr']}")
+    if cfg.get("stage_selection", "all") not in ("all", "last"):
+        raise ValueError(f"stage_selection must be 'all' or 'last', got {cfg['stage_selection']!r}")
     parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build
     return cfg
 
@@ -492,7 +494,9 @@ class TorchFoldTrainer(FoldTrainer):
     :func:`serray.models.contract.parse_stages`): each stage has its own optimiser, lr
     factor, epoch budget and patience and starts from the best weights so far; frozen
     groups keep their parameters and (their modules in evaluation mode) their batch-norm
-    statistics. Epochs count on across stages, one per :meth:`step`.
+    statistics. Epochs count on across stages, one per :meth:`step`. The final weights are
+    those of the best validation epoch of any stage, or with ``stage_selection="last"`` of
+    the last stage (for plans whose last stage defines the model, e.g. a fine-tuning step).
 
     Optional model hooks (all called on this trainer's RNG stream):
 
@@ -586,6 +590,8 @@ class TorchFoldTrainer(FoldTrainer):
         self._stage, self._stage_start, self._stage_best = i, self._epoch, self._epoch
         if i > 0 and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+            if self.config.get("stage_selection", "all") == "last":
+                self._best = None  # the final weights come from this stage's epochs (selected on validation)
         if hasattr(self.model, "begin_stage"):
             with self._own_rng():
                 self.model.begin_stage(i, stage)

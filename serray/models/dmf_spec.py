@@ -1,0 +1,89 @@
+"""Spec of the diverse-feature-mapping family (paper 003), torch-free; the model is :mod:`serray.models.dmf`.
+
+Two members share one module: ``dmf`` reads one vector per utterance (mean-pooled
+``ssl`` layer stacks, or any vector set such as ``egemaps`` / ``compare``) through an MLP
+feature extractor; ``dmf_seq`` reads frame sequences (``ssl`` with ``pooling=frames``, or
+any sequence set) through a frame MLP and attention pooling, or, with ``ssl_finetune=true``,
+the ``waveform`` set through an SSL model whose top ``trainable_layers`` layers are
+fine-tuned (:mod:`serray.models.dmf_ssl`). The variants of the paper
+are config values, not members: ``gamma`` 0 (vanilla), +1 (MTL), -1 (DANN), and
+``remap=<domain value>`` with ``stages=remap`` (fake-domain remapping after MTL).
+
+Example:
+    >>> from serray.models import registry
+    >>> spec = registry.get("dmf")
+    >>> spec.input_kind, spec.aux_columns(spec.config()), spec.config()["gamma"]
+    ('vector', {'domain': 'gender*corpus'}, 1.0)
+    >>> spec.aux_columns(spec.config(overrides={"domain": "gender*language"}))
+    {'domain': 'gender*language'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serray.models.contract import InputSpec
+from serray.models.registry import Lazy, ModelSpec, register
+
+__all__ = ["DMF_CONFIG", "DMF_FINETUNE_KEYS", "DMF_SMALL_PRESET", "DMF_STAGE_PLANS"]
+
+#: Defaults (METHODS.md 003; the paper gives no sizes or training settings). Training keys
+#: are the torch trainer's; the rest are read by :func:`serray.models.dmf.build`.
+DMF_CONFIG: dict[str, Any] = {
+    # training (METHODS.md 003 default: AdamW, small-FE lr 1e-3)
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-2,
+    "batch_size": 32,
+    "epochs": 50,
+    "patience": 10,
+    # domain classifier and gradient scale
+    "domain": "gender*corpus",  # manifest column or a*b; values joined by "x" (e.g. fxemodb)
+    "gamma": 1.0,  # 0 vanilla, +1 MTL, -1 DANN (gradient-scale factor between FE and DC)
+    "w_domain": 1.0,  # weight of CE_domain in the loss
+    "remap": "",  # a domain value d*: from the second stage on every domain label is d*
+    # multi-stage plans (remap, heads): the final weights are the best validation epoch of
+    # the last stage, so a remapped system is never silently its MTL first stage
+    "stage_selection": "last",
+    # input: a stack of n_layers layers of equal width, concatenated (ssl with layer=all)
+    "n_layers": 1,
+    "layer": "weighted",  # "weighted" (softmax-weighted sum, SUPERB) or a layer position
+    # feature extractor FE and heads (EC / DC = FC(D, head_hidden) + ReLU + FC(head_hidden, n))
+    "fe_hidden": [256],
+    "head_hidden": 256,
+    "dropout": 0.1,
+}
+
+#: ``remap``: step 2 of fake-domain remapping (DC frozen, FE and EC fine-tuned at a tenth of
+#: the lr); ``heads``: retrain only the two classifiers on a frozen FE.
+DMF_STAGE_PLANS: dict[str, str] = {
+    "remap": "all;fe+ec*0.1",
+    "heads": "all;ec+dc*0.1",
+}
+
+#: ``dmf_seq`` only: fine-tune the SSL model itself on the waveform (``--features waveform``;
+#: see :mod:`serray.models.dmf_ssl`); ``trainable_layers`` top transformer layers train, the
+#: rest (convolutional front-end included) stays frozen. ``max_frames`` crops training
+#: waveforms at random (samples: 48000 = 3 s at 16 kHz; 0 = whole utterances).
+DMF_FINETUNE_KEYS: dict[str, Any] = {"ssl_finetune": False, "ssl_model": "", "trainable_layers": 2, "max_frames": 0}
+
+#: Short CPU runs.
+DMF_SMALL_PRESET: dict[str, Any] = {"fe_hidden": [128], "head_hidden": 128, "epochs": 30, "patience": 6}
+
+register(ModelSpec(
+    name="dmf", backend="torch", inputs={"x": InputSpec("vector", ("ssl",))}, default_config=DMF_CONFIG,
+    build=Lazy("serray.models.dmf", "build"),
+    description="diverse feature mapping: layer-weighted SSL vectors -> FE -> emotion head + gradient-scaled domain head (paper 003)",
+    aux_labels={"domain": "gender*corpus"},
+    stage_plans=DMF_STAGE_PLANS,
+    presets={"small": DMF_SMALL_PRESET},
+))
+register(ModelSpec(
+    name="dmf_seq", backend="torch", inputs={"x": InputSpec("sequence", ("ssl",))},
+    default_config={**DMF_CONFIG, **DMF_FINETUNE_KEYS},
+    build=Lazy("serray.models.dmf", "build_seq"),
+    description="diverse feature mapping on SSL frames: layer-weighted frames -> frame MLP + attention pooling -> heads (paper 003)",
+    aux_labels={"domain": "gender*corpus"},
+    stage_plans=DMF_STAGE_PLANS,
+    presets={"small": DMF_SMALL_PRESET},
+))
