@@ -29,6 +29,8 @@ TINY = {
     "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
     "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
     "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+    "mgnas": {"seq_experts": {"seq1": {"conv": 2, "hidden": 3}, "seq2": {"conv": 2, "hidden": 3}}, "att_dim": 4,
+              "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
 }
 SEGMENT_SHAPE = (2, 8, 12)
 

@@ -81,6 +81,8 @@ class InputInfo:
         n_domains: Classes of the auxiliary role ``domain`` (0 without one).
         shapes: Sample shape of every input role.
         aux_classes: Number of classes of every auxiliary-label role.
+        aux_names: Class names of every auxiliary-label role, in index order (e.g. the
+            languages of a ``domain`` role, for a model's fold record).
     """
 
     shape: tuple[int, ...]
@@ -88,6 +90,7 @@ class InputInfo:
     n_domains: int = 0
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     aux_classes: Mapping[str, int] = field(default_factory=dict)
+    aux_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
