@@ -294,3 +294,19 @@ def test_search_space_loads_and_every_choice_builds():
             model = _model(gating=g, activations=a)
             batch = _batch(domain=torch.tensor([0, 1] * 4))
             model.loss(batch, model.forward_batch(batch))[0].backward()
+
+
+def test_gate_weight_figure_from_a_run_record(tmp_path):
+    from serray.models.mgnas_plots import gate_weights_table, plot_gate_weights
+
+    rec = {"metrics": {"folds": [
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.2, "vec": 0.8},
+                                                                 "it": {"n": 4, "seq1": 0.6, "vec": 0.4}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.4, "vec": 0.6}}}},
+    ]}}
+    table = gate_weights_table(rec)
+    assert table.loc["de", "seq1"] == pytest.approx(0.3) and table.loc["it", "vec"] == pytest.approx(0.4)
+    out = plot_gate_weights(rec, tmp_path / "gates.png", labels={"seq1": "mfb", "vec": "egemaps"})
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="gating=omoe"):
+        gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})

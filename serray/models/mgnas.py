@@ -259,7 +259,8 @@ def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.M
             continue
         s = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get(role) or {})}
         experts[role] = SequenceExpert(dim, conv=int(s["conv"]), hidden=int(s["hidden"]), layers=int(s["layers"]),
-                                       att_dim=int(config["att_dim"]), kernel_sizes=[int(k) for k in config["kernel_sizes"]])
+                                       att_dim=int(config["att_dim"]), kernel_sizes=[int(k) for k in config["kernel_sizes"]],
+                                       time_pool=int(config["time_pool"]))
     return experts, kinds
 
 

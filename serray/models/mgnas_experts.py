@@ -12,6 +12,8 @@ Example:
     >>> out = e(torch.randn(3, 10, 5), torch.tensor([10, 4, 1]))
     >>> tuple(out.shape), e.out_dim
     ((3, 8), 8)
+    >>> tuple(SequenceExpert(5, conv=4, hidden=6, att_dim=8, time_pool=3)(torch.randn(2, 10, 5), torch.tensor([10, 2])).shape)
+    (2, 8)
     >>> VectorExpert(7).out_dim, VectorExpert(7, proj=3)(torch.ones(2, 7)).shape[1]
     (7, 3)
 """
@@ -22,6 +24,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serray.models.layers import length_mask
@@ -59,11 +62,16 @@ class SequenceExpert(nn.Module):
         layers: BiLSTM layers.
         att_dim: Width of the attention projections (the expert's output size).
         kernel_sizes: Conv1d widths (odd, so every frame keeps its position).
+        time_pool: Average-pool the frames by this factor first (1: off; a CPU saving:
+            the BiLSTM's cost is linear in the number of frames).
     """
 
     def __init__(self, in_dim: int, *, conv: int = 64, hidden: int = 128, layers: int = 1, att_dim: int = 256,
-                 kernel_sizes: Sequence[int] = (3, 5)) -> None:
+                 kernel_sizes: Sequence[int] = (3, 5), time_pool: int = 1) -> None:
         super().__init__()
+        if time_pool < 1:
+            raise ValueError(f"time_pool must be >= 1, got {time_pool}")
+        self.time_pool = int(time_pool)
         if min(conv, hidden, layers, att_dim) < 1 or not kernel_sizes or any(int(k) % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"sequence expert: conv, hidden, layers, att_dim must be >= 1 and kernel_sizes odd, got "
                              f"{conv}, {hidden}, {layers}, {att_dim}, {list(kernel_sizes)}")
@@ -77,6 +85,13 @@ class SequenceExpert(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``x`` ``[B, T, D]`` zero-padded, ``lengths`` ``[B]`` -> ``[B, att_dim]``."""
         lengths = lengths.clamp(min=1)
+        if self.time_pool > 1:  # a window's mean over its valid frames (padding is zero)
+            p = self.time_pool
+            valid = length_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
+            sums = F.avg_pool1d((x * valid).transpose(1, 2), p, p, ceil_mode=True) * p
+            counts = F.avg_pool1d(valid.transpose(1, 2), p, p, ceil_mode=True) * p
+            x = (sums / counts.clamp(min=1)).transpose(1, 2)
+            lengths = (lengths + p - 1) // p
         mask = length_mask(lengths, x.shape[1])
         h = torch.cat([c(x.transpose(1, 2)) for c in self.convs], dim=1).relu()
         h = (h * mask.unsqueeze(1)).transpose(1, 2)
