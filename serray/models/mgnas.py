@@ -222,7 +222,7 @@ class MGNAS(SERModule):
         utterances), NAS test-time gates ``xi[domain][to][from]``, contrastive ``w, b``."""
         rec: dict[str, Any] = {"gating": self.gating, "experts": list(self.roles), "domains": list(self.domains),
                                "gate_weights": dict(self._train_gates), "gate_weights_part": "train",
-                               "contrastive": {"w": float(self.contrastive.w), "b": float(self.contrastive.b)}}
+                               "contrastive": {"w": float(self.contrastive.w.detach()), "b": float(self.contrastive.b.detach())}}
         if self.gating == "nas":
             was = self.nas.gates.training
             self.nas.gates.eval()
