@@ -92,7 +92,7 @@ def test_emotions_with_five_or_fewer_samples_contribute_nothing():
     full.backward()
     assert x.grad[12:].abs().sum() == 0 and x.grad[:12].abs().sum() > 0
     few = centroid_contrastive_loss(x, torch.tensor([0] * 5 + [1] * 5 + [2] * 5 + [3]), w, b)
-    assert float(few) == 0.0 and few.requires_grad
+    assert float(few.detach()) == 0.0 and few.requires_grad
     # exactly five is still too few, six enters
     y6 = torch.tensor([0] * 6 + [1] * 5 + [2] * 5)
     assert float(centroid_contrastive_loss(x, y6, w, b)) == 0.0  # one emotion left: softmax over one centroid
@@ -247,7 +247,7 @@ def test_evaluation_batches_carry_only_the_declared_aux_inputs():
 
 def test_two_language_training_records_gate_weights_per_language():
     spec = registry.get("mgnas")
-    cfg = spec.config(overrides={**SMALL, "domain": "language", "gating": "nas", "epochs": 2, "batch_size": 12,
+    cfg = spec.config(overrides={**SMALL, "domain": "language", "gating": "nas", "epochs": 1, "batch_size": 12,
                                  "samples_per_class": 4})
     data = _fold_data(_two_language_manifest(), cfg)
     res = TorchFoldTrainer(spec, cfg, data, seed=0).run()
