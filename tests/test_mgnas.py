@@ -95,8 +95,8 @@ def test_emotions_with_five_or_fewer_samples_contribute_nothing():
     assert float(few.detach()) == 0.0 and few.requires_grad
     # exactly five is still too few, six enters
     y6 = torch.tensor([0] * 6 + [1] * 5 + [2] * 5)
-    assert float(centroid_contrastive_loss(x, y6, w, b)) == 0.0  # one emotion left: softmax over one centroid
-    assert float(centroid_contrastive_loss(x, y6, w, b, min_count=4)) > 0
+    assert float(centroid_contrastive_loss(x.detach(), y6, w, b)) == 0.0  # one emotion left: softmax over one centroid
+    assert float(centroid_contrastive_loss(x.detach(), y6, w, b, min_count=4)) > 0
 
 
 def test_balanced_batches_take_turns_and_cover_every_sample():
