@@ -47,6 +47,7 @@ import pandas as pd
 
 __all__ = [
     "PROTOCOLS",
+    "SPEAKER_DEPENDENT_PROTOCOL",
     "SPLITS",
     "VALIDATION_MODES",
     "Fold",
@@ -62,7 +63,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Protocol names accepted by :func:`make_folds`.
-PROTOCOLS: tuple[str, ...] = ("loso", "loso-session", "loco", "kfold", "cross-corpus")
+PROTOCOLS: tuple[str, ...] = ("loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent")
+#: Stratified k-fold over utterances, the same speakers in training and test (papers'
+#: "random splits"; with k=5 and validation 20 % of the rest: 64/16/20). Its folds are
+#: named and marked ``speaker-dependent``; results are optimistic.
+SPEAKER_DEPENDENT_PROTOCOL = "kfold-speaker-dependent"
 #: Split names, in the order :func:`folds_to_frame` writes them.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 #: ``speaker``: validation speakers are disjoint from training speakers;
@@ -299,7 +304,7 @@ def make_folds(
     *,
     k: int = 5,
     seed: int = 0,
-    val_fraction: float = 0.15,
+    val_fraction: float | None = None,
     min_val_speakers: int = 1,
     train_corpora: str | Sequence[str] | None = None,
     test_corpora: str | Sequence[str] | None = None,
@@ -316,11 +321,13 @@ def make_folds(
         manifest: Manifest with at least ``utt_id``, ``speaker``, ``emotion`` (plus
             ``corpus`` for ``loco``/``cross-corpus``, ``session`` for ``loso-session``;
             ``gender`` is used for balancing validation speakers when present).
-        protocol: One of :data:`PROTOCOLS`.
+        protocol: One of :data:`PROTOCOLS`; ``kfold-speaker-dependent`` is ``kfold`` with
+            ``speaker_independent=False`` and a validation fraction of 0.2.
         k: Number of folds for ``kfold``.
         seed: Seed for fold assignment (``kfold``) and validation choice.
         val_fraction: Fraction of the training speakers (or, in stratified mode, of each
-            class's training utterances) held out for validation; ``0 < val_fraction < 1``.
+            class's training utterances) held out for validation; ``0 < val_fraction < 1``
+            (default 0.15; 0.2 for ``kfold-speaker-dependent``).
         min_val_speakers: Lower bound on the number of validation speakers.
         train_corpora: Training corpora for ``cross-corpus``.
         test_corpora: Test corpora for ``cross-corpus``.
@@ -348,6 +355,10 @@ def make_folds(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if protocol == SPEAKER_DEPENDENT_PROTOCOL:
+        protocol, speaker_independent = "kfold", False
+        val_fraction = 0.2 if val_fraction is None else val_fraction
+    val_fraction = 0.15 if val_fraction is None else val_fraction
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if int(min_val_speakers) < 1:

@@ -191,6 +191,19 @@ def test_speaker_dependent_kfold(caplog: pytest.LogCaptureFixture) -> None:
         make_folds(m, "loso", speaker_independent=False)
 
 
+def test_kfold_speaker_dependent_protocol_is_the_papers_64_16_20_random_split() -> None:
+    m = synth_manifest(np.random.default_rng(6), speakers_per_corpus=3)
+    folds = make_folds(m, "kfold-speaker-dependent", k=5, seed=1)
+    plain = make_folds(m, "kfold", k=5, speaker_independent=False, seed=1)
+    assert [sorted(f.test) for f in folds] == [sorted(f.test) for f in plain]
+    assert all("speaker-dependent" in f.name and f.validation_mode == "speaker-dependent" for f in folds)
+    for f in folds:
+        n = len(f.train) + len(f.validation) + len(f.test)
+        assert abs(len(f.test) / n - 0.2) < 0.03 and abs(len(f.validation) / n - 0.16) < 0.03
+    with pytest.raises(LeakageError, match="speaker-dependent"):
+        check_leakage(m, folds)
+
+
 def test_leakage_guard_refuses_handmade_leaky_folds() -> None:
     m = synth_manifest(np.random.default_rng(7), speakers_per_corpus=4)
     ids = m.set_index("speaker")["utt_id"]
@@ -264,7 +277,7 @@ def test_protocol_errors() -> None:
     partial.loc[partial.index[:3], "session"] = None
     with pytest.raises(ValueError, match="have no 'session' value"):
         make_folds(partial, "loso-session")
-    assert set(PROTOCOLS) == {"loso", "loso-session", "loco", "kfold", "cross-corpus"}
+    assert set(PROTOCOLS) == {"loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent"}
 
 
 def test_loso_session_names_and_group_column() -> None:

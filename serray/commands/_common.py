@@ -66,6 +66,9 @@ def run_options(func: Callable) -> Callable:
                           "best.yaml also gives the defaults of --features, --feature-param, --protocol, --labels, "
                           "--normalize, --k."),
         click.option("--preset", default=None, help="Named preset of the model (e.g. small, reduced)."),
+        click.option("--domain", default=None, metavar="COLUMN",
+                     help="Manifest column whose values are the model's domains (e.g. language for mgnas, gender "
+                          "for adarl); the same as --set domain=COLUMN, for models with a domain key."),
         click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable)."),
         click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5)."),
         click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable)."),
@@ -78,7 +81,7 @@ def run_options(func: Callable) -> Callable:
 
 RUN_OPTION_NAMES = (
     "workdir", "features", "feature_params", "protocol", "labels", "normalize", "assignments", "config_file",
-    "preset", "corpora", "k", "train_corpora", "test_corpora",
+    "preset", "corpora", "k", "train_corpora", "test_corpora", "domain",
 )
 
 
@@ -194,6 +197,8 @@ def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, an
     config = read_config_file(path) if path else {}
     meta = read_run_defaults(path, model) if path else {}
     config.update(parse_assignments(opts.get("assignments") or ()))
+    if opts.get("domain"):
+        _set_domain(model, config, str(opts["domain"]))
     taken = {k: v for k, v in meta.items() if not opts.get(k)}
     if announce and taken:
         click.echo(f"defaults from {path}: " + ", ".join(f"{k}={v}" for k, v in taken.items())
@@ -213,6 +218,23 @@ def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, an
     for name in spec.feature_sets().values():
         spec.params_for(name)
     return spec
+
+
+def _set_domain(model: str, config: dict[str, Any], column: str) -> None:
+    """``--domain COLUMN``: the config key ``domain`` (a clash with ``--set domain=`` fails).
+
+    Raises:
+        ValueError: The model has no ``domain`` key, or ``--set domain=`` says otherwise.
+    """
+    from serray.models import registry
+
+    spec = registry.get(model)
+    if "domain" not in spec.default_config:
+        raise ValueError(f"--domain: model {model!r} has no domain; models with one: "
+                         + ", ".join(n for n in registry.names() if "domain" in registry.get(n).default_config))
+    if config.get("domain") not in (None, column):
+        raise ValueError(f"--domain {column} contradicts domain={config['domain']} from --set/--config")
+    config["domain"] = column
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -84,6 +84,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
       serray train svm --workdir W --features egemaps --protocol loso --normalize speaker
       serray train dcnn --workdir W --features mfb --set lr=0.0005 --set stages=fc --seed 3
       serray train mtl_cnn --workdir W --features mfb --protocol loso --set w_gender=0.5
+      serray train mgnas --workdir W --features mfb+mfcc+egemaps --domain language --set gating=nas
       serray train mlp --workdir W --config best.yaml --fold-resources cpu=1
       serray train dcnn --workdir W --features ssl --feature-param model=/models/hubert-base \\
         --feature-param pooling=frames --feature-param layer=9

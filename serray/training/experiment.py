@@ -181,7 +181,7 @@ def prepare_experiment(
     """
     from serray.labels import apply_label_set
     from serray.manifest import load_manifests
-    from serray.protocols import check_fold_classes, check_leakage, make_folds
+    from serray.protocols import SPEAKER_DEPENDENT_PROTOCOL, check_fold_classes, check_leakage, make_folds
 
     spec = run.model_spec()
     sets = run.feature_sets()
@@ -201,7 +201,7 @@ def prepare_experiment(
         _warn_speaker_normalisation(manifest)
     classes = class_list(manifest["emotion"])
     folds = make_folds(manifest, run.protocol, k=run.k, seed=run.fold_seed, train_corpora=run.train_corpora, test_corpora=run.test_corpora)
-    check_leakage(manifest, folds)
+    check_leakage(manifest, folds, allow_speaker_dependent=run.protocol == SPEAKER_DEPENDENT_PROTOCOL)
     check_fold_classes(manifest, folds, classes)
     aux = spec.aux_columns(dict(config or {}))
     table = make_label_table(manifest, classes, aux_columns=aux)

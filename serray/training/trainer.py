@@ -398,10 +398,11 @@ class _PartBatches:
     mini-batch; mini-batches move to the device.
     """
 
-    def __init__(self, part: SplitData, kinds: Mapping[str, str], device: Any) -> None:
+    def __init__(self, part: SplitData, kinds: Mapping[str, str], device: Any, aux_inputs: Sequence[str] = ()) -> None:
         import torch
 
         self.kinds, self.device = dict(kinds), device
+        self.aux_inputs = tuple(aux_inputs)
         self.primary = next(iter(self.kinds))
         self.n_utt, self.y_utt = len(part), part.y
         self.x: dict[str, Any] = {}
@@ -457,13 +458,23 @@ class _PartBatches:
         b = Batch(inputs, lengths, None, owner=owner, n_utterances=n_utt, primary=self.primary)
         if labels:
             self._labels(b, idx)
+        else:
+            self._aux(b, idx, self.aux_inputs)
         return b
 
     def _labels(self, b: Batch, idx: np.ndarray) -> None:
         import torch
 
         b.y = torch.from_numpy(self.y[idx]).to(self.device)
-        for role, codes in self.aux.items():
+        self._aux(b, idx, tuple(self.aux))
+
+    def _aux(self, b: Batch, idx: np.ndarray, roles: Sequence[str]) -> None:
+        import torch
+
+        for role in roles:
+            if role not in self.aux:
+                continue
+            codes = self.aux[role]
             c = codes[idx]
             b.aux[role] = torch.from_numpy(np.maximum(c, 0)).to(self.device)
             b.aux_mask[role] = torch.from_numpy(c >= 0).to(self.device)
@@ -517,6 +528,12 @@ class TorchFoldTrainer(FoldTrainer):
       called with training or test data, nor when the validation part is empty.
     - ``fold_record()``: a JSON-able dict kept per fold in the run record.
 
+    Optional model attribute ``AUX_INPUTS``: auxiliary-label roles that are *inputs* known
+    at prediction time (metadata such as a ``domain`` = language column, routing each
+    utterance to its domain's tower), not targets. Evaluation batches carry these roles in
+    ``batch.aux``/``batch.aux_mask`` too; the emotion labels and every other auxiliary
+    role stay out of evaluation batches.
+
     Args:
         model: Registry name or :class:`ModelSpec` (``backend == "torch"``).
         config: Full config (model keys plus the training keys of
@@ -551,7 +568,8 @@ class TorchFoldTrainer(FoldTrainer):
                 self.model.prepare(data.train)  # fitted on the training part only
         self.groups = self.model.parameter_groups()
         self.stages = parse_stages(str(self.config.get("stages", "all")), list(self.groups), self.spec.stage_plans)
-        self._parts = {"train": _PartBatches(data.train, data.kinds, self.device)}
+        self._aux_inputs = tuple(getattr(self.model, "AUX_INPUTS", ()))
+        self._parts = {"train": _PartBatches(data.train, data.kinds, self.device, self._aux_inputs)}
         self._epoch = 0
         self._best: dict | None = None
         self._best_state: dict | None = None
@@ -621,9 +639,9 @@ class TorchFoldTrainer(FoldTrainer):
     def _part(self, part: SplitData) -> _PartBatches:
         key = next((k for k in ("train", "validation", "test") if getattr(self.data, k) is part), None)
         if key is None:
-            return _PartBatches(part, self.data.kinds, self.device)
+            return _PartBatches(part, self.data.kinds, self.device, self._aux_inputs)
         if key not in self._parts:
-            self._parts[key] = _PartBatches(part, self.data.kinds, self.device)
+            self._parts[key] = _PartBatches(part, self.data.kinds, self.device, self._aux_inputs)
         return self._parts[key]
 
     # -- training ----------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""Multi-gating + NAS model of paper 001 (Wang et al.): feature experts, centroid
+contrastive loss, per-domain softmax gates and hard-concrete NAS connectivity.
+
+One expert per input role (:mod:`serray.models.mgnas_experts`): sequences through
+CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
+
+* ``none`` (single-domain model, sec. 4.1; the multi-domain Base): the experts'
+  outputs concatenated -> one tower FC(u) -> act -> dropout -> FC(u) -> act -> dropout ->
+  FC(C).
+* ``shared_bottom``: every expert projected to ``proj_dim``, their mean -> the
+  utterance's domain tower.
+* ``omoe``: one softmax gate ``softmax(W x_sel)`` over the projected experts, shared by
+  the domains; ``mmoe``: one gate per domain (eq. 7); ``nas``: a gate per domain over
+  ``u_i = sum_j xi_ij W_ij v_j`` with domain-specific hard-concrete ``xi`` (eq. 8-9).
+
+``x_sel`` is the input role named by ``selector`` (a vector role). The domain is the
+auxiliary role ``domain`` (config key ``domain``: a manifest column, e.g. ``language``);
+it is an *input* (:attr:`MGNAS.AUX_INPUTS`): an utterance goes to its domain's tower at
+training and test time, and one of unknown domain to the mean of all towers. With
+``domain_classes`` a domain's tower never predicts an emotion absent from that domain's
+training utterances (EmoDB has no ``surprise``, EMOVO no ``boredom``).
+
+Loss: ``CE + alpha * contrastive + l0_weight * open NAS connections`` with the
+contrastive term of :mod:`serray.models.mgnas_contrastive` on the tower input
+(concatenated experts, or the gated mixture); batches are class-balanced
+(``samples_per_class`` per emotion) through the trainer's ``batch_order`` hook.
+
+:meth:`MGNAS.fold_record` returns the gates' mean weight per domain over the fold's
+training utterances and the NAS gates' test-time values (JSON);
+:func:`serray.models.mgnas_plots.plot_gate_weights` draws them.
+
+Example:
+    >>> import torch
+    >>> from serray.models import registry
+    >>> from serray.models.contract import Batch, InputInfo
+    >>> spec = registry.get("mgnas")
+    >>> cfg = spec.config(preset="small", overrides={"gating": "nas", "units": 8, "proj_dim": 8, "att_dim": 8})
+    >>> info = InputInfo((6,), 3, n_domains=2, shapes={"seq1": (6,), "seq2": (4,), "vec": (5,)},
+    ...                  aux_classes={"domain": 2}, aux_names={"domain": ("de", "it")})
+    >>> model = spec.build(cfg, info)
+    >>> b = Batch({"seq1": torch.randn(4, 9, 6), "seq2": torch.randn(4, 9, 4), "vec": torch.randn(4, 5)},
+    ...           {"seq1": torch.tensor([9, 5, 3, 9]), "seq2": torch.tensor([9, 5, 3, 9])}, torch.tensor([0, 1, 2, 0]),
+    ...           aux={"domain": torch.tensor([0, 1, 1, 0])}, aux_mask={"domain": torch.tensor([True] * 4)})
+    >>> out = model.forward_batch(b)
+    >>> tuple(out["logits"].shape), tuple(out["gates"].shape), sorted(model.loss(b, out)[1])
+    ((4, 3), (4, 3), ['contrastive', 'emotion', 'l0'])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from serray.models.contract import Batch, InputInfo
+from serray.models.layers import SERModule
+from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_batches
+from serray.models.mgnas_experts import SequenceExpert, VectorExpert
+from serray.models.mgnas_gates import NASConnections, SoftmaxGates
+from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_INPUTS
+
+__all__ = ["MGNAS", "Tower", "build"]
+
+_ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish}
+#: Logit offset of an emotion a domain's training data lacks (never predicted there).
+_ABSENT = -1e4
+_GROUPS = {"experts": ("experts", "projections"), "gates": ("gates", "nas"), "towers": ("towers",),
+           "contrastive": ("contrastive",)}
+
+
+def _activations(text: str) -> tuple[str, str]:
+    parts = [p.strip().lower() for p in str(text).split("+")]
+    if len(parts) != 2 or any(p not in ACTIVATIONS for p in parts):
+        raise ValueError(f"activations must be two of {ACTIVATIONS} joined by + (e.g. tanh+relu), got {text!r}")
+    return parts[0], parts[1]
+
+
+class Tower(nn.Sequential):
+    """FC(units) -> act1 -> dropout -> FC(units) -> act2 -> dropout -> FC(n_classes)."""
+
+    def __init__(self, in_dim: int, units: int, n_classes: int, activations: str = "tanh+relu", dropout: float = 0.1) -> None:
+        a1, a2 = _activations(activations)
+        super().__init__(nn.Linear(in_dim, units), _ACT[a1](), nn.Dropout(dropout), nn.Linear(units, units),
+                         _ACT[a2](), nn.Dropout(dropout), nn.Linear(units, n_classes))
+
+
+class MGNAS(SERModule):
+    """The model of the module docstring; build it with :func:`build`.
+
+    Args:
+        experts: Role -> expert module (with ``out_dim``), in input order.
+        kinds: Role -> ``"sequence"`` or ``"vector"``.
+        n_classes: Emotion classes.
+        domains: Domain names (one tower each unless ``gating="none"``).
+        gating: One of :data:`~serray.models.mgnas_spec.GATING_MODES`.
+        selector: (role, width) of the gates' input.
+        config: The model config (tower, loss and NAS keys).
+    """
+
+    AUX_INPUTS = ("domain",)
+
+    def __init__(self, experts: Mapping[str, nn.Module], kinds: Mapping[str, str], n_classes: int, domains: Sequence[str],
+                 gating: str, selector: tuple[str, int], config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.roles, self.kinds = list(experts), dict(kinds)
+        self.experts = nn.ModuleDict(experts)
+        self.domains, self.gating, self.selector = tuple(domains), gating, selector[0]
+        k, m = len(self.domains), len(self.roles)
+        units, acts, drop = int(config["units"]), str(config["activations"]), float(config["dropout"])
+        if gating == "none":
+            width = sum(e.out_dim for e in self.experts.values())
+            self.towers = nn.ModuleList([Tower(width, units, n_classes, acts, drop)])
+        else:
+            d = int(config["proj_dim"])
+            self.projections = nn.ModuleDict({r: nn.Linear(e.out_dim, d) for r, e in self.experts.items()})
+            self.towers = nn.ModuleList(Tower(d, units, n_classes, acts, drop) for _ in range(k))
+            if gating in ("omoe", "mmoe", "nas"):
+                self.gates = SoftmaxGates(selector[1], m, 1 if gating == "omoe" else k)
+            if gating == "nas":
+                self.nas = NASConnections(m, d, k, beta=float(config["nas_beta"]), gamma=float(config["nas_gamma"]),
+                                          zeta=float(config["nas_zeta"]), init=float(config["nas_init"]))
+        self.contrastive = CentroidContrastiveLoss(int(config["min_class_samples"]))
+        self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
+        self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
+        self.register_buffer("class_bias", torch.zeros(k, n_classes))
+        self._train_gates: dict[str, Any] = {}
+
+    # -- forward -----------------------------------------------------------------------
+    def _domain(self, batch: Batch, n: int, device: Any) -> Tensor:
+        """Domain code per sample, -1 where unknown (all 0 without a domain role)."""
+        if "domain" not in batch.aux:
+            return torch.zeros(n, dtype=torch.long, device=device)
+        codes = batch.aux["domain"].long()
+        return torch.where(batch.aux_mask["domain"], codes, torch.full_like(codes, -1))
+
+    @staticmethod
+    def _own(per_domain: Tensor, domain: Tensor) -> Tensor:
+        """Row ``domain[b]`` of ``per_domain`` ``[B, K, ...]``; the mean over K where unknown (-1)."""
+        if per_domain.shape[1] == 1:
+            return per_domain[:, 0]
+        own = per_domain[torch.arange(len(domain), device=domain.device), domain.clamp(min=0)]
+        unknown = (domain < 0).view(-1, *([1] * (own.dim() - 1)))
+        return torch.where(unknown, per_domain.mean(dim=1), own)
+
+    def _mixture(self, batch: Batch, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(h [B, K, d] tower inputs per domain, gates [B, K, M], xi or None)``."""
+        v = torch.stack([self.projections[r](f) for r, f in zip(self.roles, feats)], dim=1)  # [B, M, d]
+        k, xi = len(self.domains), None
+        u = v.unsqueeze(1)
+        if self.gating == "nas":
+            u, xi = self.nas(v)
+        if self.gating == "shared_bottom":
+            g = torch.full((v.shape[0], 1, v.shape[1]), 1.0 / v.shape[1], device=v.device, dtype=v.dtype)
+        else:
+            g = self.gates(batch.inputs[self.selector])
+        g = g.expand(-1, k, -1)
+        return torch.einsum("bkm,bkmd->bkd", g, u.expand(-1, k, -1, -1)), g, xi
+
+    def forward_batch(self, batch: Batch) -> dict[str, Tensor]:
+        """``{"logits" [B, C], "embedding", "domain" [B] (-1 unknown), "gates" [B, M] (gated modes)}``."""
+        feats = [self.experts[r](*batch.args(r)) for r in self.roles]
+        domain = self._domain(batch, feats[0].shape[0], feats[0].device)
+        out: dict[str, Tensor] = {"domain": domain}
+        if self.gating == "none":
+            emb = torch.cat(feats, dim=1)
+            logits = self.towers[0](emb)
+            bias = self._own(self.class_bias.unsqueeze(0).expand(len(domain), -1, -1), domain)
+            out.update(logits=logits + bias, embedding=emb)
+            return out
+        h, g, _ = self._mixture(batch, feats)
+        logits = torch.stack([t(h[:, i]) for i, t in enumerate(self.towers)], dim=1) + self.class_bias.unsqueeze(0)
+        out.update(logits=self._own(logits, domain), embedding=self._own(h, domain), gates=self._own(g, domain))
+        return out
+
+    def loss(self, batch: Batch, outputs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """``CE + alpha * contrastive + l0_weight * l0`` and the three terms."""
+        ce = F.cross_entropy(outputs["logits"], batch.y)
+        con = self.contrastive(outputs["embedding"], batch.y)
+        total = ce + self.alpha * con
+        parts = {"emotion": ce, "contrastive": con}
+        if self.gating == "nas":
+            parts["l0"] = self.nas.gates.expected_open()
+            total = total + self.l0_weight * parts["l0"]
+        return total, parts
+
+    # -- trainer hooks -----------------------------------------------------------------
+    def batch_order(self, y: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Class-balanced batches (``samples_per_class`` per emotion); a shuffle when it is 0."""
+        if self.per_class <= 0:
+            order = rng.permutation(len(y))
+            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return balanced_batches(y, batch_size, self.per_class, rng)
+
+    def prepare(self, part: Any) -> None:
+        """Which emotions each domain's training utterances have (``domain_classes``)."""
+        domain = part.aux.get("domain")
+        if not self.domain_classes or domain is None:
+            return
+        bias = torch.full_like(self.class_bias, _ABSENT)
+        for k in range(len(self.domains)):
+            present = np.unique(part.y[domain == k])
+            bias[k, torch.as_tensor(present, dtype=torch.long)] = 0.0
+        bias[bias.eq(_ABSENT).all(dim=1)] = 0.0  # a domain without training data: all emotions allowed
+        self.class_bias.copy_(bias)
+
+    def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
+        """Mean gate weights per domain over the training utterances (for :meth:`fold_record`)."""
+        self._train_gates = {}
+        if "gates" not in outputs:
+            return
+        g, domain = outputs["gates"].float().cpu(), outputs["domain"].cpu()
+        for k, name in enumerate(self.domains):
+            rows = g[domain == k]
+            if len(rows):
+                self._train_gates[name] = {"n": int(len(rows)), **{r: float(w) for r, w in zip(self.roles, rows.mean(dim=0))}}
+
+    def fold_record(self) -> dict[str, Any]:
+        """JSON: gating mode, experts, domains, mean gate weights per domain (training
+        utterances), NAS test-time gates ``xi[domain][to][from]``, contrastive ``w, b``."""
+        rec: dict[str, Any] = {"gating": self.gating, "experts": list(self.roles), "domains": list(self.domains),
+                               "gate_weights": dict(self._train_gates), "gate_weights_part": "train",
+                               "contrastive": {"w": float(self.contrastive.w.detach()), "b": float(self.contrastive.b.detach())}}
+        if self.gating == "nas":
+            was = self.nas.gates.training
+            self.nas.gates.eval()
+            with torch.no_grad():
+                xi = self.nas.gates().cpu()
+            self.nas.gates.train(was)
+            rec["nas_gates"] = {name: {r: dict(zip(self.roles, map(float, xi[k, i]))) for i, r in enumerate(self.roles)}
+                                for k, name in enumerate(self.domains)}
+        return rec
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """``experts`` (and projections), ``gates`` (softmax and NAS), ``towers``, ``contrastive``; empty ones left out."""
+        out: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            top = name.split(".", 1)[0]
+            group = next(g for g, tops in _GROUPS.items() if top in tops)
+            out.setdefault(group, []).append(name)
+        return out
+
+
+def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """One expert per input role of the spec, sized from ``seq_experts`` and the input shapes."""
+    sizes = dict(config["seq_experts"] or {})
+    unknown = sorted(set(sizes) - {r for r, i in MGNAS_INPUTS.items() if i.kind == "sequence"})
+    if unknown:
+        raise ValueError(f"seq_experts: {unknown} are not sequence inputs of mgnas; its sequence roles: "
+                         f"{[r for r, i in MGNAS_INPUTS.items() if i.kind == 'sequence']}")
+    experts, kinds = {}, {}
+    for role, spec in MGNAS_INPUTS.items():
+        dim = int(info.shapes.get(role, info.shape)[0])
+        kinds[role] = spec.kind
+        if spec.kind == "vector":
+            experts[role] = VectorExpert(dim, int(config["vec_proj"]))
+            continue
+        s = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get(role) or {})}
+        experts[role] = SequenceExpert(dim, conv=int(s["conv"]), hidden=int(s["hidden"]), layers=int(s["layers"]),
+                                       att_dim=int(config["att_dim"]), kernel_sizes=[int(k) for k in config["kernel_sizes"]],
+                                       time_pool=int(config["time_pool"]))
+    return experts, kinds
+
+
+def build(config: Mapping[str, Any], info: InputInfo) -> MGNAS:
+    """:class:`MGNAS` from the config and the input info (``info.aux_names["domain"]``: the domains).
+
+    Raises:
+        ValueError: Unknown gating mode or activation, a selector that is not a vector
+            input, or bad sizes; the message names the key and the valid choices.
+    """
+    gating = str(config["gating"])
+    if gating not in GATING_MODES:
+        raise ValueError(f"gating must be one of {GATING_MODES}, got {gating!r}")
+    _activations(str(config["activations"]))
+    selector = str(config["selector"])
+    vectors = [r for r, i in MGNAS_INPUTS.items() if i.kind == "vector"]
+    if selector not in vectors:
+        raise ValueError(f"selector must be a vector input role of mgnas {vectors}, got {selector!r}")
+    if float(config["alpha"]) < 0 or float(config["l0_weight"]) < 0:
+        raise ValueError(f"alpha and l0_weight must be >= 0, got {config['alpha']} and {config['l0_weight']}")
+    experts, kinds = _experts(config, info)
+    domains = tuple(info.aux_names.get("domain", ())) or tuple(f"domain{i}" for i in range(info.n_domains)) or ("all",)
+    sel_dim = int(info.shapes.get(selector, (0,))[0])
+    return MGNAS(experts, kinds, info.n_classes, domains, gating, (selector, sel_dim), config)

@@ -1,0 +1,312 @@
+"""Multi-gating + NAS family (paper 001): contrastive loss, balanced batches, hard-concrete
+gates, softmax gates and domain towers, the AUX_INPUTS trainer hook, --domain, search space."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from serray.models import registry
+from serray.models.contract import Batch, InputInfo
+from serray.models.mgnas_contrastive import balanced_batches, centroid_contrastive_loss
+from serray.models.mgnas_gates import HardConcreteGate
+from serray.protocols import make_folds
+from serray.training.data import build_fold_data, class_list, make_label_table, pack_features
+from serray.training.trainer import TorchFoldTrainer, _PartBatches
+from serray.tune.space import load_search_space
+
+from _training_helpers import sequence_features, synth_manifest, vector_features
+
+SMALL = {"seq_experts": {"seq1": {"conv": 3, "hidden": 4}, "seq2": {"conv": 3, "hidden": 4}}, "att_dim": 6,
+         "proj_dim": 5, "units": 8, "dropout": 0.0}
+SHAPES = {"seq1": (6,), "seq2": (4,), "vec": (5,)}
+
+
+def _model(n_classes=3, domains=("de", "it"), **over):
+    spec = registry.get("mgnas")
+    info = InputInfo((6,), n_classes, n_domains=len(domains), shapes=SHAPES, aux_classes={"domain": len(domains)},
+                     aux_names={"domain": tuple(domains)})
+    return spec.build(spec.config(overrides={**SMALL, **over}), info)
+
+
+def _batch(n=8, domain=None, seed=0, n_classes=3):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 10, (n,), generator=g)
+    inputs = {"seq1": torch.randn(n, 10, 6, generator=g), "seq2": torch.randn(n, 10, 4, generator=g),
+              "vec": torch.randn(n, 5, generator=g)}
+    y = torch.arange(n) % n_classes
+    b = Batch(inputs, {"seq1": lengths, "seq2": lengths.clone()}, y)
+    if domain is not None:
+        b.aux["domain"] = domain.clamp(min=0)
+        b.aux_mask["domain"] = domain >= 0
+    return b
+
+
+# -- contrastive loss ---------------------------------------------------------------------
+
+
+def _hand_loss(x, y, w, b, min_count=5):
+    """Eq. 3-6 written out with loops over numpy arrays."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    kept = [c for c in sorted(set(y.tolist())) if (y == c).sum() > min_count]
+    if not kept:
+        return 0.0
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    z = {i: unit(x[i]) for i in range(len(y)) if y[i] in kept}
+    cent = {c: np.mean([z[i] for i in z if y[i] == c], axis=0) for c in kept}
+    total = 0.0
+    for i, zi in z.items():
+        s = [w * float(zi @ unit(cent[c])) + b for c in kept]
+        total += -(s[kept.index(y[i])] - math.log(sum(math.exp(v) for v in s)))
+    return total
+
+
+def test_contrastive_loss_matches_hand_computation():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(15, 4))
+    y = np.array([0] * 6 + [1] * 7 + [2] * 2)
+    got = centroid_contrastive_loss(torch.tensor(x, dtype=torch.float64), torch.tensor(y),
+                                    torch.tensor(2.5, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64))
+    assert float(got) == pytest.approx(_hand_loss(x, y, 2.5, -1.0), rel=1e-9)
+    assert float(got) > 0
+    # two tight, orthogonal clusters: cos 1 to the own centroid, 0 to the other
+    tight = np.array([[1.0, 0.0]] * 6 + [[0.0, 2.0]] * 6)
+    v = centroid_contrastive_loss(torch.tensor(tight), torch.tensor([0] * 6 + [1] * 6), torch.tensor(10.0), torch.tensor(-5.0))
+    assert float(v) == pytest.approx(12 * math.log1p(math.exp(-10.0)), rel=1e-6)
+
+
+def test_emotions_with_five_or_fewer_samples_contribute_nothing():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(16, 3)), requires_grad=True)
+    y = torch.tensor([0] * 6 + [1] * 6 + [2] * 4)
+    w, b = torch.tensor(10.0), torch.tensor(-5.0)
+    full = centroid_contrastive_loss(x, y, w, b)
+    without = centroid_contrastive_loss(x[:12], y[:12], w, b)
+    assert float(full.detach()) == pytest.approx(float(without.detach()), rel=1e-12)
+    full.backward()
+    assert x.grad[12:].abs().sum() == 0 and x.grad[:12].abs().sum() > 0
+    few = centroid_contrastive_loss(x, torch.tensor([0] * 5 + [1] * 5 + [2] * 5 + [3]), w, b)
+    assert float(few.detach()) == 0.0 and few.requires_grad
+    # exactly five is still too few, six enters
+    y6 = torch.tensor([0] * 6 + [1] * 5 + [2] * 5)
+    assert float(centroid_contrastive_loss(x.detach(), y6, w, b)) == 0.0  # one emotion left: softmax over one centroid
+    assert float(centroid_contrastive_loss(x.detach(), y6, w, b, min_count=4)) > 0
+
+
+def test_balanced_batches_take_turns_and_cover_every_sample():
+    y = np.array([0] * 30 + [1] * 9 + [2] * 5 + [3] * 16)
+    rng = np.random.default_rng(1)
+    batches = balanced_batches(y, batch_size=16, per_class=8, rng=rng)
+    assert len(batches) == math.ceil(len(y) / 16)
+    for b in batches:
+        counts = np.bincount(y[b], minlength=4)
+        assert sorted(counts[counts > 0].tolist()) in ([8, 8], [5, 8])  # two emotions, 8 each (class 2 has 5)
+    used = np.bincount([c for b in batches for c in set(y[b].tolist())], minlength=4)
+    assert used.max() - used.min() <= 1  # emotions take turns
+    again = balanced_batches(y, 16, 8, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    with pytest.raises(ValueError, match="samples_per_class"):
+        balanced_batches(y, 16, 0, rng)
+
+
+# -- hard-concrete gates --------------------------------------------------------------------
+
+
+def test_hard_concrete_gates_in_unit_interval_with_exact_zeros_and_ones():
+    torch.manual_seed(0)
+    gate = HardConcreteGate((20000,), beta=0.9, gamma=-0.1, zeta=2.0, init=0.0).train()
+    xi = gate()
+    assert float(xi.min()) >= 0.0 and float(xi.max()) <= 1.0
+    zeros, ones = float((xi == 0).float().mean()), float((xi == 1).float().mean())
+    assert zeros > 0.01 and ones > 0.01 and (zeros + ones) < 0.99  # mass at both ends and in between
+    xi.sum().backward()
+    assert gate.log_kappa.grad.abs().sum() > 0
+
+
+def test_hard_concrete_gate_is_deterministic_in_eval():
+    gate = HardConcreteGate((3, 4), init=0.0)
+    gate.log_kappa.data = torch.linspace(-3, 3, 12).view(3, 4)
+    gate.eval()
+    a, b = gate(), gate()
+    assert torch.equal(a, b)
+    expected = (torch.sigmoid(gate.log_kappa) * 2.1 - 0.1).clamp(0, 1)
+    assert torch.allclose(a, expected)
+    assert float(a.min()) == 0.0 and float(a.max()) == 1.0
+    with pytest.raises(ValueError, match="nas_gamma"):
+        HardConcreteGate((2,), gamma=0.1)
+
+
+# -- gates and towers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gating", ["omoe", "mmoe", "nas"])
+def test_gate_weights_sum_to_one_per_domain(gating):
+    torch.manual_seed(0)
+    model = _model(gating=gating).eval()
+    domain = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+    out = model.forward_batch(_batch(domain=domain))
+    assert torch.allclose(out["gates"].sum(dim=1), torch.ones(8), atol=1e-6)
+    model.after_training(Batch({}, {}, torch.zeros(8, dtype=torch.long)), out)
+    rec = json.loads(json.dumps(model.fold_record()))
+    assert rec["gating"] == gating and rec["domains"] == ["de", "it"] and rec["experts"] == ["seq1", "seq2", "vec"]
+    for name in ("de", "it"):
+        w = rec["gate_weights"][name]
+        assert w["n"] == 4 and sum(w[r] for r in rec["experts"]) == pytest.approx(1.0, abs=1e-6)
+    if gating == "mmoe":  # one gate per domain: the two domains' mean weights differ
+        assert rec["gate_weights"]["de"]["seq1"] != pytest.approx(rec["gate_weights"]["it"]["seq1"], abs=1e-6)
+    if gating == "nas":
+        xi = rec["nas_gates"]["it"]["seq2"]
+        assert set(xi) == {"seq1", "seq2", "vec"} and all(0.0 <= v <= 1.0 for v in xi.values())
+    else:
+        assert "nas_gates" not in rec
+
+
+def test_each_domain_uses_its_own_tower_and_unknown_domain_the_mean():
+    torch.manual_seed(0)
+    model = _model(gating="mmoe").eval()
+    domain = torch.tensor([0, 0, 1, 1, -1, -1, 0, 1])
+    batch = _batch(domain=domain)
+    before = model.forward_batch(batch)["logits"].detach()
+    with torch.no_grad():
+        for p in model.towers[1].parameters():
+            p.add_(1.0)
+    after = model.forward_batch(batch)["logits"].detach()
+    d0, d1, unk = domain == 0, domain == 1, domain < 0
+    assert torch.equal(before[d0], after[d0])
+    assert not torch.allclose(before[d1], after[d1]) and not torch.allclose(before[unk], after[unk])
+
+
+def test_domain_lacking_an_emotion_never_predicts_it():
+    torch.manual_seed(0)
+    model = _model(n_classes=3, gating="mmoe")
+
+    class Part:
+        y = np.array([0, 1, 0, 1, 2, 2])
+        aux = {"domain": np.array([0, 0, 0, 1, 1, 1])}
+
+    model.prepare(Part())
+    model.eval()
+    out = model.forward_batch(_batch(domain=torch.tensor([0] * 4 + [1] * 4)))
+    pred = out["logits"].argmax(dim=1)
+    assert not (pred[:4] == 2).any() and not (pred[4:] == 0).any()
+    assert (out["logits"][:4, 2] < -1e3).all() and (out["logits"][4:, 1] > -1e3).all()
+
+
+def test_alpha_weighs_the_contrastive_term_and_zero_alpha_is_plain_cross_entropy():
+    torch.manual_seed(0)
+    batch = _batch(n=14, n_classes=2)
+    for alpha in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = _model(alpha=alpha, domains=())
+        total, parts = model.loss(batch, model.forward_batch(batch))
+        assert parts["contrastive"] > 0
+        assert float(total) == pytest.approx(float(parts["emotion"] + alpha * parts["contrastive"]), rel=1e-6)
+
+
+def test_bad_config_fails_with_the_key_and_choices():
+    for over, match in (({"gating": "moe"}, "gating must be one of"), ({"activations": "tanh"}, "activations"),
+                        ({"selector": "seq1"}, "selector must be a vector input"), ({"alpha": -1}, "alpha")):
+        with pytest.raises(ValueError, match=match):
+            _model(**over)
+
+
+# -- trainer: domains as inputs, end to end ------------------------------------------------
+
+
+def _two_language_manifest():
+    a, b = synth_manifest(n_speakers=3, per_class=6, corpus="a"), synth_manifest(n_speakers=3, per_class=6, corpus="b")
+    a["language"], b["language"] = "de", "it"
+    return pd.concat([a, b], ignore_index=True)
+
+
+def _fold_data(manifest, config):
+    spec = registry.get("mgnas")
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(config))
+    ids = manifest["utt_id"].tolist()
+    packed = {"seq1": pack_features(sequence_features(manifest), ids), "seq2": pack_features(sequence_features(manifest, dim=5, seed=1), ids),
+              "vec": pack_features(vector_features(manifest), ids)}
+    return build_fold_data(packed, table, make_folds(manifest, "loso", seed=0)[0], "global")
+
+
+def test_evaluation_batches_carry_only_the_declared_aux_inputs():
+    m = _two_language_manifest()
+    m["gender2"] = m["gender"]
+    data = _fold_data(m, {"domain": "language"})
+    part = _PartBatches(data.test, data.kinds, torch.device("cpu"), aux_inputs=("domain",))
+    b = part.batch(np.arange(4), labels=False)
+    assert b.y is None and set(b.aux) == {"domain"} and bool(b.aux_mask["domain"].all())
+    plain = _PartBatches(data.test, data.kinds, torch.device("cpu"))
+    assert plain.batch(np.arange(4), labels=False).aux == {}
+
+
+def test_two_language_training_records_gate_weights_per_language():
+    spec = registry.get("mgnas")
+    cfg = spec.config(overrides={**SMALL, "domain": "language", "gating": "nas", "epochs": 1, "batch_size": 12,
+                                 "samples_per_class": 4})
+    data = _fold_data(_two_language_manifest(), cfg)
+    res = TorchFoldTrainer(spec, cfg, data, seed=0).run()
+    again = TorchFoldTrainer(spec, cfg, data, seed=0).run()
+    np.testing.assert_array_equal(res.test_logits, again.test_logits)
+    rec = json.loads(json.dumps(res.model_record))
+    assert rec["domains"] == ["de", "it"] and set(rec["gate_weights"]) == {"de", "it"}
+    assert rec["gate_weights"]["de"]["n"] + rec["gate_weights"]["it"]["n"] == len(data.train)
+    assert set(rec["nas_gates"]) == {"de", "it"}
+    assert set(res.history[0]["loss_parts"]) == {"emotion", "contrastive", "l0"}
+
+
+# -- CLI and search space -----------------------------------------------------------------
+
+
+def test_domain_option_sets_the_domain_key(tmp_path):
+    from click.testing import CliRunner
+
+    from serray.cli import main
+    from serray.commands._common import run_spec_from_options
+
+    opts = {"workdir": str(tmp_path), "features": "mfb+mfcc+egemaps", "domain": "language"}
+    spec = run_spec_from_options("mgnas", opts, announce=False)
+    assert spec.resolved_config()["domain"] == "language"
+    assert spec.feature_sets() == {"seq1": "mfb", "seq2": "mfcc", "vec": "egemaps"}
+    with pytest.raises(ValueError, match="has no domain"):
+        run_spec_from_options("dcnn", {"workdir": str(tmp_path), "domain": "language"}, announce=False)
+    with pytest.raises(ValueError, match="contradicts"):
+        run_spec_from_options("mgnas", {**opts, "assignments": ("domain=corpus",)}, announce=False)
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    assert "--domain COLUMN" in help_text
+
+
+def test_search_space_loads_and_every_choice_builds():
+    space = load_search_space("mgnas")
+    assert space.model == "mgnas"
+    defaults = registry.get("mgnas").config(preset=space.preset)
+    names = [p.name for p in space.params] + [p.name for _, ps in space.conditional for p in ps]
+    assert set(names) <= set(defaults) | {"lr", "batch_size"}
+    gating = next(p for p in space.params if p.name == "gating")
+    acts = next(p for p in space.params if p.name == "activations")
+    for g in gating.values:
+        for a in acts.values:
+            model = _model(gating=g, activations=a)
+            batch = _batch(domain=torch.tensor([0, 1] * 4))
+            model.loss(batch, model.forward_batch(batch))[0].backward()
+
+
+def test_gate_weight_figure_from_a_run_record(tmp_path):
+    from serray.models.mgnas_plots import gate_weights_table, plot_gate_weights
+
+    rec = {"metrics": {"folds": [
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.2, "vec": 0.8},
+                                                                 "it": {"n": 4, "seq1": 0.6, "vec": 0.4}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.4, "vec": 0.6}}}},
+    ]}}
+    table = gate_weights_table(rec)
+    assert table.loc["de", "seq1"] == pytest.approx(0.3) and table.loc["it", "vec"] == pytest.approx(0.4)
+    out = plot_gate_weights(rec, tmp_path / "gates.png", labels={"seq1": "mfb", "vec": "egemaps"})
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="gating=omoe"):
+        gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})
