@@ -111,6 +111,9 @@ def test_train_run_argument_errors(workdir):
             train_run(RunSpec(w, "mlp", features="vec", config={key: value}), address="ray://unreachable:1")
     with pytest.raises(ValueError, match="hyperparameter 'C' must be a number"):
         train_run(RunSpec(w, "svm", features="vec", config={"C": "abc"}), address="ray://unreachable:1")
+    # a value only the model's builder knows is wrong is found by building it once, before Ray
+    with pytest.raises(ValueError, match="pooling must be 'mean' or 'max'"):
+        train_run(RunSpec(w, "dcnn", features="seq", config={"pooling": "median"}), address="ray://unreachable:1")
 
 
 def test_cli_helpers(tmp_path):

@@ -321,19 +321,25 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
 def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs: Any, plans: Sequence[str]) -> None:
     """Check stage plans against the model's parameter groups before any training starts.
 
-    Builds the model once (in this process, on CPU) for the run's input shapes; plans
-    equal to ``"all"`` need no check, so nothing is built for them.
+    Builds a torch model once (in this process, on CPU) for the run's input shapes, so a
+    value the model's builder refuses (e.g. an unknown architecture) is also found here,
+    before Ray starts or a fold trains.
 
     Raises:
-        ValueError: A plan naming an unknown group, listing the model's groups and plans.
+        ValueError: A plan naming an unknown group, listing the model's groups and plans;
+            or the builder's error for this config.
     """
     spec = _spec(model)
     todo = sorted({str(p) for p in plans if str(p) != "all"})
-    if spec.backend != "torch" or not todo:
+    if spec.backend != "torch":
         return
     shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
     info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names)
-    groups = list(spec.build(check_config(spec, config), info).parameter_groups())
+    try:
+        built = spec.build(check_config(spec, config), info)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"model {spec.name!r} cannot be built with this config: {type(exc).__name__}: {exc}") from None
+    groups = list(built.parameter_groups())
     for plan in todo:
         parse_stages(plan, groups, spec.stage_plans)
 
