@@ -134,3 +134,23 @@ def test_resume_keeps_finished_trials_unknown_to_tunes_state(tmp_path):
     assert sorted(p.name for p in (exp / "trials").iterdir()) == ["aaa.json", "ccc.json"]
     assert sorted(p.name for p in (tmp_path / "predictions" / "exp").iterdir()) == ["aaa__seed0.parquet", "ccc__seed0.parquet"]
     assert sorted(p.name for p in (exp / "orphaned").iterdir()) == ["bbb__seed0.parquet"]
+
+
+@pytest.mark.slow
+def test_trials_stopped_as_the_search_ends_keep_their_results(synth_copy, tmp_path):
+    """Every trial's result write takes 12 s; trials that ASHA stops last still get theirs
+    (Tune kills a stopping actor after 10 s unless serray gives it longer)."""
+    w = synth_copy
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    (pause / "pause_trial").write_text("all")
+    (pause / "pause_seconds").write_text("12")
+    args = [sys.executable, "-m", "serray", "tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3",
+            "--max-epochs", "4", "--seed", "0", "--num-samples", "4", "--max-concurrent-trials", "1",
+            "--grace-period", "1", "--reduction-factor", "4", "--name", "exp", "--workdir", str(w)]
+    r = subprocess.run(args, env={**os.environ, PAUSE_ENV: str(pause)}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    board = pd.read_csv(w / "tune" / "exp" / "leaderboard.csv")
+    assert board["status"].str.startswith("stopped by ASHA").any(), board.to_string()
+    assert not board["status"].str.startswith("incomplete").any(), board.to_string()
+    assert set(board["trial_id"].astype(str)) == set(_records(w))

@@ -40,11 +40,13 @@ trial of the leaderboard.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
+from unittest import mock
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -62,10 +64,14 @@ log = logging.getLogger(__name__)
 #: marker file per trial in that folder records that it did), to exercise Tune's retries.
 FAULT_ENV = "SERRAY_TUNE_INJECT_FAULT"
 #: Testing hook: when set to a folder, the trial named by the file ``pause_trial`` in it
-#: (its 1-based order of finalisation) writes ``<trial>.paused`` (holding its process id)
-#: after its predictions and before its record, then sleeps: a window to kill the driver
-#: during a trial's result write.
+#: (its 1-based order of finalisation, or ``all``) writes ``<trial>.paused`` (holding its
+#: process id) after its predictions and before its record, then sleeps (``pause_seconds``
+#: in the folder, default 600): a window to kill the driver during a trial's result write,
+#: or a slow result write.
 PAUSE_ENV = "SERRAY_TUNE_PAUSE_IN_WRITE"
+#: Seconds Tune gives a stopping trial (e.g. stopped by ASHA as the search ends) to write
+#: its predictions and record before it kills the actor (Tune's own limit is 10 s).
+STOP_GRACE_S = int(os.environ.get("SERRAY_TUNE_STOP_GRACE_S", "300"))
 OBJECTIVE = "val_ua"
 
 
@@ -311,9 +317,30 @@ def _pause_in_write(trial_id: str) -> None:
     count = d / "finalised"
     n = int(count.read_text()) + 1 if count.exists() else 1
     count.write_text(str(n))
-    if (d / "pause_trial").exists() and n == int((d / "pause_trial").read_text()):
+    which = (d / "pause_trial").read_text().strip() if (d / "pause_trial").exists() else ""
+    if which == "all" or (which and n == int(which)):
         (d / f"{trial_id}.paused").write_text(str(os.getpid()))
-        time.sleep(600)
+        time.sleep(float((d / "pause_seconds").read_text()) if (d / "pause_seconds").exists() else 600)
+
+
+@contextlib.contextmanager
+def _stop_grace() -> Any:
+    """Let stopping trials finish their result write (Tune kills them after 10 s otherwise).
+
+    A trial that ASHA stops is finalised when its actor is reused for the next trial or
+    stopped; as the search ends, Tune stops the cached actors and kills any still busy
+    after a fixed 10 s, which lost the last stopped trial's predictions and record.
+    """
+    from ray.tune.execution import tune_controller
+
+    init = tune_controller.TuneController.__init__
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._actor_force_cleanup_timeout = STOP_GRACE_S
+
+    with mock.patch.object(tune_controller.TuneController, "__init__", patched):
+        yield
 
 
 def _state_trials(path: Path) -> dict[str, str] | None:
@@ -599,11 +626,9 @@ def tune_model(
                 callbacks=_logger_callbacks(tensorboard),
             ),
         )
-    from unittest import mock
-
     # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
-    with mock.patch.dict(os.environ, env), warnings.catch_warnings():
+    with mock.patch.dict(os.environ, env), warnings.catch_warnings(), _stop_grace():
         # a restarted trial reports its first epochs again; Optuna keeps the first report
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
         results = tuner.fit()
