@@ -84,3 +84,16 @@ def test_tune_retries_failed_trials_and_resumes_after_interrupt(synth_copy, tmp_
     assert all(r["started_at"] <= r["ended_at"] for r in _records(w, "exp").values())
     assert list((w / "tune" / "exp").rglob("result.json"))
     assert not list((w / "tune" / "exp").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy):
+    """Trial actors (and their fold actors) are reused across trials; a search is still reproducible."""
+    boards = []
+    for name in ("a", "b"):
+        r = CliRunner().invoke(main, [*TUNE, "--workdir", str(synth_copy), "--num-samples", "3",
+                                      "--max-concurrent-trials", "1", "--name", name])
+        assert r.exit_code == 0, r.output
+        board = pd.read_csv(synth_copy / "tune" / name / "leaderboard.csv")
+        boards.append(board.drop(columns=["trial_id", "seconds"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(boards[0], boards[1])

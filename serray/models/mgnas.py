@@ -215,7 +215,7 @@ class MGNAS(SERModule):
         for k, name in enumerate(self.domains):
             rows = g[domain == k]
             if len(rows):
-                self._train_gates[name] = {"n": int(len(rows)), **{r: float(w) for r, w in zip(self.roles, rows.mean(dim=0))}}
+                self._train_gates[name] = {"n": int(len(rows)), **{r: float(w) for r, w in zip(self.roles, rows.detach().mean(dim=0))}}
 
     def fold_record(self) -> dict[str, Any]:
         """JSON: gating mode, experts, domains, mean gate weights per domain (training
