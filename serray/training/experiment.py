@@ -92,13 +92,14 @@ class Experiment:
 
 
 def _extract(run: Any, name: str, manifest: pd.DataFrame, address: str | None) -> int:
-    """Extract set ``name`` for the utterances of ``manifest`` not yet in the cache; files extracted."""
-    from serray.features import extract_features
-    from serray.features.cache import LOAD_PARAMS
+    """Extract set ``name`` for the utterances of ``manifest`` not yet in the cache; files extracted.
 
-    params = {k: v for k, v in (run.params_for(name) or {}).items() if k not in LOAD_PARAMS}
-    report = extract_features(run.workdir, [name], manifest, params={name: params} if params else None, address=address)[name]
-    return int(report.n_extracted)
+    (``extract_features`` drops the load-time parameters, e.g. the SSL ``layer``, itself.)
+    """
+    from serray.features import extract_features
+
+    params = {name: run.params_for(name) or {}}
+    return int(extract_features(run.workdir, [name], manifest, params=params, address=address)[name].n_extracted)
 
 
 def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, address: str | None) -> Any:
@@ -106,19 +107,22 @@ def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, addres
     from serray.features import load_features
     from serray.features.cache import FeaturesNotExtractedError
 
+    def load() -> Any:
+        return load_features(run.workdir, name, manifest, params=run.params_for(name))
+
     try:
-        fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+        fs = load()
     except FeaturesNotExtractedError:
         if not extract:
             raise
         log.info("feature set %r is not extracted in %s yet: extracting it now", name, run.workdir)
         _extract(run, name, manifest, address)
-        return load_features(run.workdir, name, manifest, params=run.params_for(name))
+        return load()
     todo = getattr(fs, "not_extracted", None)
     if extract and todo:  # e.g. a corpus prepared after the last extraction
         log.info("feature set %r: %d utterance(s) not extracted yet: extracting them now", name, len(todo))
         if _extract(run, name, manifest[manifest["utt_id"].isin(set(todo))], address):
-            fs = load_features(run.workdir, name, manifest, params=run.params_for(name))
+            fs = load()
     return fs
 
 

@@ -176,26 +176,23 @@ def train_seeds(
     return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)
 
 
-def _model_records_dir(workdir: Any, run_name: str) -> Path:
+def _model_record_path(workdir: Any, run_name: str, cid: str, seed: int) -> Path:
+    """``W/runs/<run>/model_records/<config>__seed<s>.json``: what the model reported per fold."""
     from serray.training.run import runs_dir
 
-    return runs_dir(workdir) / run_name / "model_records"
+    return runs_dir(workdir) / run_name / "model_records" / f"{cid}__seed{seed}.json"
 
 
 def _write_model_records(workdir: Any, run_name: str, cid: str, seed: int, results: Sequence[Any]) -> None:
     """What the model reported per fold (``fold_record()``), one file per (config, seed)."""
     folds = [{"fold": r.index, "name": r.name, **r.model_record} for r in results if r.model_record]
     if folds:
-        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds}, _model_records_dir(workdir, run_name) / f"{cid}__seed{seed}.json")
+        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds}, _model_record_path(workdir, run_name, cid, seed))
 
 
 def _read_model_records(workdir: Any, run_name: str, cid: str, seeds: Sequence[int]) -> dict[str, list]:
-    out = {}
-    for s in seeds:
-        path = _model_records_dir(workdir, run_name) / f"{cid}__seed{s}.json"
-        if path.exists():
-            out[str(s)] = io.read_json(path)["folds"]
-    return out
+    paths = {s: _model_record_path(workdir, run_name, cid, s) for s in seeds}
+    return {str(s): io.read_json(p)["folds"] for s, p in paths.items() if p.exists()}
 
 
 def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, seeds: list, table: pd.DataFrame) -> None:

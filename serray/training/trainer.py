@@ -267,8 +267,7 @@ def _val_scores(y: np.ndarray, logits: np.ndarray, n_classes: int) -> tuple[floa
 
 def _val_hits(y: np.ndarray, logits: np.ndarray, n_classes: int) -> list[list[int]]:
     """``[correct per class, utterances per class]`` of a part: what pooling UA over folds needs."""
-    pred = logits.argmax(axis=1) if len(y) else np.zeros(0, dtype=np.int64)
-    hits = np.bincount(y[pred == y], minlength=n_classes) if len(y) else np.zeros(n_classes, dtype=np.int64)
+    hits = np.bincount(y[logits.argmax(axis=1) == y], minlength=n_classes)
     return [hits.astype(int).tolist(), np.bincount(y, minlength=n_classes).astype(int).tolist()]
 
 
@@ -711,10 +710,9 @@ class TorchFoldTrainer(FoldTrainer):
         if len(part) == 0:
             return np.zeros((0, self.n_classes), dtype=np.float32)
         whole, outputs = self._forward_part(part)
-        if validation and hasattr(self.model, "after_validation"):
-            with torch.no_grad():
-                self.model.after_validation(whole, outputs)
         with torch.no_grad():
+            if validation and hasattr(self.model, "after_validation"):
+                self.model.after_validation(whole, outputs)
             logits = self.model.utterance_logits(whole, outputs)
         out = logits.cpu().numpy().astype(np.float32)
         if not np.isfinite(out).all():

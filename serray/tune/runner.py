@@ -152,6 +152,7 @@ def _trainable_class():
             self.history: list[list[dict]] = [[] for _ in ctx.folds]
             self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
             self.finalized = False
+            self.last_result: dict = {}  # this trial's latest step result
             record = Path(ctx.record_dir) / f"{self.trial_id}.json"
             self.kept = io.read_json(record) if record.exists() else None
 
@@ -186,9 +187,8 @@ def _trainable_class():
             """The result of a trial that had finished (its record exists): nothing is rerun."""
             rec = self.kept
             self.finalized = True
-            objective = rec.get("objective", rec.get("val_ua_final", math.nan))
             keys = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "fold_seconds")
-            return {OBJECTIVE: float(objective), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
+            return {OBJECTIVE: _record_objective(rec), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
 
         def step(self) -> dict:
             import ray
@@ -220,8 +220,7 @@ def _trainable_class():
             parts = [m.get("loss_parts") or {} for m in last]
             for key in sorted({k for p in parts for k in p}):
                 result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
-            self.objective = result[OBJECTIVE]
-            self.fold_spread = (result["val_ua_fold_mean"], result["val_ua_fold_std"])
+            self.last_result = result
             if not self.active:
                 result.update(self._finalize("completed"))
                 result["done"] = True
@@ -235,6 +234,7 @@ def _trainable_class():
             if self.finalized:
                 return {}
             self.finalized = True
+            last = self.last_result
             results = sorted((r for rs in ray.get([a.finalize.remote() for a in self.actors]) for r in rs), key=lambda r: r.index)
             ctx = self.ctx
             actor_nodes = ray.get([a.node_id.remote() for a in self.actors])
@@ -260,8 +260,8 @@ def _trainable_class():
                 "config": self.cfg,
                 "seed": ctx.seed,
                 "finished": reason,
-                "objective": float(getattr(self, "objective", math.nan)),
-                "val_ua_fold_mean_std": list(getattr(self, "fold_spread", (math.nan, math.nan))),
+                "objective": float(last.get(OBJECTIVE, math.nan)),
+                "val_ua_fold_mean_std": [last.get("val_ua_fold_mean", math.nan), last.get("val_ua_fold_std", math.nan)],
                 "epochs": max(len(h) for h in self.history),
                 "best_epochs": [r.best_epoch for r in results],
                 "seconds": time.perf_counter() - self.t0,
@@ -404,16 +404,28 @@ class TuneOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _record_row(tid: str, rec: dict, searched: Sequence[str]) -> dict:
-    """A leaderboard row from a trial record alone (a trial Tune's restored state does not know)."""
-    cfg = rec.get("config") or {}
+def _record_objective(rec: Mapping[str, Any]) -> float:
+    """The objective a finished trial reported last, from its record (older records: ``val_ua_final``)."""
+    return float(rec.get("objective", rec.get("val_ua_final", math.nan)))
+
+
+def _board_row(tid: str, val_ua: float, status: str, rec: Mapping[str, Any], m: Mapping[str, Any],
+               cfg: Mapping[str, Any], searched: Sequence[str]) -> dict:
+    """One leaderboard row: serray's trial record first, Tune's last result ``m`` where it has none."""
     return {
-        "trial_id": tid, "val_ua": rec.get("objective", rec.get("val_ua_final", math.nan)),
+        "trial_id": tid, "val_ua": val_ua,
         "test_ua": rec.get("test_ua", math.nan), "test_wa": rec.get("test_wa", math.nan),
-        "epochs": rec.get("epochs", 0), "seconds": rec.get("seconds", math.nan),
-        "status": "completed before an interruption" if rec.get("finished") == "completed" else "stopped by ASHA before an interruption",
+        "epochs": rec.get("epochs", m.get("training_iteration", 0)),
+        "seconds": rec.get("seconds", m.get("time_total_s", math.nan)),
+        "status": status,
         **{f"config/{k}": (str(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k)) for k in searched},
     }
+
+
+def _record_row(tid: str, rec: dict, searched: Sequence[str]) -> dict:
+    """A leaderboard row from a trial record alone (a trial Tune's restored state does not know)."""
+    status = "completed before an interruption" if rec.get("finished") == "completed" else "stopped by ASHA before an interruption"
+    return _board_row(tid, _record_objective(rec), status, rec, {}, rec.get("config") or {}, searched)
 
 
 def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space: Any = None, extra: Sequence[str] = ()) -> pd.DataFrame:
@@ -432,18 +444,7 @@ def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space:
         else:
             status = "incomplete"
         cfg = space.decode(r.config or {}) if space is not None else (r.config or {})
-        rows.append(
-            {
-                "trial_id": tid,
-                "val_ua": m.get(OBJECTIVE, math.nan),
-                "test_ua": rec.get("test_ua", math.nan),
-                "test_wa": rec.get("test_wa", math.nan),
-                "epochs": rec.get("epochs", m.get("training_iteration", 0)),
-                "seconds": rec.get("seconds", m.get("time_total_s", math.nan)),
-                "status": status,
-                **{f"config/{k}": (str(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k)) for k in searched},
-            }
-        )
+        rows.append(_board_row(tid, m.get(OBJECTIVE, math.nan), status, rec, m, cfg, searched))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
