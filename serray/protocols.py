@@ -12,7 +12,10 @@ A protocol turns a manifest into a list of :class:`Fold` objects, each holding t
 Validation data are carved out of each fold's training part. When that part has at least
 three speakers the validation part consists of whole held-out speakers (chosen from the
 seed, balanced by gender where known, never removing the last training speaker of a
-class); otherwise it is a per-class (stratified) sample of utterances.
+class): by default as many as hold 15 % of the training utterances and every class
+(``validation="coverage"``: two speakers of an EmoDB LOSO fold, not one, so that early
+stopping, Tune and ensemble selection do not hang on one speaker's 35-71 utterances).
+With fewer speakers it is a per-class (stratified) sample of utterances.
 
 Every fold is checked by :func:`check_leakage` before :func:`make_folds` returns it: a
 test speaker that also appears in training or validation is refused, and so is a test
@@ -50,6 +53,7 @@ __all__ = [
     "SPEAKER_DEPENDENT_PROTOCOL",
     "SPLITS",
     "VALIDATION_MODES",
+    "VALIDATION_RULES",
     "Fold",
     "LeakageError",
     "FoldClassError",
@@ -74,6 +78,10 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 #: ``stratified``: validation is a per-class utterance sample of the training speakers;
 #: ``speaker-dependent``: the whole fold is speaker-dependent (``speaker_independent=False``).
 VALIDATION_MODES: tuple[str, ...] = ("speaker", "stratified", "speaker-dependent")
+#: How many validation speakers a fold holds out (``make_folds(validation=...)``):
+#: ``coverage`` - whole speakers until they hold ``val_fraction`` (15 %) of the training
+#: utterances and every class; ``fraction`` - ``val_fraction`` of the training speakers.
+VALIDATION_RULES: tuple[str, ...] = ("coverage", "fraction")
 
 _DEFAULT_GROUP = {"loso": "speaker", "loso-session": "session", "loco": "corpus", "kfold": "speaker"}
 _MIN_SPEAKERS_FOR_SPEAKER_VALIDATION = 3
@@ -190,11 +198,18 @@ def _speaker_gender(train: pd.DataFrame) -> dict[str, str]:
 
 
 def _speaker_validation(
-    train: pd.DataFrame, n_val: int, rng: np.random.Generator, fold_name: str
+    train: pd.DataFrame, rule: _ValidationRule, rng: np.random.Generator, fold_name: str
 ) -> list[str]:
-    """Pick up to ``n_val`` validation speakers, gender-balanced, keeping every class in train."""
+    """Pick validation speakers, gender-balanced in seeded order, keeping every class in train.
+
+    ``rule.n_speakers`` set: that many speakers (the ``fraction`` rule). Otherwise (the
+    ``coverage`` rule) speakers are added until they hold ``rule.share`` of the training
+    utterances and every class of the training part, the latter up to twice that share.
+    """
     spk_classes = {str(s): set(g) for s, g in train.groupby("speaker", sort=True)["emotion"]}
+    spk_size = train.groupby("speaker", sort=True).size().rename(index=str).to_dict()
     class_speakers = Counter(c for classes in spk_classes.values() for c in classes)
+    all_classes = set(class_speakers)
     gender = _speaker_gender(train)
     strata: dict[str, list[str]] = {}
     for spk in sorted(spk_classes):
@@ -202,27 +217,62 @@ def _speaker_validation(
     stratum_order = [list(strata)[i] for i in rng.permutation(len(strata))]
     queues = {g: [strata[g][i] for i in rng.permutation(len(strata[g]))] for g in stratum_order}
     chosen: list[str] = []
+    covered: set[str] = set()
     taken = Counter({g: 0 for g in stratum_order})
-    while len(chosen) < n_val:
-        open_strata = [g for g in stratum_order if queues[g]]
+    removable = lambda s: all(class_speakers[c] >= 2 for c in spk_classes[s])  # noqa: E731
+    while len(chosen) < len(spk_classes) - 1:
+        n_utts = sum(spk_size[s] for s in chosen)
+        wanted = rule.wanted(len(chosen), n_utts, len(train), all_classes - covered)
+        if wanted is None:
+            break
+        open_strata = [g for g in stratum_order if any(removable(s) for s in queues[g])]
         if not open_strata:
             break
         g = min(open_strata, key=lambda s: taken[s])  # min() keeps the seeded order on ties
-        pick = next((s for s in queues[g] if all(class_speakers[c] >= 2 for c in spk_classes[s])), None)
-        if pick is None:  # every remaining speaker of this stratum is the last one of some class
-            queues[g] = []
-            continue
-        queues[g].remove(pick)
+        candidates = [s for s in queues[g] if removable(s)]
+        if wanted:  # only classes are missing: the first speaker (any stratum) who brings one
+            candidates = [s for h in sorted(open_strata, key=lambda s: taken[s]) for s in queues[h]
+                          if removable(s) and spk_classes[s] & wanted] or candidates
+        pick = candidates[0]
+        queues[gender[pick]].remove(pick)
         chosen.append(pick)
-        taken[g] += 1
+        covered |= spk_classes[pick]
+        taken[gender[pick]] += 1
         class_speakers.subtract(spk_classes[pick])
-    if len(chosen) < n_val:
-        log.warning(
-            "fold %s: only %d of %d validation speakers could be held out without removing the last "
-            "training speaker of a class",
-            fold_name, len(chosen), n_val,
-        )
+    rule.report(fold_name, chosen, covered, all_classes, sum(spk_size[s] for s in chosen), len(train))
     return chosen
+
+
+@dataclass(frozen=True)
+class _ValidationRule:
+    """How many validation speakers a fold holds out (see :data:`VALIDATION_RULES`)."""
+
+    name: str
+    share: float
+    n_speakers: int | None = None
+    min_speakers: int = 1
+
+    def wanted(self, n_chosen: int, n_utts: int, n_train: int, missing: set[str]) -> set[str] | None:
+        """``None``: stop; an empty set: add any speaker; else the classes still missing."""
+        if self.n_speakers is not None:
+            return set() if n_chosen < self.n_speakers else None
+        if n_chosen < self.min_speakers or n_utts < self.share * n_train:
+            return set()
+        if missing and n_utts < 2 * self.share * n_train:
+            return missing
+        return None
+
+    def report(self, fold: str, chosen: list[str], covered: set[str], classes: set[str], n_utts: int, n_train: int) -> None:
+        if self.n_speakers is not None and len(chosen) < self.n_speakers:
+            log.warning("fold %s: only %d of %d validation speakers could be held out without removing the last "
+                        "training speaker of a class", fold, len(chosen), self.n_speakers)
+        elif self.n_speakers is None and chosen and (n_utts < self.share * n_train or covered != classes):
+            log.warning("fold %s: validation holds %d of %d training utterances (%.0f %%, wanted %.0f %%) and lacks "
+                        "class(es) %s: no more speakers can be held out without removing the last training "
+                        "speaker of a class", fold, n_utts, n_train, 100 * n_utts / max(n_train, 1),
+                        100 * self.share, sorted(classes - covered) or "none")
+        log.debug("fold %s: validation speakers %s (%d utterances, %d of %d classes)", fold, chosen, n_utts,
+                  len(covered), len(classes))
 
 
 def _stratified_validation(train: pd.DataFrame, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -245,18 +295,22 @@ def _carve_validation(
     val_fraction: float,
     min_val_speakers: int,
     speaker_dependent: bool,
+    validation: str,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Split a fold's training part into (train ids, validation ids, validation_mode)."""
     rng = np.random.default_rng([seed, fold_index])
     train = m.loc[train_mask]
     n_spk = train["speaker"].nunique()
     if not speaker_dependent and n_spk >= _MIN_SPEAKERS_FOR_SPEAKER_VALIDATION:
-        n_val = max(min_val_speakers, _round_half_up(val_fraction * n_spk))
-        if n_val > n_spk - 1:
-            log.warning("fold %s: %d validation speakers requested but training has %d; holding out %d",
-                        fold_name, n_val, n_spk, n_spk - 1)
-            n_val = n_spk - 1
-        val_spk = _speaker_validation(train, n_val, rng, fold_name)
+        rule = _ValidationRule(validation, val_fraction, min_speakers=min_val_speakers)
+        if validation == "fraction":
+            n_val = max(min_val_speakers, _round_half_up(val_fraction * n_spk))
+            if n_val > n_spk - 1:
+                log.warning("fold %s: %d validation speakers requested but training has %d; holding out %d",
+                            fold_name, n_val, n_spk, n_spk - 1)
+                n_val = n_spk - 1
+            rule = _ValidationRule(validation, val_fraction, n_speakers=n_val)
+        val_spk = _speaker_validation(train, rule, rng, fold_name)
         if val_spk:
             is_val = train["speaker"].isin(val_spk).to_numpy()
             return train["utt_id"].to_numpy()[~is_val], train["utt_id"].to_numpy()[is_val], "speaker"
@@ -306,6 +360,7 @@ def make_folds(
     seed: int = 0,
     val_fraction: float | None = None,
     min_val_speakers: int = 1,
+    validation: str = "coverage",
     train_corpora: str | Sequence[str] | None = None,
     test_corpora: str | Sequence[str] | None = None,
     speaker_independent: bool = True,
@@ -325,10 +380,18 @@ def make_folds(
             ``speaker_independent=False`` and a validation fraction of 0.2.
         k: Number of folds for ``kfold``.
         seed: Seed for fold assignment (``kfold``) and validation choice.
-        val_fraction: Fraction of the training speakers (or, in stratified mode, of each
-            class's training utterances) held out for validation; ``0 < val_fraction < 1``
-            (default 0.15; 0.2 for ``kfold-speaker-dependent``).
+        val_fraction: ``coverage`` rule: the share of the training part's utterances the
+            validation speakers hold at least; ``fraction`` rule: the share of training
+            speakers held out; stratified mode: the share of each class's training
+            utterances. ``0 < val_fraction < 1`` (default 0.15; 0.2 for
+            ``kfold-speaker-dependent``).
         min_val_speakers: Lower bound on the number of validation speakers.
+        validation: One of :data:`VALIDATION_RULES`: ``coverage`` (default) holds out
+            whole speakers until they have ``val_fraction`` of the training utterances
+            and every class of the training part (up to twice that share);
+            ``fraction`` holds out ``round(val_fraction * n_speakers)`` speakers (at
+            least ``min_val_speakers``), the rule before 2026-12 (one speaker per
+            EmoDB LOSO fold).
         train_corpora: Training corpora for ``cross-corpus``.
         test_corpora: Test corpora for ``cross-corpus``.
         speaker_independent: ``False`` (``kfold`` only) gives plain stratified k-fold;
@@ -361,6 +424,8 @@ def make_folds(
     val_fraction = 0.15 if val_fraction is None else val_fraction
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if validation not in VALIDATION_RULES:
+        raise ValueError(f"unknown validation rule {validation!r}; use one of {VALIDATION_RULES}")
     if int(min_val_speakers) < 1:
         raise ValueError(f"min_val_speakers must be >= 1, got {min_val_speakers}")
     if not speaker_independent and protocol != "kfold":
@@ -376,7 +441,8 @@ def make_folds(
         raise ValueError("group_column does not apply to protocol 'cross-corpus'")
 
     m = _prepare(manifest)
-    common = dict(seed=int(seed), val_fraction=float(val_fraction), min_val_speakers=int(min_val_speakers))
+    common = dict(seed=int(seed), val_fraction=float(val_fraction), min_val_speakers=int(min_val_speakers),
+                  validation=validation)
     ids = m["utt_id"].to_numpy()
     # (name, train mask, test mask)
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []

@@ -138,14 +138,48 @@ def test_validation_speaker_count_and_gender_balance() -> None:
     # 10 f, 10 m speakers in every training part: gender known exactly
     genders = {f"c0_s{i}": ("f" if i % 2 else "m") for i in range(21)}
     m["gender"] = m["speaker"].map(genders)
-    folds = make_folds(m, "loso", val_fraction=0.2, seed=5)
+    folds = make_folds(m, "loso", val_fraction=0.2, seed=5, validation="fraction")
     spk = m.set_index("utt_id")["speaker"]
     for f in folds:
         val_spk = sorted(set(spk.loc[list(f.validation)]))
         assert len(val_spk) == 4  # round(0.2 * 20)
         assert Counter(genders[s] for s in val_spk) == Counter({"f": 2, "m": 2})
-    folds = make_folds(m, "loso", val_fraction=0.05, min_val_speakers=3, seed=5)
+    folds = make_folds(m, "loso", val_fraction=0.05, min_val_speakers=3, seed=5, validation="fraction")
     assert all(len(set(spk.loc[list(f.validation)])) == 3 for f in folds)
+
+
+def test_coverage_validation_holds_the_share_and_every_class() -> None:
+    """The default rule: whole speakers until 15 % of the training utterances and every
+    class are in validation (where the data allow); never a test utterance."""
+    for i, cfg, m, seed in random_configs(8):
+        for protocol in ("loso", "kfold"):
+            folds = make_folds(m, protocol, seed=seed, k=2)
+            emo = m.set_index("utt_id")["emotion"]
+            spk = m.set_index("utt_id")["speaker"]
+            for f in folds:
+                assert not set(f.validation) & set(f.test)
+                if f.validation_mode != "speaker":
+                    continue
+                n_train = len(f.train) + len(f.validation)
+                val_classes, train_classes = set(emo.loc[list(f.validation)]), set(emo.loc[list(f.train)])
+                removable = [s for s in set(spk.loc[list(f.train)])
+                             if all((emo.loc[list(f.train)][spk.loc[list(f.train)] != s] == c).any()
+                                    for c in set(emo[spk == s]))]
+                if removable:  # another speaker could still be held out: the rule was met
+                    assert len(f.validation) >= 0.15 * n_train, (i, protocol, f.name)
+                    assert val_classes == train_classes or len(f.validation) >= 0.3 * n_train, (i, protocol, f.name)
+
+
+def test_coverage_validation_uses_several_speakers_where_one_is_too_small() -> None:
+    m = synth_manifest(np.random.default_rng(7), speakers_per_corpus=10, n_classes=4)
+    spk = m.set_index("utt_id")["speaker"]
+    new = make_folds(m, "loso", seed=0)
+    old = make_folds(m, "loso", seed=0, validation="fraction")
+    assert all(len(set(spk.loc[list(f.validation)])) >= 2 for f in new)
+    assert all(len(set(spk.loc[list(f.validation)])) == 1 for f in old)  # round(0.15 * 9)
+    assert all(set(o.test) == set(n.test) for o, n in zip(old, new))
+    with pytest.raises(ValueError, match="coverage"):
+        make_folds(m, "loso", validation="speakers")
 
 
 def test_validation_keeps_rare_class_in_training() -> None:

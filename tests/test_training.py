@@ -334,15 +334,33 @@ def test_trainer_rejects_wrong_kind_and_bad_config(manifest, folds):
 # -- scikit-learn trainer -------------------------------------------------------------
 def test_sklearn_trainer_one_step_and_logits(manifest, folds):
     d = _fold_data(manifest, vector_features(manifest), folds[3])
-    tr = make_trainer("logreg", registry.get("logreg").config(), d, seed=0)
+    tr = make_trainer("logreg", registry.get("logreg").config(overrides={"refit": False}), d, seed=0)
     assert isinstance(tr, SklearnFoldTrainer)
     m = tr.step()
     assert m["stopped"] and m["epoch"] == 1 and 0.0 <= m["val_ua"] <= 1.0
     res = tr.finalize()
     np.testing.assert_allclose(softmax(res.test_logits.astype(np.float64)), tr.estimator.predict_proba(d.test.features.data), atol=1e-5)
-    svm = make_trainer("svm", registry.get("svm").config(), d).run()
-    assert (svm.test_logits.argmax(1) == svm.test_logits.argmax(1)).all() and svm.test_logits.shape == (len(d.test), 3)
+    assert res.model_record == {}
+    svm = make_trainer("svm", registry.get("svm").config(overrides={"refit": False}), d).run()
+    assert svm.test_logits.shape == (len(d.test), 3)
     assert svm.metrics()["test_ua"] > 0.5  # separable synthetic classes
+
+
+def test_sklearn_refit_trains_the_test_model_on_training_and_validation(manifest, folds):
+    """A fixed configuration selects nothing by validation: by default its test logits come
+    from a fit on training + validation, its validation logits from the fit without them."""
+    from sklearn.linear_model import LogisticRegression
+
+    d = _fold_data(manifest, vector_features(manifest), folds[3])
+    res = make_trainer("logreg", registry.get("logreg").config(), d, seed=0).run()
+    cfg = registry.get("logreg").config()
+    on_train = LogisticRegression(C=cfg["C"], max_iter=cfg["max_iter"]).fit(d.train.features.data, d.train.y)
+    both = LogisticRegression(C=cfg["C"], max_iter=cfg["max_iter"]).fit(
+        np.concatenate([d.train.features.data, d.validation.features.data]), np.concatenate([d.train.y, d.validation.y]))
+    np.testing.assert_allclose(softmax(res.validation_logits.astype(np.float64)), on_train.predict_proba(d.validation.features.data), atol=1e-5)
+    np.testing.assert_allclose(softmax(res.test_logits.astype(np.float64)), both.predict_proba(d.test.features.data), atol=1e-5)
+    assert not np.allclose(both.predict_proba(d.test.features.data), on_train.predict_proba(d.test.features.data), atol=1e-3)
+    assert res.model_record == {"refit": "train+validation", "n_fit": len(d.train) + len(d.validation)}
 
 
 # -- lock-step running ----------------------------------------------------------------

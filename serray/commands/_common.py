@@ -18,7 +18,7 @@ __all__ = [
 #: Keys of ``serray tune``'s best.yaml that ``train``, ``tune`` and ``seeds`` take as
 #: defaults (an explicit option wins), so a tuned configuration trains on the data it was
 #: tuned on.
-RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed")
+RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed", "validation")
 
 workdir_option = click.option(
     "--workdir", "-w", required=True, type=click.Path(file_okay=False), help="Work directory holding manifests, features, runs and results."
@@ -71,6 +71,11 @@ def run_options(func: Callable) -> Callable:
                           "for adarl); the same as --set domain=COLUMN, for models with a domain key."),
         click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable)."),
         click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5)."),
+        click.option("--validation", default=None, type=click.Choice(["coverage", "fraction"]),
+                     help="Validation speakers per fold: coverage (default) holds out whole speakers until they "
+                          "have 15 %% of the fold's training utterances and every class (2 speakers per EmoDB "
+                          "LOSO fold); fraction holds out 15 %% of the training speakers (1 per EmoDB LOSO fold; "
+                          "the design before 2026-12)."),
         click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable)."),
         click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable)."),
     ]
@@ -81,7 +86,7 @@ def run_options(func: Callable) -> Callable:
 
 RUN_OPTION_NAMES = (
     "workdir", "features", "feature_params", "protocol", "labels", "normalize", "assignments", "config_file",
-    "preset", "corpora", "k", "train_corpora", "test_corpora", "domain",
+    "preset", "corpora", "k", "train_corpora", "test_corpora", "domain", "validation",
 )
 
 
@@ -211,7 +216,8 @@ def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, an
         labels=opts.get("labels") or meta.get("labels", "native"),
         normalize=opts.get("normalize") or meta.get("normalize", "global"),
         corpora=list(opts.get("corpora") or ()) or None, k=opts.get("k") or meta.get("k", 5),
-        fold_seed=meta.get("fold_seed", 0), train_corpora=list(opts.get("train_corpora") or ()) or None,
+        fold_seed=meta.get("fold_seed", 0), validation=opts.get("validation") or meta.get("validation", "coverage"),
+        train_corpora=list(opts.get("train_corpora") or ()) or None,
         test_corpora=list(opts.get("test_corpora") or ()) or None, preset=opts.get("preset"), config=config, seed=seed,
     )
     spec.resolved_config()  # unknown hyperparameter keys and feature-parameter scopes fail here, before Ray starts

@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, Mapping
 from serray.models.contract import INPUT_KINDS, InputInfo, InputSpec
 
 __all__ = [
-    "InputInfo", "InputSpec", "ModelSpec", "TORCH_TRAINING_DEFAULTS", "Lazy", "register", "get", "names",
+    "InputInfo", "InputSpec", "ModelSpec", "TORCH_TRAINING_DEFAULTS", "SKLEARN_TRAINING_DEFAULTS", "Lazy", "register", "get", "names",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,14 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "stages": "all",  # one stage training every parameter group
     "stage_selection": "all",  # all: best validation epoch of any stage; last: of the last stage only
 }
+
+
+#: Training keys the scikit-learn fold trainer reads besides the model's own, with their
+#: defaults. ``refit``: after scoring the validation part with a fit on the training part,
+#: fit again on training + validation for the test predictions (a fixed configuration
+#: selects nothing by validation, so holding those speakers out of its final fit only
+#: loses data; the validation logits stay out-of-sample for ensemble and Tune selection).
+SKLEARN_TRAINING_DEFAULTS: dict[str, Any] = {"refit": True}
 
 
 class Lazy:
@@ -161,13 +169,14 @@ class ModelSpec:
                     f"model {self.name!r} has no preset {preset!r}; available: {sorted(self.presets) or 'none'}"
                 )
             cfg.update(copy.deepcopy(dict(self.presets[preset])))
-        known = set(cfg) | (set(TORCH_TRAINING_DEFAULTS) if self.backend == "torch" else set())
+        trainer_defaults = TORCH_TRAINING_DEFAULTS if self.backend == "torch" else SKLEARN_TRAINING_DEFAULTS
+        known = set(cfg) | set(trainer_defaults)
         for key, value in (overrides or {}).items():
             if key not in known:
                 raise ValueError(
                     f"model {self.name!r} has no hyperparameter {key!r}; known keys: {', '.join(sorted(known))}"
                 )
-            default = cfg[key] if key in cfg else TORCH_TRAINING_DEFAULTS.get(key)
+            default = cfg[key] if key in cfg else trainer_defaults.get(key)
             _check_type(self.name, key, value, default)
             cfg[key] = value
         return cfg

@@ -204,7 +204,8 @@ def prepare_experiment(
     if run.normalize == "speaker":
         _warn_speaker_normalisation(manifest)
     classes = class_list(manifest["emotion"])
-    folds = make_folds(manifest, run.protocol, k=run.k, seed=run.fold_seed, train_corpora=run.train_corpora, test_corpora=run.test_corpora)
+    folds = make_folds(manifest, run.protocol, k=run.k, seed=run.fold_seed, validation=run.validation,
+                       train_corpora=run.train_corpora, test_corpora=run.test_corpora)
     check_leakage(manifest, folds, allow_speaker_dependent=run.protocol == SPEAKER_DEPENDENT_PROTOCOL)
     check_fold_classes(manifest, folds, classes)
     aux = spec.aux_columns(dict(config or {}))

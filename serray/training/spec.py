@@ -87,6 +87,10 @@ class RunSpec:
         corpora: Restrict to these corpora's manifests.
         k: Folds for ``kfold``.
         fold_seed: Seed of fold assignment and validation choice.
+        validation: How each fold's validation speakers are chosen, one of
+            :data:`serray.protocols.VALIDATION_RULES` (``coverage``: 15 % of the training
+            utterances and every class; ``fraction``: 15 % of the training speakers, the
+            earlier design).
         train_corpora, test_corpora: For ``cross-corpus``.
         preset: Named preset of the model, merged before ``config``.
         config: Hyperparameters over the model's defaults (a file, then ``--set``).
@@ -103,6 +107,7 @@ class RunSpec:
     corpora: Sequence[str] | None = None
     k: int = 5
     fold_seed: int = 0
+    validation: str = "coverage"
     train_corpora: Sequence[str] | None = None
     test_corpora: Sequence[str] | None = None
     preset: str | None = None
@@ -110,13 +115,15 @@ class RunSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from serray.protocols import PROTOCOLS
+        from serray.protocols import PROTOCOLS, VALIDATION_RULES
         from serray.training.data import NORMALIZATIONS
 
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; use one of {PROTOCOLS}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.validation not in VALIDATION_RULES:
+            raise ValueError(f"unknown validation rule {self.validation!r}; use one of {VALIDATION_RULES}")
         object.__setattr__(self, "workdir", str(self.workdir))
         for name in ("corpora", "train_corpora", "test_corpora"):
             value = getattr(self, name)
@@ -173,5 +180,6 @@ class RunSpec:
             "normalize": self.normalize,
             "k": self.k,
             "fold_seed": self.fold_seed,
+            "validation": self.validation,
             **({"transductive": True, "transductive_reason": TRANSDUCTIVE_SPEAKER_NORM} if self.normalize == "speaker" else {}),
         }

@@ -823,7 +823,10 @@ class SklearnFoldTrainer(FoldTrainer):
     """Fit a registered scikit-learn model on one fold; :meth:`step` fits once.
 
     Logits are :func:`sklearn_logits` of the fitted estimator. The estimator's
-    ``random_state`` (when it has one) is set to ``seed``.
+    ``random_state`` (when it has one) is set to ``seed``. With ``refit`` (config key,
+    default in :data:`~serray.models.registry.SKLEARN_TRAINING_DEFAULTS`) the validation
+    logits come from the fit on the training part and the test logits from a second fit
+    on training + validation; the fold record says so (``refit``, ``n_fit``).
 
     Args:
         model: Registry name or :class:`ModelSpec` (``backend == "sklearn"``).
@@ -892,6 +895,8 @@ class SklearnFoldTrainer(FoldTrainer):
 
     def finalize(self) -> FoldResult:
         """Logits of the validation and test parts (fits first if :meth:`step` was not called)."""
+        from serray.models.registry import SKLEARN_TRAINING_DEFAULTS
+
         if not self._stopped:
             self.step()
         t0 = time.perf_counter()
@@ -903,8 +908,17 @@ class SklearnFoldTrainer(FoldTrainer):
                 if len(part)
                 else np.zeros((0, self.n_classes), np.float32)
             )
+        record: dict[str, Any] = {}
+        if bool(self.config.get("refit", SKLEARN_TRAINING_DEFAULTS["refit"])) and len(d.validation) and len(d.test):
+            from sklearn.base import clone
+
+            final = clone(self.estimator).fit(
+                np.concatenate([d.train.features.data, d.validation.features.data]), np.concatenate([d.train.y, d.validation.y])
+            )
+            parts["test"] = sklearn_logits(final, d.test.features.data, self.n_classes)
+            record = {"refit": "train+validation", "n_fit": int(len(d.train) + len(d.validation))}
         self._seconds += time.perf_counter() - t0
-        return _fold_result(d, parts["validation"], parts["test"], self.history, 1, 1, self._seconds, None)
+        return _fold_result(d, parts["validation"], parts["test"], self.history, 1, 1, self._seconds, None, record)
 
 
 def make_trainer(model: ModelSpec | str, config: Mapping[str, Any], data: FoldData, *, seed: int = 0, device: str = "cpu") -> FoldTrainer:
