@@ -28,8 +28,12 @@ from serray.commands._common import address_option, fail, parse_fold_resources, 
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
+@click.option("--nested", is_flag=True,
+              help="Nested estimate instead: one search (--num-samples trials) per outer fold on that fold's "
+                   "validation speakers only; reports the pooled test UA of the per-fold winners, the honest "
+                   "number for a tuned model (folds run as parallel Ray tasks of --fold-resources, default cpu=1).")
 def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
-            grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, **opts) -> None:
+            grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, nested, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
@@ -49,6 +53,14 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    if nested:
+        given = [o for o, v in (("--storage", storage), ("--max-concurrent-trials", max_concurrent_trials),
+                                ("--time-budget", time_budget), ("--tensorboard", tensorboard)) if v]
+        if given:
+            fail(f"{', '.join(given)} do(es) not apply to --nested (its folds are Ray tasks writing to W/tune/NAME)")
+        return _nested(model, opts, seed, space=space, num_samples=num_samples, name=name, address=address,
+                       fold_resources=parse_fold_resources(fold_resources) or None, grace_period=grace_period,
+                       reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device)
     try:
         run = run_spec_from_options(model, opts, seed=seed)
         out = tune_model(
@@ -69,9 +81,33 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     n_asha = int(board["status"].str.startswith("stopped by ASHA").sum())
     click.echo(f"\nASHA stopped {n_asha} of {len(board)} trials early.")
     b = out.best
-    click.echo(f"best trial {b['trial_id']}: validation UA {100 * b['val_ua']:.1f} %, test UA {100 * b['test_ua']:.1f} %")
+    click.echo(f"best trial {b['trial_id']}: validation UA {100 * b['val_ua']:.1f} %, test UA {100 * b['test_ua']:.1f} % "
+               "(non-nested: the choice saw every fold's validation speakers; --nested gives the nested estimate)")
     for note in out.notes:
         click.echo(f"note: {note}")
     click.echo(f"leaderboard: {out.path}/leaderboard.csv")
     click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {run.workdir} --config {out.best_yaml})")
     click.echo(f"predictions: run {out.experiment!r} in {run.workdir}/predictions; wall time {out.seconds:.0f} s")
+
+
+def _nested(model: str, opts: dict, seed: int, **kwargs) -> None:
+    import sys
+
+    from serray.tune.nested import nested_tune
+
+    try:
+        run = run_spec_from_options(model, opts, seed=seed)
+        out = nested_tune(run, command_line=" ".join(sys.argv), **kwargs)
+    except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
+        fail(str(exc))
+    shown = out.table.copy()
+    for col in ("val_ua", "test_ua", "test_wa"):
+        shown[col] = (100 * shown[col]).round(1)
+    click.echo(f"\nNested search {out.name}: one search per outer fold on its validation speakers (UA/WA in %):")
+    click.echo(shown.to_string(index=False, max_colwidth=24))
+    click.echo(f"\nnested test UA (pooled over the winners' test predictions): {100 * out.pooled['ua']:.1f} %, "
+               f"WA {100 * out.pooled['wa']:.1f} %; fold-averaged UA {100 * out.mean['ua']:.1f} %, WA {100 * out.mean['wa']:.1f} %")
+    for note in out.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"per-fold winners: {out.path}/nested.csv; record: {out.record_path} "
+               f"(serray report {run.workdir} --runs {out.name},...); wall time {out.seconds:.0f} s")

@@ -56,7 +56,7 @@ import pandas as pd
 
 from serray import io, metrics
 
-__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
+__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "resolve_space", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -477,6 +477,28 @@ def _max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) 
     return max(1, max(stage_epochs(p, int(epochs or 1), spec.stage_plans) for p in _space_plans(sp, base)))
 
 
+def resolve_space(run: Any, space: str | Path | None) -> tuple[Any, Any, Any, dict]:
+    """``(spec, search space, run with the space's preset, base config)``, all checked.
+
+    Raises:
+        serray.tune.space.SearchSpaceError: Malformed space, or a space of another model.
+        ValueError: A bad config value or a searched key the model does not have.
+    """
+    from serray.models.registry import SKLEARN_TRAINING_DEFAULTS, TORCH_TRAINING_DEFAULTS
+    from serray.training.trainer import check_config
+    from serray.tune.space import SearchSpaceError, load_search_space
+
+    spec = run.model_spec()
+    sp = load_search_space(space or spec.name)
+    if sp.model != spec.name:
+        raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
+    run = run.replace(preset=sp.preset or run.preset)
+    base = run.resolved_config()
+    check_config(spec, base)
+    sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == "torch" else SKLEARN_TRAINING_DEFAULTS), **base})
+    return spec, sp, run, base
+
+
 def tune_model(
     run: Any,
     *,
@@ -537,25 +559,14 @@ def tune_model(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from serray.models.registry import TORCH_TRAINING_DEFAULTS
     from serray.raycluster import init_ray
     from serray.training.actors import fold_resources as actor_resources, put_inputs
     from serray.training.experiment import prepare_experiment
-    from serray.training.trainer import check_config, check_stage_plans
-    from serray.tune.space import load_search_space
+    from serray.training.trainer import check_stage_plans
 
     t0 = time.perf_counter()
-    spec = run.model_spec()
+    spec, sp, run, base = resolve_space(run, space)
     workdir, seed = run.workdir, run.seed
-    sp = load_search_space(space or spec.name)
-    if sp.model != spec.name:
-        from serray.tune.space import SearchSpaceError
-
-        raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
-    run = run.replace(preset=sp.preset or run.preset)
-    base = run.resolved_config()
-    check_config(spec, base)
-    sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == 'torch' else {}), **base})
     exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
     name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
@@ -650,6 +661,9 @@ def tune_model(
         "experiment": name,
         "trial_id": str(top["trial_id"]),
         "selection": "highest validation UA pooled over all folds' validation utterances (test data not used)",
+        "estimate": ("non-nested: one configuration was chosen on every fold's validation speakers, and a fold's "
+                     "validation speakers are other folds' test speakers; `serray tune --nested` gives the nested "
+                     "estimate of the tuned model"),
         "val_ua": float(top["val_ua"]),
         "test_ua": float(top["test_ua"]),
         "config": best_cfg,

@@ -1,0 +1,330 @@
+"""Nested tuning: one search per outer fold, on that fold's training speakers only.
+
+``serray tune MODEL --nested`` answers "what test UA does *tuning this model* give?",
+the number a paper should report for a tuned model. A plain ``serray tune`` selects one
+configuration on the validation UA pooled over every fold, and a LOSO fold's validation
+speakers are other folds' test speakers, so the best trial's test UA is a non-nested
+estimate. Here each outer fold runs its own Optuna search (TPE, the model's defaults
+first, successive-halving pruning with ASHA's grace period and reduction factor) whose
+objective is the UA on that fold's validation speakers, carved out of its training part;
+its test speakers are never seen by the search. The winner of every fold (highest
+validation UA among the trials that ran to the end) predicts that fold's test part, and
+the pooled test UA over the winners is the nested estimate.
+
+Each fold's search is sequential and seeded (the sampler's seed is derived from ``seed``
+and the fold index), so the result does not depend on how folds are scheduled: the folds
+run as parallel Ray tasks (one CPU each by default), or in this process for a
+scikit-learn model without ``--address``.
+
+Files, under ``W/tune/<name>``: ``folds/<i>.json`` (the fold's trials and winner) and
+``folds/<i>.npz`` (the winner's validation and test logits), written when a fold's
+search ends, so ``--resume`` skips finished folds; then ``nested.yaml`` and
+``nested.csv`` (one row per fold: winner, validation UA, test UA). The winners'
+predictions go to the predictions store and a run record to ``W/runs/<name>``, so
+``serray report W --runs <name>,...`` compares the nested estimate with other systems.
+
+Example:
+    >>> from serray.training.spec import RunSpec
+    >>> out = nested_tune(RunSpec("W", "mlp", features="egemaps"), num_samples=20)  # doctest: +SKIP
+    >>> out.pooled["ua"]                                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from serray import io
+
+__all__ = ["NestedSearch", "NestedOutcome", "nested_tune", "search_fold"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NestedSearch:
+    """What every outer fold's search needs (small; sent to each fold task)."""
+
+    model: str
+    base_config: Mapping[str, Any]
+    space: Any
+    num_samples: int
+    grace_period: int
+    reduction_factor: int
+    max_epochs: int | None
+    normalize: str
+    seed: int
+    device: str
+    threads: int = 1
+
+
+@dataclass
+class NestedOutcome:
+    """What :func:`nested_tune` produced (also on disk under :attr:`path`)."""
+
+    name: str
+    path: Path
+    table: pd.DataFrame
+    pooled: dict[str, float]
+    mean: dict[str, float]
+    record_path: Path
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _trial_config(search: NestedSearch, trial: Any) -> dict[str, Any]:
+    from serray.training.trainer import check_config
+
+    fixed = search.space.define_by_run(trial)
+    cfg = {**dict(search.base_config), **search.space.decode({**trial.params, **fixed})}
+    if search.max_epochs is not None and "epochs" in cfg:
+        cfg["epochs"] = int(search.max_epochs)
+    return check_config(search.model, cfg)
+
+
+def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any]:
+    """Run one outer fold's search; return ``(summary, winner's FoldResult)``.
+
+    The objective is the fold's validation UA at the trainer's best epoch; a trial that
+    the pruner stops keeps its score in the summary but cannot win.
+    """
+    import optuna
+
+    from serray.training.trainer import fold_trainer
+
+    from serray.models import registry
+
+    if hasattr(inputs, "resolve"):
+        inputs = inputs.resolve()
+    if registry.get(search.model).backend == "torch":
+        _set_threads(search.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=int(search.seed) * 1000 + int(fold.index)),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=search.grace_period, reduction_factor=search.reduction_factor),
+    )
+    point = search.space.point(search.base_config)
+    if point:
+        study.enqueue_trial(point)
+    best: dict[str, Any] = {"value": -math.inf, "result": None}
+    t0 = time.perf_counter()
+
+    def objective(trial: Any) -> float:
+        cfg = _trial_config(search, trial)
+        trainer = fold_trainer(search.model, cfg, inputs, fold, normalize=search.normalize, seed=search.seed, device=search.device)
+        m: dict = {}
+        while not trainer.stopped:
+            m = trainer.step()
+            trial.report(float(np.nan_to_num(m["best_val_ua"], nan=0.0)), int(m["epoch"]))
+            if not trainer.stopped and trial.should_prune():
+                trial.set_user_attr("epochs", int(m["epoch"]))
+                raise optuna.TrialPruned()
+        value = float(np.nan_to_num(m.get("best_val_ua", math.nan), nan=0.0))
+        trial.set_user_attr("epochs", int(m.get("epoch", 0)))
+        if value > best["value"]:  # ties keep the earlier trial, as study.best_trial does
+            best.update(value=value, result=trainer.finalize(), config=cfg, number=trial.number)
+        return value
+
+    study.optimize(objective, n_trials=int(search.num_samples))
+    if best["result"] is None:
+        raise RuntimeError(f"nested search of fold {fold.name}: no trial ran to the end")
+    trials = [
+        {"number": t.number, "state": t.state.name.lower(), "val_ua": t.value if t.value is not None else _last(t),
+         "epochs": t.user_attrs.get("epochs"), "params": search.space.decode(t.params)}
+        for t in study.trials
+    ]
+    summary = {
+        "fold": int(fold.index), "name": str(fold.name), "n_trials": len(trials),
+        "n_pruned": sum(t["state"] == "pruned" for t in trials),
+        "winner": {"number": best["number"], "val_ua": best["value"], "config": best["config"]},
+        "test_ua": best["result"].metrics()["test_ua"], "seconds": time.perf_counter() - t0, "trials": trials,
+    }
+    return summary, best["result"]
+
+
+def _last(trial: Any) -> float | None:
+    values = trial.intermediate_values
+    return float(values[max(values)]) if values else None
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+# -- files of a fold's finished search ------------------------------------------------
+def _save_fold(folder: Path, summary: dict, res: Any) -> None:
+    """The winner's logits (npz), then the summary (json, the proof that the fold is done)."""
+    arrays = {
+        "validation_ids": np.asarray(res.validation_ids, dtype=str), "validation_y": res.validation_y,
+        "validation_logits": res.validation_logits, "test_ids": np.asarray(res.test_ids, dtype=str),
+        "test_y": res.test_y, "test_logits": res.test_logits,
+    }
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    io.write_bytes(buf.getvalue(), folder / f"{res.index}.npz")
+    meta = {"classes": list(res.classes), "history": res.history, "best_epoch": res.best_epoch, "epochs": res.epochs,
+            "seconds": res.seconds, "n_train": res.n_train, "threads": res.threads, "model_record": res.model_record}
+    io.write_json({**summary, "result": meta}, folder / f"{res.index}.json")
+
+
+def _load_fold(folder: Path, index: int) -> tuple[dict, Any] | None:
+    """A finished fold's ``(summary, FoldResult)``, or ``None`` if its search did not finish."""
+    from serray.training.trainer import FoldResult
+
+    js, npz = folder / f"{index}.json", folder / f"{index}.npz"
+    if not (js.exists() and npz.exists()):
+        return None
+    summary = io.read_json(js)
+    meta = summary.pop("result")
+    with np.load(npz) as a:
+        arrays = {k: a[k] for k in a.files}
+    for k in ("validation_ids", "test_ids"):
+        arrays[k] = arrays[k].astype(object)
+    res = FoldResult(index=int(summary["fold"]), name=str(summary["name"]), classes=tuple(meta.pop("classes")), **arrays, **meta)
+    return summary, res
+
+
+# -- driver ----------------------------------------------------------------------------
+def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: Path, *, parallel: bool,
+                  address: str | None, resources: Mapping[str, float]) -> dict[int, tuple[dict, Any]]:
+    """Search every fold of ``todo`` (Ray tasks, or here); save each as it finishes."""
+    out: dict[int, tuple[dict, Any]] = {}
+
+    def done(summary: dict, res: Any) -> None:
+        _save_fold(folder, summary, res)
+        out[res.index] = (summary, res)
+        w = summary["winner"]
+        log.info("nested fold %d/%d (%s): %d trials (%d pruned), winner #%d validation UA %.3f, test UA %.3f, %.0f s",
+                 len(out), len(todo), res.name, summary["n_trials"], summary["n_pruned"], w["number"], w["val_ua"],
+                 summary["test_ua"], summary["seconds"])
+
+    if not parallel:
+        for fold in todo:
+            done(*search_fold(search, exp.inputs, fold))
+        return out
+    import ray
+
+    from serray.raycluster import init_ray
+    from serray.training.actors import put_inputs
+
+    init_ray(address)
+    shared = put_inputs(exp.inputs)
+    task = ray.remote(search_fold).options(num_cpus=float(resources.get("cpu", 1.0)), num_gpus=float(resources.get("gpu", 0.0)))
+    pending = [task.remote(search, shared, fold) for fold in todo]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        done(*ray.get(ready[0]))
+    return out
+
+
+def _fold_rows(found: Mapping[int, tuple[dict, Any]], searched: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for index in sorted(found):
+        summary, res = found[index]
+        m, w = res.metrics(), summary["winner"]
+        rows.append({"fold": index, "name": summary["name"], "trials": summary["n_trials"], "pruned": summary["n_pruned"],
+                     "winner": w["number"], "val_ua": w["val_ua"], "test_ua": m["test_ua"], "test_wa": m["test_wa"],
+                     **{f"config/{k}": w["config"].get(k) for k in searched}})
+    return pd.DataFrame(rows)
+
+
+def nested_tune(
+    run: Any,
+    *,
+    space: str | Path | None = None,
+    num_samples: int = 20,
+    name: str | None = None,
+    address: str | None = None,
+    fold_resources: Mapping[str, float] | None = None,
+    grace_period: int | None = None,
+    reduction_factor: int = 2,
+    max_epochs: int | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    parallel: bool | None = None,
+    command_line: str | None = None,
+) -> NestedOutcome:
+    """Nested estimate of a tuned model: one search per outer fold (see the module docstring).
+
+    Args:
+        run: The :class:`~serray.training.spec.RunSpec` (as for ``serray tune``).
+        space, num_samples, grace_period, reduction_factor, max_epochs: As for
+            :func:`serray.tune.runner.tune_model`; ``num_samples`` trials per outer fold.
+        name: Experiment name (default ``nested-<model>-<features>-<protocol>-<labels>``).
+        address: Ray cluster to join; default local Ray.
+        fold_resources: ``{"cpu": c, "gpu": g}`` of each fold's search task (default 1 CPU).
+        resume: Continue an experiment of the same name: finished folds are kept.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        parallel: Folds as Ray tasks (``True``) or here (``False``); default here for a
+            scikit-learn model without ``address``.
+
+    Raises:
+        serray.tune.space.SearchSpaceError: Malformed space (before any training).
+        FileExistsError: The experiment has finished folds and ``resume`` is not set.
+    """
+    from serray.predictions import write_predictions
+    from serray.protocols import folds_to_frame
+    from serray.training.experiment import prepare_experiment
+    from serray.training.run import _clean, _record, fold_table, pooled_metrics, runs_dir
+    from serray.training.trainer import check_stage_plans
+    from serray.tune.runner import _max_t, _space_plans, asha_grace_period, resolve_space
+
+    t0 = time.perf_counter()
+    spec, sp, run, base = resolve_space(run, space)
+    exp = prepare_experiment(run, base, address=address)
+    check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
+    name = name or f"nested-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
+    out_dir = Path(run.workdir) / "tune" / name
+    folder = out_dir / "folds"
+    if folder.exists() and any(folder.glob("*.json")) and not resume:
+        raise FileExistsError(f"{out_dir}: nested experiment {name!r} exists; pass --resume to continue it or --name NEW")
+    grace = asha_grace_period(_max_t(sp, spec, base, max_epochs), grace_period)
+    res_ = dict(fold_resources or {})
+    search = NestedSearch(spec.name, base, sp, int(num_samples), grace, int(reduction_factor), max_epochs, run.normalize,
+                          int(run.seed), device, threads=max(1, int(res_.get("cpu", 1))))
+    found = {f.index: got for f in exp.folds if (got := _load_fold(folder, f.index)) is not None}
+    todo = [f for f in exp.folds if f.index not in found]
+    notes = [f"resumed: {len(found)} of {len(exp.folds)} fold(s) already searched"] if found else []
+    log.info("nested search: %d outer fold(s) x %d trial(s), pruning after %d epoch(s) (reduction factor %d); %d to do",
+             len(exp.folds), num_samples, grace, reduction_factor, len(todo))
+    if parallel is None:
+        parallel = not (address is None and spec.backend == "sklearn")
+    found.update(_run_searches(search, exp, todo, folder, parallel=parallel, address=address, resources=res_))
+    results = [found[f.index][1] for f in exp.folds]
+    table = _fold_rows(found, sp.names())
+    m = exp.manifest
+    pooled = pooled_metrics(results, exp.classes, {c: dict(zip(m["utt_id"], m[c].astype(str))) for c in ("gender", "corpus") if c in m})
+    tab = fold_table(results)
+    mean = {k: float(tab[f"test_{k}"].mean()) for k in ("ua", "wa", "f1")}
+    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+    pred_path = write_predictions(run.workdir, preds, run=name, config_id="nested", seed=run.seed, classes=exp.classes)
+    selection = ("nested: each outer fold's configuration was selected by its own search on that fold's validation "
+                 "speakers (carved from its training part); its test speakers were never seen by the search")
+    nested = {"num_samples": int(num_samples), "grace_period": grace, "reduction_factor": int(reduction_factor),
+              "space": str(sp.source), "folds": [{k: v for k, v in found[f.index][0].items() if k != "trials"} for f in exp.folds]}
+    extra = {"selection": selection, "nested": _clean(nested), "predictions": str(pred_path.relative_to(Path(run.workdir))),
+             "command_line": command_line, "timings": {"total_s": time.perf_counter() - t0}}
+    record = _clean(_record(run, exp, name, {}, "nested", results, pooled, mean, extra))
+    rdir = runs_dir(run.workdir) / name
+    io.write_parquet(folds_to_frame(exp.folds), rdir / "folds.parquet")
+    io.write_json(record, rdir / "record.json")
+    io.write_text(table.to_csv(index=False), out_dir / "nested.csv")
+    summary = {"model": spec.name, **run.record(), "experiment": name, "selection": selection,
+               "test_ua_pooled": pooled["ua"], "test_wa_pooled": pooled["wa"], "test_ua_fold_mean": mean["ua"],
+               "test_wa_fold_mean": mean["wa"], "folds": _clean(table.to_dict(orient="records"))}
+    io.write_yaml(summary, out_dir / "nested.yaml")
+    log.info("nested estimate of %s: pooled test UA %.4f WA %.4f (fold mean UA %.4f)", name, pooled["ua"], pooled["wa"], mean["ua"])
+    return NestedOutcome(name, out_dir, table, {k: pooled[k] for k in ("ua", "wa", "f1")}, mean, rdir / "record.json",
+                         time.perf_counter() - t0, notes)
