@@ -155,7 +155,8 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
     click.echo(f"{n} members from {len(run_list)} run(s); {method} search, fusion={fusion}, selection={selection}")
     click.echo(f"NOTE: {res.note}")
     shown = bpk[["k", "val_ua", "test_ua", "test_wa", "members"]].copy()
-    for c in ("val_ua", "test_ua", "test_wa"):
+    shown.insert(3, "gap", shown["val_ua"] - shown["test_ua"])  # validation minus test: how far selection flatters
+    for c in ("val_ua", "test_ua", "gap", "test_wa"):
         shown[c] = (100 * shown[c]).round(2)
     import os
 
@@ -166,7 +167,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
         return f"s{seed}" if len(run_list) == 1 else f"{run[len(prefix):] or run}/s{seed}"
 
     shown["members"] = shown["members"].map(lambda ms: " ".join(short(m) for m in ms))
-    click.echo("\nBest subset per k (UA/WA in %):")
+    click.echo("\nBest subset per k (UA/WA in %; gap = validation UA - test UA):")
     click.echo(shown.to_string(index=False))
     if len(set(members.variant)) > 1:
         click.echo("\nMembership mix of the best subset per k (members per run):")
