@@ -267,6 +267,31 @@ def test_sklearn_runs_in_process_by_default_with_rays_numbers(workdir, monkeypat
     assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
 
+def test_small_torch_job_trains_in_process_with_rays_numbers(workdir, monkeypatch):
+    """A torch job estimated under IN_PROCESS_WORK_S trains here, with the threads of a fold
+    actor, and gives Ray's logits bit for bit; a large estimate goes to Ray."""
+    import serray.raycluster
+    import serray.training.run as run_mod
+
+    w, _ = workdir
+    spec = RunSpec(w, "mlp", features="vec", config={"epochs": 4, "patience": 2})
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for an in-process run")
+
+    with monkeypatch.context() as m:
+        m.setattr(serray.raycluster, "init_ray", no_ray)
+        auto = train_run(spec, run_name="auto")
+    assert auto.record["parallel"] is False and "estimated" in auto.record["execution"]
+    on_ray = train_run(spec, run_name="on-ray", parallel=True)
+    a, b = read_predictions(w, ["auto"]), read_predictions(w, ["on-ray"])
+    assert a["utt_id"].tolist() == b["utt_id"].tolist()
+    assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
+    monkeypatch.setattr(run_mod, "IN_PROCESS_WORK_S", 0.0)
+    big = train_run(spec, run_name="big")
+    assert big.record["parallel"] is True and big.record["execution"].startswith("on Ray")
+
+
 def test_pipeline_prepares_and_trains_in_one_command(synth_copy):
     """(Extraction of a missing set on the way is tested with `serray train` above.)"""
     w = synth_copy

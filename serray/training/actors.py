@@ -234,7 +234,9 @@ def run_folds(
         seed: Seed of every fold's trainer (each fold trains from the same seed).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (resolved inside each actor).
         parallel: ``True``: Ray fold actors in lock-step. ``False``: in this process;
-            folds run one after another, or in lock-step when ``on_epoch`` is given.
+            folds run one after another, or in lock-step when ``on_epoch`` is given, with
+            the torch threads a fold actor would get
+            (:func:`serray.training.run.in_process_threads`).
         num_cpus: CPUs per fold actor (default: the cluster's CPUs shared evenly by one
             actor per CPU, see :func:`fold_resources`).
         num_gpus: GPUs per fold actor (default: an even share when ``device`` is not
@@ -258,7 +260,18 @@ def run_folds(
     if not parallel:
         if isinstance(inputs, SharedInputs):
             inputs = inputs.resolve()
-        return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
+        if spec.backend != "torch":
+            return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
+        import torch
+
+        from serray.training.run import in_process_threads
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(in_process_threads(len(folds)))  # what a fold actor would use: the same numbers
+        try:
+            return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
+        finally:
+            torch.set_num_threads(threads)
 
     from serray.raycluster import init_ray
 

@@ -41,7 +41,8 @@ import pandas as pd
 from serray import io, metrics
 from serray.training.trainer import FoldResult
 
-__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics", "aux_summary"]
+__all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics", "aux_summary",
+           "choose_execution", "in_process_threads", "IN_PROCESS_WORK_S"]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,65 @@ def _record(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: list, p
     }
 
 
+#: Estimated training seconds (all folds one after another, every epoch of the budget)
+#: below which a job without ``--address`` trains in this process: a local Ray and its
+#: fold actors cost about 6 s to start, after which 2 cores halve the rest, so Ray only
+#: pays for itself above about 12 s of work.
+IN_PROCESS_WORK_S = 12.0
+#: Features larger than this skip the estimate and go to Ray (the probe epoch would be long).
+PROBE_MAX_BYTES = 64 * 2**20
+
+
+def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
+                     address: str | None, device: str = "auto") -> tuple[bool, str]:
+    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
+
+    scikit-learn models always train here. For a torch model, one epoch of the first fold
+    is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
+    depend on the choice) and multiplied by the epoch budget and the number of folds.
+    """
+    from serray.training.trainer import fold_trainer, resolve_device, total_epochs
+
+    if address is not None:
+        return True, "on Ray fold actors (joining a cluster)"
+    if spec.backend == "sklearn":
+        return False, "in this process (a scikit-learn model without --address)"
+    if resolve_device(device) != "cpu":
+        return True, "on Ray fold actors (GPU)"
+    size = sum(p.data.nbytes + (p.offsets.nbytes if p.offsets is not None else 0) for p in exp.inputs.packed.values())
+    if size > PROBE_MAX_BYTES:
+        return True, f"on Ray fold actors ({size / 2**20:.0f} MB of features)"
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(in_process_threads(len(exp.folds)))
+    try:
+        trainer = fold_trainer(spec, cfg, exp.inputs, exp.folds[0], normalize=normalize, seed=seed, device="cpu")
+        t0 = time.perf_counter()
+        trainer.step()
+        estimate = (time.perf_counter() - t0) * int(total_epochs(spec, cfg) or 1) * len(exp.folds)
+    finally:
+        torch.set_num_threads(threads)
+    if estimate < IN_PROCESS_WORK_S:
+        return False, f"in this process (estimated {estimate:.1f} s of training, under {IN_PROCESS_WORK_S:.0f} s)"
+    return True, f"on Ray fold actors (estimated {estimate:.0f} s of training)"
+
+
+def in_process_threads(n_folds: int) -> int:
+    """Torch threads of in-process training: what each fold actor of a local Ray would get
+    (the machine's CPUs shared by one actor per CPU, at most one per fold), so that a run
+    gives the same numbers in this process and on Ray.
+
+    Example:
+        >>> in_process_threads(10) >= 1
+        True
+    """
+    import os
+
+    cpus = os.cpu_count() or 1
+    return max(1, int(cpus / max(1, min(n_folds, cpus))))
+
+
 def train_run(
     run: Any,
     *,
@@ -255,10 +315,11 @@ def train_run(
         run_name: Run name; default :func:`default_run_name`.
         address: Ray cluster to join; default a local Ray.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        parallel: Fold actors on Ray (``True``) or in this process (``False``). Default:
-            in this process for scikit-learn models without ``address`` (their ten fits
-            take less time than starting Ray; the numbers are the same either way),
-            on Ray otherwise.
+        parallel: Fold actors on Ray (``True``) or in this process (``False``). Default
+            (:func:`choose_execution`): in this process without ``address`` for
+            scikit-learn models and for torch jobs estimated under
+            :data:`IN_PROCESS_WORK_S` seconds on CPU (less than starting Ray would cost;
+            the numbers are the same either way), on Ray otherwise.
         num_cpus, num_gpus: Resources of each fold actor (default: one actor per CPU,
             sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`).
         folds_per_actor: Folds hosted by each actor (default: as many as needed to fit).
@@ -281,12 +342,12 @@ def train_run(
     cfg = run.resolved_config()
     check_config(spec, cfg)  # bad training keys are found before any feature loading or Ray
     cid = config_id(spec.name, cfg)
-    if parallel is None:
-        parallel = not (address is None and spec.backend == "sklearn")
-        if not parallel:
-            log.info("%s: folds train in this process (a scikit-learn model without --address; --ray uses Ray)", spec.name)
     exp = prepare_experiment(run, cfg, feature_sets, address=address)
     check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
+    execution = "in this process (--sequential)" if parallel is False else "Ray fold actors"
+    if parallel is None:
+        parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, address, device)
+        log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
     name = run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels, run.normalize, cid, run.seed)
     t_prep = time.perf_counter() - t_start
     if parallel:
@@ -310,6 +371,7 @@ def train_run(
     extra = {
         "device": device,
         "parallel": parallel,
+        "execution": execution,
         "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
         "timings": {"total_s": total, "prepare_s": t_prep, "train_s": train_seconds, "folds_s": {str(r.index): r.seconds for r in results}},
         "predictions": str(pred_path.relative_to(Path(run.workdir))),
