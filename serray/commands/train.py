@@ -123,7 +123,8 @@ def _print_result(result: Any) -> None:
     for col in ("val_ua", "test_ua", "test_wa", "test_f1"):
         tab[col] = tab[col].map(_fmt)
     tab["seconds"] = tab["seconds"].map(lambda s: f"{s:.1f}")
-    click.echo(f"run {result.run}  model {result.model}  config {result.config_id}  seed {result.seed}")
+    click.echo(f"run {result.run}  model {result.model}  config {result.config_id}  seed {result.seed}  "
+               f"validation: {result.record.get('validation', 'coverage')} rule")
     click.echo(tab.drop(columns=["test_f1"]).to_string(index=False))
     click.echo(
         f"mean   UA {_fmt(result.mean['ua'])}  WA {_fmt(result.mean['wa'])}\n"

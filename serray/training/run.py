@@ -105,18 +105,21 @@ class RunResult:
     seconds: float = 0.0
 
 
-def fold_table(folds: Sequence[FoldResult]) -> pd.DataFrame:
-    """One row per fold: ``fold, name, n_train, n_val, n_test, epochs, best_epoch,
-    val_ua, test_ua, test_wa, test_f1, seconds``."""
+def fold_table(folds: Sequence[FoldResult], speaker_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per fold: ``fold, name, n_train, n_val, [val_speakers,] n_test, epochs,
+    best_epoch, val_ua, test_ua, test_wa, test_f1, seconds`` (``val_speakers``: how many
+    speakers the validation part holds, when ``speaker_of`` maps utt_id -> speaker)."""
     rows = []
     for r in folds:
         m = r.metrics()
+        spk = {"val_speakers": len({speaker_of.get(str(u)) for u in r.validation_ids})} if speaker_of else {}
         rows.append(
             {
                 "fold": r.index,
                 "name": r.name,
                 "n_train": r.n_train,
                 "n_val": len(r.validation_ids),
+                **spk,
                 "n_test": len(r.test_ids),
                 "epochs": r.epochs,
                 "best_epoch": r.best_epoch,
@@ -365,7 +368,7 @@ def train_run(
     manifest = exp.manifest
     groups = {c: dict(zip(manifest["utt_id"], manifest[c].astype(str))) for c in ("gender", "corpus") if c in manifest}
     pooled = pooled_metrics(results, exp.classes, groups)
-    tab = fold_table(results)
+    tab = fold_table(results, dict(zip(manifest["utt_id"].astype(str), manifest["speaker"].astype(str))))
     mean = {k_: float(tab[f"test_{k_}"].mean()) for k_ in ("ua", "wa", "f1")}
     total = time.perf_counter() - t_start
     extra = {
