@@ -438,3 +438,28 @@ def test_fold_result_metrics_and_frame(manifest, folds):
     assert (test["pred"].to_numpy() == np.array(d.classes, dtype=object)[res.test_logits.argmax(1)]).all()
     m = res.metrics()
     assert not math.isnan(m["test_ua"]) and 0 <= m["test_wa"] <= 1
+
+
+def test_torch_refit_trains_the_test_model_on_training_and_validation(manifest, folds):
+    """refit=True: validation logits of the early-stopped model, test logits of a fresh
+    model trained on training + validation for the best epoch count (same seed)."""
+    from serray.training.trainer import fold_trainer
+
+    torch.set_num_threads(1)
+    fs = vector_features(manifest)
+    inp = _inputs(manifest, fs)
+    f = folds[1]
+    cfg = registry.get("mlp").config(overrides=MLP_FAST)
+    plain = fold_trainer("mlp", cfg, inp, f, normalize="global", seed=2, device="cpu").run()
+    refit = fold_trainer("mlp", {**cfg, "refit": True}, inp, f, normalize="global", seed=2, device="cpu").run()
+    assert np.array_equal(plain.validation_logits, refit.validation_logits)
+    merged = Fold(index=f.index, name=f.name, train=np.concatenate([f.train, f.validation]), validation=np.array([]),
+                  test=f.test, validation_mode="speaker")
+    data = build_fold_data(inp.packed, inp.table, merged, "global")
+    by_hand = TorchFoldTrainer("mlp", {**cfg, "epochs": plain.best_epoch, "patience": 0}, data, seed=2, device="cpu").run()
+    np.testing.assert_array_equal(refit.test_logits, by_hand.test_logits)
+    assert not np.allclose(refit.test_logits, plain.test_logits)
+    assert refit.model_record == {"refit": "train+validation", "refit_epochs": plain.best_epoch, "n_fit": len(f.train) + len(f.validation)}
+    staged = fold_trainer("cnn_lstm", registry.get("cnn_lstm").config(preset="small", overrides={"epochs": 2, "refit": True, "stages": "all@1;lstm+out@1"}),
+                          _inputs(manifest, sequence_features(manifest)), f, normalize="global", seed=0, device="cpu").run()
+    assert staged.model_record["refit"].startswith("skipped: a multi-stage plan")

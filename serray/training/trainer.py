@@ -53,7 +53,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,7 +88,7 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages", "stage_selection")
+_FILLED_WHEN_SET = ("stages", "stage_selection", "refit")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -513,6 +514,12 @@ class TorchFoldTrainer(FoldTrainer):
     statistics. Epochs count on across stages, one per :meth:`step`. The final weights are
     those of the best validation epoch of any stage, or with ``stage_selection="last"`` of
     the last stage (for plans whose last stage defines the model, e.g. a fine-tuning step).
+    With ``refit=True`` (off by default) the test logits come from a fresh model trained
+    with the same seed on training + validation for the best epoch count, without early
+    stopping, so the validation speakers also train the model that is tested; the
+    validation logits stay those of the early-stopped model (out-of-sample for Tune and
+    ensemble selection). Refit is skipped, and the fold record says why, for multi-stage
+    plans and models that select inside training (``after_validation``).
 
     Optional model hooks (all called on this trainer's RNG stream):
 
@@ -581,6 +588,9 @@ class TorchFoldTrainer(FoldTrainer):
         self._last = _empty_metrics(0)
         self._stopped = False
         self.history: list[dict] = []
+        #: ``() -> FoldData`` of the fold with validation merged into training (set by
+        #: :func:`fold_trainer`; used by ``refit``).
+        self.refit_data: Callable[[], FoldData] | None = None
         self._start_stage(0)
         self._seconds = time.perf_counter() - t_start
 
@@ -790,11 +800,40 @@ class TorchFoldTrainer(FoldTrainer):
         val = self.predict_logits(self.data.validation)
         test = self.predict_logits(self.data.test)
         record = self.model.fold_record() if hasattr(self.model, "fold_record") else {}
+        if self.config.get("refit", False):
+            test, info = self._refit_test_logits(test)
+            record = {**record, **info}
         self._seconds += time.perf_counter() - t0
         return _fold_result(
             self.data, val, test, self.history, int((self._best or {"epoch": self._epoch})["epoch"]), self._epoch,
             self._seconds, torch.get_num_threads(), record,
         )
+
+
+    def _refit_blocker(self) -> str | None:
+        if self.refit_data is None:
+            return "the trainer was not built by fold_trainer"
+        if len(self.data.validation) == 0 or len(self.data.test) == 0:
+            return "no validation or no test part"
+        if len(self.stages) > 1:
+            return "a multi-stage plan (its best epoch cannot be replayed without validation)"
+        if hasattr(self.model, "after_validation"):
+            return f"model {self.spec.name!r} selects by validation inside training (after_validation)"
+        return None
+
+    def _refit_test_logits(self, test: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Test logits of a fresh model trained on training + validation for the best
+        epoch count (same seed, no early stopping); the validation logits stay those of
+        the early-stopped model, out-of-sample for selection."""
+        reason = self._refit_blocker()
+        if reason is not None:
+            log.info("fold %s: refit skipped: %s", self.data.name, reason)
+            return test, {"refit": f"skipped: {reason}"}
+        epochs = int((self._best or {"epoch": self._epoch})["epoch"])
+        data = self.refit_data()
+        cfg = {**self.config, "epochs": max(1, epochs), "patience": 0, "refit": False}
+        res = TorchFoldTrainer(self.spec, cfg, data, seed=self.seed, device=str(self.device)).run()
+        return res.test_logits, {"refit": "train+validation", "refit_epochs": max(1, epochs), "n_fit": int(len(data.train))}
 
 
 def sklearn_logits(estimator: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -944,6 +983,10 @@ def fold_trainer(
     t0 = time.perf_counter()
     data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
     trainer = make_trainer(model, config, data, seed=seed, device=device)
+    if isinstance(trainer, TorchFoldTrainer):
+        merged = SimpleNamespace(index=fold.index, name=fold.name, test=fold.test, validation=np.array([], dtype=object),
+                                 train=np.concatenate([np.asarray(fold.train, dtype=object), np.asarray(fold.validation, dtype=object)]))
+        trainer.refit_data = lambda: build_fold_data(inputs.packed, inputs.table, merged, normalize)
     trainer.charge(time.perf_counter() - t0)
     return trainer
 
