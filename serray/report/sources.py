@@ -158,7 +158,7 @@ def _run_system(workdir: Path, text: str, run: str, cid: str | None) -> System:
         cid = tb[0]
     rec = _read_record(workdir, run)
     if rec is not None:
-        records, kind = [rec], ("seeds" if "seeds" in rec else "train")
+        records, kind = [rec], ("seeds" if "seeds" in rec else "nested" if "nested" in rec else "train")
     cids = sorted(df["config_id"].unique())
     if cid is None and len(cids) > 1:
         raise ValueError(f"run {run!r} holds {len(cids)} configurations {cids[:5]}; name one as {run}/CONFIG_ID")
