@@ -13,12 +13,6 @@ epoch it reports:
   ``val_ua_fold_std`` give the per-fold view (also in the trial record).
 * ``val_ua_epoch``, ``val_loss``, ``train_loss`` - means of the current epoch.
 
-Where ASHA cannot stop the trial (any iteration but its rungs and ``max_t``), the trainable
-starts the folds' next epoch before it returns the result, so the fold actors train while
-Tune processes it; at a rung it waits for Tune's decision. The numbers are those of plain
-lock-step (tested); ``SERRAY_TUNE_PREFETCH=0`` turns it off, and a time budget or a resume
-does too.
-
 Test data are never reported to the scheduler or the searcher. When a trial ends (all
 folds stopped, its epoch budget used, or ASHA stopped it) the folds are finalised at
 their best epochs, the validation and test logits go to the predictions store
@@ -78,8 +72,6 @@ PAUSE_ENV = "SERRAY_TUNE_PAUSE_IN_WRITE"
 #: Seconds Tune gives a stopping trial (e.g. stopped by ASHA as the search ends) to write
 #: its predictions and record before it kills the actor (Tune's own limit is 10 s).
 STOP_GRACE_S = int(os.environ.get("SERRAY_TUNE_STOP_GRACE_S", "300"))
-#: ``0`` turns off starting a trial's next epoch while Tune handles its result.
-PREFETCH_ENV = "SERRAY_TUNE_PREFETCH"
 OBJECTIVE = "val_ua"
 
 
@@ -108,11 +100,6 @@ class TuneContext:
     max_epochs: int | None
     record_dir: str
     space: Any = None
-    #: Iterations after which the scheduler may stop a trial (ASHA's rungs and max_t);
-    #: after any other iteration the trial starts its next epoch before returning the
-    #: result, so the folds train while Tune handles it. ``None``: never (time budget,
-    #: resume, or ``SERRAY_TUNE_PREFETCH=0``).
-    stop_points: tuple[int, ...] | None = None
 
 
 def _trainable_class():
@@ -166,8 +153,6 @@ def _trainable_class():
             self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
             self.finalized = False
             self.last_result: dict = {}  # this trial's latest step result
-            self.steps = 0
-            self.pending: tuple[list[int], list] | None = None  # an epoch started before Tune asked
             record = Path(ctx.record_dir) / f"{self.trial_id}.json"
             self.kept = io.read_json(record) if record.exists() else None
 
@@ -205,37 +190,18 @@ def _trainable_class():
             keys = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "fold_seconds")
             return {OBJECTIVE: _record_objective(rec), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
 
-        def _launch(self) -> tuple[list[int], list]:
-            return list(self.active), [self.actors[g].step.remote() for g in self.active]
-
-        def _absorb(self, launched: tuple[list[int], list]) -> None:
-            """Add one epoch of every launched group to the history."""
+        def step(self) -> dict:
             import ray
 
-            active, refs = launched
-            for g, ms in zip(active, ray.get(refs)):
+            if self.kept is not None:
+                return self._kept_result()
+            self._fault_once()
+            outs = ray.get([self.actors[g].step.remote() for g in self.active])
+            for g, ms in zip(self.active, outs):
                 for pos, m in zip(self.groups[g], ms):
                     if not (self.history[pos] and self.history[pos][-1]["stopped"]):
                         self.history[pos].append(m)
             self.active = [g for g in self.active if not all(self.history[p][-1]["stopped"] for p in self.groups[g])]
-            self.steps += 1
-
-        def step(self) -> dict:
-            if self.kept is not None:
-                return self._kept_result()
-            self._fault_once()
-            launched, self.pending = self.pending or self._launch(), None
-            self._absorb(launched)
-            result = self._result()
-            if not self.active:
-                result.update(self._finalize("completed"))
-                result["done"] = True
-            elif self.ctx.stop_points is not None and self.steps not in self.ctx.stop_points:
-                self.pending = self._launch()  # the scheduler cannot stop the trial here: train on meanwhile
-            return result
-
-        def _result(self) -> dict:
-            """The pooled validation result of the epochs so far (also kept as ``last_result``)."""
             from serray.training.trainer import pooled_val_ua
 
             last = [h[-1] for h in self.history]
@@ -255,6 +221,9 @@ def _trainable_class():
             for key in sorted({k for p in parts for k in p}):
                 result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
             self.last_result = result
+            if not self.active:
+                result.update(self._finalize("completed"))
+                result["done"] = True
             return result
 
         def _finalize(self, reason: str) -> dict:
@@ -308,10 +277,6 @@ def _trainable_class():
         def stop_trial(self) -> None:
             """Finalise a trial the scheduler stopped, so its predictions and record are kept."""
             try:
-                if self.pending is not None:  # stopped where no stop was expected (interrupt): keep that epoch
-                    launched, self.pending = self.pending, None
-                    self._absorb(launched)
-                    self._result()
                 if not self.finalized and self.kept is None and any(self.history):
                     self._finalize("stopped by scheduler")
             except Exception:  # noqa: BLE001 - the trial is over anyway; keep going
@@ -341,18 +306,6 @@ def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
     """
     grace = grace_period if grace_period is not None else max(3, math.ceil(max_t / 4))
     return max(1, min(int(grace), int(max_t)))
-
-
-def asha_stop_points(max_t: int, grace: int, reduction_factor: int) -> tuple[int, ...]:
-    """The iterations at which ASHA (one bracket, as :func:`tune_model` sets it up) may stop
-    a trial: its rungs ``grace * rf**k`` and ``max_t`` (Ray's ``_Bracket`` rungs).
-
-    Example:
-        >>> asha_stop_points(30, 8, 2)
-        (8, 16, 30)
-    """
-    n_rungs = int(np.log(max_t / grace) / np.log(reduction_factor) + 1) if max_t >= grace else 1
-    return tuple(sorted({int(grace * reduction_factor ** k) for k in range(n_rungs)} | {int(max_t)}))
 
 
 def _pause_in_write(trial_id: str) -> None:
@@ -629,13 +582,10 @@ def tune_model(
     log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
     record_dir = Path(workdir).resolve() / "tune" / name / "trials" if local_path is None else local_path / "trials"
     shared = put_inputs(exp.inputs)
-    stop_points = None
-    if not resume and time_budget_s is None and os.environ.get(PREFETCH_ENV, "1") != "0":
-        stop_points = asha_stop_points(_max_t(sp, spec, base, max_epochs), asha_grace_period(_max_t(sp, spec, base, max_epochs), grace_period), reduction_factor)
     ctx = TuneContext(
         workdir=str(Path(workdir).resolve()), experiment=name, model=spec.name, base_config=base, folds=exp.folds,
         classes=exp.classes, normalize=run.normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
-        max_epochs=max_epochs, record_dir=str(record_dir), space=sp, stop_points=stop_points,
+        max_epochs=max_epochs, record_dir=str(record_dir), space=sp,
     )
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles)
