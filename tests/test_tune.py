@@ -88,12 +88,23 @@ def test_tune_retries_failed_trials_and_resumes_after_interrupt(synth_copy, tmp_
 
 @pytest.mark.slow
 def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy):
-    """Trial actors (and their fold actors) are reused across trials; a search is still reproducible."""
-    boards = []
+    """Trial actors (and their fold actors) are reused across trials; a search is still
+    reproducible, leaderboard and every logit, with ASHA stopping trials at its rungs."""
+    from serray.predictions import read_predictions
+
+    args = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "6",
+            "--grace-period", "2", "--seed", "0", "--workdir", str(synth_copy), "--num-samples", "4",
+            "--max-concurrent-trials", "1"]
+    boards, logits = [], []
     for name in ("a", "b"):
-        r = CliRunner().invoke(main, [*TUNE, "--workdir", str(synth_copy), "--num-samples", "3",
-                                      "--max-concurrent-trials", "1", "--name", name])
+        r = CliRunner().invoke(main, [*args, "--name", name])
         assert r.exit_code == 0, r.output
         board = pd.read_csv(synth_copy / "tune" / name / "leaderboard.csv")
+        order = dict(zip(board["trial_id"], range(len(board))))
         boards.append(board.drop(columns=["trial_id", "seconds"]).reset_index(drop=True))
+        preds = read_predictions(synth_copy, [name])
+        preds["rank"] = preds["config_id"].map(order)
+        logits.append(preds.sort_values(["rank", "split", "utt_id"])["logits"].map(list).tolist())
     pd.testing.assert_frame_equal(boards[0], boards[1])
+    assert logits[0] == logits[1]
+    assert boards[0]["status"].str.startswith("stopped by ASHA").any(), boards[0].to_string()
