@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,14 +128,14 @@ def test_g1_zero_sends_no_gradient_to_domain_classifier():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in with_g1.domain_head.fc1.parameters())
 
 
-def test_backbone_has_no_domain_pathway_and_needs_no_domain():
+def test_emotion_only_has_no_domain_pathway_and_needs_no_domain():
     torch.manual_seed(0)
     x, y, _ = _batch()
-    model = _model("backbone").train()
+    model = _model("emotion_only").train()
     names = [n for n, _ in model.named_parameters()]
     assert not any(n.startswith(("domain_", "attention")) for n in names)
     out = model(x)
-    assert set(out) == {"logits", "embedding"}
+    assert set(out) == {"logits", "embedding", "features"}
     loss = _loss(model, out, y, None)
     loss.backward()
     assert math.isfinite(loss.item())
@@ -244,7 +245,7 @@ def test_adversarial_variant_reverses_domain_gradient_into_shared_encoder():
     model.zero_grad()
     # reference: the same domain loss without the reversal layer
     maps = model.emotion_encoder(model.input_pool(x))
-    logits, _ = model.domain_head(maps.flatten(1))
+    logits = model.domain_head(maps.flatten(1))[0]
     F.cross_entropy(logits, d).backward()
     for rev, p in zip(reversed_grads, model.emotion_encoder.parameters()):
         torch.testing.assert_close(rev, -lam * p.grad)
@@ -264,8 +265,11 @@ def test_bad_arguments_raise_early():
         spec.build(spec.config(), InputInfo((2, 40, 300), 4, 2))
     with pytest.raises(ValueError, match=r"\[batch, channels, freq, time\]"):
         _model()(torch.randn(2, 64, 48))
-    # the backbone needs no domain classes
-    assert spec.build(spec.config(overrides={"variant": "backbone"}), InputInfo(PAPER_SHAPE, 4, 0)).domain_head is None
+    # the pathway-free network needs no domain classes
+    assert spec.build(spec.config(overrides={"variant": "emotion_only"}), InputInfo(PAPER_SHAPE, 4, 0)).domain_head is None
+    # the old name of the pathway-free variant points at both of its possible meanings
+    with pytest.raises(ValueError, match="g1=0.*emotion_only"):
+        spec.build(spec.config(overrides={"variant": "backbone"}), InputInfo(PAPER_SHAPE, 4, 2))
 
 
 def test_registry_spec_and_reduced_preset_build_working_model():
@@ -277,6 +281,8 @@ def test_registry_spec_and_reduced_preset_build_working_model():
     cfg = spec.config()
     assert (cfg["optimizer"], cfg["lr"], cfg["lr_decay"], cfg["weight_decay"]) == ("sgd", 0.2, 0.7, 4e-5)
     assert (cfg["batch_size"], cfg["epochs"], cfg["g1"], cfg["g2"], cfg["g3"]) == (32, 50, 1.0, 1.0, 0.5)
+    # Table 1: (3, 3) kernels in both branches of every layer
+    assert (cfg["kernel_size_first_branch"], cfg["kernel_sizes_second_branch"]) == (3, 3)
     assert cfg["domain"] == "gender"
     reduced = spec.config(preset="reduced")
     assert reduced["epochs"] < cfg["epochs"]
@@ -321,7 +327,71 @@ def test_search_space_parses_and_names_config_keys():
             else:
                 values = [dist["value"]]
             # every model-side value builds a model that trains one step
-            if key in ("variant", "kernel_sizes_second_branch", "dropout", "g1", "g3", "grl_lambda", "center_feature"):
+            if key in ("kernel_sizes_second_branch", "dropout", "g1", "g3", "grl_lambda", "center_feature"):
                 for v in values:
                     model = _model(**{key: v})
                     _loss(model, model(x), y, d).backward()
+
+
+def test_table1_kernels_by_default_and_the_texts_reading_one_set_away():
+    default = _model()
+    assert all(layer.branch2.kernel_size == (3, 3) for layer in default.emotion_encoder.layers)
+    five = _model(kernel_sizes_second_branch=5)
+    assert all(layer.branch1.kernel_size == (3, 3) and layer.branch2.kernel_size == (5, 5)
+               for enc in (five.emotion_encoder, five.domain_encoder) for layer in enc.layers)
+
+
+def test_table3_arms_are_named_variants_of_the_spec():
+    from serray.training.seeds import parse_variant, variant_overrides
+
+    spec = registry.get("adarl")
+    name, explicit = parse_variant("backbone:g1=0")
+    over = variant_overrides(spec, name, explicit)
+    assert over == {"variant": "attention", "g1": 0}
+    # the paper's backbone keeps the domain pathway and the attention; only L_D is off
+    model = _model(**over)
+    assert model.domain_encoder is not None and model.attention is not None
+    x, y, d = _batch()
+    total, parts = model.loss(Batch({}, {}, y), model(x))  # no domain labels needed at g1 = 0
+    assert set(parts) == {"emotion", "center"} and math.isfinite(total.item())
+    assert variant_overrides(spec, "adversarial", {})["variant"] == "adversarial"
+    assert variant_overrides(spec, "adarl", {"lr": 0.1}) == {"variant": "attention", "lr": 0.1}
+    for arm in spec.variants.values():  # every arm builds
+        _model(**arm)
+
+
+def test_search_space_tunes_the_adarl_arm_only():
+    space = yaml.safe_load(SEARCH_SPACE.read_text())
+    keys = set(space["params"]) | {k for c in space.get("conditional", []) for k in c["params"]}
+    assert "variant" not in keys and "grl_lambda" not in keys
+    assert registry.get("adarl").config(preset=space["preset"])["variant"] == "attention"
+
+
+def test_fold_record_has_domain_centre_distances_of_the_training_part():
+    from types import SimpleNamespace
+
+    from serray.models.adarl import domain_centre_distances
+
+    # two classes; domain 1 sits 3 units from domain 0 in class 0 and 1 unit in class 1
+    feats = np.array([[0.0, 0.0], [0.0, 2.0], [3.0, 0.0], [3.0, 2.0], [10.0, 0.0], [11.0, 0.0]])
+    y, dom = np.array([0, 0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 0, 1])
+    out = domain_centre_distances(feats, y, dom, 3)
+    assert out["l2"][:2] == pytest.approx([3.0, 1.0]) and math.isnan(out["l2"][2])
+    assert out["relative"][0] == pytest.approx(3.0)  # spread: every sample 1 from its centre
+    assert domain_centre_distances(feats, y, np.zeros(6, dtype=int), 2) is None
+
+    # the hooks: two segments per utterance, utterance features are the segment means
+    torch.manual_seed(0)
+    model = _model().eval()
+    model.prepare(SimpleNamespace(domain=np.array([0, 1, 0, 1, -1, 0]), y=np.array([0, 0, 1, 1, 1, 2])))
+    x = torch.randn(12, *SMALL_SHAPE)
+    owner = torch.arange(12) // 2
+    with torch.no_grad():
+        outputs = model(x)
+    batch = Batch({}, {}, torch.tensor([0, 0, 1, 1, 1, 2]), owner=owner, n_utterances=6)
+    model.after_training(batch, outputs)
+    rec = model.fold_record()
+    f = outputs["features"].view(6, 2, -1).mean(dim=1).numpy()
+    assert rec["domain_centre_distance"]["l2"][0] == pytest.approx(float(np.linalg.norm(f[0] - f[1])), rel=1e-5)
+    assert rec["domain_centre_distance"]["l2"][1] == pytest.approx(float(np.linalg.norm(f[2] - f[3])), rel=1e-5)
+    assert math.isnan(rec["domain_centre_distance"]["l2"][2])  # class 2 has one domain only

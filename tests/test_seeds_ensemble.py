@@ -24,6 +24,10 @@ def test_seeds_then_ensemble(synth_copy, tmp_path):
     runs = ["seeds-mlp-egemaps-kfold-native-a", "seeds-mlp-egemaps-kfold-native-b"]
     df = read_predictions(w, runs)
     assert df.groupby("run")["seed"].nunique().to_dict() == {runs[0]: 3, runs[1]: 3}
+    # fold-averaged UA/WA beside the pooled ones, printed and stored per seed
+    assert "Fold-averaged UA/WA" in r.output
+    rec = json.loads((synth_copy / "runs" / runs[0] / "record.json").read_text())
+    assert 0 <= rec["metrics"]["test_ua_fold_mean"] <= 1 and {"ua_fold", "wa_fold"} <= set(rec["metrics"]["per_seed"][0])
     test = df[df["split"] == "test"]
     # every utterance once per (run, seed) in the test predictions
     assert (test.groupby(["run", "seed"])["utt_id"].agg(lambda s: s.is_unique)).all()

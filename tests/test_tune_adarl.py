@@ -20,7 +20,7 @@ def test_tiny_adarl_tune_on_synthetic_corpus(synth_copy, tmp_path):
     space.write_text(
         "model: adarl\npreset: reduced\nparams:\n"
         "  lr: {type: loguniform, low: 0.01, high: 0.2}\n"
-        "  variant: {type: choice, values: [attention, backbone]}\n"
+        "  g1: {type: uniform, low: 0.0, high: 1.0}\n"
         "  batch_size: {type: fixed, value: 16}\n"
         "  epochs: {type: fixed, value: 2}\n"
     )

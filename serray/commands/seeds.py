@@ -13,7 +13,8 @@ from serray.commands._common import address_option, fail, parse_fold_resources, 
 @click.option("--n", "n_seeds", default=10, show_default=True, help="Number of seeds.")
 @click.option("--seed-start", default=0, show_default=True, help="First seed (seeds are seed-start .. seed-start+n-1).")
 @click.option("--variant", "variants", multiple=True, metavar="NAME[:key=v[,key=v]]",
-              help="A named config variant trained side by side, e.g. --variant fc:stages=fc --variant all.")
+              help="A named config variant trained side by side, e.g. --variant fc:stages=fc --variant all. "
+                   "A name the model defines (its paper's arms, e.g. adarl's backbone) starts from its overrides.")
 @click.option("--run-prefix", default=None, help="Runs are named PREFIX-VARIANT (default seeds-MODEL-FEATURES-PROTOCOL-LABELS).")
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
@@ -46,6 +47,9 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     )
     click.echo(f"\nPer-seed UA/WA in % over {t['seed'].nunique()} seeds (pooled over folds):")
     click.echo(summary.to_string())
+    fold_avg = t.groupby(["variant", "split"])[["ua_fold", "wa_fold"]].agg(["mean", "std"]).mul(100).round(1)
+    click.echo("\nFold-averaged UA/WA in % (each fold scored alone, mean over folds; mean/std over seeds):")
+    click.echo(fold_avg.to_string())
     if res.skipped:
         click.echo(f"{len(res.skipped)} (variant, seed) pair(s) were already done and skipped.")
     if run.normalize == "speaker":

@@ -113,6 +113,9 @@ class ModelSpec:
         stage_plans: Named values of the ``stages`` config key (e.g. ``{"finetune_fc":
             "all;all-conv@10*0.1"}``), usable as ``choice`` values in a search space.
         presets: Named partial configs merged over the defaults with ``--preset``.
+        variants: Named conditions of a study (e.g. a paper's ablation arms) as config
+            overrides: ``serray seeds --variant NAME[:key=value]`` starts from
+            ``variants[NAME]`` (when the name is one) and applies its own pairs over it.
     """
 
     name: str
@@ -124,6 +127,7 @@ class ModelSpec:
     aux_labels: Mapping[str, str] = field(default_factory=dict)
     stage_plans: Mapping[str, str] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def primary(self) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from serray import io, metrics
 
-__all__ = ["SeedsResult", "train_seeds", "parse_variant"]
+__all__ = ["SeedsResult", "train_seeds", "parse_variant", "variant_overrides", "seed_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,37 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"variant {text!r}: {item!r} is not key=value")
         out[key.strip()] = yaml.safe_load(value)
     return name.strip(), out
+
+
+def variant_overrides(spec: Any, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides of variant ``name``: the model's named variant of that name
+    (``ModelSpec.variants``, e.g. a paper's ablation arm) with ``overrides`` over it.
+
+    Example:
+        >>> from serray.models import registry
+        >>> variant_overrides(registry.get("adarl"), "backbone", {"lr": 0.1})
+        {'variant': 'attention', 'g1': 0.0, 'lr': 0.1}
+        >>> variant_overrides(registry.get("adarl"), "mine", {"g3": 0})
+        {'g3': 0}
+    """
+    return {**dict(getattr(spec, "variants", {}).get(name, {})), **dict(overrides)}
+
+
+def seed_metrics(part: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
+    """UA/WA/F1 of one seed's predictions pooled over folds, and ``ua_fold``/``wa_fold``:
+    each fold scored alone, averaged over folds (as papers that average per-fold
+    confusion matrices report).
+
+    Example:
+        >>> df = pd.DataFrame({"fold": [0, 0, 0, 1], "label": list("abab"), "pred": list("abbb")})
+        >>> {k: round(v, 3) for k, v in seed_metrics(df, ["a", "b"]).items()}
+        {'ua': 0.75, 'wa': 0.75, 'f1': 0.733, 'ua_fold': 0.875, 'wa_fold': 0.833}
+    """
+    m = metrics.summary(part["label"].to_numpy(), part["pred"].to_numpy(), classes)
+    per_fold = [metrics.summary(g["label"].to_numpy(), g["pred"].to_numpy(), classes) for _, g in part.groupby("fold")]
+    m["ua_fold"] = float(np.mean([f["ua"] for f in per_fold]))
+    m["wa_fold"] = float(np.mean([f["wa"] for f in per_fold]))
+    return m
 
 
 def _fold_task_impl(spec, config, shared, fold, normalize, seed, device, threads):
@@ -89,7 +120,8 @@ def train_seeds(
         run: The :class:`~serray.training.spec.RunSpec` (its ``config`` holds the
             hyperparameters over the defaults, e.g. ``best.yaml``'s; its ``seed`` is unused).
         seeds: Training seeds; folds stay the same for all (``run.fold_seed``).
-        variants: ``{name: overrides}`` trained side by side (default ``{"base": {}}``).
+        variants: ``{name: overrides}`` trained side by side (default ``{"base": {}}``); a
+            name the model defines (``ModelSpec.variants``) starts from its overrides.
         run_prefix: Run names are ``<prefix>-<variant>`` (default
             ``seeds-<model>-<features>-<protocol>-<labels>``).
         num_cpus, num_gpus: Resources of each fold task.
@@ -116,7 +148,7 @@ def train_seeds(
     workdir, normalize, labels, protocol = run.workdir, run.normalize, run.labels, run.protocol
     variants = dict(variants or {"base": {}})
     base = run.resolved_config()
-    cfgs = {name: check_config(spec, run.resolved_config(ov)) for name, ov in variants.items()}
+    cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
     exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
@@ -168,8 +200,7 @@ def train_seeds(
         df = df[(df["config_id"] == cids[name]) & (df["seed"].isin(seeds))]
         for s, g in df.groupby("seed"):
             for split in ("validation", "test"):
-                part = g[g["split"] == split]
-                m = metrics.summary(part["label"].to_numpy(), part["pred"].to_numpy(), exp.classes)
+                m = seed_metrics(g[g["split"] == split], exp.classes)
                 rows.append({"variant": name, "run": runs[name], "seed": int(s), "split": split, **m})
     table = pd.DataFrame(rows)
     _write_records(run, exp, variants, runs, cfgs, cids, seeds, table)
@@ -216,7 +247,9 @@ def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict
                 "test_ua_mean": float(t["ua"].mean()),
                 "test_ua_std": float(t["ua"].std(ddof=1)) if len(t) > 1 else 0.0,
                 "test_wa_mean": float(t["wa"].mean()),
-                "per_seed": t[["seed", "ua", "wa", "f1"]].to_dict(orient="records"),
+                "test_ua_fold_mean": float(t["ua_fold"].mean()),
+                "test_wa_fold_mean": float(t["wa_fold"].mean()),
+                "per_seed": t[["seed", "ua", "wa", "f1", "ua_fold", "wa_fold"]].to_dict(orient="records"),
             },
             **({"model_records": m} if (m := _read_model_records(run.workdir, runs[name], cids[name], seeds)) else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
