@@ -22,15 +22,15 @@ from serray.tune.space import load_search_space
 
 from _training_helpers import sequence_features, synth_manifest, vector_features
 
-SMALL = {"seq_experts": {"seq1": {"conv": 3, "hidden": 4}, "seq2": {"conv": 3, "hidden": 4}}, "att_dim": 6,
-         "proj_dim": 5, "units": 8, "dropout": 0.0}
-SHAPES = {"seq1": (6,), "seq2": (4,), "vec": (5,)}
+SMALL = {"seq_experts": {"default": {"conv": 3, "hidden": 4}}, "att_dim": 6, "proj_dim": 5, "units": 8, "dropout": 0.0}
+SHAPES = {"seq1": (6,), "seq2": (4,), "vec": (5,)}  # roles named as by --features seq1=mfb+seq2=mfcc+vec=egemaps
+KINDS = {"seq1": "sequence", "seq2": "sequence", "vec": "vector"}
 
 
 def _model(n_classes=3, domains=("de", "it"), **over):
     spec = registry.get("mgnas")
     info = InputInfo((6,), n_classes, n_domains=len(domains), shapes=SHAPES, aux_classes={"domain": len(domains)},
-                     aux_names={"domain": tuple(domains)})
+                     aux_names={"domain": tuple(domains)}, kinds=KINDS)
     return spec.build(spec.config(overrides={**SMALL, **over}), info)
 
 
@@ -127,12 +127,12 @@ def test_hard_concrete_gates_in_unit_interval_with_exact_zeros_and_ones():
     zeros, ones = float((v == 0).float().mean()), float((v == 1).float().mean())
     assert zeros > 0.01 and ones > 0.01 and (zeros + ones) < 0.99  # mass at both ends and in between
     xi.sum().backward()
-    assert gate.log_kappa.grad.abs().sum() > 0
+    assert gate.raw.grad.abs().sum() > 0
 
 
 def test_hard_concrete_gate_is_deterministic_in_eval():
     gate = HardConcreteGate((3, 4), init=0.0)
-    gate.log_kappa.data = torch.linspace(-3, 3, 12).view(3, 4)
+    gate.raw.data = torch.linspace(-3, 3, 12).view(3, 4)
     gate.eval()
     a, b = gate(), gate()
     assert torch.equal(a, b)
@@ -212,7 +212,7 @@ def test_alpha_weighs_the_contrastive_term_and_zero_alpha_is_plain_cross_entropy
 
 def test_bad_config_fails_with_the_key_and_choices():
     for over, match in (({"gating": "moe"}, "gating must be one of"), ({"activations": "tanh"}, "activations"),
-                        ({"selector": "seq1"}, "selector must be a vector input"), ({"alpha": -1}, "alpha")):
+                        ({"selector": "nope"}, "selector must be one of this run's input roles"), ({"alpha": -1}, "alpha")):
         with pytest.raises(ValueError, match=match):
             _model(**over)
 
@@ -273,7 +273,7 @@ def test_domain_option_sets_the_domain_key(tmp_path):
     opts = {"workdir": str(tmp_path), "features": "mfb+mfcc+egemaps", "domain": "language"}
     spec = run_spec_from_options("mgnas", opts, announce=False)
     assert spec.resolved_config()["domain"] == "language"
-    assert spec.feature_sets() == {"seq1": "mfb", "seq2": "mfcc", "vec": "egemaps"}
+    assert spec.feature_sets() == {"mfb": "mfb", "mfcc": "mfcc", "egemaps": "egemaps"}
     with pytest.raises(ValueError, match="has no domain"):
         run_spec_from_options("dcnn", {"workdir": str(tmp_path), "domain": "language"}, announce=False)
     with pytest.raises(ValueError, match="contradicts"):

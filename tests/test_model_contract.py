@@ -33,7 +33,7 @@ TINY = {
     "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
     "dmf": {"fe_hidden": [8], "head_hidden": 8},
     "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
-    "mgnas": {"seq_experts": {"seq1": {"conv": 2, "hidden": 3}, "seq2": {"conv": 2, "hidden": 3}}, "att_dim": 4,
+    "mgnas": {"seq_experts": {"default": {"conv": 2, "hidden": 3}}, "att_dim": 4,
               "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
 }
 SEGMENT_SHAPE = (2, 8, 12)

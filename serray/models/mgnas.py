@@ -1,8 +1,8 @@
 """Multi-gating + NAS model of paper 001 (Wang et al.): feature experts, centroid
 contrastive loss, per-domain softmax gates and hard-concrete NAS connectivity.
 
-One expert per input role (:mod:`serray.models.mgnas_experts`): sequences through
-CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
+One expert per input role, i.e. per named feature set (:mod:`serray.models.mgnas_experts`):
+sequences through CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
 
 * ``none`` (single-domain model, sec. 4.1; the multi-domain Base): the experts'
   outputs concatenated -> one tower FC(u) -> act -> dropout -> FC(u) -> act -> dropout ->
@@ -13,7 +13,8 @@ CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
   the domains; ``mmoe``: one gate per domain (eq. 7); ``nas``: a gate per domain over
   ``u_i = sum_j xi_ij W_ij v_j`` with domain-specific hard-concrete ``xi`` (eq. 8-9).
 
-``x_sel`` is the input role named by ``selector`` (a vector role). The domain is the
+``x_sel`` is the input role named by ``selector`` (default the first vector role; a
+sequence role gives the mean of its frames). The domain is the
 auxiliary role ``domain`` (config key ``domain``: a manifest column, e.g. ``language``);
 it is an *input* (:attr:`MGNAS.AUX_INPUTS`): an utterance goes to its domain's tower at
 training and test time, and one of unknown domain to the mean of all towers. With
@@ -35,11 +36,12 @@ Example:
     >>> from serray.models.contract import Batch, InputInfo
     >>> spec = registry.get("mgnas")
     >>> cfg = spec.config(preset="small", overrides={"gating": "nas", "units": 8, "proj_dim": 8, "att_dim": 8})
-    >>> info = InputInfo((6,), 3, n_domains=2, shapes={"seq1": (6,), "seq2": (4,), "vec": (5,)},
-    ...                  aux_classes={"domain": 2}, aux_names={"domain": ("de", "it")})
+    >>> info = InputInfo((6,), 3, n_domains=2, shapes={"mfb": (6,), "mfcc": (4,), "egemaps": (5,)},
+    ...                  aux_classes={"domain": 2}, aux_names={"domain": ("de", "it")},
+    ...                  kinds={"mfb": "sequence", "mfcc": "sequence", "egemaps": "vector"})
     >>> model = spec.build(cfg, info)
-    >>> b = Batch({"seq1": torch.randn(4, 9, 6), "seq2": torch.randn(4, 9, 4), "vec": torch.randn(4, 5)},
-    ...           {"seq1": torch.tensor([9, 5, 3, 9]), "seq2": torch.tensor([9, 5, 3, 9])}, torch.tensor([0, 1, 2, 0]),
+    >>> b = Batch({"mfb": torch.randn(4, 9, 6), "mfcc": torch.randn(4, 9, 4), "egemaps": torch.randn(4, 5)},
+    ...           {"mfb": torch.tensor([9, 5, 3, 9]), "mfcc": torch.tensor([9, 5, 3, 9])}, torch.tensor([0, 1, 2, 0]),
     ...           aux={"domain": torch.tensor([0, 1, 1, 0])}, aux_mask={"domain": torch.tensor([True] * 4)})
     >>> out = model.forward_batch(b)
     >>> tuple(out["logits"].shape), tuple(out["gates"].shape), sorted(model.loss(b, out)[1])
@@ -60,7 +62,7 @@ from serray.models.layers import SERModule
 from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_batches
 from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
-from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_INPUTS
+from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES
 
 __all__ = ["MGNAS", "Tower", "build"]
 
@@ -121,7 +123,8 @@ class MGNAS(SERModule):
                 self.gates = SoftmaxGates(selector[1], m, 1 if gating == "omoe" else k)
             if gating == "nas":
                 self.nas = NASConnections(m, d, k, beta=float(config["nas_beta"]), gamma=float(config["nas_gamma"]),
-                                          zeta=float(config["nas_zeta"]), init=float(config["nas_init"]))
+                                          zeta=float(config["nas_zeta"]), init=float(config["nas_init"]),
+                                          lr_scale=float(config["nas_lr_scale"]))
         self.contrastive = CentroidContrastiveLoss(int(config["min_class_samples"]))
         self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
         self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
@@ -145,6 +148,13 @@ class MGNAS(SERModule):
         unknown = (domain < 0).view(-1, *([1] * (own.dim() - 1)))
         return torch.where(unknown, per_domain.mean(dim=1), own)
 
+    def _selector_input(self, batch: Batch) -> Tensor:
+        """The selector role's vector, or the mean of its valid frames (zero-padded)."""
+        x = batch.inputs[self.selector]
+        if self.kinds[self.selector] != "sequence":
+            return x
+        return x.sum(dim=1) / batch.lengths[self.selector].clamp(min=1).unsqueeze(1).to(x.dtype)
+
     def _mixture(self, batch: Batch, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(h [B, K, d] tower inputs per domain, gates [B, K, M], xi or None)``."""
         v = torch.stack([self.projections[r](f) for r, f in zip(self.roles, feats)], dim=1)  # [B, M, d]
@@ -155,7 +165,7 @@ class MGNAS(SERModule):
         if self.gating == "shared_bottom":
             g = torch.full((v.shape[0], 1, v.shape[1]), 1.0 / v.shape[1], device=v.device, dtype=v.dtype)
         else:
-            g = self.gates(batch.inputs[self.selector])
+            g = self.gates(self._selector_input(batch))
         g = g.expand(-1, k, -1)
         return torch.einsum("bkm,bkmd->bkd", g, u.expand(-1, k, -1, -1)), g, xi
 
@@ -244,44 +254,55 @@ class MGNAS(SERModule):
 
 
 def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """One expert per input role of the spec, sized from ``seq_experts`` and the input shapes."""
+    """One expert per input role (sequence or vector, from ``info.kinds``), sized from
+    ``seq_experts`` (``default`` and per-role entries) and the input shapes."""
+    kinds = {r: info.kinds.get(r) for r in info.shapes}
+    lacking = [r for r, k in kinds.items() if k not in ("sequence", "vector")]
+    if lacking:
+        raise ValueError(f"mgnas needs sequence or vector inputs; input(s) {lacking} are {[kinds[r] for r in lacking]}")
     sizes = dict(config["seq_experts"] or {})
-    unknown = sorted(set(sizes) - {r for r, i in MGNAS_INPUTS.items() if i.kind == "sequence"})
-    if unknown:
-        raise ValueError(f"seq_experts: {unknown} are not sequence inputs of mgnas; its sequence roles: "
-                         f"{[r for r, i in MGNAS_INPUTS.items() if i.kind == 'sequence']}")
-    experts, kinds = {}, {}
-    for role, spec in MGNAS_INPUTS.items():
-        dim = int(info.shapes.get(role, info.shape)[0])
-        kinds[role] = spec.kind
-        if spec.kind == "vector":
+    named_vectors = sorted(r for r in sizes if kinds.get(r) == "vector")
+    if named_vectors:
+        raise ValueError(f"seq_experts: {named_vectors} are vector inputs; sequence roles: "
+                         f"{[r for r, k in kinds.items() if k == 'sequence']} (or 'default')")
+    base = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get("default") or {})}
+    experts = {}
+    for role, kind in kinds.items():
+        dim = int(info.shapes[role][0])
+        if kind == "vector":
             experts[role] = VectorExpert(dim, int(config["vec_proj"]))
             continue
-        s = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get(role) or {})}
+        s = {**base, **dict(sizes.get(role) or {})}
         experts[role] = SequenceExpert(dim, conv=int(s["conv"]), hidden=int(s["hidden"]), layers=int(s["layers"]),
                                        att_dim=int(config["att_dim"]), kernel_sizes=[int(k) for k in config["kernel_sizes"]],
                                        time_pool=int(config["time_pool"]))
     return experts, kinds
 
 
+def _selector(config: Mapping[str, Any], info: InputInfo, kinds: Mapping[str, str]) -> tuple[str, int]:
+    """(role, width) of the gates' input: ``selector``, or the first vector role, else the first role."""
+    name = str(config["selector"] or "")
+    if not name:
+        name = next((r for r, k in kinds.items() if k == "vector"), next(iter(kinds)))
+    if name not in kinds:
+        raise ValueError(f"selector must be one of this run's input roles {list(kinds)} (or empty: the first vector), got {name!r}")
+    return name, int(info.shapes[name][0])
+
+
 def build(config: Mapping[str, Any], info: InputInfo) -> MGNAS:
     """:class:`MGNAS` from the config and the input info (``info.aux_names["domain"]``: the domains).
 
     Raises:
-        ValueError: Unknown gating mode or activation, a selector that is not a vector
-            input, or bad sizes; the message names the key and the valid choices.
+        ValueError: Unknown gating mode or activation, a selector that is not an input
+            role, or bad sizes; the message names the key and the valid choices.
     """
     gating = str(config["gating"])
     if gating not in GATING_MODES:
         raise ValueError(f"gating must be one of {GATING_MODES}, got {gating!r}")
     _activations(str(config["activations"]))
-    selector = str(config["selector"])
-    vectors = [r for r, i in MGNAS_INPUTS.items() if i.kind == "vector"]
-    if selector not in vectors:
-        raise ValueError(f"selector must be a vector input role of mgnas {vectors}, got {selector!r}")
     if float(config["alpha"]) < 0 or float(config["l0_weight"]) < 0:
         raise ValueError(f"alpha and l0_weight must be >= 0, got {config['alpha']} and {config['l0_weight']}")
     experts, kinds = _experts(config, info)
+    selector = _selector(config, info, kinds)
     domains = tuple(info.aux_names.get("domain", ())) or tuple(f"domain{i}" for i in range(info.n_domains)) or ("all",)
-    sel_dim = int(info.shapes.get(selector, (0,))[0])
-    return MGNAS(experts, kinds, info.n_classes, domains, gating, (selector, sel_dim), config)
+    return MGNAS(experts, kinds, info.n_classes, domains, gating, selector, config)

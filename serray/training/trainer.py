@@ -230,7 +230,8 @@ def _spec(model: ModelSpec | str) -> ModelSpec:
 
 
 def _check_kind(spec: ModelSpec, data: FoldData) -> None:
-    if spec.input_kind != data.kind:
+    role = data.primary if data.primary in spec.inputs or spec.variadic else spec.primary
+    if not spec.input_spec(role).accepts(data.kind):
         raise ValueError(
             f"model {spec.name!r} takes {spec.input_kind} features but the fold has {data.kind} features; "
             f"use a {spec.input_kind} feature set (default for this model: {', '.join(spec.default_features)})"
@@ -333,7 +334,7 @@ def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs:
     if spec.backend != "torch":
         return
     shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
-    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names)
+    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()})
     try:
         built = spec.build(check_config(spec, config), info)
     except (KeyError, TypeError, IndexError) as exc:
@@ -357,10 +358,12 @@ def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | Non
     return stage_epochs(str(cfg["stages"]), int(cfg["epochs"]), spec.stage_plans)
 
 
-def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]]) -> InputInfo:
-    """The builder's view of a run or fold: per-role sample shapes (the first is the
-    primary input) and the class counts of the emotions and every auxiliary label."""
+def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]],
+                kinds: Mapping[str, str] | None = None) -> InputInfo:
+    """The builder's view of a run or fold: per-role sample shapes and kinds (the first is
+    the primary input) and the class counts of the emotions and every auxiliary label."""
     return InputInfo(
+        kinds=dict(kinds or {}),
         shape=tuple(next(iter(shapes.values()))),
         n_classes=len(classes),
         n_domains=len(aux_names.get("domain", ())),
@@ -568,7 +571,7 @@ class TorchFoldTrainer(FoldTrainer):
         self._rng_state: tuple | None = None
         self._np_rng = np.random.default_rng(self.seed)
         with self._own_rng():
-            self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names)).to(self.device)
+            self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names, data.kinds)).to(self.device)
             if hasattr(self.model, "prepare"):
                 self.model.prepare(data.train)  # fitted on the training part only
         self.groups = self.model.parameter_groups()
@@ -842,7 +845,7 @@ class SklearnFoldTrainer(FoldTrainer):
         self.data = data
         self.seed = int(seed)
         self.n_classes = len(data.classes)
-        self.estimator = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names))
+        self.estimator = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names, data.kinds))
         params = self.estimator.get_params()
         for key in [k for k in params if k == "random_state" or k.endswith("__random_state")]:
             if params[key] is None:
