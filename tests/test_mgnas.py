@@ -153,17 +153,21 @@ def test_gate_weights_sum_to_one_per_domain(gating):
     domain = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
     out = model.forward_batch(_batch(domain=domain))
     assert torch.allclose(out["gates"].sum(dim=1), torch.ones(8), atol=1e-6)
-    model.after_training(Batch({}, {}, torch.zeros(8, dtype=torch.long)), out)
+    whole = Batch({}, {}, torch.zeros(8, dtype=torch.long))
+    model.after_training(whole, out)
+    model.after_evaluation("test", whole, {**out, "domain": torch.tensor([0] * 8)})
     rec = json.loads(json.dumps(model.fold_record()))
     assert rec["gating"] == gating and rec["domains"] == ["de", "it"] and rec["experts"] == ["seq1", "seq2", "vec"]
+    assert rec["gate_counts"] == {"train": {"de": 4, "it": 4}, "test": {"de": 8}}
     for name in ("de", "it"):
-        w = rec["gate_weights"][name]
-        assert w["n"] == 4 and sum(w[r] for r in rec["experts"]) == pytest.approx(1.0, abs=1e-6)
+        w = rec["gate_weights"]["train"][name]
+        assert len(w) == 3 and sum(w) == pytest.approx(1.0, abs=1e-6)
+    assert sum(rec["gate_weights"]["test"]["de"]) == pytest.approx(1.0, abs=1e-6)
     if gating == "mmoe":  # one gate per domain: the two domains' mean weights differ
-        assert rec["gate_weights"]["de"]["seq1"] != pytest.approx(rec["gate_weights"]["it"]["seq1"], abs=1e-6)
+        assert rec["gate_weights"]["train"]["de"][0] != pytest.approx(rec["gate_weights"]["train"]["it"][0], abs=1e-6)
     if gating == "nas":
         xi = rec["nas_gates"]["it"]["seq2"]
-        assert set(xi) == {"seq1", "seq2", "vec"} and all(0.0 <= v <= 1.0 for v in xi.values())
+        assert len(xi) == 3 and all(0.0 <= v <= 1.0 for v in xi) and set(rec["nas_closed"]) == {"de", "it"}
     else:
         assert "nas_gates" not in rec
 
@@ -207,7 +211,7 @@ def test_alpha_weighs_the_contrastive_term_and_zero_alpha_is_plain_cross_entropy
         model = _model(alpha=alpha, domains=())
         total, parts = model.loss(batch, model.forward_batch(batch))
         assert parts["contrastive"] > 0
-        assert float(total) == pytest.approx(float(parts["emotion"] + alpha * parts["contrastive"]), rel=1e-6)
+        assert float(total.detach()) == pytest.approx(float((parts["emotion"] + alpha * parts["contrastive"]).detach()), rel=1e-6)
 
 
 def test_bad_config_fails_with_the_key_and_choices():
@@ -255,8 +259,10 @@ def test_two_language_training_records_gate_weights_per_language():
     again = TorchFoldTrainer(spec, cfg, data, seed=0).run()
     np.testing.assert_array_equal(res.test_logits, again.test_logits)
     rec = json.loads(json.dumps(res.model_record))
-    assert rec["domains"] == ["de", "it"] and set(rec["gate_weights"]) == {"de", "it"}
-    assert rec["gate_weights"]["de"]["n"] + rec["gate_weights"]["it"]["n"] == len(data.train)
+    assert rec["domains"] == ["de", "it"] and set(rec["gate_weights"]) == {"train", "validation", "test"}
+    for part, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        langs = np.asarray(data.aux_names["domain"])[split.aux["domain"]]
+        assert rec["gate_counts"][part] == {d: int((langs == d).sum()) for d in ("de", "it") if (langs == d).any()}
     assert set(rec["nas_gates"]) == {"de", "it"}
     assert set(res.history[0]["loss_parts"]) == {"emotion", "contrastive", "l0"}
 
@@ -301,13 +307,16 @@ def test_gate_weight_figure_from_a_run_record(tmp_path):
     from serray.models.mgnas_plots import gate_weights_table, plot_gate_weights
 
     rec = {"metrics": {"folds": [
-        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.2, "vec": 0.8},
-                                                                 "it": {"n": 4, "seq1": 0.6, "vec": 0.4}}}},
-        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.4, "vec": 0.6}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"test": {"de": [0.2, 0.8], "it": [0.6, 0.4]},
+                                                                 "train": {"de": [0.5, 0.5]}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"test": {"de": [0.4, 0.6]}}}},
     ]}}
     table = gate_weights_table(rec)
     assert table.loc["de", "seq1"] == pytest.approx(0.3) and table.loc["it", "vec"] == pytest.approx(0.4)
+    assert gate_weights_table(rec, "train").loc["de", "vec"] == pytest.approx(0.5)
     out = plot_gate_weights(rec, tmp_path / "gates.png", labels={"seq1": "mfb", "vec": "egemaps"})
     assert out.read_bytes()[:4] == b"\x89PNG"
+    old = {"metrics": {"folds": [{"model": {"experts": ["a", "b"], "gate_weights": {"de": {"n": 3, "a": 0.1, "b": 0.9}}}}]}}
+    assert gate_weights_table(old, "train").loc["de", "b"] == pytest.approx(0.9)  # records written before the parts
     with pytest.raises(ValueError, match="gating=omoe"):
         gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})

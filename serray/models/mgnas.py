@@ -27,7 +27,8 @@ contrastive term of :mod:`serray.models.mgnas_contrastive` on the tower input
 (``samples_per_class`` per emotion) through the trainer's ``batch_order`` hook.
 
 :meth:`MGNAS.fold_record` returns the gates' mean weight per domain over the fold's
-training utterances and the NAS gates' test-time values (JSON);
+training, validation and test utterances (the trainer's ``after_training`` and
+``after_evaluation`` hooks) and the NAS gates' test-time values (JSON);
 :func:`serray.models.mgnas_plots.plot_gate_weights` draws them.
 
 Example:
@@ -129,7 +130,7 @@ class MGNAS(SERModule):
         self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
         self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
         self.register_buffer("class_bias", torch.zeros(k, n_classes))
-        self._train_gates: dict[str, Any] = {}
+        self._gates: dict[str, tuple[dict, dict]] = {}
 
     # -- forward -----------------------------------------------------------------------
     def _domain(self, batch: Batch, n: int, device: Any) -> Tensor:
@@ -216,31 +217,49 @@ class MGNAS(SERModule):
         bias[bias.eq(_ABSENT).all(dim=1)] = 0.0  # a domain without training data: all emotions allowed
         self.class_bias.copy_(bias)
 
-    def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
-        """Mean gate weights per domain over the training utterances (for :meth:`fold_record`)."""
-        self._train_gates = {}
+    def _record_gates(self, part: str, outputs: Mapping[str, Tensor]) -> None:
+        """Mean gate weight of every expert per domain over a part's utterances (eval mode)."""
+        self._gates.pop(part, None)
         if "gates" not in outputs:
             return
-        g, domain = outputs["gates"].float().cpu(), outputs["domain"].cpu()
+        g, domain = outputs["gates"].detach().float().cpu(), outputs["domain"].cpu()
+        means, counts = {}, {}
         for k, name in enumerate(self.domains):
             rows = g[domain == k]
             if len(rows):
-                self._train_gates[name] = {"n": int(len(rows)), **{r: float(w) for r, w in zip(self.roles, rows.detach().mean(dim=0))}}
+                means[name], counts[name] = [float(w) for w in rows.mean(dim=0)], int(len(rows))
+        self._gates[part] = (means, counts)
+
+    def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
+        """Gate weights over the training utterances (for :meth:`fold_record`)."""
+        self._gates = {}
+        self._record_gates("train", outputs)
+
+    def after_evaluation(self, part: str, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
+        """Gate weights over the validation or test utterances (after their final predictions)."""
+        self._record_gates(part, outputs)
 
     def fold_record(self) -> dict[str, Any]:
-        """JSON: gating mode, experts, domains, mean gate weights per domain (training
-        utterances), NAS test-time gates ``xi[domain][to][from]``, contrastive ``w, b``."""
+        """JSON: gating mode, experts, domains; ``gate_weights[part][domain]`` = mean gate
+        weight of each expert (in ``experts`` order) over the part's utterances of that
+        domain (parts ``train``, ``validation``, ``test``), ``gate_counts[part][domain]`` =
+        those utterances; NAS test-time gates ``nas_gates[domain][to]`` = ``xi`` from each
+        expert (``experts`` order) and ``nas_closed[domain]`` = connections exactly 0;
+        contrastive ``w, b``."""
         rec: dict[str, Any] = {"gating": self.gating, "experts": list(self.roles), "domains": list(self.domains),
-                               "gate_weights": dict(self._train_gates), "gate_weights_part": "train",
                                "contrastive": {"w": float(self.contrastive.w.detach()), "b": float(self.contrastive.b.detach())}}
+        if self._gates:
+            rec["gate_weights"] = {part: means for part, (means, _) in self._gates.items()}
+            rec["gate_counts"] = {part: counts for part, (_, counts) in self._gates.items()}
         if self.gating == "nas":
             was = self.nas.gates.training
             self.nas.gates.eval()
             with torch.no_grad():
                 xi = self.nas.gates().cpu()
             self.nas.gates.train(was)
-            rec["nas_gates"] = {name: {r: dict(zip(self.roles, map(float, xi[k, i]))) for i, r in enumerate(self.roles)}
+            rec["nas_gates"] = {name: {r: [float(v) for v in xi[k, i]] for i, r in enumerate(self.roles)}
                                 for k, name in enumerate(self.domains)}
+            rec["nas_closed"] = {name: int((xi[k] == 0).sum()) for k, name in enumerate(self.domains)}
         return rec
 
     def parameter_groups(self) -> dict[str, list[str]]:

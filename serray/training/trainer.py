@@ -534,7 +534,12 @@ class TorchFoldTrainer(FoldTrainer):
       labels included), for selection a model makes on its own (e.g. early stopping per
       group of utterances, kept by the model and installed in ``after_training``). Never
       called with training or test data, nor when the validation part is empty.
-    - ``fold_record()``: a JSON-able dict kept per fold in the run record.
+    - ``after_evaluation(part, batch, outputs)``: once per non-empty part, ``part`` =
+      ``"validation"`` then ``"test"``, with the part's final eval-mode outputs (``batch``
+      as :meth:`_PartBatches.whole`, labels included), after the final logits of *both*
+      parts are computed, so it cannot change any prediction: for what ``fold_record``
+      reports about the evaluated utterances (e.g. mean gate weights per domain).
+    - ``fold_record()``: a JSON-able dict kept per fold in the run record (called last).
 
     Optional model attribute ``AUX_INPUTS``: auxiliary-label roles that are *inputs* known
     at prediction time (metadata such as a ``domain`` = language column, routing each
@@ -708,10 +713,14 @@ class TorchFoldTrainer(FoldTrainer):
     def predict_logits(self, part: SplitData, *, validation: bool = False) -> np.ndarray:
         """Utterance-level logits ``[N, C]`` of a part with the current weights
         (``validation``: the epoch's validation pass, shown to ``after_validation``)."""
+        return self._predict(part, validation=validation)[2]
+
+    def _predict(self, part: SplitData, *, validation: bool = False) -> tuple[Batch | None, dict, np.ndarray]:
+        """``(whole batch, eval-mode outputs, utterance logits)`` of a part (``None, {}`` when empty)."""
         import torch
 
         if len(part) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
+            return None, {}, np.zeros((0, self.n_classes), dtype=np.float32)
         whole, outputs = self._forward_part(part)
         with torch.no_grad():
             if validation and hasattr(self.model, "after_validation"):
@@ -721,7 +730,7 @@ class TorchFoldTrainer(FoldTrainer):
         if not np.isfinite(out).all():
             log.warning("fold %s: non-finite logits (diverged training); replaced by 0", self.data.name)
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-        return out
+        return whole, outputs, out
 
     def _improved(self, val_loss: float, val_ua: float) -> bool:
         if self._best is None:
@@ -790,8 +799,13 @@ class TorchFoldTrainer(FoldTrainer):
         if hasattr(self.model, "after_training") and len(self.data.train):
             with self._own_rng():
                 self.model.after_training(*self._forward_part(self.data.train))
-        val = self.predict_logits(self.data.validation)
-        test = self.predict_logits(self.data.test)
+        evaluated = {"validation": self._predict(self.data.validation), "test": self._predict(self.data.test)}
+        if hasattr(self.model, "after_evaluation"):  # both parts' logits are final: for records only
+            with torch.no_grad(), self._own_rng():
+                for name, (whole, outputs, _) in evaluated.items():
+                    if whole is not None:
+                        self.model.after_evaluation(name, whole, outputs)
+        val, test = evaluated["validation"][2], evaluated["test"][2]
         record = self.model.fold_record() if hasattr(self.model, "fold_record") else {}
         self._seconds += time.perf_counter() - t0
         return _fold_result(
