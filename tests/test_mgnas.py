@@ -267,6 +267,33 @@ def test_two_language_training_records_gate_weights_per_language():
     assert set(res.history[0]["loss_parts"]) == {"emotion", "contrastive", "l0"}
 
 
+def test_nas_closes_the_connections_of_an_uninformative_expert():
+    """With the default L0 term the test-time gates of a pure-noise expert reach exactly 0
+    while the informative expert's stay open; without it (l0_weight=0) nothing closes."""
+    m = _two_language_manifest()
+    spec = registry.get("mgnas")
+    table_cfg = {"domain": "language"}
+    ids = m["utt_id"].tolist()
+    packed = {"signal": pack_features(vector_features(m, dim=6, sep=8.0), ids),
+              "noise": pack_features(vector_features(m, dim=6, seed=5, sep=0.0), ids)}
+    table = make_label_table(m, class_list(m["emotion"]), aux_columns=spec.aux_columns(table_cfg))
+    data = build_fold_data(packed, table, make_folds(m, "loso", seed=0)[0], "global")
+    closed = {}
+    for l0 in (0.0, spec.config()["l0_weight"]):
+        cfg = spec.config(overrides={"domain": "language", "gating": "nas", "epochs": 30, "batch_size": 16, "lr": 1e-2,
+                                     "nas_lr_scale": 5.0, "samples_per_class": 4, "units": 8, "proj_dim": 6, "dropout": 0.0,
+                                     "l0_weight": l0})  # gates' lr 0.05 as the default 30 x 1e-3 (0.03); weights 10x faster
+        rec = TorchFoldTrainer(spec, cfg, data, seed=0).run().model_record
+        xi = {d: np.array([rec["nas_gates"][d][to] for to in rec["experts"]]) for d in rec["domains"]}  # [to, from]
+        closed[l0] = {d: (x == 0) for d, x in xi.items()}
+        if l0 > 0:
+            assert rec["nas_closed"] == {d: int(c.sum()) for d, c in closed[l0].items()}
+            for d, x in xi.items():
+                assert (x[:, rec["experts"].index("noise")] == 0).all(), (d, x)  # every connection from noise closed
+                assert (x[:, rec["experts"].index("signal")] > 0).any(), (d, x)  # the signal still flows
+    assert not any(c.any() for c in closed[0.0].values())
+
+
 # -- CLI and search space -----------------------------------------------------------------
 
 
@@ -294,6 +321,9 @@ def test_search_space_loads_and_every_choice_builds():
     defaults = registry.get("mgnas").config(preset=space.preset)
     names = [p.name for p in space.params] + [p.name for _, ps in space.conditional for p in ps]
     assert set(names) <= set(defaults) | {"lr", "batch_size"}
+    issue = {"alpha", "units", "activations", "dropout", "lr", "batch_size", "samples_per_class", "gating"}
+    assert issue <= {p.name for p in space.params}  # the issue's list, all searched unconditionally
+    assert {p.name for _, ps in space.conditional for p in ps} == {"l0_weight", "nas_lr_scale"}
     gating = next(p for p in space.params if p.name == "gating")
     acts = next(p for p in space.params if p.name == "activations")
     for g in gating.values:

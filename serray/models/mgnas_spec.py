@@ -77,9 +77,12 @@ MGNAS_CONFIG: dict[str, Any] = {
     "nas_beta": 0.9,
     "nas_gamma": -0.1,
     "nas_zeta": 2.0,
-    "nas_init": 1.0,  # initial log kappa of every connection (eval gate 1 for > 0.05)
-    "nas_lr_scale": 1.0,  # log kappa = nas_lr_scale * raw parameter: the gates learn this many times faster
-    "l0_weight": 0.0,  # weight of the expected number of open NAS connections
+    # NAS sparsity (eq. 8-9 with Louizos et al.'s L0 objective; the paper gives no weight):
+    # loss += l0_weight * sum P(xi_ij != 0). A gate closes (test-time xi exactly 0) once
+    # sigmoid(log kappa) <= -gamma / (zeta - gamma), i.e. log kappa <= -3.0 for the paper's values.
+    "nas_init": 0.0,  # initial log kappa (Louizos: drop rate 0.5 -> 0; test-time xi 0.95)
+    "nas_lr_scale": 30.0,  # log kappa = nas_lr_scale * raw: the gates learn 30x faster than the weights
+    "l0_weight": 0.05,  # per open connection; 0 keeps every connection (nothing ever closed)
     "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks
 }
 
