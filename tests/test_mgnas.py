@@ -214,6 +214,27 @@ def test_alpha_weighs_the_contrastive_term_and_zero_alpha_is_plain_cross_entropy
         assert float(total.detach()) == pytest.approx(float((parts["emotion"] + alpha * parts["contrastive"]).detach()), rel=1e-6)
 
 
+def test_seq_experts_sizes_default_and_named_roles(caplog):
+    model = _model(seq_experts={"default": {"conv": 3, "hidden": 4}, "seq2": {"conv": 2, "hidden": 5, "layers": 2}})
+    assert model.experts["seq1"].lstm.hidden_size == 4 and model.experts["seq2"].lstm.num_layers == 2
+    with caplog.at_level("WARNING"):
+        _model(seq_experts={"default": {"conv": 3, "hidden": 4}, "sq1": {"conv": 2}})
+    assert "['sq1'] name no input of this run" in caplog.text
+    with pytest.raises(ValueError, match=r"seq_experts: \['vec'\] are vector inputs"):
+        _model(seq_experts={"vec": {"conv": 2}})
+
+
+def test_a_sequence_selector_drives_the_gates_with_its_mean_frame():
+    torch.manual_seed(0)
+    model = _model(gating="mmoe", selector="seq2").eval()
+    batch = _batch(domain=torch.tensor([0, 1] * 4))
+    assert model.selector == "seq2" and model.gates.linear.in_features == 4
+    x, n = batch.inputs["seq2"], batch.lengths["seq2"]
+    mean = torch.stack([x[i, : n[i]].mean(dim=0) for i in range(len(n))])
+    torch.testing.assert_close(model._selector_input(batch), mean)
+    assert _model(gating="mmoe").selector == "vec"  # default: the first vector role
+
+
 def test_bad_config_fails_with_the_key_and_choices():
     for over, match in (({"gating": "moe"}, "gating must be one of"), ({"activations": "tanh"}, "activations"),
                         ({"selector": "nope"}, "selector must be one of this run's input roles"), ({"alpha": -1}, "alpha")):

@@ -51,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -59,13 +60,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo
-from serray.models.layers import SERModule
+from serray.models.layers import SERModule, length_mask
 from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_batches
 from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
-from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES
+from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_CONFIG
 
 __all__ = ["MGNAS", "Tower", "build"]
+
+log = logging.getLogger(__name__)
 
 _ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish}
 #: Logit offset of an emotion a domain's training data lacks (never predicted there).
@@ -150,11 +153,13 @@ class MGNAS(SERModule):
         return torch.where(unknown, per_domain.mean(dim=1), own)
 
     def _selector_input(self, batch: Batch) -> Tensor:
-        """The selector role's vector, or the mean of its valid frames (zero-padded)."""
+        """The selector role's vector, or the mean of its valid frames."""
         x = batch.inputs[self.selector]
         if self.kinds[self.selector] != "sequence":
             return x
-        return x.sum(dim=1) / batch.lengths[self.selector].clamp(min=1).unsqueeze(1).to(x.dtype)
+        n = batch.lengths[self.selector]
+        valid = length_mask(n, x.shape[1]).unsqueeze(2).to(x.dtype)
+        return (x * valid).sum(dim=1) / n.clamp(min=1).unsqueeze(1).to(x.dtype)
 
     def _mixture(self, batch: Batch, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(h [B, K, d] tower inputs per domain, gates [B, K, M], xi or None)``."""
@@ -284,6 +289,9 @@ def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.M
     if named_vectors:
         raise ValueError(f"seq_experts: {named_vectors} are vector inputs; sequence roles: "
                          f"{[r for r, k in kinds.items() if k == 'sequence']} (or 'default')")
+    stray = sorted(set(sizes) - set(kinds) - {"default"} - set(MGNAS_CONFIG["seq_experts"]))
+    if stray:
+        log.warning("seq_experts: %s name no input of this run (roles %s); those entries are not used", stray, list(kinds))
     base = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get("default") or {})}
     experts = {}
     for role, kind in kinds.items():
