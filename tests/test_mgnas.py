@@ -22,15 +22,15 @@ from serray.tune.space import load_search_space
 
 from _training_helpers import sequence_features, synth_manifest, vector_features
 
-SMALL = {"seq_experts": {"seq1": {"conv": 3, "hidden": 4}, "seq2": {"conv": 3, "hidden": 4}}, "att_dim": 6,
-         "proj_dim": 5, "units": 8, "dropout": 0.0}
-SHAPES = {"seq1": (6,), "seq2": (4,), "vec": (5,)}
+SMALL = {"seq_experts": {"default": {"conv": 3, "hidden": 4}}, "att_dim": 6, "proj_dim": 5, "units": 8, "dropout": 0.0}
+SHAPES = {"seq1": (6,), "seq2": (4,), "vec": (5,)}  # roles named as by --features seq1=mfb+seq2=mfcc+vec=egemaps
+KINDS = {"seq1": "sequence", "seq2": "sequence", "vec": "vector"}
 
 
 def _model(n_classes=3, domains=("de", "it"), **over):
     spec = registry.get("mgnas")
     info = InputInfo((6,), n_classes, n_domains=len(domains), shapes=SHAPES, aux_classes={"domain": len(domains)},
-                     aux_names={"domain": tuple(domains)})
+                     aux_names={"domain": tuple(domains)}, kinds=KINDS)
     return spec.build(spec.config(overrides={**SMALL, **over}), info)
 
 
@@ -127,12 +127,12 @@ def test_hard_concrete_gates_in_unit_interval_with_exact_zeros_and_ones():
     zeros, ones = float((v == 0).float().mean()), float((v == 1).float().mean())
     assert zeros > 0.01 and ones > 0.01 and (zeros + ones) < 0.99  # mass at both ends and in between
     xi.sum().backward()
-    assert gate.log_kappa.grad.abs().sum() > 0
+    assert gate.raw.grad.abs().sum() > 0
 
 
 def test_hard_concrete_gate_is_deterministic_in_eval():
     gate = HardConcreteGate((3, 4), init=0.0)
-    gate.log_kappa.data = torch.linspace(-3, 3, 12).view(3, 4)
+    gate.raw.data = torch.linspace(-3, 3, 12).view(3, 4)
     gate.eval()
     a, b = gate(), gate()
     assert torch.equal(a, b)
@@ -153,17 +153,21 @@ def test_gate_weights_sum_to_one_per_domain(gating):
     domain = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
     out = model.forward_batch(_batch(domain=domain))
     assert torch.allclose(out["gates"].sum(dim=1), torch.ones(8), atol=1e-6)
-    model.after_training(Batch({}, {}, torch.zeros(8, dtype=torch.long)), out)
+    whole = Batch({}, {}, torch.zeros(8, dtype=torch.long))
+    model.after_training(whole, out)
+    model.after_evaluation("test", whole, {**out, "domain": torch.tensor([0] * 8)})
     rec = json.loads(json.dumps(model.fold_record()))
     assert rec["gating"] == gating and rec["domains"] == ["de", "it"] and rec["experts"] == ["seq1", "seq2", "vec"]
+    assert rec["gate_counts"] == {"train": {"de": 4, "it": 4}, "test": {"de": 8}}
     for name in ("de", "it"):
-        w = rec["gate_weights"][name]
-        assert w["n"] == 4 and sum(w[r] for r in rec["experts"]) == pytest.approx(1.0, abs=1e-6)
+        w = rec["gate_weights"]["train"][name]
+        assert len(w) == 3 and sum(w) == pytest.approx(1.0, abs=1e-6)
+    assert sum(rec["gate_weights"]["test"]["de"]) == pytest.approx(1.0, abs=1e-6)
     if gating == "mmoe":  # one gate per domain: the two domains' mean weights differ
-        assert rec["gate_weights"]["de"]["seq1"] != pytest.approx(rec["gate_weights"]["it"]["seq1"], abs=1e-6)
+        assert rec["gate_weights"]["train"]["de"][0] != pytest.approx(rec["gate_weights"]["train"]["it"][0], abs=1e-6)
     if gating == "nas":
         xi = rec["nas_gates"]["it"]["seq2"]
-        assert set(xi) == {"seq1", "seq2", "vec"} and all(0.0 <= v <= 1.0 for v in xi.values())
+        assert len(xi) == 3 and all(0.0 <= v <= 1.0 for v in xi) and set(rec["nas_closed"]) == {"de", "it"}
     else:
         assert "nas_gates" not in rec
 
@@ -207,12 +211,33 @@ def test_alpha_weighs_the_contrastive_term_and_zero_alpha_is_plain_cross_entropy
         model = _model(alpha=alpha, domains=())
         total, parts = model.loss(batch, model.forward_batch(batch))
         assert parts["contrastive"] > 0
-        assert float(total) == pytest.approx(float(parts["emotion"] + alpha * parts["contrastive"]), rel=1e-6)
+        assert float(total.detach()) == pytest.approx(float((parts["emotion"] + alpha * parts["contrastive"]).detach()), rel=1e-6)
+
+
+def test_seq_experts_sizes_default_and_named_roles(caplog):
+    model = _model(seq_experts={"default": {"conv": 3, "hidden": 4}, "seq2": {"conv": 2, "hidden": 5, "layers": 2}})
+    assert model.experts["seq1"].lstm.hidden_size == 4 and model.experts["seq2"].lstm.num_layers == 2
+    with caplog.at_level("WARNING"):
+        _model(seq_experts={"default": {"conv": 3, "hidden": 4}, "sq1": {"conv": 2}})
+    assert "['sq1'] name no input of this run" in caplog.text
+    with pytest.raises(ValueError, match=r"seq_experts: \['vec'\] are vector inputs"):
+        _model(seq_experts={"vec": {"conv": 2}})
+
+
+def test_a_sequence_selector_drives_the_gates_with_its_mean_frame():
+    torch.manual_seed(0)
+    model = _model(gating="mmoe", selector="seq2").eval()
+    batch = _batch(domain=torch.tensor([0, 1] * 4))
+    assert model.selector == "seq2" and model.gates.linear.in_features == 4
+    x, n = batch.inputs["seq2"], batch.lengths["seq2"]
+    mean = torch.stack([x[i, : n[i]].mean(dim=0) for i in range(len(n))])
+    torch.testing.assert_close(model._selector_input(batch), mean)
+    assert _model(gating="mmoe").selector == "vec"  # default: the first vector role
 
 
 def test_bad_config_fails_with_the_key_and_choices():
     for over, match in (({"gating": "moe"}, "gating must be one of"), ({"activations": "tanh"}, "activations"),
-                        ({"selector": "seq1"}, "selector must be a vector input"), ({"alpha": -1}, "alpha")):
+                        ({"selector": "nope"}, "selector must be one of this run's input roles"), ({"alpha": -1}, "alpha")):
         with pytest.raises(ValueError, match=match):
             _model(**over)
 
@@ -255,10 +280,39 @@ def test_two_language_training_records_gate_weights_per_language():
     again = TorchFoldTrainer(spec, cfg, data, seed=0).run()
     np.testing.assert_array_equal(res.test_logits, again.test_logits)
     rec = json.loads(json.dumps(res.model_record))
-    assert rec["domains"] == ["de", "it"] and set(rec["gate_weights"]) == {"de", "it"}
-    assert rec["gate_weights"]["de"]["n"] + rec["gate_weights"]["it"]["n"] == len(data.train)
+    assert rec["domains"] == ["de", "it"] and set(rec["gate_weights"]) == {"train", "validation", "test"}
+    for part, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        langs = np.asarray(data.aux_names["domain"])[split.aux["domain"]]
+        assert rec["gate_counts"][part] == {d: int((langs == d).sum()) for d in ("de", "it") if (langs == d).any()}
     assert set(rec["nas_gates"]) == {"de", "it"}
     assert set(res.history[0]["loss_parts"]) == {"emotion", "contrastive", "l0"}
+
+
+def test_nas_closes_the_connections_of_an_uninformative_expert():
+    """With the default L0 term the test-time gates of a pure-noise expert reach exactly 0
+    while the informative expert's stay open; without it (l0_weight=0) nothing closes."""
+    m = _two_language_manifest()
+    spec = registry.get("mgnas")
+    table_cfg = {"domain": "language"}
+    ids = m["utt_id"].tolist()
+    packed = {"signal": pack_features(vector_features(m, dim=6, sep=8.0), ids),
+              "noise": pack_features(vector_features(m, dim=6, seed=5, sep=0.0), ids)}
+    table = make_label_table(m, class_list(m["emotion"]), aux_columns=spec.aux_columns(table_cfg))
+    data = build_fold_data(packed, table, make_folds(m, "loso", seed=0)[0], "global")
+    closed = {}
+    for l0 in (0.0, spec.config()["l0_weight"]):
+        cfg = spec.config(overrides={"domain": "language", "gating": "nas", "epochs": 30, "batch_size": 16, "lr": 1e-2,
+                                     "nas_lr_scale": 5.0, "samples_per_class": 4, "units": 8, "proj_dim": 6, "dropout": 0.0,
+                                     "l0_weight": l0})  # gates' lr 0.05 as the default 30 x 1e-3 (0.03); weights 10x faster
+        rec = TorchFoldTrainer(spec, cfg, data, seed=0).run().model_record
+        xi = {d: np.array([rec["nas_gates"][d][to] for to in rec["experts"]]) for d in rec["domains"]}  # [to, from]
+        closed[l0] = {d: (x == 0) for d, x in xi.items()}
+        if l0 > 0:
+            assert rec["nas_closed"] == {d: int(c.sum()) for d, c in closed[l0].items()}
+            for d, x in xi.items():
+                assert (x[:, rec["experts"].index("noise")] == 0).all(), (d, x)  # every connection from noise closed
+                assert (x[:, rec["experts"].index("signal")] > 0).any(), (d, x)  # the signal still flows
+    assert not any(c.any() for c in closed[0.0].values())
 
 
 # -- CLI and search space -----------------------------------------------------------------
@@ -273,7 +327,7 @@ def test_domain_option_sets_the_domain_key(tmp_path):
     opts = {"workdir": str(tmp_path), "features": "mfb+mfcc+egemaps", "domain": "language"}
     spec = run_spec_from_options("mgnas", opts, announce=False)
     assert spec.resolved_config()["domain"] == "language"
-    assert spec.feature_sets() == {"seq1": "mfb", "seq2": "mfcc", "vec": "egemaps"}
+    assert spec.feature_sets() == {"mfb": "mfb", "mfcc": "mfcc", "egemaps": "egemaps"}
     with pytest.raises(ValueError, match="has no domain"):
         run_spec_from_options("dcnn", {"workdir": str(tmp_path), "domain": "language"}, announce=False)
     with pytest.raises(ValueError, match="contradicts"):
@@ -288,6 +342,9 @@ def test_search_space_loads_and_every_choice_builds():
     defaults = registry.get("mgnas").config(preset=space.preset)
     names = [p.name for p in space.params] + [p.name for _, ps in space.conditional for p in ps]
     assert set(names) <= set(defaults) | {"lr", "batch_size"}
+    issue = {"alpha", "units", "activations", "dropout", "lr", "batch_size", "samples_per_class", "gating"}
+    assert issue <= {p.name for p in space.params}  # the issue's list, all searched unconditionally
+    assert {p.name for _, ps in space.conditional for p in ps} == {"l0_weight", "nas_lr_scale"}
     gating = next(p for p in space.params if p.name == "gating")
     acts = next(p for p in space.params if p.name == "activations")
     for g in gating.values:
@@ -301,13 +358,16 @@ def test_gate_weight_figure_from_a_run_record(tmp_path):
     from serray.models.mgnas_plots import gate_weights_table, plot_gate_weights
 
     rec = {"metrics": {"folds": [
-        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.2, "vec": 0.8},
-                                                                 "it": {"n": 4, "seq1": 0.6, "vec": 0.4}}}},
-        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"de": {"n": 5, "seq1": 0.4, "vec": 0.6}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"test": {"de": [0.2, 0.8], "it": [0.6, 0.4]},
+                                                                 "train": {"de": [0.5, 0.5]}}}},
+        {"model": {"experts": ["seq1", "vec"], "gate_weights": {"test": {"de": [0.4, 0.6]}}}},
     ]}}
     table = gate_weights_table(rec)
     assert table.loc["de", "seq1"] == pytest.approx(0.3) and table.loc["it", "vec"] == pytest.approx(0.4)
+    assert gate_weights_table(rec, "train").loc["de", "vec"] == pytest.approx(0.5)
     out = plot_gate_weights(rec, tmp_path / "gates.png", labels={"seq1": "mfb", "vec": "egemaps"})
     assert out.read_bytes()[:4] == b"\x89PNG"
+    old = {"metrics": {"folds": [{"model": {"experts": ["a", "b"], "gate_weights": {"de": {"n": 3, "a": 0.1, "b": 0.9}}}}]}}
+    assert gate_weights_table(old, "train").loc["de", "b"] == pytest.approx(0.9)  # records written before the parts
     with pytest.raises(ValueError, match="gating=omoe"):
         gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})

@@ -33,7 +33,7 @@ TINY = {
     "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
     "dmf": {"fe_hidden": [8], "head_hidden": 8},
     "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
-    "mgnas": {"seq_experts": {"seq1": {"conv": 2, "hidden": 3}, "seq2": {"conv": 2, "hidden": 3}}, "att_dim": 4,
+    "mgnas": {"seq_experts": {"default": {"conv": 2, "hidden": 3}}, "att_dim": 4,
               "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
 }
 SEGMENT_SHAPE = (2, 8, 12)
@@ -255,6 +255,49 @@ def test_optional_hooks_stage_order_backend_and_record(manifest):
     assert calls[-1][0] == "after"  # once, after training, before the final predictions
     assert (result.test_logits.argmax(axis=1) == 0).all()  # the back-end fitted after training decides
     assert result.model_record == {"calls": len(calls)}
+
+
+class _Plain(SERModule):
+    def __init__(self, dim, n_classes):
+        super().__init__()
+        self.fc = nn.Linear(dim, n_classes)
+        self.bias = torch.zeros(n_classes)
+
+    def forward(self, x):
+        return {"logits": self.fc(x) + self.bias}
+
+
+class _Evaluated(_Plain):
+    """Records what after_evaluation receives, then tries to change the predictions."""
+
+    def __init__(self, dim, n_classes):
+        super().__init__(dim, n_classes)
+        self.seen: list = []
+
+    def after_evaluation(self, part, batch, outputs):
+        self.seen.append((part, int(batch.n_utterances), batch.y.tolist(), tuple(outputs["logits"].shape), self.training))
+        self.bias = self.bias.index_fill(0, torch.tensor([0]), 100.0)
+
+    def fold_record(self):
+        return {"parts": [p[0] for p in self.seen]}
+
+
+def test_after_evaluation_sees_validation_then_test_after_the_final_logits(manifest):
+    def spec(cls):
+        return ModelSpec(name="_eval", backend="torch", inputs={"x": InputSpec("vector", ("egemaps",))},
+                         default_config={"epochs": 2, "batch_size": 8, "lr": 0.01, "patience": 0},
+                         build=lambda cfg, info: cls(info.shape[0], info.n_classes))
+
+    data, fold = _fold(manifest, spec(_Evaluated), spec(_Evaluated).config())
+    trainer = TorchFoldTrainer(spec(_Evaluated), spec(_Evaluated).config(), data, seed=0)
+    res = trainer.run()
+    n_classes = len(data.classes)
+    assert trainer.model.seen == [("validation", len(fold.validation), data.validation.y.tolist(), (len(fold.validation), n_classes), False),
+                                  ("test", len(fold.test), data.test.y.tolist(), (len(fold.test), n_classes), False)]
+    assert res.model_record == {"parts": ["validation", "test"]}
+    plain = TorchFoldTrainer(spec(_Plain), spec(_Plain).config(), data, seed=0).run()
+    np.testing.assert_array_equal(res.test_logits, plain.test_logits)  # the hook changed no prediction
+    np.testing.assert_array_equal(res.validation_logits, plain.validation_logits)
 
 
 def test_auxiliary_labels_are_masked_where_unknown(manifest):

@@ -51,7 +51,9 @@ def run_options(func: Callable) -> Callable:
         workdir_option,
         click.option("--features", "-f", default=None, metavar="SET[+SET...]",
                      help="Feature set per model input, joined by + in input order (mfb+egemaps) or by role "
-                          "(frames=mfb+groups=egemaps); default: --config best.yaml's, else the model's."),
+                          "(frames=mfb+groups=egemaps); a model with one expert per feature set (mgnas) takes any "
+                          "number, e.g. mfb+mfcc+lld+egemaps, or NAME=SET items; default: --config best.yaml's, "
+                          "else the model's."),
         feature_param_option,
         click.option("--protocol", "-p", default=None, type=_protocol_choice(),
                      help="Evaluation protocol (default: --config best.yaml's, else loso)."),

@@ -7,7 +7,8 @@ module that registers its :class:`~serray.models.registry.ModelSpec`. The spec d
   several roles are allowed, e.g. log-mel frames for the network plus eGeMAPS vectors for
   a mixture model. The first role is the *primary* input: it decides what one training
   sample is (an utterance for vectors and sequences, a segment for segment stacks; the
-  other roles then follow their utterance);
+  other roles then follow their utterance). A *variadic* input (last) stands for one
+  role per feature set the user names (one expert per feature set);
 * its **auxiliary labels**: role -> manifest column (``gender``, ``naturalness``,
   ``language``, ``corpus``, ...) or a derived column ``"gender*corpus"`` (values joined
   by ``x``). A config key of the same name as the role overrides the column (ADARL's
@@ -51,23 +52,48 @@ INPUT_KINDS: tuple[str, ...] = ("vector", "sequence", "segments")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One named input of a model.
+    """One named input of a model, or (``variadic``) a list of them.
 
     Attributes:
         kind: ``"vector"`` (one row per utterance), ``"sequence"`` (frames ``[T, D]``) or
             ``"segments"`` (segment stacks ``[S, C, F, T]``).
-        default_features: Feature set(s) used when the user names none (first wins).
+        default_features: Feature set(s) used when the user names none (first wins; a
+            variadic input takes all of them, one role each).
         normalize: Whether the run's normalisation applies to this input (``False``:
             raw values, e.g. for a part that standardises on its own).
+        other_kinds: Further kinds the input accepts (the loaded feature set decides;
+            the model reads each role's kind from :attr:`InputInfo.kinds`).
+        variadic: The input stands for one role per feature set the user names (e.g.
+            ``--features mfb+mfcc+egemaps``: roles ``mfb``, ``mfcc``, ``egemaps``; or
+            ``NAME=SET`` for a role named otherwise). At most one per model, the last.
     """
 
     kind: str
     default_features: tuple[str, ...] = ()
     normalize: bool = True
+    other_kinds: tuple[str, ...] = ()
+    variadic: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in INPUT_KINDS:
-            raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {self.kind!r}")
+        bad = [k for k in (self.kind, *self.other_kinds) if k not in INPUT_KINDS]
+        if bad:
+            raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {bad[0]!r}")
+        if self.variadic and not self.default_features:
+            raise ValueError("a variadic input needs default_features (the roles used when --features names none)")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind the input accepts (``kind`` first)."""
+        return (self.kind, *(k for k in self.other_kinds if k != self.kind))
+
+    def accepts(self, kind: str) -> bool:
+        """Whether a feature set of ``kind`` can feed this input.
+
+        Example:
+            >>> InputSpec("sequence", ("mfb",), other_kinds=("vector",)).accepts("vector")
+            True
+        """
+        return kind in self.kinds
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class InputInfo:
         aux_classes: Number of classes of every auxiliary-label role.
         aux_names: Class names of every auxiliary-label role, in index order (e.g. for a
             model's fold record, or a config key that names one domain value).
+        kinds: Feature kind of every input role (what a model with variadic inputs or
+            ``other_kinds`` builds its parts from).
     """
 
     shape: tuple[int, ...]
@@ -91,6 +119,7 @@ class InputInfo:
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     aux_classes: Mapping[str, int] = field(default_factory=dict)
     aux_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    kinds: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

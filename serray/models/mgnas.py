@@ -1,8 +1,8 @@
 """Multi-gating + NAS model of paper 001 (Wang et al.): feature experts, centroid
 contrastive loss, per-domain softmax gates and hard-concrete NAS connectivity.
 
-One expert per input role (:mod:`serray.models.mgnas_experts`): sequences through
-CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
+One expert per input role, i.e. per named feature set (:mod:`serray.models.mgnas_experts`):
+sequences through CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
 
 * ``none`` (single-domain model, sec. 4.1; the multi-domain Base): the experts'
   outputs concatenated -> one tower FC(u) -> act -> dropout -> FC(u) -> act -> dropout ->
@@ -13,7 +13,8 @@ CNN + BiLSTM + attention pooling, vectors passed through. Config key ``gating``:
   the domains; ``mmoe``: one gate per domain (eq. 7); ``nas``: a gate per domain over
   ``u_i = sum_j xi_ij W_ij v_j`` with domain-specific hard-concrete ``xi`` (eq. 8-9).
 
-``x_sel`` is the input role named by ``selector`` (a vector role). The domain is the
+``x_sel`` is the input role named by ``selector`` (default the first vector role; a
+sequence role gives the mean of its frames). The domain is the
 auxiliary role ``domain`` (config key ``domain``: a manifest column, e.g. ``language``);
 it is an *input* (:attr:`MGNAS.AUX_INPUTS`): an utterance goes to its domain's tower at
 training and test time, and one of unknown domain to the mean of all towers. With
@@ -26,7 +27,8 @@ contrastive term of :mod:`serray.models.mgnas_contrastive` on the tower input
 (``samples_per_class`` per emotion) through the trainer's ``batch_order`` hook.
 
 :meth:`MGNAS.fold_record` returns the gates' mean weight per domain over the fold's
-training utterances and the NAS gates' test-time values (JSON);
+training, validation and test utterances (the trainer's ``after_training`` and
+``after_evaluation`` hooks) and the NAS gates' test-time values (JSON);
 :func:`serray.models.mgnas_plots.plot_gate_weights` draws them.
 
 Example:
@@ -35,11 +37,12 @@ Example:
     >>> from serray.models.contract import Batch, InputInfo
     >>> spec = registry.get("mgnas")
     >>> cfg = spec.config(preset="small", overrides={"gating": "nas", "units": 8, "proj_dim": 8, "att_dim": 8})
-    >>> info = InputInfo((6,), 3, n_domains=2, shapes={"seq1": (6,), "seq2": (4,), "vec": (5,)},
-    ...                  aux_classes={"domain": 2}, aux_names={"domain": ("de", "it")})
+    >>> info = InputInfo((6,), 3, n_domains=2, shapes={"mfb": (6,), "mfcc": (4,), "egemaps": (5,)},
+    ...                  aux_classes={"domain": 2}, aux_names={"domain": ("de", "it")},
+    ...                  kinds={"mfb": "sequence", "mfcc": "sequence", "egemaps": "vector"})
     >>> model = spec.build(cfg, info)
-    >>> b = Batch({"seq1": torch.randn(4, 9, 6), "seq2": torch.randn(4, 9, 4), "vec": torch.randn(4, 5)},
-    ...           {"seq1": torch.tensor([9, 5, 3, 9]), "seq2": torch.tensor([9, 5, 3, 9])}, torch.tensor([0, 1, 2, 0]),
+    >>> b = Batch({"mfb": torch.randn(4, 9, 6), "mfcc": torch.randn(4, 9, 4), "egemaps": torch.randn(4, 5)},
+    ...           {"mfb": torch.tensor([9, 5, 3, 9]), "mfcc": torch.tensor([9, 5, 3, 9])}, torch.tensor([0, 1, 2, 0]),
     ...           aux={"domain": torch.tensor([0, 1, 1, 0])}, aux_mask={"domain": torch.tensor([True] * 4)})
     >>> out = model.forward_batch(b)
     >>> tuple(out["logits"].shape), tuple(out["gates"].shape), sorted(model.loss(b, out)[1])
@@ -48,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -56,13 +60,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo
-from serray.models.layers import SERModule
+from serray.models.layers import SERModule, length_mask
 from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_batches
 from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
-from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_INPUTS
+from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_CONFIG
 
 __all__ = ["MGNAS", "Tower", "build"]
+
+log = logging.getLogger(__name__)
 
 _ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish}
 #: Logit offset of an emotion a domain's training data lacks (never predicted there).
@@ -121,12 +127,13 @@ class MGNAS(SERModule):
                 self.gates = SoftmaxGates(selector[1], m, 1 if gating == "omoe" else k)
             if gating == "nas":
                 self.nas = NASConnections(m, d, k, beta=float(config["nas_beta"]), gamma=float(config["nas_gamma"]),
-                                          zeta=float(config["nas_zeta"]), init=float(config["nas_init"]))
+                                          zeta=float(config["nas_zeta"]), init=float(config["nas_init"]),
+                                          lr_scale=float(config["nas_lr_scale"]))
         self.contrastive = CentroidContrastiveLoss(int(config["min_class_samples"]))
         self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
         self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
         self.register_buffer("class_bias", torch.zeros(k, n_classes))
-        self._train_gates: dict[str, Any] = {}
+        self._gates: dict[str, tuple[dict, dict]] = {}
 
     # -- forward -----------------------------------------------------------------------
     def _domain(self, batch: Batch, n: int, device: Any) -> Tensor:
@@ -145,6 +152,15 @@ class MGNAS(SERModule):
         unknown = (domain < 0).view(-1, *([1] * (own.dim() - 1)))
         return torch.where(unknown, per_domain.mean(dim=1), own)
 
+    def _selector_input(self, batch: Batch) -> Tensor:
+        """The selector role's vector, or the mean of its valid frames."""
+        x = batch.inputs[self.selector]
+        if self.kinds[self.selector] != "sequence":
+            return x
+        n = batch.lengths[self.selector]
+        valid = length_mask(n, x.shape[1]).unsqueeze(2).to(x.dtype)
+        return (x * valid).sum(dim=1) / n.clamp(min=1).unsqueeze(1).to(x.dtype)
+
     def _mixture(self, batch: Batch, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(h [B, K, d] tower inputs per domain, gates [B, K, M], xi or None)``."""
         v = torch.stack([self.projections[r](f) for r, f in zip(self.roles, feats)], dim=1)  # [B, M, d]
@@ -155,7 +171,7 @@ class MGNAS(SERModule):
         if self.gating == "shared_bottom":
             g = torch.full((v.shape[0], 1, v.shape[1]), 1.0 / v.shape[1], device=v.device, dtype=v.dtype)
         else:
-            g = self.gates(batch.inputs[self.selector])
+            g = self.gates(self._selector_input(batch))
         g = g.expand(-1, k, -1)
         return torch.einsum("bkm,bkmd->bkd", g, u.expand(-1, k, -1, -1)), g, xi
 
@@ -206,31 +222,49 @@ class MGNAS(SERModule):
         bias[bias.eq(_ABSENT).all(dim=1)] = 0.0  # a domain without training data: all emotions allowed
         self.class_bias.copy_(bias)
 
-    def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
-        """Mean gate weights per domain over the training utterances (for :meth:`fold_record`)."""
-        self._train_gates = {}
+    def _record_gates(self, part: str, outputs: Mapping[str, Tensor]) -> None:
+        """Mean gate weight of every expert per domain over a part's utterances (eval mode)."""
+        self._gates.pop(part, None)
         if "gates" not in outputs:
             return
-        g, domain = outputs["gates"].float().cpu(), outputs["domain"].cpu()
+        g, domain = outputs["gates"].detach().float().cpu(), outputs["domain"].cpu()
+        means, counts = {}, {}
         for k, name in enumerate(self.domains):
             rows = g[domain == k]
             if len(rows):
-                self._train_gates[name] = {"n": int(len(rows)), **{r: float(w) for r, w in zip(self.roles, rows.detach().mean(dim=0))}}
+                means[name], counts[name] = [float(w) for w in rows.mean(dim=0)], int(len(rows))
+        self._gates[part] = (means, counts)
+
+    def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
+        """Gate weights over the training utterances (for :meth:`fold_record`)."""
+        self._gates = {}
+        self._record_gates("train", outputs)
+
+    def after_evaluation(self, part: str, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
+        """Gate weights over the validation or test utterances (after their final predictions)."""
+        self._record_gates(part, outputs)
 
     def fold_record(self) -> dict[str, Any]:
-        """JSON: gating mode, experts, domains, mean gate weights per domain (training
-        utterances), NAS test-time gates ``xi[domain][to][from]``, contrastive ``w, b``."""
+        """JSON: gating mode, experts, domains; ``gate_weights[part][domain]`` = mean gate
+        weight of each expert (in ``experts`` order) over the part's utterances of that
+        domain (parts ``train``, ``validation``, ``test``), ``gate_counts[part][domain]`` =
+        those utterances; NAS test-time gates ``nas_gates[domain][to]`` = ``xi`` from each
+        expert (``experts`` order) and ``nas_closed[domain]`` = connections exactly 0;
+        contrastive ``w, b``."""
         rec: dict[str, Any] = {"gating": self.gating, "experts": list(self.roles), "domains": list(self.domains),
-                               "gate_weights": dict(self._train_gates), "gate_weights_part": "train",
                                "contrastive": {"w": float(self.contrastive.w.detach()), "b": float(self.contrastive.b.detach())}}
+        if self._gates:
+            rec["gate_weights"] = {part: means for part, (means, _) in self._gates.items()}
+            rec["gate_counts"] = {part: counts for part, (_, counts) in self._gates.items()}
         if self.gating == "nas":
             was = self.nas.gates.training
             self.nas.gates.eval()
             with torch.no_grad():
                 xi = self.nas.gates().cpu()
             self.nas.gates.train(was)
-            rec["nas_gates"] = {name: {r: dict(zip(self.roles, map(float, xi[k, i]))) for i, r in enumerate(self.roles)}
+            rec["nas_gates"] = {name: {r: [float(v) for v in xi[k, i]] for i, r in enumerate(self.roles)}
                                 for k, name in enumerate(self.domains)}
+            rec["nas_closed"] = {name: int((xi[k] == 0).sum()) for k, name in enumerate(self.domains)}
         return rec
 
     def parameter_groups(self) -> dict[str, list[str]]:
@@ -244,44 +278,58 @@ class MGNAS(SERModule):
 
 
 def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """One expert per input role of the spec, sized from ``seq_experts`` and the input shapes."""
+    """One expert per input role (sequence or vector, from ``info.kinds``), sized from
+    ``seq_experts`` (``default`` and per-role entries) and the input shapes."""
+    kinds = {r: info.kinds.get(r) for r in info.shapes}
+    lacking = [r for r, k in kinds.items() if k not in ("sequence", "vector")]
+    if lacking:
+        raise ValueError(f"mgnas needs sequence or vector inputs; input(s) {lacking} are {[kinds[r] for r in lacking]}")
     sizes = dict(config["seq_experts"] or {})
-    unknown = sorted(set(sizes) - {r for r, i in MGNAS_INPUTS.items() if i.kind == "sequence"})
-    if unknown:
-        raise ValueError(f"seq_experts: {unknown} are not sequence inputs of mgnas; its sequence roles: "
-                         f"{[r for r, i in MGNAS_INPUTS.items() if i.kind == 'sequence']}")
-    experts, kinds = {}, {}
-    for role, spec in MGNAS_INPUTS.items():
-        dim = int(info.shapes.get(role, info.shape)[0])
-        kinds[role] = spec.kind
-        if spec.kind == "vector":
+    named_vectors = sorted(r for r in sizes if kinds.get(r) == "vector")
+    if named_vectors:
+        raise ValueError(f"seq_experts: {named_vectors} are vector inputs; sequence roles: "
+                         f"{[r for r, k in kinds.items() if k == 'sequence']} (or 'default')")
+    stray = sorted(set(sizes) - set(kinds) - {"default"} - set(MGNAS_CONFIG["seq_experts"]))
+    if stray:
+        log.warning("seq_experts: %s name no input of this run (roles %s); those entries are not used", stray, list(kinds))
+    base = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get("default") or {})}
+    experts = {}
+    for role, kind in kinds.items():
+        dim = int(info.shapes[role][0])
+        if kind == "vector":
             experts[role] = VectorExpert(dim, int(config["vec_proj"]))
             continue
-        s = {"conv": 64, "hidden": 128, "layers": 1, **dict(sizes.get(role) or {})}
+        s = {**base, **dict(sizes.get(role) or {})}
         experts[role] = SequenceExpert(dim, conv=int(s["conv"]), hidden=int(s["hidden"]), layers=int(s["layers"]),
                                        att_dim=int(config["att_dim"]), kernel_sizes=[int(k) for k in config["kernel_sizes"]],
                                        time_pool=int(config["time_pool"]))
     return experts, kinds
 
 
+def _selector(config: Mapping[str, Any], info: InputInfo, kinds: Mapping[str, str]) -> tuple[str, int]:
+    """(role, width) of the gates' input: ``selector``, or the first vector role, else the first role."""
+    name = str(config["selector"] or "")
+    if not name:
+        name = next((r for r, k in kinds.items() if k == "vector"), next(iter(kinds)))
+    if name not in kinds:
+        raise ValueError(f"selector must be one of this run's input roles {list(kinds)} (or empty: the first vector), got {name!r}")
+    return name, int(info.shapes[name][0])
+
+
 def build(config: Mapping[str, Any], info: InputInfo) -> MGNAS:
     """:class:`MGNAS` from the config and the input info (``info.aux_names["domain"]``: the domains).
 
     Raises:
-        ValueError: Unknown gating mode or activation, a selector that is not a vector
-            input, or bad sizes; the message names the key and the valid choices.
+        ValueError: Unknown gating mode or activation, a selector that is not an input
+            role, or bad sizes; the message names the key and the valid choices.
     """
     gating = str(config["gating"])
     if gating not in GATING_MODES:
         raise ValueError(f"gating must be one of {GATING_MODES}, got {gating!r}")
     _activations(str(config["activations"]))
-    selector = str(config["selector"])
-    vectors = [r for r, i in MGNAS_INPUTS.items() if i.kind == "vector"]
-    if selector not in vectors:
-        raise ValueError(f"selector must be a vector input role of mgnas {vectors}, got {selector!r}")
     if float(config["alpha"]) < 0 or float(config["l0_weight"]) < 0:
         raise ValueError(f"alpha and l0_weight must be >= 0, got {config['alpha']} and {config['l0_weight']}")
     experts, kinds = _experts(config, info)
+    selector = _selector(config, info, kinds)
     domains = tuple(info.aux_names.get("domain", ())) or tuple(f"domain{i}" for i in range(info.n_domains)) or ("all",)
-    sel_dim = int(info.shapes.get(selector, (0,))[0])
-    return MGNAS(experts, kinds, info.n_classes, domains, gating, (selector, sel_dim), config)
+    return MGNAS(experts, kinds, info.n_classes, domains, gating, selector, config)

@@ -43,14 +43,26 @@ class HardConcreteGate(nn.Module):
         beta: Temperature (paper 0.9).
         gamma, zeta: Stretch interval (paper -0.1 and 2; ``gamma < 0 < 1 < zeta``).
         init: Initial ``log kappa`` of every gate.
+        lr_scale: ``log kappa = lr_scale * raw`` with the parameter ``raw``: with Adam(W)
+            ``log kappa`` moves ``lr_scale`` times as fast as the weights (a gate needs
+            ``log kappa`` to fall by about 3 to close, i.e. thousands of steps at lr 1e-3).
     """
 
-    def __init__(self, shape: Sequence[int], beta: float = 0.9, gamma: float = -0.1, zeta: float = 2.0, init: float = 1.0) -> None:
+    def __init__(self, shape: Sequence[int], beta: float = 0.9, gamma: float = -0.1, zeta: float = 2.0, init: float = 1.0,
+                 lr_scale: float = 1.0) -> None:
         super().__init__()
         if not (beta > 0 and gamma < 0 and zeta > 1):
             raise ValueError(f"hard-concrete gate needs nas_beta > 0, nas_gamma < 0 and nas_zeta > 1, got {beta}, {gamma}, {zeta}")
-        self.log_kappa = nn.Parameter(torch.full(tuple(shape), float(init)))
+        if not lr_scale > 0:
+            raise ValueError(f"nas_lr_scale must be > 0, got {lr_scale}")
+        self.scale = float(lr_scale)
+        self.raw = nn.Parameter(torch.full(tuple(shape), float(init) / self.scale))
         self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
+
+    @property
+    def log_kappa(self) -> Tensor:
+        """``log kappa`` of every gate (``lr_scale * raw``)."""
+        return self.raw * self.scale
 
     def forward(self) -> Tensor:
         """A sample of the gates (training) or their deterministic value (evaluation)."""
@@ -61,9 +73,13 @@ class HardConcreteGate(nn.Module):
             s = torch.sigmoid(self.log_kappa)
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
+    def open_probability(self) -> Tensor:
+        """Probability that each gate is non-zero in training, ``P(xi > 0)``."""
+        return torch.sigmoid(self.log_kappa - self.beta * math.log(-self.gamma / self.zeta))
+
     def expected_open(self) -> Tensor:
         """Sum of the probabilities that each gate is non-zero (the L0 penalty)."""
-        return torch.sigmoid(self.log_kappa - self.beta * math.log(-self.gamma / self.zeta)).sum()
+        return self.open_probability().sum()
 
 
 class NASConnections(nn.Module):
@@ -73,15 +89,15 @@ class NASConnections(nn.Module):
         n_experts: ``M`` (inputs and outputs).
         dim: Width of every expert output ``v_j`` and every ``u_i``.
         n_domains: Domains, each with its own ``M x M`` gates.
-        beta, gamma, zeta, init: Of the :class:`HardConcreteGate`.
+        beta, gamma, zeta, init, lr_scale: Of the :class:`HardConcreteGate`.
     """
 
     def __init__(self, n_experts: int, dim: int, n_domains: int, *, beta: float = 0.9, gamma: float = -0.1,
-                 zeta: float = 2.0, init: float = 1.0) -> None:
+                 zeta: float = 2.0, init: float = 1.0, lr_scale: float = 1.0) -> None:
         super().__init__()
         self.transitions = nn.Parameter(torch.empty(n_experts, n_experts, dim, dim))  # W_ij: v_j -> u_i
         nn.init.kaiming_uniform_(self.transitions.view(-1, dim), a=math.sqrt(5))
-        self.gates = HardConcreteGate((n_domains, n_experts, n_experts), beta, gamma, zeta, init)
+        self.gates = HardConcreteGate((n_domains, n_experts, n_experts), beta, gamma, zeta, init, lr_scale)
 
     def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """``v`` ``[B, M, d]`` -> ``(u [B, K, M, d] for every domain, xi [K, M, M])``."""

@@ -1,16 +1,20 @@
 """Spec of the multi-gating + NAS family (paper 001), torch-free; the model is :mod:`serray.models.mgnas`.
 
-Three named inputs, one expert each: ``seq1`` and ``seq2`` (frame sequences, default
-``mfb`` and ``mfcc``) and ``vec`` (an utterance vector, default ``egemaps``), so
-``--features mfb+mfcc+egemaps`` (or ``seq1=lld+seq2=mfcc+vec=compare``) names them. The
-domain (config key ``domain``, CLI ``--domain COLUMN``) is a manifest column such as
-``language``; without one the model is the single-domain model of the paper's sec. 4.1.
+One expert per feature set: the input is *variadic*, so ``--features mfb+mfcc+egemaps``
+gives three experts (roles ``mfb``, ``mfcc``, ``egemaps``), ``--features mfb+egemaps``
+two and ``--features mfb+mfcc+lld+egemaps`` four; frame-level sets get sequence experts,
+utterance vectors pass through (or are projected). ``NAME=SET`` names a role otherwise
+(the older spelling ``seq1=lld+seq2=mfcc+vec=compare`` still works and gives roles
+``seq1``, ``seq2``, ``vec``). The domain (config key ``domain``, CLI ``--domain COLUMN``)
+is a manifest column such as ``language``; without one the model is the single-domain
+model of the paper's sec. 4.1.
 
 Example:
     >>> from serray.models import registry
+    >>> from serray.training.spec import RunSpec
     >>> spec = registry.get("mgnas")
-    >>> list(spec.inputs), spec.default_features
-    (['seq1', 'seq2', 'vec'], ('mfb', 'mfcc', 'egemaps'))
+    >>> spec.default_features, RunSpec("W", "mgnas", features="mfb+lld+egemaps").feature_sets()
+    (('mfb', 'mfcc', 'egemaps'), {'mfb': 'mfb', 'lld': 'lld', 'egemaps': 'egemaps'})
     >>> spec.aux_columns(spec.config()), spec.aux_columns(spec.config(overrides={"domain": "language"}))
     ({}, {'domain': 'language'})
 """
@@ -24,11 +28,9 @@ from serray.models.registry import Lazy, ModelSpec, register
 
 __all__ = ["MGNAS_CONFIG", "MGNAS_SMALL_PRESET", "MGNAS_INPUTS", "GATING_MODES", "ACTIVATIONS"]
 
-#: Input roles, one expert each (the first is the primary input).
+#: One variadic input: a role (and an expert) per named feature set, sequences or vectors.
 MGNAS_INPUTS: dict[str, InputSpec] = {
-    "seq1": InputSpec("sequence", ("mfb",)),
-    "seq2": InputSpec("sequence", ("mfcc",)),
-    "vec": InputSpec("vector", ("egemaps",)),
+    "experts": InputSpec("sequence", ("mfb", "mfcc", "egemaps"), other_kinds=("vector",), variadic=True),
 }
 
 #: ``none``: concatenated experts, one shared tower (the single-domain model / the
@@ -42,7 +44,9 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "mish")
 #: Paper settings (sec. 5.1; German/French tower: 512 units, Tanh + ReLU, alpha 0.01 for
 #: German). Sequence experts: Conv1d with ``conv`` filters of each width in ``kernel_sizes``
 #: (concatenated, ReLU), a BiLSTM (``layers``, ``hidden``), attention pooling of width
-#: ``att_dim`` with the last hidden state as query; the MFCC expert (``seq2``) is smaller.
+#: ``att_dim`` with the last hidden state as query. ``seq_experts`` sizes them: key
+#: ``default`` for every sequence expert, a role name (``mfcc``) for one; the paper's
+#: MFCC expert is smaller.
 MGNAS_CONFIG: dict[str, Any] = {
     # training (sec. 5.1): AdamW, 20 epochs
     "optimizer": "adamw",
@@ -53,7 +57,7 @@ MGNAS_CONFIG: dict[str, Any] = {
     "patience": 0,  # 0: no early stop; the best validation epoch is still kept
     "samples_per_class": 8,  # class-balanced batches (batch_size // this classes each); 0: plain shuffle
     # experts
-    "seq_experts": {"seq1": {"conv": 64, "hidden": 128, "layers": 1}, "seq2": {"conv": 32, "hidden": 64, "layers": 2}},
+    "seq_experts": {"default": {"conv": 64, "hidden": 128, "layers": 1}, "mfcc": {"conv": 32, "hidden": 64, "layers": 2}},
     "kernel_sizes": [3, 5],
     "att_dim": 256,
     "time_pool": 1,  # average-pool the frames of every sequence expert by this factor first (CPU saving)
@@ -69,12 +73,16 @@ MGNAS_CONFIG: dict[str, Any] = {
     # multi-domain (sec. 4.3)
     "domain": None,  # manifest column, e.g. language; None: one domain
     "gating": "none",
-    "selector": "vec",  # input role driving the gates (eGeMAPS by default; GE2E in the paper)
+    "selector": "",  # input role driving the gates; "": the first vector role (eGeMAPS; GE2E in the paper), else the first
     "nas_beta": 0.9,
     "nas_gamma": -0.1,
     "nas_zeta": 2.0,
-    "nas_init": 1.0,  # initial log kappa of every connection (eval gate 1 for > 0.05)
-    "l0_weight": 0.0,  # weight of the expected number of open NAS connections
+    # NAS sparsity (eq. 8-9 with Louizos et al.'s L0 objective; the paper gives no weight):
+    # loss += l0_weight * sum P(xi_ij != 0). A gate closes (test-time xi exactly 0) once
+    # sigmoid(log kappa) <= -gamma / (zeta - gamma), i.e. log kappa <= -3.0 for the paper's values.
+    "nas_init": 0.0,  # initial log kappa (Louizos: drop rate 0.5 -> 0; test-time xi 0.95)
+    "nas_lr_scale": 30.0,  # log kappa = nas_lr_scale * raw: the gates learn 30x faster than the weights
+    "l0_weight": 0.05,  # per open connection; 0 keeps every connection (nothing ever closed)
     "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks
 }
 
@@ -82,7 +90,7 @@ MGNAS_CONFIG: dict[str, Any] = {
 #: steps), training crops of 400 frames (4 s), 10 epochs.
 MGNAS_SMALL_PRESET: dict[str, Any] = {
     "time_pool": 4,
-    "seq_experts": {"seq1": {"conv": 16, "hidden": 32, "layers": 1}, "seq2": {"conv": 16, "hidden": 32, "layers": 1}},
+    "seq_experts": {"default": {"conv": 16, "hidden": 32, "layers": 1}},
     "att_dim": 64,
     "proj_dim": 64,
     "units": 128,

@@ -101,7 +101,8 @@ class ModelSpec:
         name: Registry key, e.g. ``"svm"`` or ``"adarl"``.
         backend: ``"torch"`` (trained epoch by epoch) or ``"sklearn"`` (one fit).
         inputs: Role -> :class:`~serray.models.contract.InputSpec`; the first role is
-            the primary input (what one training sample is).
+            the primary input (what one training sample is); the last may be variadic
+            (one role per named feature set, see :meth:`input_spec`).
         default_config: Hyperparameters and training settings; every key may be
             overridden with ``--set key=value`` or a search space.
         build: ``build(config, info) -> model`` (a torch module following
@@ -141,8 +142,27 @@ class ModelSpec:
 
     @property
     def default_features(self) -> tuple[str, ...]:
-        """Default feature set of every input role, in role order."""
-        return tuple(i.default_features[0] for i in self.inputs.values() if i.default_features)
+        """Default feature set of every input role, in role order (all of a variadic input's)."""
+        return tuple(f for i in self.inputs.values() if i.default_features
+                     for f in (i.default_features if i.variadic else i.default_features[:1]))
+
+    @property
+    def variadic(self) -> str | None:
+        """Key of the variadic input (one role per named feature set), ``None`` without one."""
+        return next((r for r, i in self.inputs.items() if i.variadic), None)
+
+    def input_spec(self, role: str) -> InputSpec:
+        """The :class:`InputSpec` of a run's input role (a variadic input's for any role it made).
+
+        Example:
+            >>> get("dcnn").input_spec("x").kind
+            'sequence'
+        """
+        if role in self.inputs and not self.inputs[role].variadic:
+            return self.inputs[role]
+        if self.variadic is None:
+            raise ValueError(f"model {self.name!r} has no input {role!r}; its inputs: {list(self.inputs)}")
+        return self.inputs[self.variadic]
 
     @property
     def domain_column(self) -> str | None:
@@ -229,7 +249,10 @@ def register(spec: ModelSpec) -> ModelSpec:
     for role, inp in spec.inputs.items():
         if not isinstance(inp, InputSpec) or inp.kind not in INPUT_KINDS:
             raise ValueError(f"model {spec.name!r}: input {role!r} must be an InputSpec of kind {INPUT_KINDS}")
-    if spec.backend == "sklearn" and (len(spec.inputs) != 1 or spec.input_kind != "vector"):
+    flags = [i.variadic for i in spec.inputs.values()]
+    if sum(flags) > 1 or (any(flags) and not flags[-1]):
+        raise ValueError(f"model {spec.name!r}: at most one variadic input, and it must be the last")
+    if spec.backend == "sklearn" and (len(spec.inputs) != 1 or spec.inputs[spec.primary].kinds != ("vector",) or any(flags)):
         raise ValueError(f"scikit-learn model {spec.name!r} must take exactly one vector input")
     _REGISTRY[spec.name] = spec
     return spec

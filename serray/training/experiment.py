@@ -134,9 +134,10 @@ def _load_sets(
     loaded: dict[str, Any] = {}
     for role, name in sets.items():
         fs = given[role] if given and role in given else _load_one(run, name, manifest, extract, address)
-        want = spec.inputs[role].kind
-        if fs.kind != want:
-            hint = spec.inputs[role].default_features[0] if spec.inputs[role].default_features else f"a {want} set"
+        inp = spec.input_spec(role)
+        if not inp.accepts(fs.kind):
+            want = " or ".join(inp.kinds)
+            hint = inp.default_features[0] if inp.default_features else f"a {want} set"
             where = f" (input {role!r})" if len(sets) > 1 else ""
             raise ValueError(f"model {spec.name!r} takes {want} features{where} but {name!r} is {fs.kind}; use e.g. --features {hint}")
         loaded[role] = fs

@@ -9,7 +9,8 @@ change the numbers.
 
 Features: ``features`` names one feature set per input role of the model, joined by
 ``+`` in role order (``mfb+egemaps``) or by role (``frames=mfb+groups=egemaps``); roles
-left out take the model's default set. ``feature_params`` are extraction/load parameters:
+left out take the model's default set. A model with a variadic input takes any number of
+sets there, one role each (``mfb+mfcc+lld+egemaps``: four experts of mgnas). ``feature_params`` are extraction/load parameters:
 ``KEY`` applies to the only set (or to every set when it is the model's single input),
 ``SET.KEY`` to one set.
 
@@ -38,38 +39,62 @@ TRANSDUCTIVE_SPEAKER_NORM = (
 )
 
 
+def _split_items(text: str, fixed: list[str], variadic: str | None, model: str) -> list[tuple[str, str]]:
+    """``(role, set)`` of every ``+``-item: ``ROLE=SET``, or a set by position (fixed
+    roles in order, then the variadic input's roles, named after their sets)."""
+    items = [t.strip() for t in str(text).split("+") if t.strip()]
+    if variadic is None and len(items) > len(fixed):
+        raise ValueError(f"--features {text!r} names {len(items)} sets but model {model!r} takes {len(fixed)} input(s): {fixed}")
+    out = []
+    for pos, item in enumerate(items):
+        role, eq, name = item.partition("=")
+        role, name = (role.strip(), name.strip()) if eq else (fixed[pos] if pos < len(fixed) else item, item)
+        if not role or not name:
+            raise ValueError(f"--features {text!r}: {item!r} needs a feature set and, with '=', a role name")
+        if role not in fixed and variadic is None:
+            raise ValueError(f"--features {text!r}: model {model!r} has no input {role!r}; its inputs: {fixed}")
+        out.append((role, name))
+    return out
+
+
 def parse_feature_sets(text: str | None, inputs: Mapping[str, Any], model: str = "") -> dict[str, str]:
     """Role -> feature set for ``text`` (see the module docstring); defaults fill the rest.
 
+    A variadic input (:attr:`serray.models.contract.InputSpec.variadic`) takes every set
+    after the fixed roles' ones, one role each, named after the set (``mfb+egemaps`` ->
+    ``{"mfb": "mfb", "egemaps": "egemaps"}``) or ``NAME=SET``; without any, its defaults.
+
     Raises:
-        ValueError: More sets than inputs, an unknown role, or a role without a set.
+        ValueError: More sets than inputs, an unknown role, a role named twice, or a role
+            without a set.
 
     Example:
         >>> from serray.models.contract import InputSpec
         >>> parse_feature_sets("ssl", {"x": InputSpec("vector", ("egemaps",))})
         {'x': 'ssl'}
+        >>> many = {"experts": InputSpec("sequence", ("mfb", "egemaps"), other_kinds=("vector",), variadic=True)}
+        >>> parse_feature_sets(None, many), parse_feature_sets("lld+a=mfb", many)
+        ({'mfb': 'mfb', 'egemaps': 'egemaps'}, {'lld': 'lld', 'a': 'mfb'})
     """
-    roles = list(inputs)
-    out = {r: inputs[r].default_features[0] for r in roles if inputs[r].default_features}
-    if not text:
-        missing = [r for r in roles if r not in out]
-        if missing:
-            raise ValueError(f"model {model!r} has no default feature set for input(s) {missing}; pass --features")
-        return {r: out[r] for r in roles}
-    items = [t.strip() for t in str(text).split("+") if t.strip()]
-    if len(items) > len(roles):
-        raise ValueError(f"--features {text!r} names {len(items)} sets but model {model!r} takes {len(roles)} input(s): {roles}")
-    for pos, item in enumerate(items):
-        role, eq, name = item.partition("=")
-        if not eq:
-            role, name = roles[pos], item
-        if role not in inputs:
-            raise ValueError(f"--features {text!r}: model {model!r} has no input {role!r}; its inputs: {roles}")
-        out[role] = name.strip()
-    missing = [r for r in roles if r not in out]
+    fixed = [r for r, i in inputs.items() if not getattr(i, "variadic", False)]
+    variadic = next((r for r, i in inputs.items() if getattr(i, "variadic", False)), None)
+    out = {r: inputs[r].default_features[0] for r in fixed if inputs[r].default_features}
+    extra: dict[str, str] = {}
+    for role, name in _split_items(text, fixed, variadic, model) if text else []:
+        if role in fixed:
+            out[role] = name
+            continue
+        if role in extra:
+            raise ValueError(f"--features {text!r} names input {role!r} twice; give the roles names, e.g. a={name}+b={name}")
+        extra[role] = name
+    if variadic is not None and not extra:
+        extra = {f: f for f in inputs[variadic].default_features}
+    missing = [r for r in fixed if r not in out]
     if missing:
+        if not text:
+            raise ValueError(f"model {model!r} has no default feature set for input(s) {missing}; pass --features")
         raise ValueError(f"--features {text!r} leaves input(s) {missing} of model {model!r} without a feature set")
-    return {r: out[r] for r in roles}
+    return {**{r: out[r] for r in fixed}, **extra}
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,18 @@ class RunSpec:
                 out[key] = value
         return out or None
 
+    def features_text(self) -> str:
+        """The feature sets as ``--features`` text that parses back to the same roles
+        (a variadic input's role named otherwise than its set as ``ROLE=SET``).
+
+        Example:
+            >>> RunSpec("W", "mgnas", features="mfb+vec=egemaps").features_text()
+            'mfb+vec=egemaps'
+        """
+        spec = self.model_spec()
+        return "+".join(name if role == name or not spec.input_spec(role).variadic else f"{role}={name}"
+                        for role, name in self.feature_sets().items())
+
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
@@ -173,7 +210,7 @@ class RunSpec:
     def record(self) -> dict[str, Any]:
         """The fields that go into run records and best.yaml (without ``workdir``/``config``)."""
         return {
-            "features": "+".join(self.feature_sets().values()),
+            "features": self.features_text(),
             "feature_params": dict(self.feature_params or {}),
             "protocol": self.protocol,
             "labels": self.labels,

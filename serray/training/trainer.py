@@ -231,7 +231,8 @@ def _spec(model: ModelSpec | str) -> ModelSpec:
 
 
 def _check_kind(spec: ModelSpec, data: FoldData) -> None:
-    if spec.input_kind != data.kind:
+    role = data.primary if data.primary in spec.inputs or spec.variadic else spec.primary
+    if not spec.input_spec(role).accepts(data.kind):
         raise ValueError(
             f"model {spec.name!r} takes {spec.input_kind} features but the fold has {data.kind} features; "
             f"use a {spec.input_kind} feature set (default for this model: {', '.join(spec.default_features)})"
@@ -334,7 +335,7 @@ def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs:
     if spec.backend != "torch":
         return
     shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
-    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names)
+    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()})
     try:
         built = spec.build(check_config(spec, config), info)
     except (KeyError, TypeError, IndexError) as exc:
@@ -358,10 +359,12 @@ def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | Non
     return stage_epochs(str(cfg["stages"]), int(cfg["epochs"]), spec.stage_plans)
 
 
-def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]]) -> InputInfo:
-    """The builder's view of a run or fold: per-role sample shapes (the first is the
-    primary input) and the class counts of the emotions and every auxiliary label."""
+def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]],
+                kinds: Mapping[str, str] | None = None) -> InputInfo:
+    """The builder's view of a run or fold: per-role sample shapes and kinds (the first is
+    the primary input) and the class counts of the emotions and every auxiliary label."""
     return InputInfo(
+        kinds=dict(kinds or {}),
         shape=tuple(next(iter(shapes.values()))),
         n_classes=len(classes),
         n_domains=len(aux_names.get("domain", ())),
@@ -538,7 +541,12 @@ class TorchFoldTrainer(FoldTrainer):
       labels included), for selection a model makes on its own (e.g. early stopping per
       group of utterances, kept by the model and installed in ``after_training``). Never
       called with training or test data, nor when the validation part is empty.
-    - ``fold_record()``: a JSON-able dict kept per fold in the run record.
+    - ``after_evaluation(part, batch, outputs)``: once per non-empty part, ``part`` =
+      ``"validation"`` then ``"test"``, with the part's final eval-mode outputs (``batch``
+      as :meth:`_PartBatches.whole`, labels included), after the final logits of *both*
+      parts are computed, so it cannot change any prediction: for what ``fold_record``
+      reports about the evaluated utterances (e.g. mean gate weights per domain).
+    - ``fold_record()``: a JSON-able dict kept per fold in the run record (called last).
 
     Optional model attribute ``AUX_INPUTS``: auxiliary-label roles that are *inputs* known
     at prediction time (metadata such as a ``domain`` = language column, routing each
@@ -575,7 +583,7 @@ class TorchFoldTrainer(FoldTrainer):
         self._rng_state: tuple | None = None
         self._np_rng = np.random.default_rng(self.seed)
         with self._own_rng():
-            self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names)).to(self.device)
+            self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names, data.kinds)).to(self.device)
             if hasattr(self.model, "prepare"):
                 self.model.prepare(data.train)  # fitted on the training part only
         self.groups = self.model.parameter_groups()
@@ -715,10 +723,14 @@ class TorchFoldTrainer(FoldTrainer):
     def predict_logits(self, part: SplitData, *, validation: bool = False) -> np.ndarray:
         """Utterance-level logits ``[N, C]`` of a part with the current weights
         (``validation``: the epoch's validation pass, shown to ``after_validation``)."""
+        return self._predict(part, validation=validation)[2]
+
+    def _predict(self, part: SplitData, *, validation: bool = False) -> tuple[Batch | None, dict, np.ndarray]:
+        """``(whole batch, eval-mode outputs, utterance logits)`` of a part (``None, {}`` when empty)."""
         import torch
 
         if len(part) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
+            return None, {}, np.zeros((0, self.n_classes), dtype=np.float32)
         whole, outputs = self._forward_part(part)
         with torch.no_grad():
             if validation and hasattr(self.model, "after_validation"):
@@ -728,7 +740,7 @@ class TorchFoldTrainer(FoldTrainer):
         if not np.isfinite(out).all():
             log.warning("fold %s: non-finite logits (diverged training); replaced by 0", self.data.name)
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-        return out
+        return whole, outputs, out
 
     def _improved(self, val_loss: float, val_ua: float) -> bool:
         if self._best is None:
@@ -797,8 +809,13 @@ class TorchFoldTrainer(FoldTrainer):
         if hasattr(self.model, "after_training") and len(self.data.train):
             with self._own_rng():
                 self.model.after_training(*self._forward_part(self.data.train))
-        val = self.predict_logits(self.data.validation)
-        test = self.predict_logits(self.data.test)
+        evaluated = {"validation": self._predict(self.data.validation), "test": self._predict(self.data.test)}
+        if hasattr(self.model, "after_evaluation"):  # both parts' logits are final: for records only
+            with torch.no_grad(), self._own_rng():
+                for name, (whole, outputs, _) in evaluated.items():
+                    if whole is not None:
+                        self.model.after_evaluation(name, whole, outputs)
+        val, test = evaluated["validation"][2], evaluated["test"][2]
         record = self.model.fold_record() if hasattr(self.model, "fold_record") else {}
         if self.config.get("refit", False):
             test, info = self._refit_test_logits(test)
@@ -884,7 +901,7 @@ class SklearnFoldTrainer(FoldTrainer):
         self.data = data
         self.seed = int(seed)
         self.n_classes = len(data.classes)
-        self.estimator = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names))
+        self.estimator = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names, data.kinds))
         params = self.estimator.get_params()
         for key in [k for k in params if k == "random_state" or k.endswith("__random_state")]:
             if params[key] is None:
