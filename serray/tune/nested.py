@@ -104,6 +104,8 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
     if hasattr(inputs, "resolve"):
         inputs = inputs.resolve()
     if registry.get(search.model).backend == "torch":
+        from serray.training.actors import _set_threads
+
         _set_threads(search.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -153,12 +155,6 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
 def _last(trial: Any) -> float | None:
     values = trial.intermediate_values
     return float(values[max(values)]) if values else None
-
-
-def _set_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(n)))
 
 
 # -- files of a fold's finished search ------------------------------------------------
