@@ -75,8 +75,8 @@ def run_options(func: Callable) -> Callable:
         click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5)."),
         click.option("--validation", default=None, type=click.Choice(["coverage", "fraction"]),
                      help="Validation speakers per fold: coverage (default) holds out whole speakers until they "
-                          "have 15 %% of the fold's training utterances and every class (2 speakers per EmoDB "
-                          "LOSO fold); fraction holds out 15 %% of the training speakers (1 per EmoDB LOSO fold; "
+                          "have 15 % of the fold's training utterances and every class (2 speakers per EmoDB "
+                          "LOSO fold); fraction holds out 15 % of the training speakers (1 per EmoDB LOSO fold; "
                           "the design before 2026-12)."),
         click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable)."),
         click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable)."),
