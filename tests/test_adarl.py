@@ -395,3 +395,52 @@ def test_fold_record_has_domain_centre_distances_of_the_training_part():
     assert rec["domain_centre_distance"]["l2"][0] == pytest.approx(float(np.linalg.norm(f[0] - f[1])), rel=1e-5)
     assert rec["domain_centre_distance"]["l2"][1] == pytest.approx(float(np.linalg.norm(f[2] - f[3])), rel=1e-5)
     assert math.isnan(rec["domain_centre_distance"]["l2"][2])  # class 2 has one domain only
+
+
+def test_attention_hidden_units_start_alive_where_torch_init_leaves_them_dead():
+    """The attention reads a mean of non-negative maps, nearly the same for every utterance:
+    with PyTorch's default bias some seeds build a reduced-preset model (2 hidden units)
+    whose hidden units are all <= 0 for every input, hence constant weights for ever.
+    The default positive bias (``attention_fc1_bias``) keeps every unit alive at start."""
+    spec = registry.get("adarl")
+    reduced = spec.config(preset="reduced")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((16, *PAPER_SHAPE), generator=g)  # non-negative, like z-scored log-spectra shifted
+    all_dead = {}
+    for bias in (None, 1.0):
+        all_dead[bias] = 0
+        for seed in range(12):
+            torch.manual_seed(seed)
+            model = spec.build({**reduced, "attention_fc1_bias": bias}, InputInfo(PAPER_SHAPE, 4, 2)).eval()
+            with torch.no_grad():
+                out = model(x)
+            n_hidden = out["attention_hidden"].shape[1]
+            dead = int((out["attention_hidden"] <= 0).all(dim=0).sum())
+            all_dead[bias] += dead == n_hidden
+            if bias is not None:
+                assert dead == 0, f"seed {seed}: {dead} of {n_hidden} attention units dead at initialisation"
+    assert all_dead[None] > 0  # the failure the default prevents happens with torch's init
+
+
+def test_fold_record_reports_attention_spread_and_dead_units(caplog):
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = _model().eval()
+    model.prepare(SimpleNamespace(domain=np.array([0, 1, 0, 1]), y=np.array([0, 0, 1, 1])))
+    x = torch.randn(4, *SMALL_SHAPE)
+    with torch.no_grad():
+        outputs = model(x)
+    model.after_training(Batch({}, {}, torch.tensor([0, 0, 1, 1])), outputs)
+    att = model.fold_record()["attention"]
+    assert len(att["weights_mean"]) == len(att["weights_std"]) == model.feature_shape[1]
+    assert att["dead_units"] == 0 and att["hidden_units"] == model.attention.fc1.out_features
+    assert max(att["weights_std"]) > 0  # the weights vary between utterances
+    with torch.no_grad():  # kill every hidden unit: constant weights, and a warning says so
+        model.attention.fc1.bias.fill_(-1e3)
+        outputs = model(x)
+    with caplog.at_level("WARNING", logger="serray.models.adarl"):
+        model.after_training(Batch({}, {}, torch.tensor([0, 0, 1, 1])), outputs)
+    att = model.fold_record()["attention"]
+    assert att["dead_units"] == att["hidden_units"] and max(att["weights_std"]) == 0
+    assert "does not reach the emotion pathway" in caplog.text

@@ -131,6 +131,7 @@ def test_logits_unchanged_by_the_contract_redesign(manifest):
     # the golden ADARL logits predate Table 1's (3, 3) default of the second branch (5 then),
     # and "adarl-backbone" the renaming of the pathway-free variant to emotion_only
     ad["kernel_sizes_second_branch"] = 5
+    ad["attention_fc1_bias"] = None  # and the positive attention bias (PyTorch's default init then)
     for key, v in (("attention", "attention"), ("backbone", "emotion_only"), ("adversarial", "adversarial")):
         cases[f"adarl-{key}"] = ({**ad, "variant": v}, segment_features(man, shape=SEGMENT_SHAPE), "global")
     golden = np.load(GOLDEN)

@@ -109,6 +109,7 @@ __all__ = [
     "MultiScaleConv",
     "ConvPathway",
     "DomainAwareAttention",
+    "attention_summary",
     "DomainAwareEmbedding",
     "ChannelwiseFC",
     "CenterLoss",
@@ -210,20 +211,52 @@ class DomainAwareAttention(nn.Module):
 
     Time pooling (mean over W), channel pooling (mean over C), FC(H, H // r), ReLU,
     FC(H // r, H), sigmoid.
+
+    Its input is a mean of non-negative (ReLU, average-pooled) maps, nearly the same
+    vector for every utterance, so with PyTorch's default uniform bias a hidden unit whose
+    ``w . x + b`` is negative at initialisation is negative for every utterance: it never
+    passes a gradient and stays dead. With all hidden units dead the weights are the
+    constant ``sigmoid(fc2.bias)`` and the domain pathway cannot reach the emotion
+    pathway (seen on EmoDB with the reduced preset's 2 hidden units, where the full model
+    then gave logits bit-identical to the ``g1 = 0`` backbone). ``fc1_bias`` (default of
+    the config key ``attention_fc1_bias``: 1.0) starts every hidden unit in ReLU's linear
+    range, the usual remedy of a positive ReLU bias (Goodfellow et al., Deep Learning,
+    sec. 6.3.1); ``None`` keeps PyTorch's default initialisation. The random draws are
+    the same either way (the bias is overwritten after its draw).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> att = DomainAwareAttention(4, fc1_bias=1.0)
+        >>> maps = torch.rand(5, 8, 4, 6)
+        >>> weights = att(maps)
+        >>> tuple(weights.shape), bool(((weights > 0) & (weights < 1)).all())
+        ((5, 4), True)
+        >>> int(att.dead_units(maps))
+        0
     """
 
-    def __init__(self, n_rows: int, reduction: int = 2) -> None:
+    def __init__(self, n_rows: int, reduction: int = 2, fc1_bias: float | None = 1.0) -> None:
         super().__init__()
         if n_rows < 1 or reduction < 1:
             raise ValueError(f"n_rows and reduction must be >= 1, got {n_rows}, {reduction}")
         hidden = max(1, n_rows // reduction)
         self.fc1 = nn.Linear(n_rows, hidden)
         self.fc2 = nn.Linear(hidden, n_rows)
+        if fc1_bias is not None:
+            with torch.no_grad():
+                self.fc1.bias.fill_(float(fc1_bias))
+
+    def hidden(self, maps: Tensor) -> Tensor:
+        """Pre-activations of the hidden layer: ``[B, H // reduction]``."""
+        return self.fc1(maps.mean(dim=3).mean(dim=1))  # TP then CP
+
+    def dead_units(self, maps: Tensor) -> Tensor:
+        """How many hidden units are <= 0 for every sample of ``maps`` (no gradient at all)."""
+        return (self.hidden(maps) <= 0).all(dim=0).sum()
 
     def forward(self, maps: Tensor) -> Tensor:
         """Return one weight in ``(0, 1)`` per frequency row: ``[B, H]``."""
-        pooled = maps.mean(dim=3).mean(dim=1)  # TP then CP
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
+        return torch.sigmoid(self.fc2(F.relu(self.hidden(maps))))
 
 
 class DomainAwareEmbedding(nn.Module):
@@ -292,6 +325,8 @@ class ADARL(SERModule):
         pool_sizes: Average-pool size of each layer.
         embedding_dim: Width of the FC layer before each classifier.
         attention_reduction: Hidden size of the attention MLP is ``F4 // reduction``.
+        attention_fc1_bias: Initial bias of the attention's hidden units (``None``:
+            PyTorch's default); see :class:`DomainAwareAttention`.
         dropout: Dropout before the last FC layers.
         center_lr_scale: Gradient factor of the class centres.
         grl_lambda: Gradient-reversal factor (``adversarial`` only).
@@ -320,6 +355,7 @@ class ADARL(SERModule):
         pool_sizes: Sequence[int | Sequence[int]] = (2, 2, 2, 6),
         embedding_dim: int = 64,
         attention_reduction: int = 2,
+        attention_fc1_bias: float | None = 1.0,
         dropout: float = 0.0,
         center_lr_scale: float = 1.0,
         grl_lambda: float = 1.0,
@@ -401,7 +437,7 @@ class ADARL(SERModule):
         self.embed: DomainAwareEmbedding | None = None
         if variant == "attention":
             self.domain_encoder = ConvPathway(c_in, conv_channels, kernels, pool_sizes)
-            self.attention = DomainAwareAttention(h, attention_reduction)
+            self.attention = DomainAwareAttention(h, attention_reduction, attention_fc1_bias)
             self.embed = DomainAwareEmbedding()
         if variant != "emotion_only":
             self.domain_head = _Head(c4 * h * w, embedding_dim, n_domains, dropout)
@@ -426,7 +462,8 @@ class ADARL(SERModule):
             assert self.domain_head is not None
             d_maps = self.domain_encoder(x)
             out["domain_logits"] = self.domain_head(d_maps.flatten(1))[0]
-            weights = self.attention(d_maps)
+            out["attention_hidden"] = self.attention.hidden(d_maps)
+            weights = torch.sigmoid(self.attention.fc2(F.relu(out["attention_hidden"])))
             out["attention"] = weights
             maps = self.embed(maps, weights)
         elif self.variant == "adversarial":
@@ -478,10 +515,40 @@ class ADARL(SERModule):
         dist = domain_centre_distances(feats.cpu().numpy(), batch.y.cpu().numpy(), self._train_domain, self.n_classes)
         if dist is not None:
             self._record = {"domain_centre_distance": dist}
+        if "attention" in outputs:
+            self._record["attention"] = attention_summary(outputs["attention"], outputs["attention_hidden"])
 
     def fold_record(self) -> dict[str, Any]:
         """Trainer hook: what :meth:`after_training` measured (JSON-able)."""
         return dict(self._record)
+
+
+def attention_summary(weights: Tensor, hidden: Tensor) -> dict[str, Any]:
+    """Fold-record summary of the attention on the training segments: per frequency row the
+    mean and the spread (std) of its weight, and how many hidden units never fire.
+
+    ``dead_units == hidden_units`` means constant weights: the domain pathway then cannot
+    change the emotion pathway (a warning is logged).
+
+    Example:
+        >>> s = attention_summary(torch.tensor([[0.2, 0.8], [0.4, 0.8]]), torch.tensor([[1.0, -1.0], [0.5, -2.0]]))
+        >>> s["weights_mean"], s["dead_units"], s["hidden_units"]
+        ([0.3, 0.8], 1, 2)
+    """
+    w, h = weights.detach().float(), hidden.detach().float()
+    dead = int((h <= 0).all(dim=0).sum())
+    summary = {
+        "weights_mean": [round(float(v), 6) for v in w.mean(dim=0)],
+        "weights_std": [round(float(v), 6) for v in w.std(dim=0, unbiased=False)],
+        "dead_units": dead,
+        "hidden_units": int(h.shape[1]),
+    }
+    if dead == h.shape[1]:
+        logger.warning(
+            "adarl: every hidden unit of the domain-aware attention is dead (%d of %d): its weights are constant "
+            "and the domain pathway does not reach the emotion pathway; raise attention_fc1_bias", dead, h.shape[1]
+        )
+    return summary
 
 
 def average_features(feats: Tensor, owner: Tensor, n_utts: int) -> Tensor:
@@ -596,6 +663,7 @@ _MODEL_KEYS = (
     "pool_sizes",
     "embedding_dim",
     "attention_reduction",
+    "attention_fc1_bias",
     "dropout",
     "center_lr_scale",
     "grl_lambda",
@@ -619,6 +687,8 @@ def build(config: Mapping[str, Any], info: InputInfo) -> ADARL:
         kwargs[key] = int(kwargs[key])
     for key in ("g1", "g2", "g3", "dropout", "center_lr_scale", "grl_lambda"):
         kwargs[key] = float(kwargs[key])
+    if kwargs["attention_fc1_bias"] is not None:
+        kwargs["attention_fc1_bias"] = float(kwargs["attention_fc1_bias"])
     kwargs["conv_channels"] = [int(c) for c in kwargs["conv_channels"]]
     model = ADARL(info.shape, info.n_classes, info.n_domains, **kwargs)
     logger.debug(

@@ -63,6 +63,7 @@ ADARL_CONFIG: dict[str, Any] = {
     "pool_sizes": [2, 2, 2, 6],
     "embedding_dim": 64,
     "attention_reduction": 2,  # FC(8, 4) + ReLU, FC(4, 8) + sigmoid
+    "attention_fc1_bias": 1.0,  # not in the paper: keeps the hidden ReLUs alive (DomainAwareAttention); null = torch's init
     "dropout": 0.0,  # not in the paper; applied before each pathway's last FC
     "center_lr_scale": 1.0,
     "center_feature": "pre_bn",  # see serray.models.adarl's docstring
