@@ -108,3 +108,30 @@ def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy):
     pd.testing.assert_frame_equal(boards[0], boards[1])
     assert logits[0] == logits[1]
     assert boards[0]["status"].str.startswith("stopped by ASHA").any(), boards[0].to_string()
+
+
+@pytest.mark.slow
+def test_objective_is_the_pooled_curve_at_one_common_epoch(synth_copy):
+    """Each trial's objective is the best point of its pooled per-epoch validation curve
+    (recorded), with the fold-best score beside it; --objective fold-best ranks by the latter;
+    a resumed search refuses another objective before any start-up."""
+    w = synth_copy
+    args = [*TUNE[:-4], "--max-epochs", "4", "--seed", "0", "--workdir", str(w), "--num-samples", "2"]
+    r = CliRunner().invoke(main, [*args, "--name", "ce"])
+    assert r.exit_code == 0, r.output
+    recs = _records(w, "ce")
+    board = pd.read_csv(w / "tune" / "ce" / "leaderboard.csv")
+    assert len(recs) == 2
+    for tid, rec in recs.items():
+        curve = rec["val_ua_curve"]
+        assert rec["objective_kind"] == "common-epoch" and len(curve) == rec["epochs"]
+        assert rec["objective"] == pytest.approx(max(curve)) and rec["common_epoch"] == curve.index(max(curve)) + 1
+        row = board[board["trial_id"] == tid].iloc[0]
+        assert row["val_ua"] == pytest.approx(rec["objective"]) and row["val_ua_fold_best"] == pytest.approx(rec["val_ua_fold_best"])
+    assert "one common epoch" in yaml.safe_load((w / "tune" / "ce" / "best.yaml").read_text())["selection"]
+    r = CliRunner().invoke(main, [*args, "--name", "ce", "--resume", "--objective", "fold-best"])
+    assert r.exit_code == 1 and "ranked its trials by objective 'common-epoch'" in r.output
+    r = CliRunner().invoke(main, [*args, "--name", "fb", "--objective", "fold-best"])
+    assert r.exit_code == 0, r.output
+    for rec in _records(w, "fb").values():
+        assert rec["objective_kind"] == "fold-best" and rec["objective"] == pytest.approx(rec["val_ua_fold_best"])

@@ -6,11 +6,28 @@ trainable starts one :class:`serray.training.actors.FoldActor` per fold inside t
 placement group and steps them in lock-step, one epoch per Tune iteration. After each
 epoch it reports:
 
-* ``val_ua`` - the validation UA pooled over every fold's validation utterances, each
-  fold at its best epoch so far (the model the fold would keep). This is what Optuna and
-  ASHA see: a fold's validation part is a few speakers, and the mean of such small
-  per-fold scores is noisier than one UA over all of them. ``val_ua_fold_mean`` and
-  ``val_ua_fold_std`` give the per-fold view (also in the trial record).
+* ``val_ua`` - the objective Optuna and ASHA see, one of :data:`OBJECTIVES`:
+
+  - ``common-epoch`` (default): the validation UA pooled over every fold's validation
+    utterances *at the same epoch*, at the best epoch of that pooled curve so far
+    (``val_ua_common_epoch``; the epoch is ``common_epoch``). One maximum over the epochs
+    of a curve of all validation utterances (about 1000 on EmoDB LOSO);
+  - ``fold-best`` (the design before 2026-12): the pooled validation UA with each fold
+    at its *own* best epoch so far, the model the fold keeps (``val_ua_fold_best``).
+    Each fold's maximum over epochs of ~100 utterances is optimistic, most of all for
+    noisy (high learning-rate) trials: in a 30-epoch replay on EmoDB 7-class LOSO
+    (eGeMAPS mlp), this score was 2.5 (model defaults) and 7.3 (a high-lr trial) UA
+    points above the same predictions' test UA, against 0.0 and 1.9 for
+    ``common-epoch``, and it ranked the high-lr trial first (0.627 vs 0.605) where its
+    test UA was lower (0.555 vs 0.580).
+
+  Both are reported either way. The folds' kept models (and their stored validation and
+  test logits) are those of each fold's own early stopping in both cases: the
+  objective only ranks the trials. A fold's validation part is a few speakers, and the
+  mean of such small per-fold scores is noisier than one UA over all of them:
+  ``val_ua_fold_mean`` and ``val_ua_fold_std`` give the per-fold view of the folds'
+  best epochs (also in the trial record). A fold stopped early by its patience
+  contributes its last epoch to the later points of the pooled curve.
 * ``val_ua_epoch``, ``val_loss``, ``train_loss`` - means of the current epoch.
 
 Test data are never reported to the scheduler or the searcher. When a trial ends (all
@@ -73,6 +90,8 @@ PAUSE_ENV = "SERRAY_TUNE_PAUSE_IN_WRITE"
 #: its predictions and record before it kills the actor (Tune's own limit is 10 s).
 STOP_GRACE_S = int(os.environ.get("SERRAY_TUNE_STOP_GRACE_S", "300"))
 OBJECTIVE = "val_ua"
+#: What ``val_ua`` (the searcher's and ASHA's objective) is; see the module docstring.
+OBJECTIVES = ("common-epoch", "fold-best")
 
 
 def experiment_dir(workdir: str | Path, name: str, storage: str | None = None) -> str:
@@ -100,6 +119,7 @@ class TuneContext:
     max_epochs: int | None
     record_dir: str
     space: Any = None
+    objective: str = "common-epoch"
 
 
 def _trainable_class():
@@ -150,6 +170,7 @@ def _trainable_class():
             self.t0 = time.perf_counter()
             self.started_at = time.time()
             self.history: list[list[dict]] = [[] for _ in ctx.folds]
+            self.val_curve: list[float] = []  # pooled validation UA of all folds at each epoch
             self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
             self.finalized = False
             self.last_result: dict = {}  # this trial's latest step result
@@ -208,8 +229,15 @@ def _trainable_class():
             best_steps = [h[max(0, int(m.get("best_epoch", len(h))) - 1)] for h, m in zip(self.history, last)]
             best = [b.get("val_ua", math.nan) for b in best_steps]
             pooled = pooled_val_ua(best_steps)
+            if math.isnan(pooled):
+                pooled = float(np.nanmean(best))
+            self.val_curve.append(pooled_val_ua(last))
+            common = _common_epoch(self.val_curve)
             result = {
-                OBJECTIVE: pooled if not math.isnan(pooled) else float(np.nanmean(best)),
+                OBJECTIVE: common[1] if self.ctx.objective == "common-epoch" and not math.isnan(common[1]) else pooled,
+                "val_ua_common_epoch": common[1],
+                "common_epoch": common[0],
+                "val_ua_fold_best": pooled,
                 "val_ua_fold_mean": float(np.nanmean(best)),
                 "val_ua_fold_std": float(np.nanstd(best)),
                 "val_ua_epoch": float(np.nanmean([m.get("val_ua", math.nan) for m in last])),
@@ -261,6 +289,11 @@ def _trainable_class():
                 "seed": ctx.seed,
                 "finished": reason,
                 "objective": float(last.get(OBJECTIVE, math.nan)),
+                "objective_kind": ctx.objective,
+                "val_ua_common_epoch": last.get("val_ua_common_epoch", math.nan),
+                "common_epoch": last.get("common_epoch"),
+                "val_ua_fold_best": last.get("val_ua_fold_best", math.nan),
+                "val_ua_curve": [round(float(v), 6) for v in self.val_curve],
                 "val_ua_fold_mean_std": [last.get("val_ua_fold_mean", math.nan), last.get("val_ua_fold_std", math.nan)],
                 "epochs": max(len(h) for h in self.history),
                 "best_epochs": [r.best_epoch for r in results],
@@ -295,6 +328,21 @@ def _trainable_class():
     _FoldsTrainable.__name__ = "FoldsTrainable"
     _FoldsTrainable.__qualname__ = "FoldsTrainable"
     return _FoldsTrainable
+
+
+def _common_epoch(curve: Sequence[float]) -> tuple[int, float]:
+    """``(epoch, value)`` of the best point of a pooled validation curve (first maximum;
+    1-based epoch; ``(0, nan)`` while the curve has no finite point).
+
+    Example:
+        >>> _common_epoch([0.4, 0.6, 0.55, 0.6])
+        (2, 0.6)
+    """
+    vals = np.asarray(curve, dtype=float)
+    if not len(vals) or np.isnan(vals).all():
+        return 0, math.nan
+    i = int(np.nanargmax(vals))
+    return i + 1, float(vals[i])
 
 
 def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
@@ -404,6 +452,29 @@ class TuneOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+#: best.yaml's ``selection`` line per objective.
+_SELECTION = {
+    "common-epoch": ("highest validation UA pooled over all folds' validation utterances at one common epoch "
+                     "(test data not used)"),
+    "fold-best": ("highest validation UA pooled over all folds' validation utterances, each fold at its own best "
+                  "epoch (test data not used; optimistic, see serray.tune.runner)"),
+}
+
+
+def check_objective(objective: str, record_dir: Path | None = None) -> None:
+    """``ValueError`` for an unknown objective, or one that differs from the kept trials'
+    (a resumed search must rank every trial by the same score)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown tune objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if record_dir is None or not record_dir.is_dir():
+        return
+    for path in sorted(record_dir.glob("*.json")):
+        kept = io.read_json(path).get("objective_kind", "fold-best")
+        if kept != objective:
+            raise ValueError(f"{path}: this search ranked its trials by objective {kept!r}; resume it with "
+                             f"--objective {kept} or start another with --name NEW")
+
+
 def _record_objective(rec: Mapping[str, Any]) -> float:
     """The objective a finished trial reported last, from its record (older records: ``val_ua_final``)."""
     return float(rec.get("objective", rec.get("val_ua_final", math.nan)))
@@ -414,6 +485,7 @@ def _board_row(tid: str, val_ua: float, status: str, rec: Mapping[str, Any], m: 
     """One leaderboard row: serray's trial record first, Tune's last result ``m`` where it has none."""
     return {
         "trial_id": tid, "val_ua": val_ua,
+        "val_ua_fold_best": rec.get("val_ua_fold_best", m.get("val_ua_fold_best", math.nan)),
         "test_ua": rec.get("test_ua", math.nan), "test_wa": rec.get("test_wa", math.nan),
         "epochs": rec.get("epochs", m.get("training_iteration", 0)),
         "seconds": rec.get("seconds", m.get("time_total_s", math.nan)),
@@ -518,6 +590,7 @@ def tune_model(
     device: str = "auto",
     tensorboard: bool = False,
     verbose: int = 1,
+    objective: str = "common-epoch",
 ) -> TuneOutcome:
     """Search a model's hyperparameters with Optuna TPE + ASHA; every trial trains all folds.
 
@@ -550,6 +623,8 @@ def tune_model(
         tensorboard: Also write TensorBoard event files per trial (Tune's TBX logger).
             Off by default: serray keeps its own trial records, and the TBX logger
             cost about 10 % of a short search's wall time here.
+        objective: What ranks the trials (:data:`OBJECTIVES`, module docstring):
+            ``common-epoch`` (default) or ``fold-best`` (the earlier, optimistic score).
 
     Raises:
         serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
@@ -565,6 +640,7 @@ def tune_model(
     from serray.training.trainer import check_stage_plans
 
     t0 = time.perf_counter()
+    check_objective(objective)
     spec, sp, run, base = resolve_space(run, space)
     workdir, seed = run.workdir, run.seed
     exp = prepare_experiment(run, base, address=address)
@@ -572,6 +648,8 @@ def tune_model(
     name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     path = experiment_dir(workdir, name, storage)
     local_path = None if "://" in path else Path(path)
+    if resume and local_path is not None:
+        check_objective(objective, local_path / "trials")
     init_ray(address)
     per, cpu, gpu = actor_resources(
         len(exp.folds), (fold_resources or {}).get("cpu"), (fold_resources or {}).get("gpu"), device
@@ -585,7 +663,7 @@ def tune_model(
     ctx = TuneContext(
         workdir=str(Path(workdir).resolve()), experiment=name, model=spec.name, base_config=base, folds=exp.folds,
         classes=exp.classes, normalize=run.normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
-        max_epochs=max_epochs, record_dir=str(record_dir), space=sp,
+        max_epochs=max_epochs, record_dir=str(record_dir), space=sp, objective=objective,
     )
     trainable = tune.with_resources(
         tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles)
@@ -660,7 +738,7 @@ def tune_model(
         **run.record(),
         "experiment": name,
         "trial_id": str(top["trial_id"]),
-        "selection": "highest validation UA pooled over all folds' validation utterances (test data not used)",
+        "selection": _SELECTION[objective],
         "estimate": ("non-nested: one configuration was chosen on every fold's validation speakers, and a fold's "
                      "validation speakers are other folds' test speakers; `serray tune --nested` gives the nested "
                      "estimate of the tuned model"),
