@@ -170,6 +170,12 @@ def test_gate_weights_sum_to_one_per_domain(gating):
         assert len(xi) == 3 and all(0.0 <= v <= 1.0 for v in xi) and set(rec["nas_closed"]) == {"de", "it"}
     else:
         assert "nas_gates" not in rec
+    from serray.report.model_records import collect  # the report's tables and heatmaps name the experts
+
+    parts = collect([(0, 0, rec)])
+    assert list(parts.matrix_mean("gate_weights.train").columns) == ["seq1", "seq2", "vec"]
+    if gating == "nas":
+        assert list(parts.matrix_mean("nas_gates.it").columns) == ["seq1", "seq2", "vec"]
 
 
 def test_each_domain_uses_its_own_tower_and_unknown_domain_the_mean():

@@ -256,6 +256,7 @@ class MGNAS(SERModule):
         if self._gates:
             rec["gate_weights"] = {part: means for part, (means, _) in self._gates.items()}
             rec["gate_counts"] = {part: counts for part, (_, counts) in self._gates.items()}
+        rec["axis_names"] = {"gate_weights": list(self.roles), "nas_gates": list(self.roles)}  # report columns
         if self.gating == "nas":
             was = self.nas.gates.training
             self.nas.gates.eval()

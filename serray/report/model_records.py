@@ -10,7 +10,10 @@ model family: it walks each dict and sorts what it finds by shape.
 * a list of numbers -> a *vector*: one row per (seed, fold), one column per position;
 * a dict of equal-length numeric lists (``{domain: [w1..wk]}``) -> a *matrix*: rows are
   the keys; the report shows its mean over folds and seeds as a table and a heatmap;
-* lists of dicts and nested dicts are walked with ``[i]`` and ``.key`` paths.
+* lists of dicts and nested dicts are walked with ``[i]`` and ``.key`` paths;
+* ``axis_names: {path: [name, ...]}`` names the columns of the vectors and matrices at
+  or under ``path`` whose width matches (e.g. the experts of a gate-weight matrix);
+  without it, columns are positions.
 
 Example:
     >>> rec = {"gate": {"a": [0.2, 0.8], "b": [0.6, 0.4]}, "n_groups": 2, "layer_w": [0.1, 0.9]}
@@ -19,6 +22,9 @@ Example:
     (['seed', 'fold', 'n_groups'], ['gate'], ['layer_w'])
     >>> parts.matrix_mean("gate").loc["a"].tolist()
     [0.2, 0.8]
+    >>> named = collect([(0, 0, {**rec, "axis_names": {"gate": ["mfb", "egemaps"]}})])
+    >>> list(named.matrix_mean("gate").columns)
+    ['mfb', 'egemaps']
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import pandas as pd
 __all__ = ["ModelRecords", "collect", "records_of_run", "flatten"]
 
 _SKIP_KEYS = ("fold", "name")
+_AXIS_KEY = "axis_names"
 
 
 def _is_num(v: Any) -> bool:
@@ -61,7 +68,7 @@ def flatten(obj: Any, path: str = "") -> tuple[dict, dict, dict]:
         matrices[path] = {str(k): [float(x) for x in v] for k, v in obj.items()}
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            if not path and k in _SKIP_KEYS:
+            if not path and (k in _SKIP_KEYS or k == _AXIS_KEY):
                 continue
             s, ve, m = flatten(v, f"{path}.{k}" if path else str(k))
             scalars.update(s), vectors.update(ve), matrices.update(m)
@@ -111,14 +118,27 @@ def collect(items: Iterable[tuple[int, int, dict]]) -> ModelRecords:
     rows, vectors, matrices = [], {}, {}
     for seed, fold, rec in items:
         s, ve, m = flatten(rec)
+        names = rec.get(_AXIS_KEY) if isinstance(rec.get(_AXIS_KEY), dict) else {}
         rows.append({"seed": seed, "fold": fold, **s})
         for path, v in ve.items():
-            vectors.setdefault(path, []).append({"seed": seed, "fold": fold, **{str(i): x for i, x in enumerate(v)}})
+            cols = _columns(path, len(v), names)
+            vectors.setdefault(path, []).append({"seed": seed, "fold": fold, **dict(zip(cols, v))})
         for path, mat in m.items():
-            width = len(next(iter(mat.values())))
-            matrices.setdefault(path, []).append(pd.DataFrame.from_dict(mat, orient="index", columns=[str(i) for i in range(width)]))
+            cols = _columns(path, len(next(iter(mat.values()))), names)
+            matrices.setdefault(path, []).append(pd.DataFrame.from_dict(mat, orient="index", columns=cols))
     scalars = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["seed", "fold"])
     return ModelRecords(scalars, {p: pd.DataFrame(v) for p, v in vectors.items()}, matrices)
+
+
+def _columns(path: str, width: int, names: dict) -> list[str]:
+    """Column names of a vector/matrix at ``path``: the ``axis_names`` entry of the longest
+    matching path prefix whose length is ``width``, else positions."""
+    for prefix in sorted(names, key=len, reverse=True):
+        given = names[prefix]
+        if (path == prefix or path.startswith(f"{prefix}.") or path.startswith(f"{prefix}[")) \
+                and isinstance(given, (list, tuple)) and len(given) == width:
+            return [str(n) for n in given]
+    return [str(i) for i in range(width)]
 
 
 def records_of_run(record: dict) -> list[tuple[int, int, dict]]:
