@@ -229,6 +229,25 @@ def test_ray_pool_matches_in_process(corpus: tuple[Path, pd.DataFrame], tmp_path
             np.testing.assert_array_equal(x, y)
 
 
+def test_small_local_job_uses_a_process_pool_with_the_same_features(corpus: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    import ray
+
+    W, m = corpus
+    assert not ray.is_initialized()
+    rep = extract_features(W, ["egemaps", "mfb"], m, progress=False, chunk_size=2)  # no address, 5 files: the pool
+    assert not ray.is_initialized()  # no Ray was started
+    assert all(r.n_extracted == 5 and r.n_failed == 0 for r in rep.values())
+    local = tmp_path / "W_local"
+    extract_features(local, ["egemaps", "mfb"], m, num_actors=0, progress=False)
+    for name in ("egemaps", "mfb"):
+        a, b = load_features(W, name, m), load_features(local, name, m)
+        assert a.utt_ids == b.utt_ids
+        for x, y in zip(a.data, b.data):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="local process pool"):
+        extract_features(W, ["egemaps"], m, progress=False, use_ray=False, address="auto")
+
+
 def test_cli_extract_and_list(corpus: tuple[Path, pd.DataFrame]) -> None:
     from click.testing import CliRunner
 

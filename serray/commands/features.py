@@ -38,13 +38,18 @@ def _parse_params(items: tuple[str, ...], sets: list[str]) -> dict[str, dict[str
 @click.option("--chunk-size", type=int, default=None, help="Files per work item (default: about 32 chunks per actor, at most 64 files each).")
 @click.option("--retry-failed", is_flag=True, help="Retry files an earlier run recorded as failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--ray/--no-ray", "use_ray", default=None,
+              help="Force Ray actors (--ray) or a local process pool (--no-ray); default: a local process pool "
+                   "for small CPU jobs without --address (at most 5000 files to extract), Ray otherwise.")
 def command(
     workdir: str, sets: str | None, list_: bool, params: tuple[str, ...], corpora: tuple[str, ...], address: str | None,
     num_actors: int | None, gpus_per_actor: float, chunk_size: int | None, retry_failed: bool, no_progress: bool,
+    use_ray: bool | None,
 ) -> None:
     """Extract feature sets for every utterance of WORKDIR's manifests, or list the cache.
 
-    Work runs on a Ray actor pool (local Ray, or --address to join a cluster); results go
+    Work runs on a Ray actor pool (local Ray, or --address to join a cluster; small
+    local CPU jobs use a local process pool of the same size, see --ray); results go
     to WORKDIR/features/<set>-<key>/ keyed by extractor, parameters, library versions and
     each audio file's identity, so a second run extracts nothing. Files that fail are
     listed with their reason (and recorded in the set's failures.parquet) while the rest
@@ -75,6 +80,7 @@ def command(
             reports = extract_features(
                 workdir, names, manifest, params=set_params, address=address, num_actors=num_actors,
                 gpus_per_actor=gpus_per_actor, progress=not no_progress, chunk_size=chunk_size, retry_failed=retry_failed,
+                use_ray=use_ray,
             )
         except (ManifestError, ValueError) as exc:
             fail(str(exc))
