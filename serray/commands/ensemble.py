@@ -23,17 +23,6 @@ def parse_k(text: str) -> list[int]:
     return sorted(set(out))
 
 
-def curve_labels(selection: str) -> tuple[str, str]:
-    """Legend labels of the validation and test curves of ``ua_vs_k.png``.
-
-    The curve the subsets were selected on says so; under ``test-optimistic`` that is
-    the test curve, marked optimistic.
-    """
-    if selection == "test-optimistic":
-        return "validation UA of the selected subset", "test UA (selection; optimistic)"
-    return "validation UA (selection)", "test UA of the selected subset"
-
-
 def plot_ua_vs_k(best_per_k, single, out: Path, note: str, selection: str = "validation") -> list[str]:
     """Best ensemble's validation and test UA per k, with the mean single member.
 
@@ -46,6 +35,8 @@ def plot_ua_vs_k(best_per_k, single, out: Path, note: str, selection: str = "val
     import matplotlib.pyplot as plt
 
     from serray import io
+
+    from serray.report.figures import curve_labels
 
     val_label, test_label = curve_labels(selection)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))

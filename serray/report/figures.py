@@ -21,8 +21,19 @@ import pandas as pd
 
 from serray import io
 
-__all__ = ["confusion_figure", "bars_figure", "ensemble_curve_figure", "membership_figure", "tune_progress_figure",
+__all__ = ["curve_labels", "confusion_figure", "bars_figure", "ensemble_curve_figure", "membership_figure", "tune_progress_figure",
            "heatmap_figure", "save_figure"]
+
+
+def curve_labels(selection: str) -> tuple[str, str]:
+    """Legend labels of the validation and test curves of ``ua_vs_k.png``.
+
+    The curve the subsets were selected on says so; under ``test-optimistic`` that is
+    the test curve, marked optimistic.
+    """
+    if selection == "test-optimistic":
+        return "validation UA of the selected subset", "test UA (selection; optimistic)"
+    return "validation UA (selection)", "test UA of the selected subset"
 
 
 def _plt():
@@ -101,8 +112,6 @@ def ensemble_curve_figure(best_per_k: pd.DataFrame, title: str, stem: Path, sing
     The curve the subsets were selected on says so (the test curve, marked optimistic,
     under ``selection="test-optimistic"``).
     """
-    from serray.commands.ensemble import curve_labels
-
     val_label, test_label = curve_labels(selection)
     plt = _plt()
     k = best_per_k["k"].to_numpy()
