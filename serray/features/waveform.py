@@ -3,8 +3,9 @@
 ``waveform`` (kind ``sequence``) stores every utterance's samples at ``sample_rate`` as
 ``[T, 1]`` (``float16`` by default: half the disk, ~1e-3 relative precision, far below
 the noise floor of speech corpora; ``float32`` to keep them exact), cropped to the first
-``max_seconds``. A model reads them unnormalised (its input spec sets
-``normalize=False``) and standardises each utterance itself, as SSL models expect.
+``max_seconds``. The run's ``--normalize`` maps every sample by one affine transform
+(global or per speaker), which the model's own per-utterance standardisation (as SSL
+models expect) undoes, so the SSL model sees the same input either way.
 
 Example:
     >>> import numpy as np

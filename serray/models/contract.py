@@ -59,8 +59,6 @@ class InputSpec:
             ``"segments"`` (segment stacks ``[S, C, F, T]``).
         default_features: Feature set(s) used when the user names none (first wins; a
             variadic input takes all of them, one role each).
-        normalize: Whether the run's normalisation applies to this input (``False``:
-            raw values, e.g. for a part that standardises on its own).
         other_kinds: Further kinds the input accepts (the loaded feature set decides;
             the model reads each role's kind from :attr:`InputInfo.kinds`).
         variadic: The input stands for one role per feature set the user names (e.g.
@@ -70,7 +68,6 @@ class InputSpec:
 
     kind: str
     default_features: tuple[str, ...] = ()
-    normalize: bool = True
     other_kinds: tuple[str, ...] = ()
     variadic: bool = False
 
