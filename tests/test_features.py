@@ -207,6 +207,16 @@ def test_write_failure_mid_file_leaves_nothing(corpus: tuple[Path, pd.DataFrame]
 # ---------------------------------------------------------------- Ray pool and CLI
 
 
+def _assert_same_as_in_process(W: Path, local: Path, m: pd.DataFrame, sets: tuple[str, ...]) -> None:
+    """The sets extracted in ``W`` equal, bit for bit, the same sets extracted in this process."""
+    extract_features(local, list(sets), m, num_actors=0, progress=False)
+    for name in sets:
+        a, b = load_features(W, name, m), load_features(local, name, m)
+        assert a.utt_ids == b.utt_ids
+        for x, y in zip(a.data, b.data):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_ray_pool_matches_in_process(corpus: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
     import ray
 
@@ -220,13 +230,7 @@ def test_ray_pool_matches_in_process(corpus: tuple[Path, pd.DataFrame], tmp_path
     finally:
         ray.shutdown()
     assert all(r.n_extracted == 5 and r.n_actors == 3 for r in rep.values())
-    local = tmp_path / "W_local"
-    extract_features(local, ["egemaps", "lld"], m, num_actors=0, progress=False)
-    for name in ("egemaps", "lld"):
-        a, b = load_features(W, name, m), load_features(local, name, m)
-        assert a.utt_ids == b.utt_ids
-        for x, y in zip(a.data, b.data):
-            np.testing.assert_array_equal(x, y)
+    _assert_same_as_in_process(W, tmp_path / "W_local", m, ("egemaps", "lld"))
 
 
 def test_small_local_job_uses_a_process_pool_with_the_same_features(corpus: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
@@ -237,13 +241,7 @@ def test_small_local_job_uses_a_process_pool_with_the_same_features(corpus: tupl
     rep = extract_features(W, ["egemaps", "mfb"], m, progress=False, chunk_size=2)  # no address, 5 files: the pool
     assert not ray.is_initialized()  # no Ray was started
     assert all(r.n_extracted == 5 and r.n_failed == 0 for r in rep.values())
-    local = tmp_path / "W_local"
-    extract_features(local, ["egemaps", "mfb"], m, num_actors=0, progress=False)
-    for name in ("egemaps", "mfb"):
-        a, b = load_features(W, name, m), load_features(local, name, m)
-        assert a.utt_ids == b.utt_ids
-        for x, y in zip(a.data, b.data):
-            np.testing.assert_array_equal(x, y)
+    _assert_same_as_in_process(W, tmp_path / "W_local", m, ("egemaps", "mfb"))
     with pytest.raises(ValueError, match="local process pool"):
         extract_features(W, ["egemaps"], m, progress=False, use_ray=False, address="auto")
 
