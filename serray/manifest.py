@@ -123,4 +123,7 @@ def load_manifests(workdir: str | Path, corpora: Iterable[str] | None = None) ->
             raise ManifestError(f"{workdir}: no manifest for {missing}; available: {sorted(by_name)}")
         files = [by_name[c] for c in wanted]
     df = pd.concat([read_manifest(f) for f in files], ignore_index=True)
+    from serray.duplicates import use_digest_store
+
+    use_digest_store(workdir)  # the leakage guard's audio digests persist in W/cache
     return validate_manifest(df, source=f"manifests of {workdir}")

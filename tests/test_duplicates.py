@@ -65,6 +65,31 @@ def test_duplicates_found_by_path_and_by_content(two_corpora_sharing_files):
     assert duplicate_audio(m[~m["utt_id"].isin(dups["utt_id"])]).empty
 
 
+def test_digests_persist_in_the_work_directory(two_corpora_sharing_files, monkeypatch):
+    """A later process finds the digests in W/cache and reads no audio; a changed file is hashed again."""
+    from serray import duplicates
+
+    w = two_corpora_sharing_files
+    monkeypatch.setattr(duplicates, "_DIGESTS", {})
+    monkeypatch.setattr(duplicates, "_STORE", {"path": None, "loaded": set()})
+    m = load_manifests(w)
+    first = duplicate_audio(m)
+    store = w / "cache" / "audio_digests.parquet"
+    assert store.exists() and len(pd.read_parquet(store)) == len(m) - 1  # b's first row is a's file
+
+    hashed: list[str] = []
+    real = duplicates._hash_file
+    monkeypatch.setattr(duplicates, "_hash_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(duplicates, "_DIGESTS", {})  # a new process
+    monkeypatch.setattr(duplicates, "_STORE", {"path": None, "loaded": set()})
+    pd.testing.assert_frame_equal(duplicate_audio(load_manifests(w)), first)
+    assert hashed == []
+    changed = Path(m.loc[2, "path"])
+    sf.write(changed, np.zeros(3200, np.float32), 16000, subtype="PCM_16")  # same size, new bytes and mtime
+    duplicate_audio(load_manifests(w))
+    assert hashed == [str(changed.resolve())]
+
+
 @pytest.mark.parametrize("protocol, kw", [("loco", {}), ("cross-corpus", {"train_corpora": "b", "test_corpora": "a"})])
 def test_loco_and_cross_corpus_refuse_shared_audio(two_corpora_sharing_files, protocol, kw):
     m = load_manifests(two_corpora_sharing_files)

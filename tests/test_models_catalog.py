@@ -57,3 +57,16 @@ def test_every_spec_module_is_discovered_without_a_central_list():
     on_disk = sorted(f"serray.models.{p.stem}" for p in folder.glob("*_spec.py"))
     assert registry._family_modules() == on_disk and "serray.models.mtl_cnn_spec" in on_disk
     assert {"svm", "logreg", "mlp", "dcnn", "cnn_lstm", "adarl", "mtl_cnn"} <= set(registry.names())
+
+
+def test_a_scikit_learn_run_imports_neither_torch_nor_ray(synth_copy):
+    """`serray train svm` runs in this process: no torch model and no Ray, so neither is imported."""
+    code = (
+        "import sys\n"
+        "from serray.training.run import train_run\n"
+        "from serray.training.spec import RunSpec\n"
+        f"res = train_run(RunSpec({str(synth_copy)!r}, 'svm', features='egemaps', protocol='kfold', k=3))\n"
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules), round(res.pooled['ua'], 3) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] True", out.stdout + out.stderr

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import ray
 
 from serray.models import registry
 from serray.models.registry import ModelSpec
@@ -55,6 +54,8 @@ class SharedInputs:
 
     def resolve(self) -> TrainingInputs:
         """The inputs themselves (zero-copy read-only views of the object store)."""
+        import ray
+
         packed = {role: PackedFeatures(kind, ray.get(d), None if o is None else ray.get(o)) for role, (kind, d, o) in self.features.items()}
         return TrainingInputs(packed, ray.get(self.table))
 
@@ -65,6 +66,8 @@ def put_inputs(inputs: TrainingInputs) -> SharedInputs:
     Raises:
         RuntimeError: Ray is not initialised.
     """
+    import ray
+
     if not ray.is_initialized():
         raise RuntimeError("Ray is not running; call serray.raycluster.init_ray() first")
     features = {
@@ -113,6 +116,8 @@ class _FoldActorImpl:
 
     def node_id(self) -> str:
         """The Ray node this actor runs on (recorded so results show where folds ran)."""
+        import ray
+
         return ray.get_runtime_context().get_node_id()
 
     def finalize(self) -> list[FoldResult]:
@@ -120,8 +125,22 @@ class _FoldActorImpl:
         return [t.finalize() for t in self.trainers]
 
 
-#: The Ray actor class; its constructor takes object references as top-level arguments.
-FoldActor = ray.remote(_FoldActorImpl)
+def __getattr__(name: str) -> Any:
+    """``FoldActor``, the Ray actor class (made on first use: in-process training imports no Ray).
+
+    Its constructor takes object references as top-level arguments.
+    """
+    if name == "FoldActor":
+        return _fold_actor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _fold_actor_class() -> Any:
+    import ray
+
+    if "FoldActor" not in globals():
+        globals()["FoldActor"] = ray.remote(_FoldActorImpl)
+    return globals()["FoldActor"]
 
 
 def fold_resources(
@@ -144,6 +163,8 @@ def fold_resources(
         ValueError: Negative resources, ``n_folds < 1``, or one actor larger than the
             whole cluster.
     """
+    import ray
+
     if n_folds < 1:
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
     if (num_cpus is not None and num_cpus < 0) or (num_gpus is not None and num_gpus < 0):
@@ -273,6 +294,8 @@ def run_folds(
         finally:
             torch.set_num_threads(threads)
 
+    import ray
+
     from serray.raycluster import init_ray
 
     init_ray()
@@ -285,7 +308,7 @@ def run_folds(
     members = [list(range(len(folds)))[g::n_actors] for g in range(n_actors)]
     log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), n_actors, cpus, gpus)
     actors = [
-        FoldActor.options(**{"num_cpus": cpus, "num_gpus": gpus, **opts}).remote(
+        _fold_actor_class().options(**{"num_cpus": cpus, "num_gpus": gpus, **opts}).remote(
             spec, config, shared, [folds[i] for i in group], normalize, seed, device, max(1, int(cpus)),
         )
         for group in members
