@@ -246,6 +246,17 @@ def test_small_local_job_uses_a_process_pool_with_the_same_features(corpus: tupl
         extract_features(W, ["egemaps"], m, progress=False, use_ray=False, address="auto")
 
 
+def test_pool_choice_can_be_forced_either_way() -> None:
+    from serray.features.runner import LOCAL_POOL_MAX_FILES, _PoolHolder
+
+    def pool(n_files=10, address=None, num_actors=None, gpus=0.0, use_ray=None) -> bool:
+        return _PoolHolder(address, num_actors, gpus, use_ray)._process_pool(n_files)
+
+    assert pool() and not pool(LOCAL_POOL_MAX_FILES + 1)  # small local work only
+    assert not pool(use_ray=True) and pool(LOCAL_POOL_MAX_FILES + 1, use_ray=False)  # --ray / --no-ray
+    assert not pool(address="auto") and not pool(gpus=0.5) and not pool(num_actors=0)  # cluster, GPUs, in-process
+
+
 def test_cli_extract_and_list(corpus: tuple[Path, pd.DataFrame]) -> None:
     from click.testing import CliRunner
 

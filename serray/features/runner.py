@@ -349,8 +349,11 @@ class _PoolHolder:
         self.pool: _LocalPool | _ProcessPool | _RayPool | None = None
 
     def _process_pool(self, n_files: int) -> bool:
-        if self.use_ray is not None or self.address is not None or self.gpus_per_actor > 0 or self.num_actors == 0:
-            return self.use_ray is False and self.address is None and self.gpus_per_actor == 0 and self.num_actors != 0
+        """A local process pool: never with a cluster address or GPUs; else as forced, or for small work."""
+        if self.num_actors == 0 or self.address is not None or self.gpus_per_actor > 0:
+            return False
+        if self.use_ray is not None:
+            return not self.use_ray
         import ray
 
         return n_files <= LOCAL_POOL_MAX_FILES and not ray.is_initialized()
