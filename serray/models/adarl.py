@@ -110,6 +110,7 @@ __all__ = [
     "ConvPathway",
     "DomainAwareAttention",
     "attention_summary",
+    "dead_units",
     "DomainAwareEmbedding",
     "ChannelwiseFC",
     "CenterLoss",
@@ -231,7 +232,7 @@ class DomainAwareAttention(nn.Module):
         >>> weights = att(maps)
         >>> tuple(weights.shape), bool(((weights > 0) & (weights < 1)).all())
         ((5, 4), True)
-        >>> int(att.dead_units(maps))
+        >>> dead_units(att.hidden(maps))
         0
     """
 
@@ -250,13 +251,19 @@ class DomainAwareAttention(nn.Module):
         """Pre-activations of the hidden layer: ``[B, H // reduction]``."""
         return self.fc1(maps.mean(dim=3).mean(dim=1))  # TP then CP
 
-    def dead_units(self, maps: Tensor) -> Tensor:
-        """How many hidden units are <= 0 for every sample of ``maps`` (no gradient at all)."""
-        return (self.hidden(maps) <= 0).all(dim=0).sum()
+    def weights_and_hidden(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """``(weights [B, H], hidden pre-activations [B, H // reduction])``."""
+        hidden = self.hidden(maps)
+        return torch.sigmoid(self.fc2(F.relu(hidden))), hidden
 
     def forward(self, maps: Tensor) -> Tensor:
         """Return one weight in ``(0, 1)`` per frequency row: ``[B, H]``."""
-        return torch.sigmoid(self.fc2(F.relu(self.hidden(maps))))
+        return self.weights_and_hidden(maps)[0]
+
+
+def dead_units(hidden: Tensor) -> int:
+    """How many hidden units of the attention are <= 0 for every sample (no gradient at all)."""
+    return int((hidden <= 0).all(dim=0).sum())
 
 
 class DomainAwareEmbedding(nn.Module):
@@ -462,8 +469,7 @@ class ADARL(SERModule):
             assert self.domain_head is not None
             d_maps = self.domain_encoder(x)
             out["domain_logits"] = self.domain_head(d_maps.flatten(1))[0]
-            out["attention_hidden"] = self.attention.hidden(d_maps)
-            weights = torch.sigmoid(self.attention.fc2(F.relu(out["attention_hidden"])))
+            weights, out["attention_hidden"] = self.attention.weights_and_hidden(d_maps)
             out["attention"] = weights
             maps = self.embed(maps, weights)
         elif self.variant == "adversarial":
@@ -536,7 +542,7 @@ def attention_summary(weights: Tensor, hidden: Tensor) -> dict[str, Any]:
         ([0.3, 0.8], 1, 2)
     """
     w, h = weights.detach().float(), hidden.detach().float()
-    dead = int((h <= 0).all(dim=0).sum())
+    dead = dead_units(h)
     summary = {
         "weights_mean": [round(float(v), 6) for v in w.mean(dim=0)],
         "weights_std": [round(float(v), 6) for v in w.std(dim=0, unbiased=False)],
