@@ -116,7 +116,8 @@ def test_objective_is_the_pooled_curve_at_one_common_epoch(synth_copy):
     (recorded), with the fold-best score beside it; --objective fold-best ranks by the latter;
     a resumed search refuses another objective before any start-up."""
     w = synth_copy
-    args = [*TUNE[:-4], "--max-epochs", "4", "--seed", "0", "--workdir", str(w), "--num-samples", "2"]
+    args = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "4", "--seed", "0",
+            "--workdir", str(w), "--num-samples", "2"]
     r = CliRunner().invoke(main, [*args, "--name", "ce"])
     assert r.exit_code == 0, r.output
     recs = _records(w, "ce")
