@@ -56,10 +56,10 @@ def main() -> None:
     init_ray()
     cores = float(ray.cluster_resources().get("CPU", 1))
     name = f"bench-{args.model}-{int(time.time())}"
-    t0, t0_epoch = time.perf_counter(), time.time()
+    t0, t0_epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
     out = tune_model(RunSpec(w, args.model, features=features, protocol="loso", seed=0), num_samples=args.trials,
                      max_epochs=args.max_epochs, name=name, verbose=0)
-    wall = time.perf_counter() - t0
+    wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     t_end = t0_epoch + wall
     recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]
     fold_s = sum(r["fold_seconds"] for r in recs)
@@ -73,6 +73,7 @@ def main() -> None:
     print(f"  before the first trial      : {first - t0_epoch:8.1f} s (features, Ray Tune start, first actors)")
     print(f"  trials (first start to end) : {last - first:8.1f} s, utilisation {fold_s / ((last - first) * cores):.2f}")
     print(f"  after the last trial        : {t_end - last:8.1f} s (leaderboard, best.yaml)")
+    print(f"  CPU of the Tune driver      : {driver_cpu:8.1f} s ({driver_cpu / wall:.2f} of a core, competing with the folds)")
     print(f"best validation UA {out.best['val_ua']:.3f}, its test UA {out.best['test_ua']:.3f}")
     if not args.workdir:
         shutil.rmtree(w, ignore_errors=True)
