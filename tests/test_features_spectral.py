@@ -88,6 +88,36 @@ def test_cut_segments_drops_only_short_trailing_remainders() -> None:
     assert cut_segments(spec[:, :, :20], 300, min_last_frames=50).shape[0] == 1  # the only segment is kept
 
 
+def test_segment_padding_is_the_share_of_padded_frames(caplog) -> None:
+    """``segment_padding`` of extracted spectrograms counts exactly the frames after the
+    audio; the experiment warns (with the fix) when that is most of the input."""
+    import logging
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from serray.features.spectral import segment_padding
+    from serray.training.experiment import MAX_SEGMENT_PADDING, _warn_segment_padding
+
+    rng = np.random.default_rng(3)
+    ext = get_extractor("spectrogram")
+    data = [ext.extract(rng.normal(0, 0.1, int(sec * SR)).astype(np.float32)) for sec in (2.0, 3.0, 7.0)]
+    # frames 200, 300, 700 in 1 + 1 + 3 segments of 300
+    assert segment_padding(data) == pytest.approx((100 + 0 + 200) / (5 * 300))
+    fs = SimpleNamespace(data=data[:1], params={"segment_s": 3.0})
+    manifest = pd.DataFrame({"duration_s": [2.0]})
+    with caplog.at_level(logging.WARNING, logger="serray.training.experiment"):
+        share = _warn_segment_padding("spectrogram", fs, manifest)
+    assert share == pytest.approx(1 / 3) and share > MAX_SEGMENT_PADDING
+    assert "33 % of the segment frames are zero padding (segment 3.0 s, median utterance 2.0 s)" in caplog.text
+    assert "--param spectrogram.segment_s=S" in caplog.text
+    caplog.clear()
+    fs2 = SimpleNamespace(data=data[1:2], params={"segment_s": 3.0})
+    with caplog.at_level(logging.WARNING, logger="serray.training.experiment"):
+        assert _warn_segment_padding("spectrogram", fs2, manifest) == 0.0
+    assert not caplog.text
+
+
 def test_three_windows_give_three_channels() -> None:
     ext = get_extractor("spectrogram", windows_ms=[20, 30, 40])
     assert ext.extract(np.random.default_rng(2).normal(0, 0.1, SR).astype(np.float32)).shape == (1, 3, 400, 300)

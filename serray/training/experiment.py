@@ -144,6 +144,27 @@ def _load_sets(
     return loaded
 
 
+#: A segments input whose frames are more padding than this share gets a warning.
+MAX_SEGMENT_PADDING = 0.2
+
+
+def _warn_segment_padding(name: str, fs: Any, manifest: pd.DataFrame) -> float:
+    """Warn when much of a segments set is zero padding (segments long for the corpus); the share."""
+    from serray.features.spectral import segment_padding
+
+    share = segment_padding(fs.data)
+    if share > MAX_SEGMENT_PADDING:
+        seg = fs.params.get("segment_s", "?")
+        median = float(manifest["duration_s"].median()) if "duration_s" in manifest else float("nan")
+        log.warning(
+            "%s: %.0f %% of the segment frames are zero padding (segment %s s, median utterance %.1f s); a shorter "
+            "segment wastes less of the input: `serray features W --set %s --param %s.segment_s=S`, then "
+            "--feature-param segment_s=S (README, ADARL: on EmoDB's 2 s files, 2 s segments raised ADARL's UA)",
+            name, 100 * share, seg, median, name, name,
+        )
+    return share
+
+
 #: Speakers with fewer utterances than this get a warning under speaker normalisation.
 MIN_SPEAKER_UTTERANCES = 20
 
@@ -202,6 +223,9 @@ def prepare_experiment(
         manifest = manifest[manifest["utt_id"].isin(have)].reset_index(drop=True)
     if manifest.empty:
         raise ValueError(f"no utterance of the manifest has {names!r} features; run `serray features W --set {names.replace('+', ',')}` first")
+    for role, fs in loaded.items():
+        if fs.kind == "segments":
+            _warn_segment_padding(sets[role], fs, manifest)
     if run.normalize == "speaker":
         _warn_speaker_normalisation(manifest)
     classes = class_list(manifest["emotion"])
