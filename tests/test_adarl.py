@@ -395,6 +395,12 @@ def test_fold_record_has_domain_centre_distances_of_the_training_part():
     assert rec["domain_centre_distance"]["l2"][0] == pytest.approx(float(np.linalg.norm(f[0] - f[1])), rel=1e-5)
     assert rec["domain_centre_distance"]["l2"][1] == pytest.approx(float(np.linalg.norm(f[2] - f[3])), rel=1e-5)
     assert math.isnan(rec["domain_centre_distance"]["l2"][2])  # class 2 has one domain only
+    # the report names the columns by the run's classes
+    from serray.report.model_records import collect, records_of_run
+
+    run = {"classes": ["neutral", "happy", "sad", "angry"], "model_records": {"0": [{"fold": 0, **rec}]}}
+    table = collect(records_of_run(run)).matrix_mean("domain_centre_distance")
+    assert list(table.columns) == ["neutral", "happy", "sad", "angry"] and list(table.index) == ["l2", "relative"]
 
 
 def test_attention_hidden_units_start_alive_where_torch_init_leaves_them_dead():

@@ -519,8 +519,8 @@ class ADARL(SERModule):
         if batch.owner is not None:  # segments -> utterance means
             feats = average_features(feats, batch.owner, batch.n_utterances)
         dist = domain_centre_distances(feats.cpu().numpy(), batch.y.cpu().numpy(), self._train_domain, self.n_classes)
-        if dist is not None:
-            self._record = {"domain_centre_distance": dist}
+        if dist is not None:  # one value per class; the report names them from the run's classes
+            self._record = {"domain_centre_distance": dist, "axis_names": {"domain_centre_distance": "classes"}}
         if "attention" in outputs:
             self._record["attention"] = attention_summary(outputs["attention"], outputs["attention_hidden"])
 

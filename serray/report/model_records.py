@@ -13,7 +13,9 @@ model family: it walks each dict and sorts what it finds by shape.
 * lists of dicts and nested dicts are walked with ``[i]`` and ``.key`` paths;
 * ``axis_names: {path: [name, ...]}`` names the columns of the vectors and matrices at
   or under ``path`` whose width matches (e.g. the experts of a gate-weight matrix);
-  without it, columns are positions.
+  a name instead of a list (``"classes"``) takes that list from the run record
+  (:func:`records_of_run`, e.g. ADARL's per-class centre distances); without it,
+  columns are positions.
 
 Example:
     >>> rec = {"gate": {"a": [0.2, 0.8], "b": [0.6, 0.4]}, "n_groups": 2, "layer_w": [0.1, 0.9]}
@@ -142,7 +144,15 @@ def _columns(path: str, width: int, names: dict) -> list[str]:
 
 
 def records_of_run(record: dict) -> list[tuple[int, int, dict]]:
-    """``(seed, fold, model dict)`` items of a run record (train) or a seeds record."""
+    """``(seed, fold, model dict)`` items of a run record (train) or a seeds record; an
+    ``axis_names`` entry that names a list of the run record (``"classes"``) becomes that list.
+
+    Example:
+        >>> rec = {"classes": ["neutral", "angry"], "model_records": {"0": [{"fold": 0, "d": [0.5, 0.2],
+        ...        "axis_names": {"d": "classes"}}]}}
+        >>> list(collect(records_of_run(rec)).vectors["d"].columns)
+        ['seed', 'fold', 'neutral', 'angry']
+    """
     items = []
     for f in (record.get("metrics") or {}).get("folds") or []:
         if isinstance(f.get("model"), dict) and f["model"]:
@@ -150,4 +160,12 @@ def records_of_run(record: dict) -> list[tuple[int, int, dict]]:
     for seed, folds in (record.get("model_records") or {}).items():
         for f in folds:
             items.append((int(seed), int(f.get("fold", 0)), {k: v for k, v in f.items() if k not in _SKIP_KEYS}))
-    return items
+    return [(seed, fold, _resolve_axis_names(m, record)) for seed, fold, m in items]
+
+
+def _resolve_axis_names(model: dict, record: dict) -> dict:
+    names = model.get(_AXIS_KEY)
+    if not isinstance(names, dict) or not any(isinstance(v, str) for v in names.values()):
+        return model
+    resolved = {k: record.get(v) if isinstance(v, str) else v for k, v in names.items()}
+    return {**model, _AXIS_KEY: {k: v for k, v in resolved.items() if isinstance(v, (list, tuple))}}
