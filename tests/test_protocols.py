@@ -170,6 +170,29 @@ def test_coverage_validation_holds_the_share_and_every_class() -> None:
                     assert val_classes == train_classes or len(f.validation) >= 0.3 * n_train, (i, protocol, f.name)
 
 
+def test_balanced_validation_rotates_speakers_across_folds() -> None:
+    """``balanced``: the coverage rule's folds (same sizes, same guarantees), with every
+    speaker validating about equally often over the folds; coverage itself is unchanged."""
+    spread = {"coverage": [], "balanced": []}
+    for i in range(6):
+        m = synth_manifest(np.random.default_rng(100 + i), speakers_per_corpus=10, n_classes=4)
+        spk = m.set_index("utt_id")["speaker"]
+        for rule in spread:
+            folds = make_folds(m, "loso", seed=i, validation=rule)
+            assert_fold_properties(m, folds, "loso")
+            used = Counter(s for f in folds for s in set(spk.loc[list(f.validation)]))
+            counts = [used[s] for s in m["speaker"].unique()]
+            spread[rule].append(max(counts) - min(counts))
+            if rule == "balanced":
+                assert spread["balanced"][-1] <= spread["coverage"][-1], (i, used)
+                cover = make_folds(m, "loso", seed=i, validation="coverage")
+                assert [len(set(spk.loc[list(f.validation)])) for f in folds] == \
+                       [len(set(spk.loc[list(f.validation)])) for f in cover]
+    # gender balance and unequal speaker sizes within a fold can outrank rotation: closer, not always equal
+    assert sum(spread["balanced"]) < sum(spread["coverage"]), spread
+    assert make_folds(m, "loso", seed=0) == make_folds(m, "loso", seed=0, validation="coverage")
+
+
 def test_coverage_validation_uses_several_speakers_where_one_is_too_small() -> None:
     m = synth_manifest(np.random.default_rng(7), speakers_per_corpus=10, n_classes=4)
     spk = m.set_index("utt_id")["speaker"]
@@ -375,5 +398,10 @@ def test_emodb_loso_gives_ten_folds() -> None:
     assert_fold_properties(m, folds, "loso")
     check_fold_classes(m, folds)
     assert all(f.validation_mode == "speaker" for f in folds)
+    spk = m.set_index("utt_id")["speaker"]
+    balanced = make_folds(m, "loso", seed=0, validation="balanced")
+    assert_fold_properties(m, balanced, "loso")
+    used = Counter(s for f in balanced for s in set(spk.loc[list(f.validation)]))
+    assert set(used.values()) == {2} and len(used) == 10  # every speaker validates in two folds
     kf = make_folds(m, "kfold", k=5, seed=0)
     assert_fold_properties(m, kf, "kfold")

@@ -73,11 +73,12 @@ def run_options(func: Callable) -> Callable:
                           "for adarl); the same as --set domain=COLUMN, for models with a domain key."),
         click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable)."),
         click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5)."),
-        click.option("--validation", default=None, type=click.Choice(["coverage", "fraction"]),
+        click.option("--validation", default=None, type=click.Choice(["coverage", "fraction", "balanced"]),
                      help="Validation speakers per fold: coverage (default) holds out whole speakers until they "
                           "have 15 % of the fold's training utterances and every class (2 speakers per EmoDB "
-                          "LOSO fold); fraction holds out 15 % of the training speakers (1 per EmoDB LOSO fold; "
-                          "the design before 2026-12)."),
+                          "LOSO fold); balanced does the same, preferring speakers that validated in fewer "
+                          "earlier folds, so every speaker validates about equally often; fraction holds out "
+                          "15 % of the training speakers (1 per EmoDB LOSO fold; the design before 2026-12)."),
         click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable)."),
         click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable)."),
     ]

@@ -114,8 +114,9 @@ class RunSpec:
         fold_seed: Seed of fold assignment and validation choice.
         validation: How each fold's validation speakers are chosen, one of
             :data:`serray.protocols.VALIDATION_RULES` (``coverage``: 15 % of the training
-            utterances and every class; ``fraction``: 15 % of the training speakers, the
-            earlier design).
+            utterances and every class; ``balanced``: the same, every speaker validating
+            about equally often across folds; ``fraction``: 15 % of the training
+            speakers, the earlier design).
         train_corpora, test_corpora: For ``cross-corpus``.
         preset: Named preset of the model, merged before ``config``.
         config: Hyperparameters over the model's defaults (a file, then ``--set``).
