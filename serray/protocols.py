@@ -310,7 +310,10 @@ def _carve_validation(
     validation: str,
     used: Counter | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Split a fold's training part into (train ids, validation ids, validation_mode)."""
+    """Split a fold's training part into (train ids, validation ids, validation_mode).
+
+    ``used`` (the ``balanced`` rule only): folds each speaker validated so far, updated.
+    """
     rng = np.random.default_rng([seed, fold_index])
     train = m.loc[train_mask]
     n_spk = train["speaker"].nunique()
@@ -323,7 +326,7 @@ def _carve_validation(
                             fold_name, n_val, n_spk, n_spk - 1)
                 n_val = n_spk - 1
             rule = _ValidationRule(validation, val_fraction, n_speakers=n_val)
-        val_spk = _speaker_validation(train, rule, rng, fold_name, used if validation == "balanced" else None)
+        val_spk = _speaker_validation(train, rule, rng, fold_name, used)
         if val_spk:
             is_val = train["speaker"].isin(val_spk).to_numpy()
             return train["utt_id"].to_numpy()[~is_val], train["utt_id"].to_numpy()[is_val], "speaker"
@@ -474,7 +477,7 @@ def make_folds(
         parts = [_cross_corpus_part(m, train_list, test_list)]
 
     folds: list[Fold] = []
-    used: Counter = Counter()  # the balanced rule: folds each speaker validated so far
+    used = Counter() if validation == "balanced" else None  # folds each speaker validated so far
     for index, (name, train_mask, test_mask) in enumerate(parts):
         tr, va, mode = _carve_validation(
             m, train_mask, fold_index=index, fold_name=name,
