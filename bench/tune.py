@@ -43,6 +43,7 @@ def main() -> None:
     from serray.models import registry
     from serray.raycluster import init_ray
     from serray.training.spec import RunSpec
+    from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
     emodb = Path(args.data) / "emodb" / "wav"
@@ -57,8 +58,8 @@ def main() -> None:
     cores = float(ray.cluster_resources().get("CPU", 1))
     name = f"bench-{args.model}-{int(time.time())}"
     t0, t0_epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
-    out = tune_model(RunSpec(w, args.model, features=features, protocol="loso", seed=0), num_samples=args.trials,
-                     max_epochs=args.max_epochs, name=name, verbose=0)
+    out = tune_model(RunSpec(w, args.model, features=features, protocol="loso", seed=0),
+                     SearchOptions(num_samples=args.trials, max_epochs=args.max_epochs, name=name), verbose=0)
     wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     t_end = t0_epoch + wall
     recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]

@@ -76,8 +76,8 @@ def _fake_stages(monkeypatch, workdir_seen: list) -> None:
             write_predictions(w, df, run=run, config_id="c0", seed=seed, classes=CLASSES)
         return SimpleNamespace(runs={"base": run})
 
-    def tune_model(spec, *, name, **kw):
-        path = Path(spec.workdir) / "tune" / name
+    def tune_model(spec, options, **kw):
+        path = Path(spec.workdir) / "tune" / options.name
         board = pd.DataFrame({"trial_id": ["t0"], "val_ua": [0.5], "test_ua": [0.4], "epochs": [3], "status": ["ok"]})
         return SimpleNamespace(leaderboard=board, best={"trial_id": "t0", "config": {}, "val_ua": 0.5, "test_ua": 0.4},
                                path=path, best_yaml=path / "best.yaml")

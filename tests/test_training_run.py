@@ -191,6 +191,7 @@ def test_cli_train_parallel_shows_epoch_progress(workdir):
 
 def test_cli_type_error_names_the_key_before_ray(workdir):
     from serray.training.seeds import train_seeds
+    from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
     w, _ = workdir
@@ -202,7 +203,7 @@ def test_cli_type_error_names_the_key_before_ray(workdir):
     with pytest.raises(ValueError, match="'lr' must be a number"):
         train_seeds(run, seeds=[0], address="ray://unreachable:1")
     with pytest.raises(ValueError, match="'lr' must be a number"):
-        tune_model(run, num_samples=1, address="ray://unreachable:1")
+        tune_model(run, SearchOptions(num_samples=1, address="ray://unreachable:1"))
 
 
 def test_train_extracts_a_feature_set_the_cache_lacks(synth_copy):

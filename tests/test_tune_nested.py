@@ -12,10 +12,11 @@ from serray.cli import main
 from serray.manifest import manifest_dir
 from serray.training.spec import RunSpec
 from serray.tune.nested import nested_tune
+from serray.tune.options import SearchOptions
 
 
 def _run(w, **kw):
-    return nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"), num_samples=4, parallel=False, **kw)
+    return nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, **kw), parallel=False)
 
 
 def test_nested_reports_one_winner_per_outer_fold_and_resumes(synth_copy):
@@ -72,6 +73,7 @@ def test_cli_nested_prints_the_estimate_and_refuses_tune_only_options(synth_copy
 
 def test_nested_on_ray_tasks_gives_the_in_process_result(synth_copy):
     local = _run(synth_copy, name="here")
-    remote = nested_tune(RunSpec(synth_copy, "svm", features="egemaps", protocol="loso"), num_samples=4, parallel=True, name="ray")
+    remote = nested_tune(RunSpec(synth_copy, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, name="ray"),
+                         parallel=True)
     pd.testing.assert_frame_equal(local.table, remote.table)
     assert local.pooled == remote.pooled

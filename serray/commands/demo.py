@@ -39,6 +39,7 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     from serray.report import write_report
     from serray.training.seeds import train_seeds
     from serray.training.spec import RunSpec
+    from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
@@ -58,8 +59,9 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     click.echo(f"{rep.n_extracted} extracted, {rep.n_cached} cached, {rep.n_failed} failed")
 
     stage(3, f"tune {model}: {trials} trials, Optuna TPE + ASHA, leave-one-speaker-out")
-    tuned = tune_model(RunSpec(w, model, features="egemaps", protocol="loso", seed=seed), num_samples=trials,
-                       max_epochs=20, name=f"demo-tune-{model}", resume=(w / "tune" / f"demo-tune-{model}").exists(), address=address, verbose=0)
+    name = f"demo-tune-{model}"
+    options = SearchOptions(num_samples=trials, max_epochs=20, name=name, resume=(w / "tune" / name).exists(), address=address)
+    tuned = tune_model(RunSpec(w, model, features="egemaps", protocol="loso", seed=seed), options, verbose=0)
     board = tuned.leaderboard
     click.echo(board[["trial_id", "val_ua", "test_ua", "epochs", "status"]].round(3).to_string(index=False))
 

@@ -55,24 +55,25 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     """
     import logging
 
+    from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    options = SearchOptions(
+        space=space, num_samples=num_samples, name=name, address=address, fold_resources=parse_fold_resources(fold_resources) or None,
+        grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device,
+    )
     if nested:
         given = [o for o, v in (("--storage", storage), ("--max-concurrent-trials", max_concurrent_trials),
                                 ("--time-budget", time_budget), ("--tensorboard", tensorboard)) if v]
         if given:
             fail(f"{', '.join(given)} do(es) not apply to --nested (its folds are Ray tasks writing to W/tune/NAME)")
-        return _nested(model, opts, seed, space=space, num_samples=num_samples, name=name, address=address,
-                       fold_resources=parse_fold_resources(fold_resources) or None, grace_period=grace_period,
-                       reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device)
+        return _nested(model, opts, seed, options)
     try:
         run = run_spec_from_options(model, opts, seed=seed)
         out = tune_model(
-            run, space=space, num_samples=num_samples, name=name, storage=storage, address=address,
-            fold_resources=parse_fold_resources(fold_resources) or None, max_concurrent_trials=max_concurrent_trials,
-            time_budget_s=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, max_failures=max_failures,
-            resume=resume, device=device, tensorboard=tensorboard, objective=objective,
+            run, options, storage=storage, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget,
+            max_failures=max_failures, tensorboard=tensorboard, objective=objective,
         )
     except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
         fail(str(exc))
@@ -97,14 +98,14 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     click.echo(f"predictions: run {out.experiment!r} in {run.workdir}/predictions; wall time {out.seconds:.0f} s")
 
 
-def _nested(model: str, opts: dict, seed: int, **kwargs) -> None:
+def _nested(model: str, opts: dict, seed: int, options) -> None:
     import sys
 
     from serray.tune.nested import nested_tune
 
     try:
         run = run_spec_from_options(model, opts, seed=seed)
-        out = nested_tune(run, command_line=" ".join(sys.argv), **kwargs)
+        out = nested_tune(run, options, command_line=" ".join(sys.argv))
     except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
         fail(str(exc))
     shown = out.table.copy()

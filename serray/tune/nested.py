@@ -25,7 +25,8 @@ predictions go to the predictions store and a run record to ``W/runs/<name>``, s
 
 Example:
     >>> from serray.training.spec import RunSpec
-    >>> out = nested_tune(RunSpec("W", "mlp", features="egemaps"), num_samples=20)  # doctest: +SKIP
+    >>> from serray.tune.options import SearchOptions
+    >>> out = nested_tune(RunSpec("W", "mlp", features="egemaps"), SearchOptions(num_samples=20))  # doctest: +SKIP
     >>> out.pooled["ua"]                                                           # doctest: +SKIP
 """
 
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from serray import io
+from serray.tune.options import SearchOptions, prepare_search
 
 __all__ = ["NestedSearch", "NestedOutcome", "nested_tune", "search_fold"]
 
@@ -238,17 +240,8 @@ def _fold_rows(found: Mapping[int, tuple[dict, Any]], searched: Sequence[str]) -
 
 def nested_tune(
     run: Any,
+    options: SearchOptions | None = None,
     *,
-    space: str | Path | None = None,
-    num_samples: int = 20,
-    name: str | None = None,
-    address: str | None = None,
-    fold_resources: Mapping[str, float] | None = None,
-    grace_period: int | None = None,
-    reduction_factor: int = 2,
-    max_epochs: int | None = None,
-    resume: bool = False,
-    device: str = "auto",
     parallel: bool | None = None,
     command_line: str | None = None,
 ) -> NestedOutcome:
@@ -256,48 +249,49 @@ def nested_tune(
 
     Args:
         run: The :class:`~serray.training.spec.RunSpec` (as for ``serray tune``).
-        space, num_samples, grace_period, reduction_factor, max_epochs: As for
-            :func:`serray.tune.runner.tune_model`; ``num_samples`` trials per outer fold.
-        name: Experiment name (default ``nested-<model>-<features>-<protocol>-<labels>``).
-        address: Ray cluster to join; default local Ray.
-        fold_resources: ``{"cpu": c, "gpu": g}`` of each fold's search task (default 1 CPU).
-        resume: Continue an experiment of the same name: finished folds are kept.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        options: The :class:`~serray.tune.options.SearchOptions`, as for
+            :func:`serray.tune.runner.tune_model`, with ``num_samples`` trials per outer
+            fold, the default name ``nested-<model>-<features>-<protocol>-<labels>``,
+            ``fold_resources`` of each fold's search task (default 1 CPU) and ``resume``
+            keeping the finished folds.
         parallel: Folds as Ray tasks (``True``) or here (``False``); default here for a
-            scikit-learn model without ``address``.
+            scikit-learn model without ``options.address``.
+        command_line: Stored in the run record.
 
     Raises:
         serray.tune.space.SearchSpaceError: Malformed space (before any training).
         FileExistsError: The experiment has finished folds and ``resume`` is not set.
     """
-    from serray.predictions import write_predictions
-    from serray.protocols import folds_to_frame
-    from serray.training.experiment import prepare_experiment
-    from serray.training.run import _clean, _record, fold_table, pooled_metrics, runs_dir
-    from serray.training.trainer import check_stage_plans
-    from serray.tune.runner import _max_t, _space_plans, asha_grace_period, resolve_space
-
     t0 = time.perf_counter()
-    spec, sp, run, base = resolve_space(run, space)
-    exp = prepare_experiment(run, base, address=address)
-    check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
-    name = name or f"nested-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
+    options = options or SearchOptions()
+    prep = prepare_search(run, options, "nested")
+    spec, sp, run, exp, name = prep.spec, prep.space, prep.run, prep.exp, prep.name
     out_dir = Path(run.workdir) / "tune" / name
     folder = out_dir / "folds"
-    if folder.exists() and any(folder.glob("*.json")) and not resume:
+    if folder.exists() and any(folder.glob("*.json")) and not options.resume:
         raise FileExistsError(f"{out_dir}: nested experiment {name!r} exists; pass --resume to continue it or --name NEW")
-    grace = asha_grace_period(_max_t(sp, spec, base, max_epochs), grace_period)
-    res_ = dict(fold_resources or {})
-    search = NestedSearch(spec.name, base, sp, int(num_samples), grace, int(reduction_factor), max_epochs, run.normalize,
-                          int(run.seed), device, threads=max(1, int(res_.get("cpu", 1))))
+    res_ = dict(options.fold_resources or {})
+    search = NestedSearch(spec.name, prep.base, sp, int(options.num_samples), prep.grace, int(options.reduction_factor),
+                          options.max_epochs, run.normalize, int(run.seed), options.device, threads=max(1, int(res_.get("cpu", 1))))
     found = {f.index: got for f in exp.folds if (got := _load_fold(folder, f.index)) is not None}
     todo = [f for f in exp.folds if f.index not in found]
     notes = [f"resumed: {len(found)} of {len(exp.folds)} fold(s) already searched"] if found else []
     log.info("nested search: %d outer fold(s) x %d trial(s), pruning after %d epoch(s) (reduction factor %d); %d to do",
-             len(exp.folds), num_samples, grace, reduction_factor, len(todo))
+             len(exp.folds), options.num_samples, prep.grace, options.reduction_factor, len(todo))
     if parallel is None:
-        parallel = not (address is None and spec.backend == "sklearn")
-    found.update(_run_searches(search, exp, todo, folder, parallel=parallel, address=address, resources=res_))
+        parallel = not (options.address is None and spec.backend == "sklearn")
+    found.update(_run_searches(search, exp, todo, folder, parallel=parallel, address=options.address, resources=res_))
+    return _write_nested(prep, options, found, out_dir, notes, command_line, t0)
+
+
+def _write_nested(prep: Any, options: SearchOptions, found: Mapping[int, tuple[dict, Any]], out_dir: Path,
+                  notes: list[str], command_line: str | None, t0: float) -> NestedOutcome:
+    """Pool the winners' test predictions; write predictions, run record, nested.csv and nested.yaml."""
+    from serray.predictions import write_predictions
+    from serray.protocols import folds_to_frame
+    from serray.training.run import _clean, _record, fold_table, pooled_metrics, runs_dir
+
+    spec, sp, run, exp, name = prep.spec, prep.space, prep.run, prep.exp, prep.name
     results = [found[f.index][1] for f in exp.folds]
     table = _fold_rows(found, sp.names())
     m = exp.manifest
@@ -308,7 +302,7 @@ def nested_tune(
     pred_path = write_predictions(run.workdir, preds, run=name, config_id="nested", seed=run.seed, classes=exp.classes)
     selection = ("nested: each outer fold's configuration was selected by its own search on that fold's validation "
                  "speakers (carved from its training part); its test speakers were never seen by the search")
-    nested = {"num_samples": int(num_samples), "grace_period": grace, "reduction_factor": int(reduction_factor),
+    nested = {"num_samples": int(options.num_samples), "grace_period": prep.grace, "reduction_factor": int(options.reduction_factor),
               "space": str(sp.source), "folds": [{k: v for k, v in found[f.index][0].items() if k != "trials"} for f in exp.folds]}
     extra = {"selection": selection, "nested": _clean(nested), "predictions": str(pred_path.relative_to(Path(run.workdir))),
              "command_line": command_line, "timings": {"total_s": time.perf_counter() - t0}}

@@ -72,8 +72,9 @@ import numpy as np
 import pandas as pd
 
 from serray import io, metrics
+from serray.tune.options import PreparedSearch, SearchOptions, prepare_search
 
-__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "resolve_space", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
+__all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -345,17 +346,6 @@ def _common_epoch(curve: Sequence[float]) -> tuple[int, float]:
     return i + 1, float(vals[i])
 
 
-def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
-    """ASHA's grace period: ``grace_period`` if given, else a quarter of ``max_t``, at least 3 (at most ``max_t``).
-
-    Example:
-        >>> asha_grace_period(50), asha_grace_period(8), asha_grace_period(1), asha_grace_period(50, 1)
-        (13, 3, 1, 1)
-    """
-    grace = grace_period if grace_period is not None else max(3, math.ceil(max_t / 4))
-    return max(1, min(int(grace), int(max_t)))
-
-
 def _pause_in_write(trial_id: str) -> None:
     """The :data:`PAUSE_ENV` testing hook (a no-op unless the variable is set)."""
     folder = os.environ.get(PAUSE_ENV)
@@ -530,64 +520,14 @@ def _logger_callbacks(tensorboard: bool) -> list:
     return [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
 
 
-def _space_plans(sp: Any, base: Mapping[str, Any]) -> list[str]:
-    """The stage plans trials can get: the space's ``stages`` values, else the base config's."""
-    stages = next((p for p in sp.params if p.name == "stages"), None)
-    if stages is None:
-        return [str(base.get("stages", "all"))]
-    return [str(v) for v in (stages.values if stages.type == "choice" else [stages.value])]
-
-
-def _max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) -> int:
-    """ASHA's ``max_t``: the largest epoch budget any trial can have over its stages."""
-    from serray.models.contract import stage_epochs
-
-    if spec.backend != "torch":
-        return 1
-    params = {p.name: p for p in sp.params}
-    epochs = max_epochs or (params["epochs"].value if "epochs" in params and params["epochs"].type == "fixed" else base.get("epochs", 1))
-    return max(1, max(stage_epochs(p, int(epochs or 1), spec.stage_plans) for p in _space_plans(sp, base)))
-
-
-def resolve_space(run: Any, space: str | Path | None) -> tuple[Any, Any, Any, dict]:
-    """``(spec, search space, run with the space's preset, base config)``, all checked.
-
-    Raises:
-        serray.tune.space.SearchSpaceError: Malformed space, or a space of another model.
-        ValueError: A bad config value or a searched key the model does not have.
-    """
-    from serray.models.registry import SKLEARN_TRAINING_DEFAULTS, TORCH_TRAINING_DEFAULTS
-    from serray.training.trainer import check_config
-    from serray.tune.space import SearchSpaceError, load_search_space
-
-    spec = run.model_spec()
-    sp = load_search_space(space or spec.name)
-    if sp.model != spec.name:
-        raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
-    run = run.replace(preset=sp.preset or run.preset)
-    base = run.resolved_config()
-    check_config(spec, base)
-    sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == "torch" else SKLEARN_TRAINING_DEFAULTS), **base})
-    return spec, sp, run, base
-
-
 def tune_model(
     run: Any,
+    options: SearchOptions | None = None,
     *,
-    space: str | Path | None = None,
-    num_samples: int = 20,
-    name: str | None = None,
     storage: str | None = None,
-    address: str | None = None,
-    fold_resources: Mapping[str, float] | None = None,
     max_concurrent_trials: int | None = None,
     time_budget_s: float | None = None,
-    grace_period: int | None = None,
-    reduction_factor: int = 2,
-    max_epochs: int | None = None,
     max_failures: int = 2,
-    resume: bool = False,
-    device: str = "auto",
     tensorboard: bool = False,
     verbose: int = 1,
     objective: str = "common-epoch",
@@ -599,30 +539,20 @@ def tune_model(
             labels, normalisation, preset (the space's own preset wins), config (the
             starting point the space searches around) and ``seed`` (of the Optuna
             sampler and of every trial's training).
-        space: Search-space YAML (default ``search_spaces/<model>.yaml``).
-        num_samples: Trials to run.
-        name: Experiment name (default ``tune-<model>-<features>-<protocol>-<labels>``, where
-            ``<features>`` is :func:`serray.training.experiment.feature_tag`).
+        options: The :class:`~serray.tune.options.SearchOptions` (space, trials, name,
+            cluster, epochs, ASHA, resume, device). Here ``fold_resources`` is each fold
+            actor's: a trial starts as many actors of that size as fit at once (at most
+            one per fold) and spreads its folds over them (default: one actor per
+            cluster CPU, so one trial's folds fill the cluster). ASHA's default grace
+            period (a quarter of the epoch budget, at least 3) keeps a trial whose first
+            epochs are slow, e.g. SGD or a convolutional model, from being stopped for them.
         storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
-        address: Ray cluster to join; default local Ray.
-        fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor; a trial starts as many
-            actors of that size as fit at once (at most one per fold) and spreads its folds
-            over them (default: one actor per cluster CPU, so one trial's folds fill the
-            cluster).
         max_concurrent_trials, time_budget_s: Passed to Tune.
-        grace_period: ASHA's minimum epochs before a trial can be stopped (default: a
-            quarter of the epoch budget ``max_t``, at least 3: a trial whose first epochs
-            are slow, e.g. SGD or a convolutional model, is not stopped for them).
-        reduction_factor: ASHA keeps ``1 / reduction_factor`` of the trials at each rung
-            (default 2, which halves: more trials reach the later epochs than with 3 or 4).
-        max_epochs: Epoch cap of every trial's stages and of ASHA's ``max_t`` (default:
-            the config's ``epochs``; ``max_t`` covers every searched stage plan).
         max_failures: Retries of a trial whose training raises.
-        resume: Continue the experiment of the same name.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         tensorboard: Also write TensorBoard event files per trial (Tune's TBX logger).
             Off by default: serray keeps its own trial records, and the TBX logger
             cost about 10 % of a short search's wall time here.
+        verbose: Tune's verbosity.
         objective: What ranks the trials (:data:`OBJECTIVES`, module docstring):
             ``common-epoch`` (default) or ``fold-best`` (the earlier, optimistic score).
 
@@ -630,91 +560,32 @@ def tune_model(
         serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
         FileExistsError: The experiment exists and ``resume`` is not set.
     """
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
     from serray.raycluster import init_ray
-    from serray.training.actors import fold_resources as actor_resources, put_inputs
-    from serray.training.experiment import prepare_experiment
-    from serray.training.trainer import check_stage_plans
+    from serray.training.actors import put_inputs
 
     t0 = time.perf_counter()
+    options = options or SearchOptions()
     check_objective(objective)
-    spec, sp, run, base = resolve_space(run, space)
-    workdir, seed = run.workdir, run.seed
-    exp = prepare_experiment(run, base, address=address)
-    check_stage_plans(spec, base, exp.inputs, _space_plans(sp, base))
-    name = name or f"tune-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
-    path = experiment_dir(workdir, name, storage)
+    prep = prepare_search(run, options, "tune")
+    path = experiment_dir(prep.run.workdir, prep.name, storage)
     local_path = None if "://" in path else Path(path)
-    if resume and local_path is not None:
+    if options.resume and local_path is not None:
         check_objective(objective, local_path / "trials")
-    init_ray(address)
-    per, cpu, gpu = actor_resources(
-        len(exp.folds), (fold_resources or {}).get("cpu"), (fold_resources or {}).get("gpu"), device
-    )
-    n_actors = math.ceil(len(exp.folds) / per)
-    # Empty head bundle: the trainable itself needs no CPU; its fold actors fill the bundles.
-    bundles = [{}] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for _ in range(n_actors)]
-    log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
-    record_dir = Path(workdir).resolve() / "tune" / name / "trials" if local_path is None else local_path / "trials"
-    shared = put_inputs(exp.inputs)
-    ctx = TuneContext(
-        workdir=str(Path(workdir).resolve()), experiment=name, model=spec.name, base_config=base, folds=exp.folds,
-        classes=exp.classes, normalize=run.normalize, seed=seed, device=device, fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per,
-        max_epochs=max_epochs, record_dir=str(record_dir), space=sp, objective=objective,
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles)
-    )
+    init_ray(options.address)
+    record_dir = Path(prep.run.workdir).resolve() / "tune" / prep.name / "trials" if local_path is None else local_path / "trials"
+    trainable = _trainable(prep, options, put_inputs(prep.exp.inputs), record_dir, objective)
     notes: list[str] = []
     unknown: list[str] = []
-    if resume and tune.Tuner.can_restore(path):
-        if local_path is not None:
-            line, unknown = _reconcile_for_resume(local_path, record_dir, Path(workdir).resolve(), name)
-            log.info("%s", line)
-            notes.append(line)
-        else:
-            log.info("resuming experiment %s", path)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
+    if options.resume and _can_restore(path):
+        tuner, unknown = _restored_tuner(path, local_path, record_dir, prep, trainable, notes)
     else:
-        if resume:
+        if options.resume:
             log.warning("nothing to resume at %s; starting a new experiment", path)
         elif local_path is not None and (local_path / "tuner.pkl").exists():
-            raise FileExistsError(f"{path}: experiment {name!r} exists; pass --resume to continue it or --name NEW to start another")
-        max_t = _max_t(sp, spec, base, max_epochs)
-        point = sp.point(base)
-        searcher = OptunaSearch(
-            space=sp.define_by_run, metric=OBJECTIVE, mode="max", seed=seed,
-            points_to_evaluate=[point] if point else None,
-        )
-        if point is None:
-            notes.append("the model's default config lies outside the search space and was not evaluated first")
-        grace = asha_grace_period(max_t, grace_period)
-        log.info("ASHA: max_t %d epochs, grace period %d, reduction factor %d", max_t, grace, reduction_factor)
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=max_t,
-            grace_period=grace, reduction_factor=reduction_factor,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
-                max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=path.rsplit("/", 1)[0],
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                # Tune's experiment state reaches the storage at most this often: every
-                # second on local disk, so a resume after a hard kill lags at most ~1 s
-                sync_config=tune.SyncConfig(sync_period=1 if local_path is not None else 30),
-                verbose=verbose,
-                callbacks=_logger_callbacks(tensorboard),
-            ),
+            raise FileExistsError(f"{path}: experiment {prep.name!r} exists; pass --resume to continue it or --name NEW to start another")
+        tuner = _new_tuner(
+            prep, options, trainable, path, notes, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
+            max_failures=max_failures, tensorboard=tensorboard, verbose=verbose, local=local_path is not None,
         )
     # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
@@ -722,21 +593,114 @@ def tune_model(
         # a restarted trial reports its first epochs again; Optuna keeps the first report
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
         results = tuner.fit()
-    board = _leaderboard(results, record_dir, sp.names(), sp, extra=unknown)
-    out_dir = Path(path) if local_path is not None else Path(workdir) / "tune" / name
+    board = _leaderboard(results, record_dir, prep.space.names(), prep.space, extra=unknown)
+    out_dir = Path(path) if local_path is not None else Path(prep.run.workdir) / "tune" / prep.name
+    best, best_yaml = _write_outcome(board, prep, out_dir, record_dir, objective, path, notes)
+    n_errors = int(board["status"].str.startswith("error").sum())
+    if n_errors:
+        notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
+    return TuneOutcome(prep.name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
+
+
+def _can_restore(path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
+
+
+def _trainable(prep: PreparedSearch, options: SearchOptions, shared: Any, record_dir: Path, objective: str) -> Any:
+    """The trainable with its features, context and placement group: an empty head bundle
+    (the trainable itself needs no CPU) and one bundle per fold actor."""
+    from ray import tune
+
+    from serray.training.actors import fold_resources as actor_resources
+
+    res = options.fold_resources or {}
+    per, cpu, gpu = actor_resources(len(prep.exp.folds), res.get("cpu"), res.get("gpu"), options.device)
+    n_actors = math.ceil(len(prep.exp.folds) / per)
+    bundles = [{}] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for _ in range(n_actors)]
+    log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
+    run, exp = prep.run, prep.exp
+    ctx = TuneContext(
+        workdir=str(Path(run.workdir).resolve()), experiment=prep.name, model=prep.spec.name, base_config=prep.base,
+        folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.device,
+        fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per, max_epochs=options.max_epochs, record_dir=str(record_dir),
+        space=prep.space, objective=objective,
+    )
+    return tune.with_resources(tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles))
+
+
+def _restored_tuner(path: str, local_path: Path | None, record_dir: Path, prep: PreparedSearch, trainable: Any,
+                    notes: list[str]) -> tuple[Any, list[str]]:
+    """The interrupted experiment at ``path``, reconciled with serray's trial records."""
+    from ray import tune
+
+    unknown: list[str] = []
+    if local_path is not None:
+        line, unknown = _reconcile_for_resume(local_path, record_dir, Path(prep.run.workdir).resolve(), prep.name)
+        log.info("%s", line)
+        notes.append(line)
+    else:
+        log.info("resuming experiment %s", path)
+    return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True), unknown
+
+
+def _new_tuner(prep: PreparedSearch, options: SearchOptions, trainable: Any, path: str, notes: list[str], *,
+               max_concurrent_trials: int | None, time_budget_s: float | None, max_failures: int, tensorboard: bool,
+               verbose: int, local: bool) -> Any:
+    """A new Tuner: Optuna TPE (the base config first, where the space holds it) and ASHA."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    point = prep.space.point(prep.base)
+    searcher = OptunaSearch(
+        space=prep.space.define_by_run, metric=OBJECTIVE, mode="max", seed=prep.run.seed,
+        points_to_evaluate=[point] if point else None,
+    )
+    if point is None:
+        notes.append("the model's default config lies outside the search space and was not evaluated first")
+    log.info("ASHA: max_t %d epochs, grace period %d, reduction factor %d", prep.max_t, prep.grace, options.reduction_factor)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=prep.max_t,
+        grace_period=prep.grace, reduction_factor=options.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=options.num_samples,
+            max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=prep.name,
+            storage_path=path.rsplit("/", 1)[0],
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            # Tune's experiment state reaches the storage at most this often: every
+            # second on local disk, so a resume after a hard kill lags at most ~1 s
+            sync_config=tune.SyncConfig(sync_period=1 if local else 30),
+            verbose=verbose,
+            callbacks=_logger_callbacks(tensorboard),
+        ),
+    )
+
+
+def _write_outcome(board: pd.DataFrame, prep: PreparedSearch, out_dir: Path, record_dir: Path, objective: str,
+                   path: str, notes: list[str]) -> tuple[dict, Path]:
+    """Write the leaderboard (parquet and CSV) and best.yaml; return best.yaml's content and path."""
     if board.empty or board["val_ua"].isna().all():
-        raise RuntimeError(f"experiment {name}: no trial reported a validation UA; see the errors above and {path}")
+        raise RuntimeError(f"experiment {prep.name}: no trial reported a validation UA; see the errors above and {path}")
     io.write_parquet(board, out_dir / "leaderboard.parquet")
     io.write_text(board.to_csv(index=False), out_dir / "leaderboard.csv")
     top = board.iloc[0]
     best_rec_path = record_dir / f"{top['trial_id']}.json"
     best_cfg = io.read_json(best_rec_path)["config"] if best_rec_path.exists() else {
-        **base, **{k[len('config/'):]: v for k, v in top.items() if k.startswith("config/") and v is not None}
+        **prep.base, **{k[len('config/'):]: v for k, v in top.items() if k.startswith("config/") and v is not None}
     }
     best = {
-        "model": spec.name,
-        **run.record(),
-        "experiment": name,
+        "model": prep.spec.name,
+        **prep.run.record(),
+        "experiment": prep.name,
         "trial_id": str(top["trial_id"]),
         "selection": _SELECTION[objective],
         "estimate": ("non-nested: one configuration was chosen on every fold's validation speakers, and a fold's "
@@ -750,7 +714,4 @@ def tune_model(
     io.write_yaml(best, best_yaml)
     if best.get("transductive"):
         notes.append(f"transductive: {best['transductive_reason']}")
-    n_errors = int(board["status"].str.startswith("error").sum())
-    if n_errors:
-        notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
-    return TuneOutcome(name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
+    return best, best_yaml

@@ -1,0 +1,142 @@
+"""What a search is asked to do, and the checked set-up both kinds of search start from.
+
+``serray tune`` (:func:`serray.tune.runner.tune_model`, one search over every fold) and
+``serray tune --nested`` (:func:`serray.tune.nested.nested_tune`, one search per outer
+fold) take the same :class:`SearchOptions` and start from the same
+:func:`prepare_search`: the search space resolved and checked against the model, the
+experiment's folds and features loaded, the experiment named, and ASHA's epoch budget
+and grace period fixed. Everything a bad space, config or stage plan can get wrong is
+found here, before Ray starts.
+
+Example:
+    >>> SearchOptions(num_samples=30, max_epochs=12).replace(resume=True).num_samples
+    30
+    >>> asha_grace_period(50), asha_grace_period(8), asha_grace_period(1), asha_grace_period(50, 1)
+    (13, 3, 1, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "resolve_space", "asha_grace_period"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search runs; the same for a plain and a nested search.
+
+    Attributes:
+        space: Search-space YAML (default ``search_spaces/<model>.yaml``).
+        num_samples: Trials (per outer fold for a nested search).
+        name: Experiment name (default ``<kind>-<model>-<features>-<protocol>-<labels>``,
+            where ``<features>`` is :func:`serray.training.experiment.feature_tag`).
+        address: Ray cluster to join; default local Ray.
+        fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor (plain search) or per
+            fold's search task (nested search).
+        grace_period: Epochs before a trial can be stopped (default: a quarter of the
+            epoch budget ``max_t``, at least 3; see :func:`asha_grace_period`).
+        reduction_factor: Successive halving keeps ``1 / reduction_factor`` of the
+            trials at each rung (default 2).
+        max_epochs: Epoch cap of every trial's stages and of ASHA's ``max_t`` (default:
+            the config's ``epochs``; ``max_t`` covers every searched stage plan).
+        resume: Continue the experiment of the same name.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    space: str | Path | None = None
+    num_samples: int = 20
+    name: str | None = None
+    address: str | None = None
+    fold_resources: Mapping[str, float] | None = None
+    grace_period: int | None = None
+    reduction_factor: int = 2
+    max_epochs: int | None = None
+    resume: bool = False
+    device: str = "auto"
+
+    def replace(self, **changes: Any) -> "SearchOptions":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A checked search, ready to run (:func:`prepare_search`)."""
+
+    spec: Any  # the model's registry entry
+    space: Any  # serray.tune.space.SearchSpace
+    run: Any  # the RunSpec, with the space's preset
+    base: dict  # the config the space searches around
+    exp: Any  # serray.training.experiment.Experiment: manifest, folds, inputs, classes
+    name: str
+    max_t: int
+    grace: int
+
+
+def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
+    """The grace period: ``grace_period`` if given, else a quarter of ``max_t``, at least 3 (at most ``max_t``)."""
+    grace = grace_period if grace_period is not None else max(3, math.ceil(max_t / 4))
+    return max(1, min(int(grace), int(max_t)))
+
+
+def resolve_space(run: Any, space: str | Path | None) -> tuple[Any, Any, Any, dict]:
+    """``(spec, search space, run with the space's preset, base config)``, all checked.
+
+    Raises:
+        serray.tune.space.SearchSpaceError: Malformed space, or a space of another model.
+        ValueError: A bad config value or a searched key the model does not have.
+    """
+    from serray.models.registry import SKLEARN_TRAINING_DEFAULTS, TORCH_TRAINING_DEFAULTS
+    from serray.training.trainer import check_config
+    from serray.tune.space import SearchSpaceError, load_search_space
+
+    spec = run.model_spec()
+    sp = load_search_space(space or spec.name)
+    if sp.model != spec.name:
+        raise SearchSpaceError(f"{sp.source}: file is for model {sp.model!r}, not {spec.name!r}")
+    run = run.replace(preset=sp.preset or run.preset)
+    base = run.resolved_config()
+    check_config(spec, base)
+    sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == "torch" else SKLEARN_TRAINING_DEFAULTS), **base})
+    return spec, sp, run, base
+
+
+def space_plans(sp: Any, base: Mapping[str, Any]) -> list[str]:
+    """The stage plans trials can get: the space's ``stages`` values, else the base config's."""
+    stages = next((p for p in sp.params if p.name == "stages"), None)
+    if stages is None:
+        return [str(base.get("stages", "all"))]
+    return [str(v) for v in (stages.values if stages.type == "choice" else [stages.value])]
+
+
+def max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) -> int:
+    """ASHA's ``max_t``: the largest epoch budget any trial can have over its stages."""
+    from serray.models.contract import stage_epochs
+
+    if spec.backend != "torch":
+        return 1
+    params = {p.name: p for p in sp.params}
+    epochs = max_epochs or (params["epochs"].value if "epochs" in params and params["epochs"].type == "fixed" else base.get("epochs", 1))
+    return max(1, max(stage_epochs(p, int(epochs or 1), spec.stage_plans) for p in space_plans(sp, base)))
+
+
+def prepare_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearch:
+    """Resolve and check the space, load the experiment, name it ``<kind>-...`` unless named.
+
+    Raises:
+        serray.tune.space.SearchSpaceError, ValueError: As :func:`resolve_space`, or a
+            stage plan the model or the features cannot take.
+    """
+    from serray.training.experiment import prepare_experiment
+    from serray.training.trainer import check_stage_plans
+
+    spec, sp, run, base = resolve_space(run, options.space)
+    exp = prepare_experiment(run, base, address=options.address)
+    check_stage_plans(spec, base, exp.inputs, space_plans(sp, base))
+    name = options.name or f"{kind}-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
+    budget = max_t(sp, spec, base, options.max_epochs)
+    return PreparedSearch(spec, sp, run, base, exp, name, budget, asha_grace_period(budget, options.grace_period))
