@@ -86,6 +86,20 @@ def test_tune_retries_failed_trials_and_resumes_after_interrupt(synth_copy, tmp_
     assert not list((w / "tune" / "exp").rglob("events.out.tfevents*"))
 
 
+def test_set_pins_a_searched_key_for_every_trial(synth_copy):
+    """`--set KEY=VALUE` on a key the space searches fixes it (it used to be only the first
+    trial's value); a parameter conditional on it is searched only where VALUE enables it."""
+    args = ["tune", "svm", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--seed", "0",
+            "--workdir", str(synth_copy), "--num-samples", "4", "--set", "kernel=linear", "--set", "C=0.5"]
+    r = CliRunner().invoke(main, [*args, "--name", "pinned"])
+    assert r.exit_code == 0, r.output
+    board = pd.read_csv(synth_copy / "tune" / "pinned" / "leaderboard.csv")
+    assert len(board) == 4 and set(board["config/kernel"]) == {"linear"} and set(board["config/C"]) == {0.5}
+    assert board["config/gamma"].isna().all() and board["config/class_weight"].nunique(dropna=False) == 2
+    best = yaml.safe_load((synth_copy / "tune" / "pinned" / "best.yaml").read_text())
+    assert best["config"]["kernel"] == "linear" and best["config"]["C"] == 0.5
+
+
 @pytest.mark.slow
 def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy):
     """Trial actors (and their fold actors) are reused across trials; a search is still

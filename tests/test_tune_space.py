@@ -42,6 +42,17 @@ def test_define_by_run_respects_bounds_and_conditions():
     assert {p["optimizer"] for p in pts} == {"sgd", "adam"}
 
 
+def test_pinned_keys_are_fixed_and_their_conditions_still_apply():
+    space = SearchSpace.from_dict(GOOD, "good.yaml")
+    adam = _sample(space.pin({"optimizer": "adam", "epochs": 3, "not_searched": 1}))
+    assert {p["optimizer"] for p in adam} == {"adam"} and {p["epochs"] for p in adam} == {3}
+    assert not any("momentum" in p or "not_searched" in p for p in adam)
+    sgd = _sample(space.pin({"optimizer": "sgd", "lr": 0.5}))
+    assert all(p["optimizer"] == "sgd" and p["lr"] == 0.5 and 0 <= p["momentum"] <= 0.9 for p in sgd)
+    assert len({p["momentum"] for p in sgd}) > 1  # the conditional parameter is still searched
+    assert space.pin({"lr": 0.5}).names() == space.names()  # leaderboard columns unchanged
+
+
 def test_point_projects_default_config():
     space = SearchSpace.from_dict(GOOD, "good.yaml")
     cfg = {"lr": 1e-3, "dropout": 0.2, "hidden": 128, "optimizer": "sgd", "epochs": 50, "momentum": 0.5, "other": 1}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import address_option, fail, parse_fold_resources, run_options, run_spec_from_options, seed_option
+from serray.commands._common import (
+    address_option, fail, parse_assignments, parse_fold_resources, run_options, run_spec_from_options, seed_option,
+)
 
 
 @click.command(name="tune")
@@ -46,7 +48,8 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     quarter of the epoch budget, at least 3 epochs), and both see only the validation UA
     pooled over all folds' validation utterances at one common epoch (--objective). Test
     UA is stored for every trial but never used for selection. A search space may choose the frozen-layer plan (the `stages` key) like
-    any other hyperparameter. Writes a leaderboard and best.yaml (usable with
+    any other hyperparameter. --set KEY=VALUE fixes KEY for every trial, even where
+    the space searches it (e.g. --set gating=nas); --config only gives the first trial. Writes a leaderboard and best.yaml (usable with
     `serray train MODEL --config best.yaml` and `serray seeds`).
 
     \b
@@ -62,6 +65,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     options = SearchOptions(
         space=space, num_samples=num_samples, name=name, address=address, fold_resources=parse_fold_resources(fold_resources) or None,
         grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device,
+        pinned=tuple(_set_keys(opts)),
     )
     if nested:
         given = [o for o, v in (("--storage", storage), ("--max-concurrent-trials", max_concurrent_trials),
@@ -96,6 +100,15 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     click.echo(f"leaderboard: {out.path}/leaderboard.csv")
     click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {run.workdir} --config {out.best_yaml})")
     click.echo(f"predictions: run {out.experiment!r} in {run.workdir}/predictions; wall time {out.seconds:.0f} s")
+
+
+def _set_keys(opts: dict) -> list[str]:
+    """The keys given by --set (and --domain): fixed for every trial, even where the space searches them."""
+    try:
+        keys = list(parse_assignments(opts.get("assignments") or ()))
+    except ValueError as exc:
+        fail(str(exc))
+    return keys + (["domain"] if opts.get("domain") else [])
 
 
 def _nested(model: str, opts: dict, seed: int, options) -> None:

@@ -18,12 +18,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 __all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "resolve_space", "asha_grace_period"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class SearchOptions:
             the config's ``epochs``; ``max_t`` covers every searched stage plan).
         resume: Continue the experiment of the same name.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        pinned: Config keys fixed at the run config's value for every trial, even where
+            the space searches them (``serray tune --set KEY=VALUE``).
     """
 
     space: str | Path | None = None
@@ -58,6 +63,7 @@ class SearchOptions:
     max_epochs: int | None = None
     resume: bool = False
     device: str = "auto"
+    pinned: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "SearchOptions":
         return dataclasses.replace(self, **changes)
@@ -83,8 +89,11 @@ def asha_grace_period(max_t: int, grace_period: int | None = None) -> int:
     return max(1, min(int(grace), int(max_t)))
 
 
-def resolve_space(run: Any, space: str | Path | None) -> tuple[Any, Any, Any, dict]:
+def resolve_space(run: Any, space: str | Path | None, pinned: Sequence[str] = ()) -> tuple[Any, Any, Any, dict]:
     """``(spec, search space, run with the space's preset, base config)``, all checked.
+
+    The space's parameters named in ``pinned`` are fixed at the base config's values
+    (:meth:`serray.tune.space.SearchSpace.pin`).
 
     Raises:
         serray.tune.space.SearchSpaceError: Malformed space, or a space of another model.
@@ -102,6 +111,10 @@ def resolve_space(run: Any, space: str | Path | None) -> tuple[Any, Any, Any, di
     base = run.resolved_config()
     check_config(spec, base)
     sp.check_keys({**(TORCH_TRAINING_DEFAULTS if spec.backend == "torch" else SKLEARN_TRAINING_DEFAULTS), **base})
+    pins = {k: base[k] for k in pinned if k in sp.names()}
+    if pins:
+        log.info("not searched, fixed by --set: %s", ", ".join(f"{k}={v}" for k, v in pins.items()))
+        sp = sp.pin(pins)
     return spec, sp, run, base
 
 
@@ -134,7 +147,7 @@ def prepare_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearc
     from serray.training.experiment import prepare_experiment
     from serray.training.trainer import check_stage_plans
 
-    spec, sp, run, base = resolve_space(run, options.space)
+    spec, sp, run, base = resolve_space(run, options.space, options.pinned)
     exp = prepare_experiment(run, base, address=options.address)
     check_stage_plans(spec, base, exp.inputs, space_plans(sp, base))
     name = options.name or f"{kind}-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"

@@ -241,6 +241,24 @@ class SearchSpace:
             out[p.name] = json.dumps(v) if p.encoded else v
         return out
 
+    def pin(self, values: Mapping[str, Any]) -> "SearchSpace":
+        """The same space with the parameters named in ``values`` fixed at those values.
+
+        ``serray tune --set KEY=VALUE`` pins a searched key this way: every trial gets
+        VALUE, and parameters conditional on it are searched only where VALUE enables
+        them. Names the space does not search are ignored.
+
+        Example:
+            >>> sp = load_search_space("svm").pin({"kernel": "linear"})
+            >>> [(p.name, p.type, p.value) for p in sp.params if p.name == "kernel"]
+            [('kernel', 'fixed', 'linear')]
+        """
+        def fix(ps: tuple[Param, ...]) -> tuple[Param, ...]:
+            return tuple(Param(p.name, "fixed", value=values[p.name]) if p.name in values else p for p in ps)
+
+        cond = tuple((when, fix(ps)) for when, ps in self.conditional)
+        return SearchSpace(self.model, fix(self.params), cond, self.preset, self.source, self._names)
+
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Turn JSON-encoded choice values (see :attr:`Param.encoded`) back into values."""
         enc = {p.name for p in self.params if p.encoded} | {p.name for _, ps in self.conditional for p in ps if p.encoded}
