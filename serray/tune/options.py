@@ -9,15 +9,14 @@ and grace period fixed. Everything a bad space, config or stage plan can get wro
 found here, before Ray starts.
 
 Example:
-    >>> SearchOptions(num_samples=30, max_epochs=12).replace(resume=True).num_samples
-    30
+    >>> SearchOptions(num_samples=30, max_epochs=12, pinned=("gating",)).grace_period is None
+    True
     >>> asha_grace_period(50), asha_grace_period(8), asha_grace_period(1), asha_grace_period(50, 1)
     (13, 3, 1, 1)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -64,9 +63,6 @@ class SearchOptions:
     resume: bool = False
     device: str = "auto"
     pinned: tuple[str, ...] = ()
-
-    def replace(self, **changes: Any) -> "SearchOptions":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -560,6 +560,8 @@ def tune_model(
         serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
         FileExistsError: The experiment exists and ``resume`` is not set.
     """
+    from ray import tune
+
     from serray.raycluster import init_ray
     from serray.training.actors import put_inputs
 
@@ -576,7 +578,7 @@ def tune_model(
     trainable = _trainable(prep, options, put_inputs(prep.exp.inputs), record_dir, objective)
     notes: list[str] = []
     unknown: list[str] = []
-    if options.resume and _can_restore(path):
+    if options.resume and tune.Tuner.can_restore(path):
         tuner, unknown = _restored_tuner(path, local_path, record_dir, prep, trainable, notes)
     else:
         if options.resume:
@@ -600,12 +602,6 @@ def tune_model(
     if n_errors:
         notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
     return TuneOutcome(prep.name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
-
-
-def _can_restore(path: str) -> bool:
-    from ray import tune
-
-    return tune.Tuner.can_restore(path)
 
 
 def _trainable(prep: PreparedSearch, options: SearchOptions, shared: Any, record_dir: Path, objective: str) -> Any:
