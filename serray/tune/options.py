@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "resolve_space", "asha_grace_period"]
+__all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "load_search", "check_search", "resolve_space", "asha_grace_period"]
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +136,41 @@ def max_t(sp: Any, spec: Any, base: Mapping[str, Any], max_epochs: int | None) -
 def prepare_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearch:
     """Resolve and check the space, load the experiment, name it ``<kind>-...`` unless named.
 
+    The same as :func:`load_search` then :func:`check_search`.
+
     Raises:
         serray.tune.space.SearchSpaceError, ValueError: As :func:`resolve_space`, or a
             stage plan the model or the features cannot take.
     """
+    prep = load_search(run, options, kind)
+    check_search(prep)
+    return prep
+
+
+def load_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearch:
+    """:func:`prepare_search` without the model check (:func:`check_search`), which
+    builds a torch model once: a caller can start work that needs the loaded experiment
+    before it, e.g. warm fold actors that boot while this process imports torch.
+
+    Raises:
+        serray.tune.space.SearchSpaceError, ValueError: As :func:`resolve_space`.
+    """
     from serray.training.experiment import prepare_experiment
-    from serray.training.trainer import check_stage_plans
 
     spec, sp, run, base = resolve_space(run, options.space, options.pinned)
     exp = prepare_experiment(run, base, address=options.address)
-    check_stage_plans(spec, base, exp.inputs, space_plans(sp, base))
     name = options.name or f"{kind}-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     budget = max_t(sp, spec, base, options.max_epochs)
     return PreparedSearch(spec, sp, run, base, exp, name, budget, asha_grace_period(budget, options.grace_period))
+
+
+def check_search(prep: PreparedSearch) -> None:
+    """Build the model once for the base config and check every stage plan the space can give.
+
+    Raises:
+        ValueError: A stage plan the model or the features cannot take, or the model's
+            builder refusing the base config.
+    """
+    from serray.training.trainer import check_stage_plans
+
+    check_stage_plans(prep.spec, prep.base, prep.exp.inputs, space_plans(prep.space, prep.base))

@@ -241,6 +241,17 @@ class SearchSpace:
             out[p.name] = json.dumps(v) if p.encoded else v
         return out
 
+    def trial_params(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """What the searcher hands the trial that evaluates ``point`` (from :meth:`point`):
+        its searched values and the space's fixed ones, as Ray Tune's Optuna searcher
+        builds them from :meth:`define_by_run`.
+        """
+        from optuna.trial import FixedTrial
+
+        trial = FixedTrial(dict(point))
+        fixed = self.define_by_run(trial)
+        return {**trial.params, **fixed}
+
     def pin(self, values: Mapping[str, Any]) -> "SearchSpace":
         """The same space with the parameters named in ``values`` fixed at those values.
 
