@@ -999,12 +999,13 @@ def fold_trainer(
 
     t0 = time.perf_counter()
     data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
+    built = time.perf_counter() - t0  # the trainer counts its own construction
     trainer = make_trainer(model, config, data, seed=seed, device=device)
     if isinstance(trainer, TorchFoldTrainer):
         merged = SimpleNamespace(index=fold.index, name=fold.name, test=fold.test, validation=np.array([], dtype=object),
                                  train=np.concatenate([np.asarray(fold.train, dtype=object), np.asarray(fold.validation, dtype=object)]))
         trainer.refit_data = lambda: build_fold_data(inputs.packed, inputs.table, merged, normalize)
-    trainer.charge(time.perf_counter() - t0)
+    trainer.charge(built)
     return trainer
 
 
