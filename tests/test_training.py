@@ -411,6 +411,55 @@ def test_run_folds_parallel_actors_match_local(manifest, folds):
         np.testing.assert_array_equal(a.test_logits, b.test_logits)
 
 
+class _LocalShared:
+    """A stand-in for SharedInputs: the inputs themselves, no object store."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    def resolve(self):
+        return self.inputs
+
+
+def _without_times(steps):
+    return [[{k: v for k, v in m.items() if k not in ("seconds", "cpu_seconds")} for m in ms] for ms in steps]
+
+
+def test_fold_actor_keeps_epochs_trained_ahead_only_for_the_same_config(manifest, folds):
+    """A warm actor that trained a config's first epochs ahead serves them to a trial of
+    that config (the same metrics and logits as training then); any other config, or the
+    same config once a trial has stepped, gets new trainers."""
+    from serray.training.actors import _FoldActorImpl
+
+    threads = torch.get_num_threads()
+    shared = _LocalShared(_inputs(manifest, vector_features(manifest)))
+    cfg = registry.get("mlp").config(overrides=MLP_FAST)
+    other = {**cfg, "lr": cfg["lr"] * 3}
+    try:
+        def run(actor, config, expect_ahead):
+            assert actor.reset("mlp", config, 0) == expect_ahead
+            steps = [actor.step() for _ in range(config["epochs"])]
+            return _without_times(steps), [r.test_logits for r in actor.finalize()]
+
+        plain = run(_FoldActorImpl("mlp", None, shared, folds[:2], "global", 0, "cpu", 1), cfg, 0)
+        ahead_actor = _FoldActorImpl("mlp", cfg, shared, folds[:2], "global", 0, "cpu", 1, ahead=3)
+        ahead = run(ahead_actor, cfg, 3)
+        assert ahead[0] == plain[0]
+        for a, b in zip(ahead[1], plain[1]):
+            np.testing.assert_array_equal(a, b)
+        again = run(ahead_actor, cfg, 0)  # the same config for the next trial: trained anew
+        for a, b in zip(again[1], plain[1]):
+            np.testing.assert_array_equal(a, b)
+        other_plain = run(_FoldActorImpl("mlp", None, shared, folds[:2], "global", 0, "cpu", 1), other, 0)
+        mismatch = run(_FoldActorImpl("mlp", cfg, shared, folds[:2], "global", 0, "cpu", 1, ahead=3), other, 0)
+        assert mismatch[0] == other_plain[0]
+        for a, b in zip(mismatch[1], other_plain[1]):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(mismatch[1][0], plain[1][0])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_fold_resources_pack_folds_onto_actors_that_fit(monkeypatch):
     import ray
 

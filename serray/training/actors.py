@@ -88,30 +88,66 @@ class _FoldActorImpl:
     def __init__(
         self,
         model: ModelSpec | str,
-        config: Mapping[str, Any],
+        config: Mapping[str, Any] | None,
         shared: SharedInputs,
         folds: Sequence[Any],
         normalize: str,
         seed: int,
         device: str,
         num_threads: int,
+        ahead: int = 0,
     ) -> None:
         _set_threads(num_threads)
         self._inputs = (shared.resolve(), list(folds), normalize, device)
-        self.reset(model, config, seed)
+        self.trainers: list[FoldTrainer] = []
+        self._ahead: list[list[dict]] = []  # epochs trained before a trial asked for them
+        self._ahead_key: tuple | None = None  # (model, config, seed) they were trained for
+        if config is not None and ahead > 0:
+            # in the constructor, so no method call from any caller can run before it
+            self._train_ahead(model, config, seed, ahead)
+        elif config is not None:  # else: a warm actor that waits for its first configuration
+            self.reset(model, config, seed)
 
-    def reset(self, model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> None:
+    def reset(self, model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> int:
         """Start over with another configuration on the same folds (no new process).
 
-        Used when Ray Tune reuses a trial's actors for the next trial.
+        Used when Ray Tune reuses a trial's actors for the next trial. Trainers that
+        the constructor's ``ahead`` built for this very configuration and seed, and that no
+        trial has stepped yet, are kept with the epochs they trained.
+
+        Returns:
+            The number of epochs already trained (0 when the trainers are new).
         """
+        key = (_model_name(model), dict(config), int(seed))
+        if self._ahead_key is not None and self._ahead_key == key:
+            self._ahead_key = None  # from now on these trainers belong to this trial
+            return len(self._ahead)
         inputs, folds, normalize, device = self._inputs
-        self.trainers: list[FoldTrainer] = [
+        self._ahead, self._ahead_key = [], None
+        self.trainers = [
             fold_trainer(model, config, inputs, fold, normalize=normalize, seed=seed, device=device) for fold in folds
         ]
+        return 0
+
+    def _train_ahead(self, model: ModelSpec | str, config: Mapping[str, Any], seed: int, epochs: int) -> None:
+        """Build this configuration's trainers and train ``epochs`` epochs before any trial asks
+        (the constructor's ``ahead``).
+
+        The epochs' metrics wait for :meth:`step`; a :meth:`reset` to the same
+        configuration and seed keeps them (any other rebuilds the trainers). A search
+        uses this while Tune starts, for the first trial's configuration, which it
+        knows in advance.
+        """
+        self.reset(model, config, seed)
+        for _ in range(int(epochs)):
+            self._ahead.append([t.step() for t in self.trainers])
+        self._ahead_key = (_model_name(model), dict(config), int(seed))
 
     def step(self) -> list[dict]:
         """One epoch of every hosted fold (a stopped fold repeats its last metrics)."""
+        self._ahead_key = None
+        if self._ahead:
+            return self._ahead.pop(0)
         return [t.step() for t in self.trainers]
 
     def node_id(self) -> str:
@@ -123,6 +159,10 @@ class _FoldActorImpl:
     def finalize(self) -> list[FoldResult]:
         """Best-epoch logits of the validation and test parts of every hosted fold."""
         return [t.finalize() for t in self.trainers]
+
+
+def _model_name(model: ModelSpec | str) -> str:
+    return model if isinstance(model, str) else model.name
 
 
 def __getattr__(name: str) -> Any:
