@@ -101,18 +101,25 @@ def test_set_pins_a_searched_key_for_every_trial(synth_copy):
 
 
 @pytest.mark.slow
-def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy):
+def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy, monkeypatch):
     """Trial actors (and their fold actors) are reused across trials; a search is still
-    reproducible, leaderboard and every logit, with ASHA stopping trials at its rungs."""
+    reproducible, leaderboard and every logit, with ASHA stopping trials at its rungs,
+    whether the fold actors are warm ones that trained the first trial's first epochs
+    while Tune started (serray.tune.pool, the default) or start inside each trial."""
     from serray.predictions import read_predictions
 
     args = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "6",
             "--grace-period", "2", "--seed", "0", "--workdir", str(synth_copy), "--num-samples", "4",
             "--max-concurrent-trials", "1"]
     boards, logits = [], []
-    for name in ("a", "b"):
+    for name, pool in (("a", "1"), ("b", "0")):
+        monkeypatch.setenv("SERRAY_TUNE_POOL", pool)
         r = CliRunner().invoke(main, [*args, "--name", name])
         assert r.exit_code == 0, r.output
+        records = sorted((io.read_json(p) for p in (synth_copy / "tune" / name / "trials").glob("*.json")),
+                         key=lambda rec: rec["started_at"])
+        # warm actors trained the first trial's grace period (2 epochs) before it started
+        assert [rec["epochs_trained_ahead"] for rec in records] == ([2, 0, 0, 0] if pool == "1" else [0, 0, 0, 0])
         board = pd.read_csv(synth_copy / "tune" / name / "leaderboard.csv")
         order = dict(zip(board["trial_id"], range(len(board))))
         boards.append(board.drop(columns=["trial_id", "seconds"]).reset_index(drop=True))

@@ -1,10 +1,13 @@
 """Ray Tune wiring: one trial = one configuration trained on every fold, folds in parallel.
 
 Each trial is a class trainable (:class:`FoldsTrainable`) whose resource request is one
-placement group: a tiny bundle for the trainable itself plus one bundle per fold. The
-trainable starts one :class:`serray.training.actors.FoldActor` per fold inside that
-placement group and steps them in lock-step, one epoch per Tune iteration. After each
-epoch it reports:
+placement group: a tiny bundle for the trainable itself plus one bundle per fold actor.
+The trainable runs its folds in :class:`serray.training.actors.FoldActor` processes and steps
+them in lock-step, one epoch per Tune iteration. On a local single-node Ray with CPU
+folds it borrows warm actors that :func:`tune_model` started while Tune started (and
+that trained the first trial's first epochs meanwhile; :mod:`serray.tune.pool`), with the
+placement group holding their CPUs; otherwise it starts them inside its placement group.
+Trainables and their actors are reused from trial to trial. After each epoch it reports:
 
 * ``val_ua`` - the objective Optuna and ASHA see, one of :data:`OBJECTIVES`:
 
@@ -72,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from serray import io, metrics
-from serray.tune.options import PreparedSearch, SearchOptions, prepare_search
+from serray.tune.options import PreparedSearch, SearchOptions, check_search, load_search
 
 __all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
 
@@ -121,6 +124,7 @@ class TuneContext:
     record_dir: str
     space: Any = None
     objective: str = "common-epoch"
+    pool: Any = None  # serray.tune.pool.FoldPool: warm fold actors to borrow, if any
 
 
 def _trainable_class():
@@ -133,6 +137,7 @@ def _trainable_class():
             assert ctx is not None and shared is not None
             self.ctx = ctx
             self.actors: list = []
+            self._set: int | None = None  # the pooled actor set this trainable borrowed
             self._shared = shared
             self._configure(config)
             self.groups = []
@@ -141,13 +146,23 @@ def _trainable_class():
             self._start_actors(shared)
 
         def _start_actors(self, shared: Any) -> None:
-            """One fold actor per group of ``folds_per_actor`` folds, for this trial's config."""
+            """One fold actor per group of ``folds_per_actor`` folds, for this trial's config:
+            a warm set borrowed from the search's pool, else new actors in this trial's
+            placement group."""
+            import ray
+
             from serray.training.actors import FoldActor
+            from serray.tune.pool import fold_groups
 
             ctx = self.ctx
             threads = max(1, int(ctx.fold_cpus))
-            per = ctx.folds_per_actor
-            self.groups = [list(range(i, min(i + per, len(ctx.folds)))) for i in range(0, len(ctx.folds), per)]
+            self.groups = fold_groups(len(ctx.folds), ctx.folds_per_actor)
+            borrowed = ctx.pool.borrow() if ctx.pool is not None else None
+            if borrowed is not None:
+                self._set, self.actors = borrowed
+                self.ahead = min(ray.get([a.reset.remote(ctx.model, self.cfg, ctx.seed) for a in self.actors]))
+                log.info("trial %s: warm fold actors (set %d), %d epoch(s) already trained", self.trial_id, self._set, self.ahead)
+                return
             self.actors = [
                 FoldActor.options(num_cpus=ctx.fold_cpus, num_gpus=ctx.fold_gpus).remote(
                     ctx.model, self.cfg, shared,
@@ -158,15 +173,10 @@ def _trainable_class():
 
         def _configure(self, config: dict) -> None:
             from serray.models import registry
-            from serray.training.trainer import check_config
 
             ctx = self.ctx
-            spec = registry.get(ctx.model)
-            params = ctx.space.decode(config) if ctx.space is not None else dict(config)
-            cfg = {**dict(ctx.base_config), **params}
-            if ctx.max_epochs is not None and "epochs" in cfg:
-                cfg["epochs"] = int(ctx.max_epochs)
-            self.cfg = check_config(spec, cfg)
+            self.cfg = trial_config(registry.get(ctx.model), ctx.space, ctx.base_config, ctx.max_epochs, config)
+            self.ahead = 0  # epochs the fold actors had trained for this config before it started
             self.current_trial_id = self.trial_id
             self.t0 = time.perf_counter()
             self.started_at = time.time()
@@ -191,7 +201,7 @@ def _trainable_class():
                 self._start_actors(self._shared)
                 self.config = new_config
                 return True
-            ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors])
+            self.ahead = min(ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors]))
             self.config = new_config
             return True
 
@@ -281,6 +291,8 @@ def _trainable_class():
                 "test_ua_fold_mean": float(np.nanmean([m["test_ua"] for m in per_fold])),
                 "val_ua_final": float(np.nanmean([m["val_ua"] for m in per_fold])),
                 "fold_seconds": float(sum(r.seconds for r in results)),
+                # the epochs' CPU time alone: unlike wall time it does not grow when other work shares the cores
+                "fold_epoch_cpu_seconds": float(sum(h.get("cpu_seconds", 0.0) for r in results for h in r.history)),
             }
             record = {
                 "trial_id": self.current_trial_id,
@@ -298,6 +310,7 @@ def _trainable_class():
                 "val_ua_fold_mean_std": [last.get("val_ua_fold_mean", math.nan), last.get("val_ua_fold_std", math.nan)],
                 "epochs": max(len(h) for h in self.history),
                 "best_epochs": [r.best_epoch for r in results],
+                "epochs_trained_ahead": self.ahead,
                 "seconds": time.perf_counter() - self.t0,
                 "started_at": self.started_at,
                 "ended_at": time.time(),
@@ -323,12 +336,28 @@ def _trainable_class():
         def cleanup(self) -> None:
             import ray
 
+            if getattr(self, "_set", None) is not None:  # pooled: back to the pool, which ends them
+                self.ctx.pool.give_back(self._set)
+                self._set = None
+                return
             for a in getattr(self, "actors", []):
                 ray.kill(a)
 
     _FoldsTrainable.__name__ = "FoldsTrainable"
     _FoldsTrainable.__qualname__ = "FoldsTrainable"
     return _FoldsTrainable
+
+
+def trial_config(spec: Any, space: Any, base: Mapping[str, Any], max_epochs: int | None, config: Mapping[str, Any]) -> dict:
+    """A trial's full, checked model config: ``base`` with the searcher's ``config``
+    decoded over it, and ``epochs`` capped at ``max_epochs`` where given."""
+    from serray.training.trainer import check_config
+
+    params = space.decode(config) if space is not None else dict(config)
+    cfg = {**dict(base), **params}
+    if max_epochs is not None and "epochs" in cfg:
+        cfg["epochs"] = int(max_epochs)
+    return check_config(spec, cfg)
 
 
 def _common_epoch(curve: Sequence[float]) -> tuple[int, float]:
@@ -560,41 +589,45 @@ def tune_model(
         serray.tune.space.SearchSpaceError: Malformed space (before any trial starts).
         FileExistsError: The experiment exists and ``resume`` is not set.
     """
+    import ray
     from ray import tune
 
     from serray.raycluster import init_ray
-    from serray.training.actors import put_inputs
 
     t0 = time.perf_counter()
     options = options or SearchOptions()
     check_objective(objective)
-    prep = prepare_search(run, options, "tune")
+    prep = load_search(run, options, "tune")
     path = experiment_dir(prep.run.workdir, prep.name, storage)
     local_path = None if "://" in path else Path(path)
     if options.resume and local_path is not None:
         check_objective(objective, local_path / "trials")
-    init_ray(options.address)
-    record_dir = Path(prep.run.workdir).resolve() / "tune" / prep.name / "trials" if local_path is None else local_path / "trials"
-    trainable = _trainable(prep, options, put_inputs(prep.exp.inputs), record_dir, objective)
-    notes: list[str] = []
-    unknown: list[str] = []
-    if options.resume and tune.Tuner.can_restore(path):
-        tuner, unknown = _restored_tuner(path, local_path, record_dir, prep, trainable, notes)
-    else:
-        if options.resume:
-            log.warning("nothing to resume at %s; starting a new experiment", path)
-        elif local_path is not None and (local_path / "tuner.pkl").exists():
-            raise FileExistsError(f"{path}: experiment {prep.name!r} exists; pass --resume to continue it or --name NEW to start another")
-        tuner = _new_tuner(
-            prep, options, trainable, path, notes, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
-            max_failures=max_failures, tensorboard=tensorboard, verbose=verbose, local=local_path is not None,
-        )
-    # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
-    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
-    with mock.patch.dict(os.environ, env), warnings.catch_warnings(), _stop_grace():
-        # a restarted trial reports its first epochs again; Optuna keeps the first report
-        warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
-        results = tuner.fit()
+    if not options.resume and local_path is not None and (local_path / "tuner.pkl").exists():
+        raise FileExistsError(f"{path}: experiment {prep.name!r} exists; pass --resume to continue it or --name NEW to start another")
+    launch: _Launch | None = None
+    try:
+        if ray.is_initialized():  # warm fold actors boot while this process checks the model (and imports torch)
+            launch = _launch(prep, options, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s)
+        check_search(prep)
+        init_ray(options.address)
+        launch = launch or _launch(prep, options, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s)
+        record_dir = Path(prep.run.workdir).resolve() / "tune" / prep.name / "trials" if local_path is None else local_path / "trials"
+        trainable = _trainable(prep, options, launch, record_dir, objective)
+        notes: list[str] = []
+        unknown: list[str] = []
+        if options.resume and tune.Tuner.can_restore(path):
+            tuner, unknown = _restored_tuner(path, local_path, record_dir, prep, trainable, notes)
+        else:
+            if options.resume:
+                log.warning("nothing to resume at %s; starting a new experiment", path)
+            tuner = _new_tuner(
+                prep, options, trainable, path, notes, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
+                max_failures=max_failures, tensorboard=tensorboard, verbose=verbose, local=local_path is not None,
+            )
+        results = _fit(tuner)
+    finally:
+        if launch is not None and launch.pool is not None:
+            launch.pool.shutdown()
     board = _leaderboard(results, record_dir, prep.space.names(), prep.space, extra=unknown)
     out_dir = Path(path) if local_path is not None else Path(prep.run.workdir) / "tune" / prep.name
     best, best_yaml = _write_outcome(board, prep, out_dir, record_dir, objective, path, notes)
@@ -604,15 +637,65 @@ def tune_model(
     return TuneOutcome(prep.name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
 
 
-def _trainable(prep: PreparedSearch, options: SearchOptions, shared: Any, record_dir: Path, objective: str) -> Any:
-    """The trainable with its features, context and placement group: an empty head bundle
-    (the trainable itself needs no CPU) and one bundle per fold actor."""
-    from ray import tune
+def _fit(tuner: Any) -> Any:
+    """``tuner.fit()`` with serray's Tune settings (loggers, checkpoint period, stop grace)."""
+    # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
+    with mock.patch.dict(os.environ, env), warnings.catch_warnings(), _stop_grace():
+        # a restarted trial reports its first epochs again; Optuna keeps the first report
+        warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
+        return tuner.fit()
 
-    from serray.training.actors import fold_resources as actor_resources
+
+@dataclass(frozen=True)
+class _Launch:
+    """How a search's trials train: the features in the object store, each trial's fold
+    actors (``per`` folds each, ``cpu``/``gpu`` per actor) and the warm pool, if any."""
+
+    shared: Any
+    per: int
+    cpu: float
+    gpu: float
+    pool: Any = None
+
+
+def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_trials: int | None,
+            time_budget_s: float | None) -> _Launch:
+    """Put the features into the object store, size the trials' fold actors, and start
+    warm ones where they serve (:mod:`serray.tune.pool`)."""
+    import ray
+
+    from serray.training.actors import fold_resources, put_inputs
+    from serray.tune import pool as fold_pool
 
     res = options.fold_resources or {}
-    per, cpu, gpu = actor_resources(len(prep.exp.folds), res.get("cpu"), res.get("gpu"), options.device)
+    per, cpu, gpu = fold_resources(len(prep.exp.folds), res.get("cpu"), res.get("gpu"), options.device)
+    shared = put_inputs(prep.exp.inputs)
+    if not fold_pool.pool_enabled(options.address, gpu):
+        return _Launch(shared, per, cpu, gpu)
+    groups = fold_pool.fold_groups(len(prep.exp.folds), per)
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    n_sets = fold_pool.pool_sets(cpus, cpu, len(groups), options.num_samples, max_concurrent_trials)
+    point = None if options.resume else prep.space.point(prep.base)
+    epochs = fold_pool.ahead_epochs(prep.grace, prep.max_t, resume=options.resume, time_budget_s=time_budget_s,
+                                    n_sets=n_sets, first_point=point)
+    ahead = None
+    if epochs:
+        ahead = (trial_config(prep.spec, prep.space, prep.base, options.max_epochs, prep.space.trial_params(point)), epochs)
+    pool = fold_pool.start_pool(
+        prep.spec.name, shared, prep.exp.folds, groups, n_sets=n_sets, normalize=prep.run.normalize, seed=prep.run.seed,
+        device=options.device, threads=max(1, int(cpu)), ahead=ahead,
+    )
+    return _Launch(shared, per, cpu, gpu, pool)
+
+
+def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, record_dir: Path, objective: str) -> Any:
+    """The trainable with its features, context and placement group: an empty head bundle
+    (the trainable itself needs no CPU) and one bundle per fold actor (warm pooled actors
+    ask for no CPU themselves: the bundles hold it for them)."""
+    from ray import tune
+
+    per, cpu, gpu = launch.per, launch.cpu, launch.gpu
     n_actors = math.ceil(len(prep.exp.folds) / per)
     bundles = [{}] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for _ in range(n_actors)]
     log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
@@ -621,9 +704,9 @@ def _trainable(prep: PreparedSearch, options: SearchOptions, shared: Any, record
         workdir=str(Path(run.workdir).resolve()), experiment=prep.name, model=prep.spec.name, base_config=prep.base,
         folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.device,
         fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per, max_epochs=options.max_epochs, record_dir=str(record_dir),
-        space=prep.space, objective=objective,
+        space=prep.space, objective=objective, pool=launch.pool,
     )
-    return tune.with_resources(tune.with_parameters(_trainable_class(), shared=shared, ctx=ctx), tune.PlacementGroupFactory(bundles))
+    return tune.with_resources(tune.with_parameters(_trainable_class(), shared=launch.shared, ctx=ctx), tune.PlacementGroupFactory(bundles))
 
 
 def _restored_tuner(path: str, local_path: Path | None, record_dir: Path, prep: PreparedSearch, trainable: Any,
