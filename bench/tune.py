@@ -1,16 +1,24 @@
-"""Tuning utilisation: 8 trials of a small model on EmoDB (LOSO), as `serray tune` runs them.
+"""Tuning utilisation: a search of a small model on EmoDB (LOSO), as `serray tune` runs it.
 
-Prints the total wall time of the search, the sum of the time spent inside fold training
-(each fold's training and inference, measured inside the fold actors), and their ratio
-against the ideal for the cores used:
+Runs the same search (same seed, same trials) with warm fold actors (the default, see
+serray.tune.pool) and without them (SERRAY_TUNE_POOL=0, each trial's first actors start
+inside it), alternating, and prints for each the total wall time, the time the folds
+trained, and their ratio against the ideal for the cores used:
 
-    utilisation = sum(fold training seconds) / (wall seconds x cores)
+    utilisation = fold seconds / (wall seconds x cores)
 
-Target: utilisation >= 0.85 on 2 cores. The gap is Ray/Tune overhead: actor start-up,
-lock-step round trips per epoch, trial bookkeeping.
+Two measures of the fold seconds are printed:
+* wall: each fold's training, build and inference, timed inside its actor. It grows
+  when other work shares the cores (e.g. warm actors training while the driver starts
+  Tune), so it overstates utilisation when work overlaps;
+* epoch CPU: the CPU time of the folds' epochs only (no build, no final inference).
+  It does not grow under contention; it slightly understates the useful work.
+
+Target: utilisation >= 0.85 on 2 cores. The leaderboards of the two modes must be
+identical (the script checks it).
 
 Usage:
-    python bench/tune.py [--data ../shared/data] [--model mlp] [--trials 8] [--max-epochs 30]
+    python bench/tune.py [--data ../shared/data] [--model mlp] [--trials 8] [--max-epochs 30] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -26,13 +34,49 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def search(w: Path, model: str, features: str, trials: int, max_epochs: int, pool: bool, cores: float) -> dict:
+    """One search; its figures and its leaderboard's (trial order, test UA) for the check."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import SearchOptions
+    from serray.tune.runner import tune_model
+
+    os.environ["SERRAY_TUNE_POOL"] = "1" if pool else "0"
+    name = f"bench-{model}-{'pool' if pool else 'nopool'}-{time.time_ns()}"
+    t0, t0_epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
+    out = tune_model(RunSpec(w, model, features=features, protocol="loso", seed=0),
+                     SearchOptions(num_samples=trials, max_epochs=max_epochs, name=name), verbose=0)
+    wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]
+    first = min(r["started_at"] for r in recs)
+    return {
+        "pool": pool, "wall": wall, "driver_cpu": driver_cpu, "trials": len(recs),
+        "epochs": sum(r["epochs"] for r in recs),
+        "fold_s": sum(r["fold_seconds"] for r in recs),
+        "fold_cpu": sum(r.get("fold_epoch_cpu_seconds", 0.0) for r in recs),
+        "ahead": sum(r.get("epochs_trained_ahead", 0) for r in recs),
+        "before_first": first - t0_epoch, "cores": cores,
+        "board": [(round(float(v), 12), round(float(t), 12)) for v, t in zip(out.leaderboard["val_ua"], out.leaderboard["test_ua"])],
+        "best": (out.best["val_ua"], out.best["test_ua"]),
+    }
+
+
+def report(r: dict) -> None:
+    c = r["cores"]
+    mode = "warm actors" if r["pool"] else "no pool    "
+    print(f"{mode}: wall {r['wall']:6.1f} s | utilisation {r['fold_s'] / (r['wall'] * c):.2f} (fold wall) "
+          f"{r['fold_cpu'] / (r['wall'] * c):.2f} (epoch CPU) | before the first trial {r['before_first']:4.1f} s | "
+          f"epochs trained ahead {r['ahead']} | driver CPU {r['driver_cpu']:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("SERRAY_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--model", default="mlp")
-    ap.add_argument("--features", default=None, help="default: egemaps for vector models, mfb for sequence models")
+    ap.add_argument("--features", default=None, help="default: the model's first feature set")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=1, help="pairs of searches (no pool, warm actors), alternating")
+    ap.add_argument("--only", choices=("pool", "nopool"), default=None, help="run one mode only")
     ap.add_argument("--workdir", default=None, help="keep the work directory here (default: a temp dir)")
     args = ap.parse_args()
 
@@ -42,40 +86,31 @@ def main() -> None:
     from serray.features import extract_features
     from serray.models import registry
     from serray.raycluster import init_ray
-    from serray.training.spec import RunSpec
-    from serray.tune.options import SearchOptions
-    from serray.tune.runner import tune_model
 
     emodb = Path(args.data) / "emodb" / "wav"
     if not emodb.is_dir():
         raise SystemExit(f"EmoDB not found at {emodb}; pass --data (the folder holding emodb/)")
-    spec = registry.get(args.model)
-    features = args.features or spec.default_features[0]
+    features = args.features or registry.get(args.model).default_features[0]
     w = Path(args.workdir or tempfile.mkdtemp(prefix="serray-bench-tune-"))
     prepare_corpus("emodb", emodb, w)
     extract_features(w, [features], num_actors=0, progress=False)
     init_ray()
     cores = float(ray.cluster_resources().get("CPU", 1))
-    name = f"bench-{args.model}-{int(time.time())}"
-    t0, t0_epoch, cpu0 = time.perf_counter(), time.time(), time.process_time()
-    out = tune_model(RunSpec(w, args.model, features=features, protocol="loso", seed=0),
-                     SearchOptions(num_samples=args.trials, max_epochs=args.max_epochs, name=name), verbose=0)
-    wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    t_end = t0_epoch + wall
-    recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]
-    fold_s = sum(r["fold_seconds"] for r in recs)
-    epochs = sum(r["epochs"] for r in recs)
-    print(f"model {args.model} on {features}, EmoDB LOSO (10 folds), {len(recs)} trials, {epochs} trial-epochs, {cores:.0f} cores")
-    print(f"total wall time of the search : {wall:8.1f} s")
-    print(f"sum of fold training time     : {fold_s:8.1f} s")
-    print(f"ideal for {cores:.0f} cores              : {wall * cores:8.1f} core-s")
-    print(f"utilisation                   : {fold_s / (wall * cores):8.2f}   (target >= 0.85)")
-    first, last = min(r["started_at"] for r in recs), max(r["ended_at"] for r in recs)
-    print(f"  before the first trial      : {first - t0_epoch:8.1f} s (features, Ray Tune start, first actors)")
-    print(f"  trials (first start to end) : {last - first:8.1f} s, utilisation {fold_s / ((last - first) * cores):.2f}")
-    print(f"  after the last trial        : {t_end - last:8.1f} s (leaderboard, best.yaml)")
-    print(f"  CPU of the Tune driver      : {driver_cpu:8.1f} s ({driver_cpu / wall:.2f} of a core, competing with the folds)")
-    print(f"best validation UA {out.best['val_ua']:.3f}, its test UA {out.best['test_ua']:.3f}")
+    modes = [m == "pool" for m in ([args.only] if args.only else ["nopool", "pool"])]
+    print(f"model {args.model} on {features}, EmoDB LOSO (10 folds), {args.trials} trials, max {args.max_epochs} epochs, "
+          f"{cores:.0f} cores, load average {os.getloadavg()[0]:.1f}")
+    runs = []
+    for _ in range(args.rounds):
+        for pool in modes:
+            runs.append(search(w, args.model, features, args.trials, args.max_epochs, pool, cores))
+            report(runs[-1])
+    boards = {json.dumps(r["board"]) for r in runs}
+    print(f"leaderboards identical across the {len(runs)} searches: {len(boards) == 1}")
+    if len(modes) == 2:
+        med = {p: sorted(r["wall"] for r in runs if r["pool"] == p)[(args.rounds - 1) // 2] for p in (False, True)}
+        print(f"median wall time, warm actors / no pool: {med[True] / med[False]:.2f}")
+    print(f"best validation UA {runs[-1]['best'][0]:.3f}, its test UA {runs[-1]['best'][1]:.3f}; "
+          f"load average after {os.getloadavg()[0]:.1f}")
     if not args.workdir:
         shutil.rmtree(w, ignore_errors=True)
 
