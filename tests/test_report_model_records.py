@@ -26,6 +26,16 @@ def test_matrix_mean_over_folds_with_missing_keys():
     np.testing.assert_allclose(mean.loc["b"].to_numpy(), [0.25, 0.75])
 
 
+def test_matrix_mean_of_an_entry_no_record_has_is_nan_without_a_warning():
+    import warnings
+
+    items = [(0, 0, {"gate": {"a": [1.0, float("nan")]}}), (0, 1, {"gate": {"a": [0.0, float("nan")]}})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
+        mean = collect(items).matrix_mean("gate")
+    assert mean.loc["a"].iloc[0] == 0.5 and np.isnan(mean.loc["a"].iloc[1])
+
+
 def test_records_of_train_and_seeds_runs():
     train = {"seed": 4, "metrics": {"folds": [{"fold": 0, "model": {"t": 1.0}}, {"fold": 1}, {"fold": 2, "model": {"t": 3.0}}]}}
     assert records_of_run(train) == [(4, 0, {"t": 1.0}), (4, 2, {"t": 3.0})]

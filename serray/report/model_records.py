@@ -112,7 +112,9 @@ class ModelRecords:
         frames = [f for f in self.matrices[path] if list(f.columns) == list(self.matrices[path][0].columns)]
         rows = sorted(set().union(*(f.index for f in frames)))
         stack = np.stack([f.reindex(rows).to_numpy(float) for f in frames])
-        return pd.DataFrame(np.nanmean(stack, axis=0), index=rows, columns=frames[0].columns)
+        count = (~np.isnan(stack)).sum(axis=0)  # an entry no record has stays NaN, without nanmean's warning
+        mean = np.nansum(stack, axis=0) / np.maximum(count, 1)
+        return pd.DataFrame(np.where(count > 0, mean, np.nan), index=rows, columns=frames[0].columns)
 
 
 def collect(items: Iterable[tuple[int, int, dict]]) -> ModelRecords:
