@@ -14,6 +14,11 @@ Two measures of the fold seconds are printed:
 * epoch CPU: the CPU time of the folds' epochs only (no build, no final inference).
   It does not grow under contention; it slightly understates the useful work.
 
+It also prints the machine's idle CPU share (from /proc/stat, every 0.5 s; Linux only)
+before the first trial and while trials ran: what is idle there is what overlapping more
+work could still use; the rest of the gap to 1.0 is CPU spent on other things than the
+folds' epochs (imports, Tune's processes, Ray).
+
 Target: utilisation >= 0.85 on 2 cores. The leaderboards of the two modes must be
 identical (the script checks it).
 
@@ -28,13 +33,47 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def search(w: Path, model: str, features: str, trials: int, max_epochs: int, pool: bool, cores: float) -> dict:
+class IdleSampler:
+    """The machine's idle CPU share, read from /proc/stat every ``period`` seconds in a
+    thread (no samples where /proc/stat is missing)."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.samples: list[tuple[float, float]] = []  # (end of interval, idle share in it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)  # idle + iowait, all
+
+    def _run(self, period: float) -> None:
+        try:
+            last = self._read()
+        except OSError:
+            return
+        while not self._stop.wait(period):
+            now = self._read()
+            self.samples.append((time.time(), (now[0] - last[0]) / max(now[1] - last[1], 1)))
+            last = now
+
+    def share(self, start: float, end: float) -> float:
+        """Mean idle share of the intervals that lie inside ``(start, end]`` (epoch seconds)."""
+        xs = [v for t, v in self.samples if start + 0.5 < t <= end]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+
+def search(w: Path, model: str, features: str, trials: int, max_epochs: int, pool: bool, cores: float,
+           idle: IdleSampler) -> dict:
     """One search; its figures and its leaderboard's (trial order, test UA) for the check."""
     from serray.training.spec import RunSpec
     from serray.tune.options import SearchOptions
@@ -47,7 +86,7 @@ def search(w: Path, model: str, features: str, trials: int, max_epochs: int, poo
                      SearchOptions(num_samples=trials, max_epochs=max_epochs, name=name), verbose=0)
     wall, driver_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     recs = [json.loads(p.read_text()) for p in (w / "tune" / name / "trials").glob("*.json")]
-    first = min(r["started_at"] for r in recs)
+    first, last = min(r["started_at"] for r in recs), max(r["ended_at"] for r in recs)
     return {
         "pool": pool, "wall": wall, "driver_cpu": driver_cpu, "trials": len(recs),
         "epochs": sum(r["epochs"] for r in recs),
@@ -55,6 +94,7 @@ def search(w: Path, model: str, features: str, trials: int, max_epochs: int, poo
         "fold_cpu": sum(r.get("fold_epoch_cpu_seconds", 0.0) for r in recs),
         "ahead": sum(r.get("epochs_trained_ahead", 0) for r in recs),
         "before_first": first - t0_epoch, "cores": cores,
+        "idle_before": idle.share(t0_epoch, first), "idle_trials": idle.share(first, last),
         "board": [(round(float(v), 12), round(float(t), 12)) for v, t in zip(out.leaderboard["val_ua"], out.leaderboard["test_ua"])],
         "best": (out.best["val_ua"], out.best["test_ua"]),
     }
@@ -65,7 +105,8 @@ def report(r: dict) -> None:
     mode = "warm actors" if r["pool"] else "no pool    "
     print(f"{mode}: wall {r['wall']:6.1f} s | utilisation {r['fold_s'] / (r['wall'] * c):.2f} (fold wall) "
           f"{r['fold_cpu'] / (r['wall'] * c):.2f} (epoch CPU) | before the first trial {r['before_first']:4.1f} s | "
-          f"epochs trained ahead {r['ahead']} | driver CPU {r['driver_cpu']:.1f} s")
+          f"epochs trained ahead {r['ahead']} | driver CPU {r['driver_cpu']:.1f} s | idle CPU before the first trial "
+          f"{r['idle_before']:.0%}, while trials ran {r['idle_trials']:.0%}")
 
 
 def main() -> None:
@@ -99,10 +140,10 @@ def main() -> None:
     modes = [m == "pool" for m in ([args.only] if args.only else ["nopool", "pool"])]
     print(f"model {args.model} on {features}, EmoDB LOSO (10 folds), {args.trials} trials, max {args.max_epochs} epochs, "
           f"{cores:.0f} cores, load average {os.getloadavg()[0]:.1f}")
-    runs = []
+    runs, idle = [], IdleSampler()
     for _ in range(args.rounds):
         for pool in modes:
-            runs.append(search(w, args.model, features, args.trials, args.max_epochs, pool, cores))
+            runs.append(search(w, args.model, features, args.trials, args.max_epochs, pool, cores, idle))
             report(runs[-1])
     boards = {json.dumps(r["board"]) for r in runs}
     print(f"leaderboards identical across the {len(runs)} searches: {len(boards) == 1}")
