@@ -118,8 +118,7 @@ class _FoldActorImpl:
         Returns:
             The number of epochs already trained (0 when the trainers are new).
         """
-        key = (_model_name(model), dict(config), int(seed))
-        if self._ahead_key is not None and self._ahead_key == key:
+        if self._ahead_key is not None and self._ahead_key == _config_key(model, config, seed):
             self._ahead_key = None  # from now on these trainers belong to this trial
             return len(self._ahead)
         inputs, folds, normalize, device = self._inputs
@@ -141,7 +140,7 @@ class _FoldActorImpl:
         self.reset(model, config, seed)
         for _ in range(int(epochs)):
             self._ahead.append([t.step() for t in self.trainers])
-        self._ahead_key = (_model_name(model), dict(config), int(seed))
+        self._ahead_key = _config_key(model, config, seed)
 
     def step(self) -> list[dict]:
         """One epoch of every hosted fold (a stopped fold repeats its last metrics)."""
@@ -161,8 +160,9 @@ class _FoldActorImpl:
         return [t.finalize() for t in self.trainers]
 
 
-def _model_name(model: ModelSpec | str) -> str:
-    return model if isinstance(model, str) else model.name
+def _config_key(model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> tuple:
+    """What epochs trained ahead are kept for: the model's name, the config and the seed."""
+    return (model if isinstance(model, str) else model.name, dict(config), int(seed))
 
 
 def __getattr__(name: str) -> Any:

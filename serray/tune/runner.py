@@ -149,8 +149,6 @@ def _trainable_class():
             """One fold actor per group of ``folds_per_actor`` folds, for this trial's config:
             a warm set borrowed from the search's pool, else new actors in this trial's
             placement group."""
-            import ray
-
             from serray.training.actors import FoldActor
             from serray.tune.pool import fold_groups
 
@@ -160,7 +158,7 @@ def _trainable_class():
             borrowed = ctx.pool.borrow() if ctx.pool is not None else None
             if borrowed is not None:
                 self._set, self.actors = borrowed
-                self.ahead = min(ray.get([a.reset.remote(ctx.model, self.cfg, ctx.seed) for a in self.actors]))
+                self._reset_actors()
                 log.info("trial %s: warm fold actors (set %d), %d epoch(s) already trained", self.trial_id, self._set, self.ahead)
                 return
             self.actors = [
@@ -190,8 +188,6 @@ def _trainable_class():
 
         def reset_config(self, new_config: dict) -> bool:
             """Reuse this trainable and its fold actors for the next trial (no new processes)."""
-            import ray
-
             self.stop_trial()  # the previous trial, if the scheduler stopped it
             self._configure(new_config)
             if self.kept is not None:
@@ -201,9 +197,15 @@ def _trainable_class():
                 self._start_actors(self._shared)
                 self.config = new_config
                 return True
-            self.ahead = min(ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors]))
+            self._reset_actors()
             self.config = new_config
             return True
+
+        def _reset_actors(self) -> None:
+            """Give this trial's config to the fold actors it holds; keep the epochs they trained ahead for it."""
+            import ray
+
+            self.ahead = min(ray.get([a.reset.remote(self.ctx.model, self.cfg, self.ctx.seed) for a in self.actors]))
 
         def _fault_once(self) -> None:
             folder = os.environ.get(FAULT_ENV)
