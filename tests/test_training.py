@@ -404,6 +404,11 @@ def test_run_folds_parallel_actors_match_local(manifest, folds):
     for a, b in zip(par, loc):
         assert a.index == b.index and a.epochs == b.epochs
         np.testing.assert_allclose(a.test_logits, b.test_logits, rtol=1e-5, atol=1e-5)
+    # without a callback each actor trains its folds to the end in one call: the same numbers
+    free = run_folds("mlp", cfg, inp, folds, parallel=True, device="cpu")
+    for a, b in zip(free, par):
+        assert a.index == b.index and a.epochs == b.epochs
+        np.testing.assert_array_equal(a.test_logits, b.test_logits)
     # one actor per fold (fractional CPUs) gives the same numbers as packed actors
     svm_par = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=True, folds_per_actor=1)
     svm_loc = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=False)
@@ -456,6 +461,30 @@ def test_fold_actor_keeps_epochs_trained_ahead_only_for_the_same_config(manifest
         for a, b in zip(mismatch[1], other_plain[1]):
             np.testing.assert_array_equal(a, b)
         assert not np.array_equal(mismatch[1][0], plain[1][0])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fold_actor_runs_several_epochs_per_call_to_the_same_numbers(manifest, folds):
+    """``run(n)`` is ``n`` steps in one call (the tuner's reports between ASHA's rungs):
+    the same metrics and logits, epochs trained ahead served first, and it ends after the
+    epoch in which the last hosted fold stopped."""
+    from serray.training.actors import _FoldActorImpl
+
+    threads = torch.get_num_threads()
+    shared = _LocalShared(_inputs(manifest, vector_features(manifest)))
+    cfg = registry.get("mlp").config(overrides={**MLP_FAST, "epochs": 7, "patience": 0})
+    try:
+        stepped = _FoldActorImpl("mlp", cfg, shared, folds[:2], "global", 0, "cpu", 1)
+        steps = [stepped.step() for _ in range(cfg["epochs"])]
+        assert all(m["stopped"] for m in steps[-1])
+        ran = _FoldActorImpl("mlp", cfg, shared, folds[:2], "global", 0, "cpu", 1, ahead=2)
+        assert ran.reset("mlp", cfg, 0) == 2
+        chunks = [ran.run(3), ran.run(2), ran.run(None)]
+        assert [len(c) for c in chunks] == [3, 2, 2]  # the last call ends where both folds stopped
+        assert _without_times([m for c in chunks for m in c]) == _without_times(steps)
+        for a, b in zip(ran.finalize(), stepped.finalize()):
+            np.testing.assert_array_equal(a.test_logits, b.test_logits)
     finally:
         torch.set_num_threads(threads)
 

@@ -1,15 +1,17 @@
-"""Fold actors: the folds of one configuration train in parallel Ray actors, in lock-step.
+"""Fold actors: the folds of one configuration train in parallel Ray actors.
 
 The packed features and the label table go to Ray's object store once
 (:func:`put_inputs`); each :class:`FoldActor` receives the object references as
 top-level constructor arguments, so Ray hands it a zero-copy read-only view, and builds
-its own normalised fold data from them. :func:`run_folds` then calls ``step()`` on every
-actor with unfinished folds, waits for all of them, hands the per-fold metrics of that
-epoch to an optional ``on_epoch`` callback (the tuner reports the pooled validation UA
-there, which gives ASHA one cross-fold number per epoch), and repeats until every fold
-has stopped.
+its own normalised fold data from them. With an ``on_epoch`` callback, :func:`run_folds`
+then calls ``step()`` on every actor with unfinished folds, waits for all of them, hands
+the per-fold metrics of that epoch to the callback, and repeats until every fold has
+stopped (lock-step). Without one, each actor trains its folds to the end in one
+``run()`` call, and no actor waits for another between epochs. The tuner
+(:mod:`serray.tune.runner`) calls ``run(n)`` for the epochs up to ASHA's next decision,
+which needs one cross-fold number at that epoch.
 
-Resources and packing: lock-step needs every fold alive at once, and each actor is a
+Resources and packing: every fold is alive at once, and each actor is a
 process with its own torch (about 0.5 GB before any data). So folds are packed onto as
 many actors as fit: by default one actor per CPU of the cluster (at most one per fold),
 sharing the CPUs (and GPUs, when the device is CUDA) evenly; with explicit ``num_cpus``
@@ -148,6 +150,23 @@ class _FoldActorImpl:
         if self._ahead:
             return self._ahead.pop(0)
         return [t.step() for t in self.trainers]
+
+    def run(self, epochs: int | None = None) -> list[list[dict]]:
+        """Up to ``epochs`` epochs (``None``: until every hosted fold stopped) in one call.
+
+        Each epoch is one :meth:`step`: the folds' random streams and results are those
+        of as many separate steps. Ends after the epoch in which the last hosted fold
+        stopped, so the list can be shorter than ``epochs``.
+
+        Returns:
+            One :meth:`step` result (a dict per hosted fold) per epoch run.
+        """
+        out: list[list[dict]] = []
+        while epochs is None or len(out) < epochs:
+            out.append(self.step())
+            if all(m["stopped"] for m in out[-1]):
+                break
+        return out
 
     def node_id(self) -> str:
         """The Ray node this actor runs on (recorded so results show where folds ran)."""
@@ -294,7 +313,8 @@ def run_folds(
             :mod:`serray.training.data`).
         seed: Seed of every fold's trainer (each fold trains from the same seed).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (resolved inside each actor).
-        parallel: ``True``: Ray fold actors in lock-step. ``False``: in this process;
+        parallel: ``True``: Ray fold actors (in lock-step when ``on_epoch`` is given).
+            ``False``: in this process;
             folds run one after another, or in lock-step when ``on_epoch`` is given, with
             the torch threads a fold actor would get
             (:func:`serray.training.run.in_process_threads`).
@@ -354,7 +374,10 @@ def run_folds(
         for group in members
     ]
     try:
-        _lockstep([a.step.remote for a in actors], members, folds, ray.get, on_epoch)
+        if on_epoch is None:  # nothing to report per epoch: each actor trains its folds to the end in one call
+            ray.get([a.run.remote(None) for a in actors])
+        else:
+            _lockstep([a.step.remote for a in actors], members, folds, ray.get, on_epoch)
         results: list[FoldResult | None] = [None] * len(folds)
         for group, res in zip(members, ray.get([a.finalize.remote() for a in actors])):
             for pos, r in zip(group, res):
