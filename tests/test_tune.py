@@ -100,21 +100,34 @@ def test_set_pins_a_searched_key_for_every_trial(synth_copy):
     assert best["config"]["kernel"] == "linear" and best["config"]["C"] == 0.5
 
 
+def _tune_rows(w: Path, name: str) -> dict[str, list[int]]:
+    """Each trial's reported epochs (``training_iteration``), from Tune's result files."""
+    import json
+
+    rows = {}
+    for f in (w / "tune" / name).rglob("result.json"):
+        its = [json.loads(line)["training_iteration"] for line in f.read_text().splitlines() if line.strip()]
+        rows[f.parent.name] = its
+    return rows
+
+
 @pytest.mark.slow
 def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy, monkeypatch):
     """Trial actors (and their fold actors) are reused across trials; a search is still
     reproducible, leaderboard and every logit, with ASHA stopping trials at its rungs,
     whether the fold actors are warm ones that trained the first trial's first epochs
-    while Tune started (serray.tune.pool, the default) or start inside each trial."""
+    while Tune started (serray.tune.pool, the default) or start inside each trial, and
+    whether trials report to Tune only where ASHA can act (the default) or every epoch."""
     from serray.predictions import read_predictions
+    from serray.tune.runner import report_epochs
 
     args = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "6",
             "--grace-period", "2", "--seed", "0", "--workdir", str(synth_copy), "--num-samples", "4",
             "--max-concurrent-trials", "1"]
-    boards, logits = [], []
-    for name, pool in (("a", "1"), ("b", "0")):
+    boards, logits, rows = [], [], []
+    for name, pool, extra in (("a", "1", []), ("b", "0", ["--report-every-epoch"])):
         monkeypatch.setenv("SERRAY_TUNE_POOL", pool)
-        r = CliRunner().invoke(main, [*args, "--name", name])
+        r = CliRunner().invoke(main, [*args, "--name", name, *extra])
         assert r.exit_code == 0, r.output
         records = sorted((io.read_json(p) for p in (synth_copy / "tune" / name / "trials").glob("*.json")),
                          key=lambda rec: rec["started_at"])
@@ -126,9 +139,26 @@ def test_same_seed_same_leaderboard_with_reused_trial_actors(synth_copy, monkeyp
         preds = read_predictions(synth_copy, [name])
         preds["rank"] = preds["config_id"].map(order)
         logits.append(preds.sort_values(["rank", "split", "utt_id"])["logits"].map(list).tolist())
+        rows.append(_tune_rows(synth_copy, name))
     pd.testing.assert_frame_equal(boards[0], boards[1])
     assert logits[0] == logits[1]
     assert boards[0]["status"].str.startswith("stopped by ASHA").any(), boards[0].to_string()
+    # every epoch reported in b; in a, fewer reports, and one at every rung a trial reached
+    assert all(its == list(range(1, len(its) + 1)) for its in rows[1].values()), rows[1]
+    assert sum(map(len, rows[0].values())) < sum(map(len, rows[1].values())), rows
+    for its in rows[0].values():
+        assert its == sorted(set(its)) and {e for e in report_epochs(2, 6, 2) if e <= its[-1]} <= set(its), rows[0]
+
+
+@pytest.mark.parametrize("grace,max_t,rf", [(8, 30, 2), (3, 3, 2), (2, 6, 2), (3, 50, 3), (13, 50, 2), (1, 100, 4), (5, 7, 2)])
+def test_reports_end_where_ray_asha_has_its_rungs(grace, max_t, rf):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from serray.tune.runner import report_epochs
+
+    asha = ASHAScheduler(time_attr="training_iteration", metric="val_ua", mode="max", max_t=max_t,
+                         grace_period=grace, reduction_factor=rf)
+    assert set(report_epochs(grace, max_t, rf)) == {m for m, _ in asha._brackets[0]._rungs} | {max_t}
 
 
 @pytest.mark.slow

@@ -29,7 +29,10 @@ from serray.commands._common import (
 @click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial (implies --report-every-epoch).")
+@click.option("--report-every-epoch", is_flag=True,
+              help="Trials report to Tune after every epoch (a row per epoch in Tune's result files). Default: where "
+                   "ASHA can act (its rungs, the epoch budget) and every ~10 s; the same trials and results either way.")
 @click.option("--objective", default="common-epoch", show_default=True, type=click.Choice(["common-epoch", "fold-best"]),
               help="What ranks the trials: the validation UA pooled over all folds at one common epoch (the best "
                    "of that curve), or with each fold at its own best epoch (fold-best, the design before "
@@ -39,8 +42,8 @@ from serray.commands._common import (
                    "validation speakers only; reports the pooled test UA of the per-fold winners, the honest "
                    "number for a tuned model (folds run as parallel Ray tasks of --fold-resources, default cpu=1).")
 def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
-            grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, objective, nested,
-            **opts) -> None:
+            grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, report_every_epoch, objective,
+            nested, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
@@ -65,7 +68,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     options = SearchOptions(
         space=space, num_samples=num_samples, name=name, address=address, fold_resources=parse_fold_resources(fold_resources) or None,
         grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device,
-        pinned=tuple(_set_keys(opts)),
+        pinned=tuple(_set_keys(opts)), report_every_epoch=report_every_epoch,
     )
     if nested:
         given = [o for o, v in (("--storage", storage), ("--max-concurrent-trials", max_concurrent_trials),

@@ -50,6 +50,10 @@ class SearchOptions:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         pinned: Config keys fixed at the run config's value for every trial, even where
             the space searches them (``serray tune --set KEY=VALUE``).
+        report_every_epoch: Trials report to Tune after every epoch (one row per epoch
+            in Tune's result files). Default: at ASHA's rungs, at the epoch budget and
+            every ~10 s between (:func:`serray.tune.runner.report_epochs`); the same
+            trials, records and predictions either way.
     """
 
     space: str | Path | None = None
@@ -63,6 +67,7 @@ class SearchOptions:
     resume: bool = False
     device: str = "auto"
     pinned: tuple[str, ...] = ()
+    report_every_epoch: bool = False
 
 
 @dataclass(frozen=True)

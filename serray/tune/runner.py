@@ -2,12 +2,15 @@
 
 Each trial is a class trainable (:class:`FoldsTrainable`) whose resource request is one
 placement group: a tiny bundle for the trainable itself plus one bundle per fold actor.
-The trainable runs its folds in :class:`serray.training.actors.FoldActor` processes and steps
-them in lock-step, one epoch per Tune iteration. On a local single-node Ray with CPU
+The trainable runs its folds in :class:`serray.training.actors.FoldActor` processes and
+reports to Tune at the epochs where ASHA can act (:func:`report_epochs`; every epoch with
+``report_every_epoch``): each actor trains its folds up to the next report in one call,
+and the trainable then computes each of those epochs' results in order. On a local single-node Ray with CPU
 folds it borrows warm actors that :func:`tune_model` started while Tune started (and
 that trained the first trial's first epochs meanwhile; :mod:`serray.tune.pool`), with the
 placement group holding their CPUs; otherwise it starts them inside its placement group.
-Trainables and their actors are reused from trial to trial. After each epoch it reports:
+Trainables and their actors are reused from trial to trial. For each epoch it computes,
+and at a report's last epoch it reports (``training_iteration`` = epochs trained):
 
 * ``val_ua`` - the objective Optuna and ASHA see, one of :data:`OBJECTIVES`:
 
@@ -93,6 +96,9 @@ PAUSE_ENV = "SERRAY_TUNE_PAUSE_IN_WRITE"
 #: Seconds Tune gives a stopping trial (e.g. stopped by ASHA as the search ends) to write
 #: its predictions and record before it kills the actor (Tune's own limit is 10 s).
 STOP_GRACE_S = int(os.environ.get("SERRAY_TUNE_STOP_GRACE_S", "300"))
+#: A trial reports to Tune at least this often (seconds of training at the last epochs'
+#: pace), also between ASHA's decision points, so progress shows and a time budget holds.
+REPORT_EVERY_S = 10.0
 OBJECTIVE = "val_ua"
 #: What ``val_ua`` (the searcher's and ASHA's objective) is; see the module docstring.
 OBJECTIVES = ("common-epoch", "fold-best")
@@ -125,17 +131,19 @@ class TuneContext:
     space: Any = None
     objective: str = "common-epoch"
     pool: Any = None  # serray.tune.pool.FoldPool: warm fold actors to borrow, if any
+    report_at: tuple[int, ...] = ()  # epochs where a report must end (report_epochs); () = report every epoch
 
 
 def _trainable_class():
     from ray import tune
 
     class _FoldsTrainable(tune.Trainable):
-        """One configuration on every fold; one epoch per ``step``."""
+        """One configuration on every fold; the epochs up to the next report per ``step``."""
 
         def setup(self, config: dict, shared: Any = None, ctx: TuneContext | None = None) -> None:
             assert ctx is not None and shared is not None
             self.ctx = ctx
+            self._epoch_s = 0.0  # wall seconds per epoch of the last report that trained (0: not known yet)
             self.actors: list = []
             self._set: int | None = None  # the pooled actor set this trainable borrowed
             self._shared = shared
@@ -225,17 +233,52 @@ def _trainable_class():
             return {OBJECTIVE: _record_objective(rec), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
 
         def step(self) -> dict:
+            """One report to Tune: the epochs up to the next point where ASHA decides
+            (:func:`report_epochs`), at most about :data:`REPORT_EVERY_S` seconds of them
+            (one epoch where the context asks for every epoch)."""
             import ray
 
             if self.kept is not None:
                 return self._kept_result()
             self._fault_once()
-            outs = ray.get([self.actors[g].step.remote() for g in self.active])
-            for g, ms in zip(self.active, outs):
-                for pos, m in zip(self.groups[g], ms):
-                    if not (self.history[pos] and self.history[pos][-1]["stopped"]):
-                        self.history[pos].append(m)
-            self.active = [g for g in self.active if not all(self.history[p][-1]["stopped"] for p in self.groups[g])]
+            n, t0 = self._segment(), time.perf_counter()
+            outs = dict(zip(self.active, ray.get([self.actors[g].run.remote(n) for g in self.active])))
+            done0 = len(self.val_curve)
+            result: dict = {}
+            while self.active and len(self.val_curve) - done0 < n:
+                j = len(self.val_curve) - done0
+                for g in self.active:
+                    for pos, m in zip(self.groups[g], outs[g][j]):
+                        if not (self.history[pos] and self.history[pos][-1]["stopped"]):
+                            self.history[pos].append(m)
+                self.active = [g for g in self.active if not all(self.history[p][-1]["stopped"] for p in self.groups[g])]
+                result = self._epoch_result()
+            ran = len(self.val_curve) - done0
+            if len(self.val_curve) > self.ahead:  # epochs trained now, not served from those trained ahead
+                self._epoch_s = (time.perf_counter() - t0) / ran
+            result["training_iteration"] = len(self.val_curve)  # ASHA's time: epochs, not reports
+            self.last_result = result
+            if not self.active:
+                result.update(self._finalize("completed"))
+                result["done"] = True
+            return result
+
+        def _segment(self) -> int:
+            """Epochs of the next report: to the next ASHA decision point, at most
+            :data:`REPORT_EVERY_S` seconds at the last epochs' pace (one epoch before any
+            pace is known), and all the epochs trained ahead up to that point at once."""
+            done, at = len(self.val_curve), self.ctx.report_at
+            nxt = next((e for e in at if e > done), None)
+            if nxt is None:
+                return 1
+            if self.ahead > done:
+                return min(nxt, self.ahead) - done
+            cap = max(1, int(REPORT_EVERY_S / self._epoch_s)) if self._epoch_s else 1
+            return min(nxt - done, cap)
+
+        def _epoch_result(self) -> dict:
+            """The result of the epoch just added to every active fold's history (and its
+            point of the pooled validation curve)."""
             from serray.training.trainer import pooled_val_ua
 
             last = [h[-1] for h in self.history]
@@ -261,10 +304,6 @@ def _trainable_class():
             parts = [m.get("loss_parts") or {} for m in last]
             for key in sorted({k for p in parts for k in p}):
                 result[f"train_loss_{key}"] = float(np.nanmean([p.get(key, math.nan) for p in parts]))
-            self.last_result = result
-            if not self.active:
-                result.update(self._finalize("completed"))
-                result["done"] = True
             return result
 
         def _finalize(self, reason: str) -> dict:
@@ -360,6 +399,26 @@ def trial_config(spec: Any, space: Any, base: Mapping[str, Any], max_epochs: int
     if max_epochs is not None and "epochs" in cfg:
         cfg["epochs"] = int(max_epochs)
     return check_config(spec, cfg)
+
+
+def report_epochs(grace: int, max_t: int, reduction_factor: int) -> tuple[int, ...]:
+    """The epochs at which ASHA can act on a trial: its rungs (``grace`` times powers of
+    ``reduction_factor``, as Ray's :class:`~ray.tune.schedulers.ASHAScheduler` with one
+    bracket places them) and the epoch budget ``max_t``.
+
+    A trial reports to Tune only at these epochs (and every :data:`REPORT_EVERY_S`
+    seconds between them): ASHA sees the same values at the same epochs as with a report
+    per epoch, so it stops the same trials, while a short search saves a round trip
+    through Tune and a wait for the slowest fold actor at every other epoch.
+
+    Example:
+        >>> report_epochs(8, 30, 2)
+        (8, 16, 30)
+        >>> report_epochs(3, 3, 2)
+        (3,)
+    """
+    rungs = int(np.log(max_t / grace) / np.log(reduction_factor) + 1)
+    return tuple(sorted({int(grace * reduction_factor**k) for k in range(rungs)} | {int(max_t)}))
 
 
 def _common_epoch(curve: Sequence[float]) -> tuple[int, float]:
@@ -614,7 +673,7 @@ def tune_model(
         init_ray(options.address)
         launch = launch or _launch(prep, options, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s)
         record_dir = Path(prep.run.workdir).resolve() / "tune" / prep.name / "trials" if local_path is None else local_path / "trials"
-        trainable = _trainable(prep, options, launch, record_dir, objective)
+        trainable = _trainable(prep, options, launch, record_dir, objective, tensorboard)
         notes: list[str] = []
         unknown: list[str] = []
         if options.resume and tune.Tuner.can_restore(path):
@@ -691,7 +750,8 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     return _Launch(shared, per, cpu, gpu, pool)
 
 
-def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, record_dir: Path, objective: str) -> Any:
+def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, record_dir: Path, objective: str,
+               tensorboard: bool = False) -> Any:
     """The trainable with its features, context and placement group: an empty head bundle
     (the trainable itself needs no CPU) and one bundle per fold actor (warm pooled actors
     ask for no CPU themselves: the bundles hold it for them)."""
@@ -706,9 +766,18 @@ def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, re
         workdir=str(Path(run.workdir).resolve()), experiment=prep.name, model=prep.spec.name, base_config=prep.base,
         folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.device,
         fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per, max_epochs=options.max_epochs, record_dir=str(record_dir),
-        space=prep.space, objective=objective, pool=launch.pool,
+        space=prep.space, objective=objective, pool=launch.pool, report_at=_report_at(prep, options, tensorboard),
     )
     return tune.with_resources(tune.with_parameters(_trainable_class(), shared=launch.shared, ctx=ctx), tune.PlacementGroupFactory(bundles))
+
+
+def _report_at(prep: PreparedSearch, options: SearchOptions, tensorboard: bool) -> tuple[int, ...]:
+    """Where trials' reports end (:func:`report_epochs`); ``()``, a report every epoch, when
+    asked for, for TensorBoard's curves, and on resume (the restored scheduler's rungs are
+    those of the first run's options)."""
+    if options.report_every_epoch or tensorboard or options.resume:
+        return ()
+    return report_epochs(prep.grace, prep.max_t, options.reduction_factor)
 
 
 def _restored_tuner(path: str, local_path: Path | None, record_dir: Path, prep: PreparedSearch, trainable: Any,
