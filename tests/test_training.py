@@ -489,6 +489,21 @@ def test_fold_actor_runs_several_epochs_per_call_to_the_same_numbers(manifest, f
         torch.set_num_threads(threads)
 
 
+def test_fold_groups_balance_the_actors_work_and_cover_every_fold_once(folds):
+    from types import SimpleNamespace
+
+    from serray.training.actors import fold_groups
+
+    sizes = [387, 378, 386, 391, 376, 380, 396, 349, 359, 357]  # EmoDB LOSO training parts
+    many = [SimpleNamespace(train=range(n), validation=range(100)) for n in sizes]
+    groups = fold_groups(many, 5)
+    assert sorted(p for g in groups for p in g) == list(range(10)) and [len(g) for g in groups] == [5, 5]
+    load = [sum(sizes[p] for p in g) for g in groups]
+    assert abs(load[0] - load[1]) <= 10 < abs(sum(sizes[:5]) - sum(sizes[5:]))  # consecutive halves: 1918 vs 1841
+    assert fold_groups(many, 3) == fold_groups(many, 3) and max(map(len, fold_groups(many, 3))) == 3
+    assert fold_groups(folds, 1) == [[i] for i in range(len(folds))]
+
+
 def test_fold_resources_pack_folds_onto_actors_that_fit(monkeypatch):
     import ray
 

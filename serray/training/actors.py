@@ -38,7 +38,7 @@ from serray.models.registry import ModelSpec
 from serray.training.data import PackedFeatures, TrainingInputs
 from serray.training.trainer import FoldResult, FoldTrainer, check_config, fold_trainer, train_fold
 
-__all__ = ["SharedInputs", "FoldActor", "put_inputs", "fold_resources", "run_folds"]
+__all__ = ["SharedInputs", "FoldActor", "put_inputs", "fold_resources", "fold_groups", "run_folds"]
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,33 @@ def _lockstep(
                 break
 
 
+def fold_groups(folds: Sequence[Any], per_actor: int) -> list[list[int]]:
+    """Fold positions per actor: ``ceil(len(folds) / per_actor)`` actors of at most
+    ``per_actor`` folds, balanced by each fold's work per epoch (3 x its training
+    utterances, for the forward and backward passes, plus its validation utterances).
+
+    Folds go heaviest first to the lightest actor with room (ties: the lower position),
+    so the actors of a lock-step epoch or of a report finish close together: on EmoDB
+    LOSO, consecutive groups of 5 held 1918 and 1841 training utterances. Which actor
+    hosts a fold changes no number (each fold has its own seeded trainer).
+
+    Example:
+        >>> from types import SimpleNamespace as F
+        >>> fold_groups([F(train=range(n), validation=range(10)) for n in (90, 50, 40, 60, 100)], 2)
+        [[0, 2], [1, 3], [4]]
+    """
+    per_actor = max(1, int(per_actor))
+    n_actors = max(1, math.ceil(len(folds) / per_actor))
+    work = [3 * len(f.train) + len(f.validation) for f in folds]
+    groups: list[list[int]] = [[] for _ in range(n_actors)]
+    load = [0] * n_actors
+    for pos in sorted(range(len(folds)), key=lambda p: (-work[p], p)):
+        g = min((g for g in range(n_actors) if len(groups[g]) < per_actor), key=lambda g: (load[g], g))
+        groups[g].append(pos)
+        load[g] += work[pos]
+    return sorted(sorted(g) for g in groups)
+
+
 def run_folds(
     model: ModelSpec | str,
     config: Mapping[str, Any],
@@ -365,7 +392,7 @@ def run_folds(
         folds_per_actor = 1  # the placement group was sized by the caller
     per_actor, cpus, gpus = fold_resources(len(folds), num_cpus, num_gpus, device, folds_per_actor)
     n_actors = math.ceil(len(folds) / per_actor)
-    members = [list(range(len(folds)))[g::n_actors] for g in range(n_actors)]
+    members = fold_groups(folds, per_actor)
     log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), n_actors, cpus, gpus)
     actors = [
         _fold_actor_class().options(**{"num_cpus": cpus, "num_gpus": gpus, **opts}).remote(

@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-__all__ = ["FoldPool", "pool_sets", "pool_enabled", "start_pool", "fold_groups", "ahead_epochs"]
+__all__ = ["FoldPool", "pool_sets", "pool_enabled", "start_pool", "ahead_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def start_pool(
     """Start ``n_sets`` sets of warm fold actors (no CPU asked; the trials' placement groups hold it).
 
     Args:
-        groups: Fold positions each actor of a set hosts (as the trainable groups them).
+        groups: Fold positions each actor of a set hosts (as the trainable groups them,
+            :func:`serray.training.actors.fold_groups`).
         ahead: ``(config, epochs)``: set 0 trains the first trial's configuration for
             that many epochs while Tune starts (the fold actor's ``ahead``).
     """
@@ -147,16 +148,6 @@ def start_pool(
     log.info("started %d warm set(s) of %d fold actor(s)%s", n_sets, len(groups),
              f"; set 0 trains the first trial's first {ahead[1]} epoch(s) while Tune starts" if ahead else "")
     return FoldPool(ray.remote(num_cpus=0)(_Broker).remote(n_sets), sets)
-
-
-def fold_groups(n_folds: int, per_actor: int) -> list[list[int]]:
-    """Consecutive fold positions per actor, ``per_actor`` each (the last may hold fewer).
-
-    Example:
-        >>> fold_groups(5, 2)
-        [[0, 1], [2, 3], [4]]
-    """
-    return [list(range(i, min(i + per_actor, n_folds))) for i in range(0, n_folds, per_actor)]
 
 
 def ahead_epochs(grace: int, max_t: int, *, resume: bool, time_budget_s: float | None, n_sets: int,

@@ -158,11 +158,11 @@ def _trainable_class():
             a warm set borrowed from the search's pool, else new actors in this trial's
             placement group."""
             from serray.training.actors import FoldActor
-            from serray.tune.pool import fold_groups
+            from serray.training.actors import fold_groups
 
             ctx = self.ctx
             threads = max(1, int(ctx.fold_cpus))
-            self.groups = fold_groups(len(ctx.folds), ctx.folds_per_actor)
+            self.groups = fold_groups(ctx.folds, ctx.folds_per_actor)
             borrowed = ctx.pool.borrow() if ctx.pool is not None else None
             if borrowed is not None:
                 self._set, self.actors = borrowed
@@ -726,7 +726,7 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     warm ones where they serve (:mod:`serray.tune.pool`)."""
     import ray
 
-    from serray.training.actors import fold_resources, put_inputs
+    from serray.training.actors import fold_groups, fold_resources, put_inputs
     from serray.tune import pool as fold_pool
 
     res = options.fold_resources or {}
@@ -734,7 +734,7 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     shared = put_inputs(prep.exp.inputs)
     if not fold_pool.pool_enabled(options.address, gpu):
         return _Launch(shared, per, cpu, gpu)
-    groups = fold_pool.fold_groups(len(prep.exp.folds), per)
+    groups = fold_groups(prep.exp.folds, per)
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     n_sets = fold_pool.pool_sets(cpus, cpu, len(groups), options.num_samples, max_concurrent_trials)
     point = None if options.resume else prep.space.point(prep.base)
