@@ -356,6 +356,10 @@ def test_run_ensemble_search_in_process_and_greedy(members, reference, tmp_path)
     assert meta[b"serray.note"].decode() == VALIDATION_NOTE
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["best"]["val_ua"] == pytest.approx(res.best["val_ua"])
+    # what the selection saw is said, not overstated (issue 37, item 6)
+    saved = meta[b"serray.note"].decode()
+    assert "Not a nested estimate" in saved and "early stopping" in saved
+    assert "held-out estimates" not in saved
 
     opt = run_ensemble_search(members, method="greedy", max_size=4, selection="test-optimistic")
     assert opt.note == OPTIMISTIC_WARNING

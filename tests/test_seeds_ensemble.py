@@ -53,3 +53,14 @@ def test_seeds_then_ensemble(synth_copy, tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--k", "1-9"])
     assert r.exit_code == 1 and "only 3" in r.output
+
+
+def test_unknown_bare_variant_is_refused_before_training(synth_copy):
+    """A bare name the model does not define used to train the base config under that name."""
+    w = str(synth_copy)
+    r = CliRunner().invoke(main, ["seeds", "mlp", "--workdir", w, "--features", "egemaps", "--protocol", "kfold",
+                                  "--k", "2", "--n", "1", "--variant", "mmoe"])
+    assert r.exit_code != 0
+    assert "model 'mlp' has no variant 'mmoe'" in r.output and "base" in r.output
+    assert "Traceback" not in r.output
+    assert not (synth_copy / "runs").exists() or not any((synth_copy / "runs").iterdir())

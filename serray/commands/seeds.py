@@ -13,8 +13,9 @@ from serray.commands._common import address_option, fail, parse_fold_resources, 
 @click.option("--n", "n_seeds", default=10, show_default=True, help="Number of seeds.")
 @click.option("--seed-start", default=0, show_default=True, help="First seed (seeds are seed-start .. seed-start+n-1).")
 @click.option("--variant", "variants", multiple=True, metavar="NAME[:key=v[,key=v]]",
-              help="A named config variant trained side by side, e.g. --variant fc:stages=fc --variant all. "
-                   "A name the model defines (its paper's arms, e.g. adarl's backbone) starts from its overrides.")
+              help="A named config variant trained side by side, e.g. --variant base --variant fc:stages=fc. "
+                   "A name the model defines (its paper's arms, e.g. adarl's backbone) starts from its overrides; "
+                   "'base' is the configuration as given; any other name needs overrides of its own.")
 @click.option("--run-prefix", default=None, help="Runs are named PREFIX-VARIANT (default seeds-MODEL-FEATURES-PROTOCOL-LABELS).")
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")

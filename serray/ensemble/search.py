@@ -93,10 +93,16 @@ OPTIMISTIC_WARNING = (
     "(selection='test-optimistic'), so the reported test UA/WA are optimistically biased "
     "and are not an unbiased estimate of performance on unseen data."
 )
-#: Note attached to results selected on validation data.
+#: Note attached to results selected on validation data. It says what the selection saw, as
+#: best.yaml does for a search: no test logits, but validation logits that are not fresh
+#: (each member's early stopping already chose its epoch on them) and, under LOSO or
+#: k-fold, come from speakers who are other folds' test speakers.
 VALIDATION_NOTE = (
-    "Ensemble members were selected on pooled validation data only; "
-    "test UA/WA are held-out estimates."
+    "Ensemble members were selected on pooled validation data only (test logits not used). "
+    "Not a nested estimate: each member's validation logits are the ones its early stopping "
+    "already used, and under LOSO/k-fold a fold's validation speakers are other folds' test "
+    "speakers, so the selection has seen every speaker's labels; the test UA/WA of the chosen "
+    "subset may be somewhat optimistic."
 )
 
 _SPLITS = ("validation", "test")

@@ -55,14 +55,30 @@ def variant_overrides(spec: Any, name: str, overrides: Mapping[str, Any]) -> dic
     """The overrides of variant ``name``: the model's named variant of that name
     (``ModelSpec.variants``, e.g. a paper's ablation arm) with ``overrides`` over it.
 
+    A name the model does not define is a new arm of the user's and needs overrides of
+    its own; ``base`` (unless the model defines it) is the configuration as given.
+
     Example:
         >>> from serray.models import registry
         >>> variant_overrides(registry.get("adarl"), "backbone", {"lr": 0.1})
         {'variant': 'attention', 'g1': 0.0, 'lr': 0.1}
         >>> variant_overrides(registry.get("adarl"), "mine", {"g3": 0})
         {'g3': 0}
+        >>> variant_overrides(registry.get("adarl"), "mmoe", {})
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'adarl' has no variant 'mmoe' (its variants: adarl, adversarial, backbone, base, emotion_only); name one of those, 'base' for the configuration as given, or give a new arm its overrides, e.g. --variant mmoe:key=value
+
+    Raises:
+        ValueError: ``name`` is neither a variant of the model nor ``base`` and has no overrides.
     """
-    return {**dict(getattr(spec, "variants", {}).get(name, {})), **dict(overrides)}
+    named = dict(getattr(spec, "variants", {}) or {})
+    if name not in named and name != "base" and not overrides:
+        known = ", ".join(sorted({*named, "base"}))
+        raise ValueError(f"model {spec.name!r} has no variant {name!r} (its variants: {known}); name one of those, "
+                         f"'base' for the configuration as given, or give a new arm its overrides, "
+                         f"e.g. --variant {name}:key=value")
+    return {**dict(named.get(name, {})), **dict(overrides)}
 
 
 def seed_metrics(part: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
