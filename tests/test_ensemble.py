@@ -20,6 +20,7 @@ from serray.ensemble import (
     exhaustive_search,
     greedy_selection,
     members_from_predictions,
+    nested_estimate,
     run_ensemble_search,
 )
 from serray.ensemble import combinatorics as cb
@@ -393,3 +394,58 @@ def test_distributed_search_equals_brute_force(members, reference, local_ray):
     one_core = distributed_search(members, [3], num_tasks=4, num_cpus=1, progress=False)
     assert one_core.attrs["stats"]["cores"] == 1
     assert_matches(one_core, reference["logits"], ks=[3])
+
+
+# --------------------------------------------------------------------------- nested estimate
+
+
+def _two_speaker_members():
+    """Two folds (test speakers a and b); each fold validates on the other speaker. m0 is right
+    on b and wrong on a, m1 the reverse, m2 right on half of each."""
+    a = [f"a{i}" for i in range(4)]
+    b = [f"b{i}" for i in range(4)]
+    y = np.array([0, 1, 0, 1])
+    right = np.eye(2)[y] * 2.0
+    wrong = np.eye(2)[1 - y] * 2.0
+    half = np.concatenate([right[:2], wrong[2:]])
+    per_speaker = {"m0": {"a": wrong, "b": right}, "m1": {"a": right, "b": wrong}, "m2": {"a": half, "b": half}}
+    # validation rows: fold 0 (test a) validates on b, fold 1 (test b) on a; test rows: a then b
+    val = np.stack([np.concatenate([per_speaker[m]["b"], per_speaker[m]["a"]]) for m in per_speaker]).astype(np.float32)
+    test = np.stack([np.concatenate([per_speaker[m]["a"], per_speaker[m]["b"]]) for m in per_speaker]).astype(np.float32)
+    yy = np.concatenate([y, y])
+    rows = {"validation": pd.DataFrame({"fold": [0] * 4 + [1] * 4, "utt_id": b + a}),
+            "test": pd.DataFrame({"fold": [0] * 4 + [1] * 4, "utt_id": a + b})}
+    return Members(list(per_speaker), ["r"] * 3, ["x", "y"], val, yy, test, yy, rows)
+
+
+def test_nested_estimate_keeps_each_folds_test_speakers_out_of_its_selection():
+    members = _two_speaker_members()
+    plain = exhaustive_search(members, [1], top=1)
+    # the plain search sees both speakers' validation rows: every single member scores 0.5 there
+    assert plain["val_ua"].iloc[0] == pytest.approx(0.5)
+    est = nested_estimate(members, [1])
+    # fold 0 (test a) selects on b's rows only -> m0, which is wrong on a; fold 1 the mirror image
+    assert est.per_fold["members"].tolist() == ["m0", "m1"]
+    assert est.per_fold["n_validation"].tolist() == [4, 4]
+    assert est.per_fold["inner_val_ua"].tolist() == [1.0, 1.0]
+    assert est.test_ua == pytest.approx(0.0) and est.test_wa == pytest.approx(0.0)
+    assert "Nested estimate" in est.note
+
+
+def test_nested_estimate_needs_row_keys():
+    members = _two_speaker_members()
+    bare = Members(members.names, members.variant, members.classes, members.val_logits, members.y_val,
+                   members.test_logits, members.y_test)
+    with pytest.raises(ValueError, match="fold and utt_id"):
+        nested_estimate(bare, [1])
+
+
+def test_members_from_predictions_names_every_pooled_row():
+    src = make_members(m=3, seed=2)
+    got = members_from_predictions(_predictions_frame(src, np.random.default_rng(1)), CLASSES)
+    for split in ("validation", "test"):
+        n = src.split(split)[1].shape[0]
+        key = sorted(range(n), key=lambda i: (str(i % 3), f"u{i:04d}"))
+        assert got.rows[split]["utt_id"].tolist() == [f"u{i:04d}" for i in key]
+        assert got.rows[split]["fold"].tolist() == [i % 3 for i in key]
+    assert got.select([1, 0]).rows is got.rows

@@ -51,6 +51,12 @@ def test_seeds_then_ensemble(synth_copy, tmp_path):
 
     r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--method", "greedy", "--name", "g"])
     assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", ",".join(runs), "--k", "1-2", "--nested", "--name", "n"])
+    assert r.exit_code == 0 and "nested estimate" in r.output, r.output
+    nested = pd.read_csv(synth_copy / "ensemble" / "n" / "nested.csv", comment="#")
+    assert sorted(nested["fold"]) == [0, 1, 2] and set(nested["k"]) <= {1, 2}
+    r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--method", "greedy", "--nested"])
+    assert r.exit_code != 0 and "--nested estimates an exhaustive search" in r.output
     r = CliRunner().invoke(main, ["ensemble", w, "--runs", runs[0], "--k", "1-9"])
     assert r.exit_code == 1 and "only 3" in r.output
 

@@ -100,12 +100,15 @@ def write_ensemble_folder(res, members, out_dir: Path):
 @click.option("--method", type=click.Choice(["exhaustive", "greedy"]), default="exhaustive", show_default=True,
               help="Every k-subset, or greedy forward selection with replacement (Caruana et al. 2004).")
 @click.option("--max-size", default=None, type=int, help="Greedy: number of additions (default: number of members).")
+@click.option("--nested", is_flag=True,
+              help="Also estimate the whole search nested: per outer fold, select without that fold's test "
+                   "speakers and score the choice on them (exhaustive, validation selection; one search per fold).")
 @click.option("--top", default=10, show_default=True, help="Subsets kept per k.")
 @click.option("--name", default=None, help="Output folder name under W/ensemble (default from the runs and options).")
 @click.option("--num-cpus", default=None, type=int, help="Cores to use (default all).")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "torch"]), default="auto", show_default=True)
 @address_option
-def command(workdir, runs, k_text, fusion, selection, method, max_size, top, name, num_cpus, backend, address) -> None:
+def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, top, name, num_cpus, backend, address) -> None:
     """Search every k-subset of the runs' seeds for the best late-fusion ensemble.
 
     Writes under W/ensemble/NAME: leaderboard (members, k, validation UA, test UA, WA),
@@ -123,6 +126,9 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     run_list = [r for r in runs.split(",") if r]
     k_values = parse_k(k_text)
+    if nested and (method != "exhaustive" or selection != "validation"):
+        fail("--nested estimates an exhaustive search selected on validation; drop --nested or use "
+             "--method exhaustive --selection validation")
     try:
         df = read_predictions(workdir, run_list)
         classes = run_classes(workdir, run_list[0])
@@ -170,4 +176,23 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, top, nam
         f"selected ensemble (k={int(best['k'])}): test UA {100 * best['test_ua']:.2f} %, "
         f"{'validation' if selection == 'validation' else 'TEST (optimistic)'} UA {100 * best['score']:.2f} %"
     )
+    if nested:
+        _echo_nested(members, k_values, fusion, out)
     click.echo(f"results: {out}")
+
+
+def _echo_nested(members, k_values, fusion, out: Path) -> None:
+    """Run the nested estimate, write nested.csv / nested.json and print its figures."""
+    from serray import io
+    from serray.ensemble import nested_estimate
+
+    try:
+        est = nested_estimate(members, k_values, fusion)
+    except ValueError as exc:
+        fail(str(exc))
+    io.write_text(f"# {est.note}\n" + est.per_fold.to_csv(index=False), out / "nested.csv")
+    io.write_json({"test_ua": est.test_ua, "test_wa": est.test_wa, "note": est.note,
+                   "k_per_fold": est.per_fold["k"].tolist()}, out / "nested.json")
+    click.echo(f"nested estimate (selection without each fold's test speakers): test UA {100 * est.test_ua:.2f} %, "
+               f"WA {100 * est.test_wa:.2f} %; k per fold {est.per_fold['k'].tolist()}")
+    click.echo(f"NOTE: {est.note}")

@@ -18,6 +18,7 @@ Example:
 
 from serray.ensemble.combinatorics import n_choose_k, next_combination, rank, unrank, unrank_block
 from serray.ensemble.greedy import greedy_selection
+from serray.ensemble.nested import NESTED_NOTE, NestedEstimate, nested_estimate
 from serray.ensemble.runner import METHODS, EnsembleResult, distributed_search, run_ensemble_search
 from serray.ensemble.search import (
     BACKENDS,
@@ -37,11 +38,13 @@ __all__ = [
     "BACKENDS",
     "FUSIONS",
     "METHODS",
+    "NESTED_NOTE",
     "OPTIMISTIC_WARNING",
     "SELECTIONS",
     "VALIDATION_NOTE",
     "EnsembleResult",
     "Members",
+    "NestedEstimate",
     "distributed_search",
     "evaluate_subset",
     "exhaustive_search",
@@ -49,6 +52,7 @@ __all__ = [
     "greedy_selection",
     "members_from_predictions",
     "n_choose_k",
+    "nested_estimate",
     "next_combination",
     "rank",
     "run_ensemble_search",

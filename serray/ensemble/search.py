@@ -52,7 +52,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,6 +134,9 @@ class Members:
         y_val: int64 ``[Nv]`` class indices.
         test_logits: float32 ``[M, Nt, C]``.
         y_test: int64 ``[Nt]``.
+        rows: Optional ``{"validation": frame, "test": frame}`` with columns ``fold`` and
+            ``utt_id`` naming each pooled row (set by :func:`members_from_predictions`;
+            a nested estimate needs it to keep a fold's test speakers out of selection).
     """
 
     names: list[str]
@@ -143,6 +146,7 @@ class Members:
     y_val: np.ndarray
     test_logits: np.ndarray
     y_test: np.ndarray
+    rows: Mapping[str, pd.DataFrame] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", [str(n) for n in self.names])
@@ -179,6 +183,11 @@ class Members:
         if len(set(self.names)) != m:
             dup = [n for n, k in Counter(self.names).items() if k > 1]
             raise ValueError(f"member names must be unique; duplicated: {dup[:5]}")
+        if self.rows is not None:
+            for split, n in (("validation", self.y_val.shape[0]), ("test", self.y_test.shape[0])):
+                frame = self.rows.get(split)
+                if frame is None or len(frame) != n or not {"fold", "utt_id"} <= set(frame.columns):
+                    raise ValueError(f"rows[{split!r}] must be a frame of {n} rows with columns fold and utt_id")
 
     @classmethod
     def from_arrays(
@@ -223,6 +232,7 @@ class Members:
             self.y_val,
             self.test_logits[idx],
             self.y_test,
+            self.rows,
         )
 
 
@@ -289,6 +299,7 @@ def members_from_predictions(df: pd.DataFrame, classes: Sequence[str]) -> Member
     member_order = [str(n) for n in keyed["member"].unique()]
     first = member_order[0]
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows: dict[str, pd.DataFrame] = {}
     for split in _SPLITS:
         part = keyed[keyed["split"] == split]
         present = set(part["member"])
@@ -321,10 +332,12 @@ def members_from_predictions(df: pd.DataFrame, classes: Sequence[str]) -> Member
         flat = np.concatenate([np.asarray(v, dtype=np.float32) for v in part["logits"].to_numpy()[order]])
         logits_split = flat.reshape(len(member_order), len(ref), len(classes))
         out[split] = (logits_split, ys[ref])
+        rows[split] = pd.DataFrame({"fold": part["fold"].to_numpy()[ref], "utt_id": utts[ref]})
     run_of = keyed.drop_duplicates("member").set_index("member")["run"]
     variant = [str(run_of[n]) for n in member_order]
     return Members(
-        member_order, variant, classes, out["validation"][0], out["validation"][1], out["test"][0], out["test"][1]
+        member_order, variant, classes, out["validation"][0], out["validation"][1], out["test"][0], out["test"][1],
+        rows,
     )
 
 
