@@ -377,3 +377,32 @@ def test_gate_weight_figure_from_a_run_record(tmp_path):
     assert gate_weights_table(old, "train").loc["de", "b"] == pytest.approx(0.9)  # records written before the parts
     with pytest.raises(ValueError, match="gating=omoe"):
         gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})
+
+
+# -- issue 37 (defect 4): the Base arm, the search space without a domain, the small preset,
+# -- per-domain alpha, the paper's arms ----------------------------------------------------
+
+
+class _TwoDomainPart:
+    """Training part where domain 0 lacks emotion 2 and domain 1 lacks emotion 0."""
+
+    y = np.array([0, 1, 0, 1, 2, 2])
+    aux = {"domain": np.array([0, 0, 0, 1, 1, 1])}
+
+
+def test_base_arm_never_masks_a_domains_absent_emotions():
+    """gating=none (the paper's Base) has one tower that does not know the language, so a
+    domain's absent emotions stay predictable there; the gated modes still mask them."""
+    torch.manual_seed(0)
+    model = _model(n_classes=3, gating="none")
+    model.prepare(_TwoDomainPart())
+    model.eval()
+    batch = _batch(domain=torch.tensor([0] * 4 + [1] * 4))
+    logits = model.forward_batch(batch)["logits"].detach()
+    assert (logits.abs() < 1e3).all()  # no emotion of either domain pushed to -1e4
+    swapped = _batch(domain=torch.tensor([1] * 4 + [0] * 4))
+    torch.testing.assert_close(model.forward_batch(swapped)["logits"].detach(), logits)  # the domain changes nothing
+    gated = _model(n_classes=3, gating="shared_bottom")
+    gated.prepare(_TwoDomainPart())
+    out = gated.eval().forward_batch(batch)["logits"].detach()
+    assert (out[:4, 2] < -1e3).all() and (out[4:, 0] < -1e3).all()

@@ -6,7 +6,7 @@ sequences through CNN + BiLSTM + attention pooling, vectors passed through. Conf
 
 * ``none`` (single-domain model, sec. 4.1; the multi-domain Base): the experts'
   outputs concatenated -> one tower FC(u) -> act -> dropout -> FC(u) -> act -> dropout ->
-  FC(C).
+  FC(C). It never sees the domain: the union of the languages' emotions, no mask.
 * ``shared_bottom``: every expert projected to ``proj_dim``, their mean -> the
   utterance's domain tower.
 * ``omoe``: one softmax gate ``softmax(W x_sel)`` over the projected experts, shared by
@@ -18,8 +18,8 @@ sequence role gives the mean of its frames). The domain is the
 auxiliary role ``domain`` (config key ``domain``: a manifest column, e.g. ``language``);
 it is an *input* (:attr:`MGNAS.AUX_INPUTS`): an utterance goes to its domain's tower at
 training and test time, and one of unknown domain to the mean of all towers. With
-``domain_classes`` a domain's tower never predicts an emotion absent from that domain's
-training utterances (EmoDB has no ``surprise``, EMOVO no ``boredom``).
+``domain_classes`` (gated modes) a domain's tower never predicts an emotion absent from
+that domain's training utterances (EmoDB has no ``surprise``, EMOVO no ``boredom``).
 
 Loss: ``CE + alpha * contrastive + l0_weight * open NAS connections`` with the
 contrastive term of :mod:`serray.models.mgnas_contrastive` on the tower input
@@ -131,7 +131,9 @@ class MGNAS(SERModule):
                                           lr_scale=float(config["nas_lr_scale"]))
         self.contrastive = CentroidContrastiveLoss(int(config["min_class_samples"]))
         self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
-        self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
+        # the Base model (one shared tower) does not know the language: no per-domain class mask
+        self.per_class = int(config["samples_per_class"])
+        self.domain_classes = bool(config["domain_classes"]) and gating != "none"
         self.register_buffer("class_bias", torch.zeros(k, n_classes))
         self._gates: dict[str, tuple[dict, dict]] = {}
 
@@ -180,11 +182,9 @@ class MGNAS(SERModule):
         feats = [self.experts[r](*batch.args(r)) for r in self.roles]
         domain = self._domain(batch, feats[0].shape[0], feats[0].device)
         out: dict[str, Tensor] = {"domain": domain}
-        if self.gating == "none":
+        if self.gating == "none":  # one shared tower that never sees the domain (the paper's Base)
             emb = torch.cat(feats, dim=1)
-            logits = self.towers[0](emb)
-            bias = self._own(self.class_bias.unsqueeze(0).expand(len(domain), -1, -1), domain)
-            out.update(logits=logits + bias, embedding=emb)
+            out.update(logits=self.towers[0](emb), embedding=emb)
             return out
         h, g, _ = self._mixture(batch, feats)
         logits = torch.stack([t(h[:, i]) for i, t in enumerate(self.towers)], dim=1) + self.class_bias.unsqueeze(0)

@@ -83,7 +83,8 @@ MGNAS_CONFIG: dict[str, Any] = {
     "nas_init": 0.0,  # initial log kappa (Louizos: drop rate 0.5 -> 0; test-time xi 0.95)
     "nas_lr_scale": 30.0,  # log kappa = nas_lr_scale * raw: the gates learn 30x faster than the weights
     "l0_weight": 0.05,  # per open connection; 0 keeps every connection (nothing ever closed)
-    "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks
+    "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks (gated modes;
+    # gating=none, the Base, has one tower that does not know the domain)
 }
 
 #: CPU-sized preset: narrower experts and tower, frames average-pooled 4x (10 ms -> 40 ms
