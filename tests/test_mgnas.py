@@ -406,3 +406,19 @@ def test_base_arm_never_masks_a_domains_absent_emotions():
     gated.prepare(_TwoDomainPart())
     out = gated.eval().forward_batch(batch)["logits"].detach()
     assert (out[:4, 2] < -1e3).all() and (out[4:, 0] < -1e3).all()
+
+
+def test_small_preset_keeps_the_mfcc_experts_own_sizes():
+    """The paper's MFCC expert has half the filters and hidden units of the others and 2
+    BiLSTM layers; the small preset keeps that shape (it used to drop the mfcc entry)."""
+    spec = registry.get("mgnas")
+    for preset in (None, "small"):
+        cfg = spec.config(preset=preset)
+        info = InputInfo((6,), 3, shapes={"mfb": (6,), "mfcc": (4,), "egemaps": (5,)},
+                         kinds={"mfb": "sequence", "mfcc": "sequence", "egemaps": "vector"})
+        model = spec.build(cfg, info)
+        mfb, mfcc = model.experts["mfb"], model.experts["mfcc"]
+        assert mfcc.lstm.num_layers == 2 and mfb.lstm.num_layers == 1, preset
+        assert 2 * mfcc.lstm.hidden_size == mfb.lstm.hidden_size, preset
+        assert 2 * mfcc.convs[0].out_channels == mfb.convs[0].out_channels, preset
+    assert spec.config(preset="small")["seq_experts"]["mfcc"]["hidden"] < spec.config()["seq_experts"]["mfcc"]["hidden"]
