@@ -280,7 +280,7 @@ def test_evaluation_batches_carry_only_the_declared_aux_inputs():
 def test_two_language_training_records_gate_weights_per_language():
     spec = registry.get("mgnas")
     cfg = spec.config(overrides={**SMALL, "domain": "language", "gating": "nas", "epochs": 1, "batch_size": 12,
-                                 "samples_per_class": 4})
+                                 "samples_per_class": 4, "domain_alpha": {"it": 0.015}})
     data = _fold_data(_two_language_manifest(), cfg)
     res = TorchFoldTrainer(spec, cfg, data, seed=0).run()
     again = TorchFoldTrainer(spec, cfg, data, seed=0).run()
@@ -422,3 +422,46 @@ def test_small_preset_keeps_the_mfcc_experts_own_sizes():
         assert 2 * mfcc.lstm.hidden_size == mfb.lstm.hidden_size, preset
         assert 2 * mfcc.convs[0].out_channels == mfb.convs[0].out_channels, preset
     assert spec.config(preset="small")["seq_experts"]["mfcc"]["hidden"] < spec.config()["seq_experts"]["mfcc"]["hidden"]
+
+
+def test_contrastive_loss_per_sample_sums_to_the_total():
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=(15, 4)), requires_grad=True)
+    y = torch.tensor([0] * 6 + [1] * 7 + [2] * 2)
+    w, b = torch.tensor(2.5, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    per = centroid_contrastive_loss(x, y, w, b, reduction="none")
+    assert per.shape == (15,) and (per[13:] == 0).all() and (per[:13] > 0).all()
+    assert float(per.sum().detach()) == pytest.approx(float(centroid_contrastive_loss(x.detach(), y, w, b)), rel=1e-12)
+    per[:6].sum().backward()
+    assert x.grad.abs().sum() > 0
+    none_kept = centroid_contrastive_loss(x, torch.tensor([0] * 5 + [1] * 5 + [2] * 5), w, b, reduction="none")
+    assert none_kept.shape == (15,) and float(none_kept.detach().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="reduction"):
+        centroid_contrastive_loss(x, y, w, b, reduction="mean")
+
+
+def test_domain_alpha_weighs_each_domains_contrastive_term():
+    """Eq. 6 with the paper's per-language alphas: each utterance's term has its domain's
+    alpha (``domain_alpha``), domains not named and unknown ones ``alpha``."""
+    domain = torch.tensor([0, 1, -1] * 4 + [0, 1])  # 14 utterances, 4 of unknown domain
+    batch = _batch(n=14, n_classes=2, domain=domain)
+    for gating in ("none", "mmoe"):
+        torch.manual_seed(0)
+        model = _model(gating=gating, alpha=0.1, domain_alpha={"it": 0.5})
+        out = model.forward_batch(batch)
+        total, parts = model.loss(batch, out)
+        per = model.contrastive(out["embedding"], batch.y, reduction="none")
+        weights = torch.tensor([0.1 if d != 1 else 0.5 for d in domain.tolist()])
+        expected = parts["emotion"] + (weights * per).sum()
+        assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+        assert float(parts["contrastive"].detach()) == pytest.approx(float(per.sum().detach()), rel=1e-6)
+        assert float(total.detach()) != pytest.approx(float((parts["emotion"] + 0.1 * parts["contrastive"]).detach()), rel=1e-4)
+    torch.manual_seed(0)
+    same = _model(alpha=0.1, domain_alpha={"de": 0.1, "it": 0.1})
+    total, parts = same.loss(batch, same.forward_batch(batch))
+    assert float(total.detach()) == pytest.approx(float((parts["emotion"] + 0.1 * parts["contrastive"]).detach()), rel=1e-6)
+    for bad, match in (({"fr": 0.1}, r"domain_alpha: \['fr'\] are not domains of this run; its domains: \['de', 'it'\]"),
+                       ({"de": "high"}, "domain_alpha: weights must be numbers >= 0"),
+                       ({"de": -0.1}, "domain_alpha: weights must be numbers >= 0"), ([0.1, 0.2], "domain_alpha must map")):
+        with pytest.raises(ValueError, match=match):
+            _model(domain_alpha=bad)

@@ -69,6 +69,7 @@ MGNAS_CONFIG: dict[str, Any] = {
     "dropout": 0.1,
     # contrastive auxiliary loss (eq. 3-6)
     "alpha": 0.01,
+    "domain_alpha": {},  # domain name -> alpha of its utterances (the paper's per-language alphas); others: alpha
     "min_class_samples": 5,  # emotions with more samples than this in a batch enter the loss
     # multi-domain (sec. 4.3)
     "domain": None,  # manifest column, e.g. language; None: one domain
