@@ -465,3 +465,42 @@ def test_domain_alpha_weighs_each_domains_contrastive_term():
                        ({"de": -0.1}, "domain_alpha: weights must be numbers >= 0"), ([0.1, 0.2], "domain_alpha must map")):
         with pytest.raises(ValueError, match=match):
             _model(domain_alpha=bad)
+
+
+def test_paper_arms_resolve_to_their_configs():
+    """``serray seeds mgnas --variant NAME``: the paper's Table 3 rows and Table 4's ablation."""
+    from serray.training.seeds import variant_overrides
+    from serray.training.spec import RunSpec
+
+    spec = registry.get("mgnas")
+    expected = {"shared_tower": ("none", 0.01), "sb": ("shared_bottom", 0.01), "omoe": ("omoe", 0.01),
+                "mmoe": ("mmoe", 0.01), "nas": ("nas", 0.01), "alpha0": ("none", 0.0), "nas_alpha0": ("nas", 0.0)}
+    assert set(spec.variants) == set(expected)
+    assert "base" not in spec.variants  # seeds' default variant: a plain run keeps its own --set gating=
+    run = RunSpec("W", "mgnas", config={"gating": "omoe", "alpha": 0.2, "domain_alpha": {"de": 0.3}})
+    for name, (gating, alpha) in expected.items():
+        cfg = run.resolved_config(variant_overrides(spec, name, {}))
+        assert cfg["gating"] == gating, name
+        if alpha == 0.0:  # the ablation drops every contrastive weight, per-domain ones too
+            assert cfg["alpha"] == 0.0 and cfg["domain_alpha"] == {}, name
+        else:  # the arms differ in gating only
+            assert cfg["alpha"] == 0.2 and cfg["domain_alpha"] == {"de": 0.3}, name
+        cfg = spec.config(overrides={**SMALL, **spec.variants[name]})
+        model = _model(**{k: cfg[k] for k in ("gating", "alpha", "domain_alpha")})
+        batch = _batch(n=14, n_classes=2, domain=torch.tensor([0, 1] * 7))
+        total, parts = model.loss(batch, model.forward_batch(batch))
+        if alpha == 0.0:
+            assert float(total.detach()) == pytest.approx(float(parts["emotion"].detach()) + (
+                cfg["l0_weight"] * float(parts["l0"].detach()) if gating == "nas" else 0.0), rel=1e-6)
+    assert variant_overrides(spec, "mmoe", {"lr": 0.1}) == {"gating": "mmoe", "lr": 0.1}
+
+
+def test_gated_mode_without_a_domain_warns(caplog):
+    with caplog.at_level("WARNING"):
+        _model(gating="mmoe", domains=())
+    assert "gating=mmoe with one domain ['all']" in caplog.text and "--domain COLUMN" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _model(gating="none", domains=())
+        _model(gating="mmoe")
+    assert "one domain" not in caplog.text

@@ -370,4 +370,7 @@ def build(config: Mapping[str, Any], info: InputInfo) -> MGNAS:
     experts, kinds = _experts(config, info)
     selector = _selector(config, info, kinds)
     domains = tuple(info.aux_names.get("domain", ())) or tuple(f"domain{i}" for i in range(info.n_domains)) or ("all",)
+    if gating != "none" and len(domains) < 2:
+        log.warning("gating=%s with one domain %s: its towers and gates are not per language; "
+                    "set --domain COLUMN (e.g. language) for the multi-domain model", gating, list(domains))
     return MGNAS(experts, kinds, info.n_classes, domains, gating, selector, config)

@@ -17,6 +17,8 @@ Example:
     (('mfb', 'mfcc', 'egemaps'), {'mfb': 'mfb', 'lld': 'lld', 'egemaps': 'egemaps'})
     >>> spec.aux_columns(spec.config()), spec.aux_columns(spec.config(overrides={"domain": "language"}))
     ({}, {'domain': 'language'})
+    >>> spec.variants["mmoe"], spec.variants["alpha0"]  # the paper's arms (MGNAS_ARMS)
+    ({'gating': 'mmoe'}, {'gating': 'none', 'alpha': 0.0, 'domain_alpha': {}})
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from serray.models.contract import InputSpec
 from serray.models.registry import Lazy, ModelSpec, register
 
-__all__ = ["MGNAS_CONFIG", "MGNAS_SMALL_PRESET", "MGNAS_INPUTS", "GATING_MODES", "ACTIVATIONS"]
+__all__ = ["MGNAS_ARMS", "MGNAS_CONFIG", "MGNAS_SMALL_PRESET", "MGNAS_INPUTS", "GATING_MODES", "ACTIVATIONS"]
 
 #: One variadic input: a role (and an expert) per named feature set, sequences or vectors.
 MGNAS_INPUTS: dict[str, InputSpec] = {
@@ -38,6 +40,26 @@ MGNAS_INPUTS: dict[str, InputSpec] = {
 #: ``omoe``: one softmax gate for all domains; ``mmoe``: a gate per domain; ``nas``: a gate
 #: per domain over hard-concrete-connected experts (eq. 8-9).
 GATING_MODES: tuple[str, ...] = ("none", "shared_bottom", "omoe", "mmoe", "nas")
+#: The paper's comparison arms as named config overrides (``ModelSpec.variants``):
+#: ``serray seeds mgnas --domain language --variant shared_tower --variant sb --variant omoe
+#: --variant mmoe --variant nas`` trains Table 3's rows side by side (sec. 5.2.2);
+#: ``shared_tower`` is the paper's *Base* (experts and tower shared, the domain unknown to
+#: it; not named ``base``, the name of ``serray seeds``' default variant, so that a plain
+#: run keeps its ``--set gating=``), ``sb`` the shared bottom, ``omoe`` one gate, ``mmoe`` a
+#: gate per domain, ``nas`` theirs (per-domain gates over NAS-connected experts).
+#: ``alpha0`` is Table 4's ablation: the single-domain model (sec. 4.1) without the
+#: contrastive loss (compare with ``shared_tower``, or a plain run, without ``--domain``);
+#: ``nas_alpha0`` the full multi-domain model without it (not in the paper).
+MGNAS_ARMS: dict[str, dict[str, Any]] = {
+    "shared_tower": {"gating": "none"},
+    "sb": {"gating": "shared_bottom"},
+    "omoe": {"gating": "omoe"},
+    "mmoe": {"gating": "mmoe"},
+    "nas": {"gating": "nas"},
+    "alpha0": {"gating": "none", "alpha": 0.0, "domain_alpha": {}},
+    "nas_alpha0": {"gating": "nas", "alpha": 0.0, "domain_alpha": {}},
+}
+
 #: Tower activations (``--set activations=mish+gelu``: first and second layer).
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "mish")
 
@@ -111,5 +133,6 @@ register(ModelSpec(
     description="paper 001: feature experts (CNN+BiLSTM+attention), centroid contrastive loss, per-domain gates, hard-concrete NAS",
     aux_labels={"domain": ""},
     presets={"small": MGNAS_SMALL_PRESET},
+    variants=MGNAS_ARMS,
     stage_plans={"towers": "all;towers@5*0.1"},
 ))
