@@ -504,3 +504,29 @@ def test_gated_mode_without_a_domain_warns(caplog):
         _model(gating="none", domains=())
         _model(gating="mmoe")
     assert "one domain" not in caplog.text
+
+
+def test_search_space_searches_gating_only_with_a_domain(tmp_path, caplog):
+    """Without a domain the gating mode (and what is conditional on it) stays at the
+    config's value, with one log line; with --domain it is searched."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import resolve_space
+
+    def space(**config):
+        with caplog.at_level("INFO", logger="serray.tune.options"):
+            sp = resolve_space(RunSpec(str(tmp_path), "mgnas", config=config), None)[1]
+        return {p.name: p for p in sp.params}, sp
+
+    caplog.clear()
+    params, sp = space()
+    assert params["gating"].type == "fixed" and params["gating"].value == "none"
+    assert params["alpha"].type == "loguniform"
+    assert "not searched, as the run leaves the key(s) they need unset: gating=none (needs domain: --set domain=VALUE)" in caplog.text
+    trial = sp.trial_params(sp.point(registry.get("mgnas").config(preset="small")))
+    assert trial["gating"] == "none" and "l0_weight" not in trial
+    params, _ = space(gating="nas")  # no domain: gating stays at the run's own value
+    assert params["gating"].type == "fixed" and params["gating"].value == "nas"
+    caplog.clear()
+    params, _ = space(domain="language")
+    assert params["gating"].type == "choice" and set(params["gating"].values) >= {"none", "mmoe", "nas"}
+    assert "not searched" not in caplog.text
