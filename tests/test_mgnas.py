@@ -280,7 +280,7 @@ def test_evaluation_batches_carry_only_the_declared_aux_inputs():
 def test_two_language_training_records_gate_weights_per_language():
     spec = registry.get("mgnas")
     cfg = spec.config(overrides={**SMALL, "domain": "language", "gating": "nas", "epochs": 1, "batch_size": 12,
-                                 "samples_per_class": 4})
+                                 "samples_per_class": 4, "domain_alpha": {"it": 0.015}})
     data = _fold_data(_two_language_manifest(), cfg)
     res = TorchFoldTrainer(spec, cfg, data, seed=0).run()
     again = TorchFoldTrainer(spec, cfg, data, seed=0).run()
@@ -377,3 +377,156 @@ def test_gate_weight_figure_from_a_run_record(tmp_path):
     assert gate_weights_table(old, "train").loc["de", "b"] == pytest.approx(0.9)  # records written before the parts
     with pytest.raises(ValueError, match="gating=omoe"):
         gate_weights_table({"metrics": {"folds": [{"model": {"gating": "none", "gate_weights": {}}}]}})
+
+
+# -- issue 37 (defect 4): the Base arm, the search space without a domain, the small preset,
+# -- per-domain alpha, the paper's arms ----------------------------------------------------
+
+
+class _TwoDomainPart:
+    """Training part where domain 0 lacks emotion 2 and domain 1 lacks emotion 0."""
+
+    y = np.array([0, 1, 0, 1, 2, 2])
+    aux = {"domain": np.array([0, 0, 0, 1, 1, 1])}
+
+
+def test_base_arm_never_masks_a_domains_absent_emotions():
+    """gating=none (the paper's Base) has one tower that does not know the language, so a
+    domain's absent emotions stay predictable there; the gated modes still mask them."""
+    torch.manual_seed(0)
+    model = _model(n_classes=3, gating="none")
+    model.prepare(_TwoDomainPart())
+    model.eval()
+    batch = _batch(domain=torch.tensor([0] * 4 + [1] * 4))
+    logits = model.forward_batch(batch)["logits"].detach()
+    assert (logits.abs() < 1e3).all()  # no emotion of either domain pushed to -1e4
+    swapped = _batch(domain=torch.tensor([1] * 4 + [0] * 4))
+    torch.testing.assert_close(model.forward_batch(swapped)["logits"].detach(), logits)  # the domain changes nothing
+    gated = _model(n_classes=3, gating="shared_bottom")
+    gated.prepare(_TwoDomainPart())
+    out = gated.eval().forward_batch(batch)["logits"].detach()
+    assert (out[:4, 2] < -1e3).all() and (out[4:, 0] < -1e3).all()
+
+
+def test_small_preset_keeps_the_mfcc_experts_own_sizes():
+    """The paper's MFCC expert has half the filters and hidden units of the others and 2
+    BiLSTM layers; the small preset keeps that shape (it used to drop the mfcc entry)."""
+    spec = registry.get("mgnas")
+    for preset in (None, "small"):
+        cfg = spec.config(preset=preset)
+        info = InputInfo((6,), 3, shapes={"mfb": (6,), "mfcc": (4,), "egemaps": (5,)},
+                         kinds={"mfb": "sequence", "mfcc": "sequence", "egemaps": "vector"})
+        model = spec.build(cfg, info)
+        mfb, mfcc = model.experts["mfb"], model.experts["mfcc"]
+        assert mfcc.lstm.num_layers == 2 and mfb.lstm.num_layers == 1, preset
+        assert 2 * mfcc.lstm.hidden_size == mfb.lstm.hidden_size, preset
+        assert 2 * mfcc.convs[0].out_channels == mfb.convs[0].out_channels, preset
+    assert spec.config(preset="small")["seq_experts"]["mfcc"]["hidden"] < spec.config()["seq_experts"]["mfcc"]["hidden"]
+
+
+def test_contrastive_loss_per_sample_sums_to_the_total():
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=(15, 4)), requires_grad=True)
+    y = torch.tensor([0] * 6 + [1] * 7 + [2] * 2)
+    w, b = torch.tensor(2.5, dtype=torch.float64), torch.tensor(-1.0, dtype=torch.float64)
+    per = centroid_contrastive_loss(x, y, w, b, reduction="none")
+    assert per.shape == (15,) and (per[13:] == 0).all() and (per[:13] > 0).all()
+    assert float(per.sum().detach()) == pytest.approx(float(centroid_contrastive_loss(x.detach(), y, w, b)), rel=1e-12)
+    per[:6].sum().backward()
+    assert x.grad.abs().sum() > 0
+    none_kept = centroid_contrastive_loss(x, torch.tensor([0] * 5 + [1] * 5 + [2] * 5), w, b, reduction="none")
+    assert none_kept.shape == (15,) and float(none_kept.detach().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="reduction"):
+        centroid_contrastive_loss(x, y, w, b, reduction="mean")
+
+
+def test_domain_alpha_weighs_each_domains_contrastive_term():
+    """Eq. 6 with the paper's per-language alphas: each utterance's term has its domain's
+    alpha (``domain_alpha``), domains not named and unknown ones ``alpha``."""
+    domain = torch.tensor([0, 1, -1] * 4 + [0, 1])  # 14 utterances, 4 of unknown domain
+    batch = _batch(n=14, n_classes=2, domain=domain)
+    for gating in ("none", "mmoe"):
+        torch.manual_seed(0)
+        model = _model(gating=gating, alpha=0.1, domain_alpha={"it": 0.5})
+        out = model.forward_batch(batch)
+        total, parts = model.loss(batch, out)
+        per = model.contrastive(out["embedding"], batch.y, reduction="none")
+        weights = torch.tensor([0.1 if d != 1 else 0.5 for d in domain.tolist()])
+        expected = parts["emotion"] + (weights * per).sum()
+        assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+        assert float(parts["contrastive"].detach()) == pytest.approx(float(per.sum().detach()), rel=1e-6)
+        assert float(total.detach()) != pytest.approx(float((parts["emotion"] + 0.1 * parts["contrastive"]).detach()), rel=1e-4)
+    torch.manual_seed(0)
+    same = _model(alpha=0.1, domain_alpha={"de": 0.1, "it": 0.1})
+    total, parts = same.loss(batch, same.forward_batch(batch))
+    assert float(total.detach()) == pytest.approx(float((parts["emotion"] + 0.1 * parts["contrastive"]).detach()), rel=1e-6)
+    for bad, match in (({"fr": 0.1}, r"domain_alpha: \['fr'\] are not domains of this run; its domains: \['de', 'it'\]"),
+                       ({"de": "high"}, "domain_alpha: weights must be numbers >= 0"),
+                       ({"de": -0.1}, "domain_alpha: weights must be numbers >= 0"), ([0.1, 0.2], "domain_alpha must map")):
+        with pytest.raises(ValueError, match=match):
+            _model(domain_alpha=bad)
+
+
+def test_paper_arms_resolve_to_their_configs():
+    """``serray seeds mgnas --variant NAME``: the paper's Table 3 rows and Table 4's ablation."""
+    from serray.training.seeds import variant_overrides
+    from serray.training.spec import RunSpec
+
+    spec = registry.get("mgnas")
+    expected = {"shared_tower": ("none", 0.01), "sb": ("shared_bottom", 0.01), "omoe": ("omoe", 0.01),
+                "mmoe": ("mmoe", 0.01), "nas": ("nas", 0.01), "alpha0": ("none", 0.0), "nas_alpha0": ("nas", 0.0)}
+    assert set(spec.variants) == set(expected)
+    assert "base" not in spec.variants  # seeds' default variant: a plain run keeps its own --set gating=
+    run = RunSpec("W", "mgnas", config={"gating": "omoe", "alpha": 0.2, "domain_alpha": {"de": 0.3}})
+    for name, (gating, alpha) in expected.items():
+        cfg = run.resolved_config(variant_overrides(spec, name, {}))
+        assert cfg["gating"] == gating, name
+        if alpha == 0.0:  # the ablation drops every contrastive weight, per-domain ones too
+            assert cfg["alpha"] == 0.0 and cfg["domain_alpha"] == {}, name
+        else:  # the arms differ in gating only
+            assert cfg["alpha"] == 0.2 and cfg["domain_alpha"] == {"de": 0.3}, name
+        cfg = spec.config(overrides={**SMALL, **spec.variants[name]})
+        model = _model(**{k: cfg[k] for k in ("gating", "alpha", "domain_alpha")})
+        batch = _batch(n=14, n_classes=2, domain=torch.tensor([0, 1] * 7))
+        total, parts = model.loss(batch, model.forward_batch(batch))
+        if alpha == 0.0:
+            assert float(total.detach()) == pytest.approx(float(parts["emotion"].detach()) + (
+                cfg["l0_weight"] * float(parts["l0"].detach()) if gating == "nas" else 0.0), rel=1e-6)
+    assert variant_overrides(spec, "mmoe", {"lr": 0.1}) == {"gating": "mmoe", "lr": 0.1}
+
+
+def test_gated_mode_without_a_domain_warns(caplog):
+    with caplog.at_level("WARNING"):
+        _model(gating="mmoe", domains=())
+    assert "gating=mmoe with one domain ['all']" in caplog.text and "--domain COLUMN" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _model(gating="none", domains=())
+        _model(gating="mmoe")
+    assert "one domain" not in caplog.text
+
+
+def test_search_space_searches_gating_only_with_a_domain(tmp_path, caplog):
+    """Without a domain the gating mode (and what is conditional on it) stays at the
+    config's value, with one log line; with --domain it is searched."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import resolve_space
+
+    def space(**config):
+        with caplog.at_level("INFO", logger="serray.tune.options"):
+            sp = resolve_space(RunSpec(str(tmp_path), "mgnas", config=config), None)[1]
+        return {p.name: p for p in sp.params}, sp
+
+    caplog.clear()
+    params, sp = space()
+    assert params["gating"].type == "fixed" and params["gating"].value == "none"
+    assert params["alpha"].type == "loguniform"
+    assert "not searched, as the run leaves the key(s) they need unset: gating=none (needs domain: --set domain=VALUE)" in caplog.text
+    trial = sp.trial_params(sp.point(registry.get("mgnas").config(preset="small")))
+    assert trial["gating"] == "none" and "l0_weight" not in trial
+    params, _ = space(gating="nas")  # no domain: gating stays at the run's own value
+    assert params["gating"].type == "fixed" and params["gating"].value == "nas"
+    caplog.clear()
+    params, _ = space(domain="language")
+    assert params["gating"].type == "choice" and set(params["gating"].values) >= {"none", "mmoe", "nas"}
+    assert "not searched" not in caplog.text

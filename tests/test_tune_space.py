@@ -95,3 +95,28 @@ def test_unknown_hyperparameter_and_bad_yaml(tmp_path):
         load_search_space(p)
     with pytest.raises(SearchSpaceError, match="not found"):
         load_search_space(tmp_path / "missing.yaml")
+
+
+def test_a_parameter_that_needs_an_unset_key_is_not_searched():
+    """``needs: KEY``: searched only when the run's config sets KEY; otherwise fixed at the
+    config's value, and what is conditional on it follows that value."""
+    import copy
+
+    d = copy.deepcopy(GOOD)
+    d["params"]["optimizer"]["needs"] = "domain"
+    space = SearchSpace.from_dict(d, "needs.yaml")
+    cfg = {"lr": 1e-3, "dropout": 0.2, "hidden": 64, "optimizer": "adam", "epochs": 7, "momentum": 0.0}
+    for unset in (None, "", False):
+        fixed, unmet = space.for_config({**cfg, "domain": unset})
+        assert unmet == {"optimizer": ["domain"]}
+        pts = _sample(fixed, n=10)
+        assert {p["optimizer"] for p in pts} == {"adam"} and not any("momentum" in p for p in pts)
+        assert len({p["lr"] for p in pts}) > 1  # the rest is still searched
+    same, unmet = space.for_config({**cfg, "domain": "language"})
+    assert unmet == {} and same is space
+    assert {p["optimizer"] for p in _sample(same)} == {"sgd", "adam"}
+    with pytest.raises(SearchSpaceError, match=r"optimizer \(needs: domain\)"):
+        space.check_keys(cfg)
+    d["params"]["optimizer"]["needs"] = [""]
+    with pytest.raises(SearchSpaceError, match="needs.yaml: params: optimizer: needs must name a config key"):
+        SearchSpace.from_dict(d, "needs.yaml")

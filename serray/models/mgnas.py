@@ -6,7 +6,7 @@ sequences through CNN + BiLSTM + attention pooling, vectors passed through. Conf
 
 * ``none`` (single-domain model, sec. 4.1; the multi-domain Base): the experts'
   outputs concatenated -> one tower FC(u) -> act -> dropout -> FC(u) -> act -> dropout ->
-  FC(C).
+  FC(C). It never sees the domain: the union of the languages' emotions, no mask.
 * ``shared_bottom``: every expert projected to ``proj_dim``, their mean -> the
   utterance's domain tower.
 * ``omoe``: one softmax gate ``softmax(W x_sel)`` over the projected experts, shared by
@@ -18,12 +18,13 @@ sequence role gives the mean of its frames). The domain is the
 auxiliary role ``domain`` (config key ``domain``: a manifest column, e.g. ``language``);
 it is an *input* (:attr:`MGNAS.AUX_INPUTS`): an utterance goes to its domain's tower at
 training and test time, and one of unknown domain to the mean of all towers. With
-``domain_classes`` a domain's tower never predicts an emotion absent from that domain's
-training utterances (EmoDB has no ``surprise``, EMOVO no ``boredom``).
+``domain_classes`` (gated modes) a domain's tower never predicts an emotion absent from
+that domain's training utterances (EmoDB has no ``surprise``, EMOVO no ``boredom``).
 
 Loss: ``CE + alpha * contrastive + l0_weight * open NAS connections`` with the
 contrastive term of :mod:`serray.models.mgnas_contrastive` on the tower input
-(concatenated experts, or the gated mixture); batches are class-balanced
+(concatenated experts, or the gated mixture); ``domain_alpha`` gives a domain's
+utterances their own alpha (the paper's per-language values); batches are class-balanced
 (``samples_per_class`` per emotion) through the trainer's ``batch_order`` hook.
 
 :meth:`MGNAS.fold_record` returns the gates' mean weight per domain over the fold's
@@ -66,7 +67,7 @@ from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
 from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_CONFIG
 
-__all__ = ["MGNAS", "Tower", "build"]
+__all__ = ["MGNAS", "Tower", "build", "domain_alphas"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,10 @@ class MGNAS(SERModule):
                                           lr_scale=float(config["nas_lr_scale"]))
         self.contrastive = CentroidContrastiveLoss(int(config["min_class_samples"]))
         self.alpha, self.l0_weight = float(config["alpha"]), float(config["l0_weight"])
-        self.per_class, self.domain_classes = int(config["samples_per_class"]), bool(config["domain_classes"])
+        self.domain_alpha = domain_alphas(config, self.domains)  # alpha of each domain's utterances
+        # the Base model (one shared tower) does not know the language: no per-domain class mask
+        self.per_class = int(config["samples_per_class"])
+        self.domain_classes = bool(config["domain_classes"]) and gating != "none"
         self.register_buffer("class_bias", torch.zeros(k, n_classes))
         self._gates: dict[str, tuple[dict, dict]] = {}
 
@@ -180,11 +184,9 @@ class MGNAS(SERModule):
         feats = [self.experts[r](*batch.args(r)) for r in self.roles]
         domain = self._domain(batch, feats[0].shape[0], feats[0].device)
         out: dict[str, Tensor] = {"domain": domain}
-        if self.gating == "none":
+        if self.gating == "none":  # one shared tower that never sees the domain (the paper's Base)
             emb = torch.cat(feats, dim=1)
-            logits = self.towers[0](emb)
-            bias = self._own(self.class_bias.unsqueeze(0).expand(len(domain), -1, -1), domain)
-            out.update(logits=logits + bias, embedding=emb)
+            out.update(logits=self.towers[0](emb), embedding=emb)
             return out
         h, g, _ = self._mixture(batch, feats)
         logits = torch.stack([t(h[:, i]) for i, t in enumerate(self.towers)], dim=1) + self.class_bias.unsqueeze(0)
@@ -192,10 +194,17 @@ class MGNAS(SERModule):
         return out
 
     def loss(self, batch: Batch, outputs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """``CE + alpha * contrastive + l0_weight * l0`` and the three terms."""
+        """``CE + alpha * contrastive + l0_weight * l0`` and the three terms (``contrastive``
+        unweighted); with ``domain_alpha`` each utterance's contrastive term has its domain's alpha."""
         ce = F.cross_entropy(outputs["logits"], batch.y)
-        con = self.contrastive(outputs["embedding"], batch.y)
-        total = ce + self.alpha * con
+        if all(a == self.alpha for a in self.domain_alpha):
+            con = self.contrastive(outputs["embedding"], batch.y)
+            total = ce + self.alpha * con
+        else:  # eq. 6 with each utterance's term weighted by its domain's alpha (unknown domain: alpha)
+            per = self.contrastive(outputs["embedding"], batch.y, reduction="none")
+            table = torch.tensor((*self.domain_alpha, self.alpha), dtype=per.dtype, device=per.device)
+            con = per.sum()
+            total = ce + (table[outputs["domain"]] * per).sum()  # domain -1 picks the last entry, alpha
         parts = {"emotion": ce, "contrastive": con}
         if self.gating == "nas":
             parts["l0"] = self.nas.gates.expected_open()
@@ -278,6 +287,34 @@ class MGNAS(SERModule):
         return out
 
 
+def domain_alphas(config: Mapping[str, Any], domains: Sequence[str]) -> tuple[float, ...]:
+    """The contrastive weight of each domain: ``domain_alpha[name]``, else ``alpha``.
+
+    The paper sets alpha per language (sec. 5.1: English 0.1, German 0.01, French 0.015):
+    ``--set domain_alpha='{en: 0.1, de: 0.01, fr: 0.015}'`` with ``--domain language``.
+
+    Example:
+        >>> domain_alphas({"alpha": 0.01, "domain_alpha": {"it": 0.015}}, ("de", "it"))
+        (0.01, 0.015)
+
+    Raises:
+        ValueError: ``domain_alpha`` is not a mapping, names no domain of the run, or
+            holds a value that is not a number >= 0.
+    """
+    given = config.get("domain_alpha") or {}
+    if not isinstance(given, Mapping):
+        raise ValueError(f"domain_alpha must map domain names to weights, e.g. {{de: 0.01, it: 0.015}}; got {given!r}")
+    stray = sorted(str(k) for k in given if str(k) not in domains)
+    if stray:
+        raise ValueError(f"domain_alpha: {stray} are not domains of this run; its domains: {list(domains)} "
+                         "(a per-domain alpha needs --domain COLUMN)")
+    bad = {k: v for k, v in given.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0}
+    if bad:
+        raise ValueError(f"domain_alpha: weights must be numbers >= 0, got {bad}")
+    named = {str(k): float(v) for k, v in given.items()}
+    return tuple(named.get(d, float(config["alpha"])) for d in domains)
+
+
 def _experts(config: Mapping[str, Any], info: InputInfo) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """One expert per input role (sequence or vector, from ``info.kinds``), sized from
     ``seq_experts`` (``default`` and per-role entries) and the input shapes."""
@@ -333,4 +370,7 @@ def build(config: Mapping[str, Any], info: InputInfo) -> MGNAS:
     experts, kinds = _experts(config, info)
     selector = _selector(config, info, kinds)
     domains = tuple(info.aux_names.get("domain", ())) or tuple(f"domain{i}" for i in range(info.n_domains)) or ("all",)
+    if gating != "none" and len(domains) < 2:
+        log.warning("gating=%s with one domain %s: its towers and gates are not per language; "
+                    "set --domain COLUMN (e.g. language) for the multi-domain model", gating, list(domains))
     return MGNAS(experts, kinds, info.n_classes, domains, gating, selector, config)

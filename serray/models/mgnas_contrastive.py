@@ -30,7 +30,8 @@ from torch import Tensor, nn
 __all__ = ["centroid_contrastive_loss", "CentroidContrastiveLoss", "balanced_batches"]
 
 
-def centroid_contrastive_loss(x: Tensor, y: Tensor, w: Tensor, b: Tensor, min_count: int = 5) -> Tensor:
+def centroid_contrastive_loss(x: Tensor, y: Tensor, w: Tensor, b: Tensor, min_count: int = 5,
+                              reduction: str = "sum") -> Tensor:
     """Sum over retained samples of ``-log softmax_k(w cos(x_n, c_k) + b)[y_n]`` (see the module docstring).
 
     Args:
@@ -39,14 +40,19 @@ def centroid_contrastive_loss(x: Tensor, y: Tensor, w: Tensor, b: Tensor, min_co
         w, b: Scale (clamped to >= 1e-6) and offset of the similarity.
         min_count: Emotions with ``<= min_count`` samples in the batch are left out (of
             the samples and of the centroids).
+        reduction: ``"sum"`` (eq. 6) or ``"none"``: each sample's ``L(x_n)`` ``[B]``, 0
+            for the samples left out (for a weight per sample, e.g. per domain).
 
     Returns:
-        A scalar; zero (still in the graph) when no emotion has enough samples.
+        A scalar (``[B]`` with ``reduction="none"``); zero (still in the graph) when no
+        emotion has enough samples.
     """
+    if reduction not in ("sum", "none"):
+        raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}")
     classes, counts = torch.unique(y, return_counts=True)
     keep = classes[counts > min_count]
     if len(keep) == 0:
-        return x.sum() * 0.0
+        return x.sum() * 0.0 if reduction == "sum" else x.sum(dim=1) * 0.0
     rows = (y.unsqueeze(1) == keep.unsqueeze(0))  # [B, N]: sample n belongs to kept emotion k
     member = rows.any(dim=1)
     z = F.normalize(x[member], dim=1)
@@ -55,7 +61,10 @@ def centroid_contrastive_loss(x: Tensor, y: Tensor, w: Tensor, b: Tensor, min_co
     cos = F.normalize(z, dim=1) @ F.normalize(centroids, dim=1).t()
     s = w.clamp(min=1e-6) * cos + b  # eq. 3
     target = onehot.argmax(dim=1)
-    return F.cross_entropy(s, target, reduction="sum")  # eq. 5, summed as in eq. 6
+    if reduction == "sum":
+        return F.cross_entropy(s, target, reduction="sum")  # eq. 5, summed as in eq. 6
+    per = F.cross_entropy(s, target, reduction="none")
+    return torch.zeros(len(y), dtype=per.dtype, device=per.device).masked_scatter(member, per)
 
 
 class CentroidContrastiveLoss(nn.Module):
@@ -69,8 +78,8 @@ class CentroidContrastiveLoss(nn.Module):
         self.b = nn.Parameter(torch.tensor(float(b)))
         self.min_count = int(min_count)
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # noqa: D102
-        return centroid_contrastive_loss(x, y, self.w, self.b, self.min_count)
+    def forward(self, x: Tensor, y: Tensor, reduction: str = "sum") -> Tensor:  # noqa: D102
+        return centroid_contrastive_loss(x, y, self.w, self.b, self.min_count, reduction)
 
 
 def balanced_batches(y: np.ndarray, batch_size: int, per_class: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -17,6 +17,8 @@ Example:
     (('mfb', 'mfcc', 'egemaps'), {'mfb': 'mfb', 'lld': 'lld', 'egemaps': 'egemaps'})
     >>> spec.aux_columns(spec.config()), spec.aux_columns(spec.config(overrides={"domain": "language"}))
     ({}, {'domain': 'language'})
+    >>> spec.variants["mmoe"], spec.variants["alpha0"]  # the paper's arms (MGNAS_ARMS)
+    ({'gating': 'mmoe'}, {'gating': 'none', 'alpha': 0.0, 'domain_alpha': {}})
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from serray.models.contract import InputSpec
 from serray.models.registry import Lazy, ModelSpec, register
 
-__all__ = ["MGNAS_CONFIG", "MGNAS_SMALL_PRESET", "MGNAS_INPUTS", "GATING_MODES", "ACTIVATIONS"]
+__all__ = ["MGNAS_ARMS", "MGNAS_CONFIG", "MGNAS_SMALL_PRESET", "MGNAS_INPUTS", "GATING_MODES", "ACTIVATIONS"]
 
 #: One variadic input: a role (and an expert) per named feature set, sequences or vectors.
 MGNAS_INPUTS: dict[str, InputSpec] = {
@@ -38,6 +40,26 @@ MGNAS_INPUTS: dict[str, InputSpec] = {
 #: ``omoe``: one softmax gate for all domains; ``mmoe``: a gate per domain; ``nas``: a gate
 #: per domain over hard-concrete-connected experts (eq. 8-9).
 GATING_MODES: tuple[str, ...] = ("none", "shared_bottom", "omoe", "mmoe", "nas")
+#: The paper's comparison arms as named config overrides (``ModelSpec.variants``):
+#: ``serray seeds mgnas --domain language --variant shared_tower --variant sb --variant omoe
+#: --variant mmoe --variant nas`` trains Table 3's rows side by side (sec. 5.2.2);
+#: ``shared_tower`` is the paper's *Base* (experts and tower shared, the domain unknown to
+#: it; not named ``base``, the name of ``serray seeds``' default variant, so that a plain
+#: run keeps its ``--set gating=``), ``sb`` the shared bottom, ``omoe`` one gate, ``mmoe`` a
+#: gate per domain, ``nas`` theirs (per-domain gates over NAS-connected experts).
+#: ``alpha0`` is Table 4's ablation: the single-domain model (sec. 4.1) without the
+#: contrastive loss (compare with ``shared_tower``, or a plain run, without ``--domain``);
+#: ``nas_alpha0`` the full multi-domain model without it (not in the paper).
+MGNAS_ARMS: dict[str, dict[str, Any]] = {
+    "shared_tower": {"gating": "none"},
+    "sb": {"gating": "shared_bottom"},
+    "omoe": {"gating": "omoe"},
+    "mmoe": {"gating": "mmoe"},
+    "nas": {"gating": "nas"},
+    "alpha0": {"gating": "none", "alpha": 0.0, "domain_alpha": {}},
+    "nas_alpha0": {"gating": "nas", "alpha": 0.0, "domain_alpha": {}},
+}
+
 #: Tower activations (``--set activations=mish+gelu``: first and second layer).
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "mish")
 
@@ -69,6 +91,7 @@ MGNAS_CONFIG: dict[str, Any] = {
     "dropout": 0.1,
     # contrastive auxiliary loss (eq. 3-6)
     "alpha": 0.01,
+    "domain_alpha": {},  # domain name -> alpha of its utterances (the paper's per-language alphas); others: alpha
     "min_class_samples": 5,  # emotions with more samples than this in a batch enter the loss
     # multi-domain (sec. 4.3)
     "domain": None,  # manifest column, e.g. language; None: one domain
@@ -83,14 +106,18 @@ MGNAS_CONFIG: dict[str, Any] = {
     "nas_init": 0.0,  # initial log kappa (Louizos: drop rate 0.5 -> 0; test-time xi 0.95)
     "nas_lr_scale": 30.0,  # log kappa = nas_lr_scale * raw: the gates learn 30x faster than the weights
     "l0_weight": 0.05,  # per open connection; 0 keeps every connection (nothing ever closed)
-    "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks
+    "domain_classes": True,  # a domain's tower never predicts emotions its training data lacks (gated modes;
+    # gating=none, the Base, has one tower that does not know the domain)
 }
 
 #: CPU-sized preset: narrower experts and tower, frames average-pooled 4x (10 ms -> 40 ms
-#: steps), training crops of 400 frames (4 s), 10 epochs.
+#: steps), training crops of 400 frames (4 s), 10 epochs. The experts are a quarter of the
+#: paper's width; the MFCC expert keeps its own shape (half the filters and hidden units of
+#: the others, 2 BiLSTM layers), as in the paper. (A preset replaces ``seq_experts`` as a
+#: whole, so every role entry is listed here.)
 MGNAS_SMALL_PRESET: dict[str, Any] = {
     "time_pool": 4,
-    "seq_experts": {"default": {"conv": 16, "hidden": 32, "layers": 1}},
+    "seq_experts": {"default": {"conv": 16, "hidden": 32, "layers": 1}, "mfcc": {"conv": 8, "hidden": 16, "layers": 2}},
     "att_dim": 64,
     "proj_dim": 64,
     "units": 128,
@@ -106,5 +133,6 @@ register(ModelSpec(
     description="paper 001: feature experts (CNN+BiLSTM+attention), centroid contrastive loss, per-domain gates, hard-concrete NAS",
     aux_labels={"domain": ""},
     presets={"small": MGNAS_SMALL_PRESET},
+    variants=MGNAS_ARMS,
     stage_plans={"towers": "all;towers@5*0.1"},
 ))

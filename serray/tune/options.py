@@ -94,7 +94,9 @@ def resolve_space(run: Any, space: str | Path | None, pinned: Sequence[str] = ()
     """``(spec, search space, run with the space's preset, base config)``, all checked.
 
     The space's parameters named in ``pinned`` are fixed at the base config's values
-    (:meth:`serray.tune.space.SearchSpace.pin`).
+    (:meth:`serray.tune.space.SearchSpace.pin`), and so are those whose ``needs`` keys the
+    base config leaves unset (:meth:`~serray.tune.space.SearchSpace.for_config`: e.g.
+    mgnas' ``gating`` without ``--domain``), with one log line naming them.
 
     Raises:
         serray.tune.space.SearchSpaceError: Malformed space, or a space of another model.
@@ -116,6 +118,10 @@ def resolve_space(run: Any, space: str | Path | None, pinned: Sequence[str] = ()
     if pins:
         log.info("not searched, fixed by --set: %s", ", ".join(f"{k}={v}" for k, v in pins.items()))
         sp = sp.pin(pins)
+    sp, unmet = sp.for_config(base)
+    if unmet:
+        log.info("not searched, as the run leaves the key(s) they need unset: %s", "; ".join(
+            f"{k}={base.get(k)} (needs {' and '.join(keys)}: --set {keys[0]}=VALUE)" for k, keys in unmet.items()))
     return spec, sp, run, base
 
 

@@ -15,6 +15,11 @@ Format::
         params:
           momentum: {type: uniform, low: 0.0, high: 0.95}
 
+Any parameter may say ``needs: KEY`` (or a list of keys): it is searched only when the
+run's config sets KEY (not null, empty or false), e.g. ``gating: {type: choice, values:
+[...], needs: domain}`` searches the gating mode only for a run with ``--domain``; without
+KEY the parameter stays at the config's value (:meth:`SearchSpace.for_config`).
+
 Defaults of the model config fill every key the file does not search. A malformed file
 fails before any trial starts with :class:`SearchSpaceError`, which names the file, the
 key and what is wrong.
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,6 +67,7 @@ class Param:
     log: bool = False
     values: tuple = ()
     value: Any = None
+    needs: tuple[str, ...] = ()
 
     def suggest(self, trial: Any) -> Any:
         """Draw a value from an Optuna trial (fixed params return their value)."""
@@ -94,6 +100,18 @@ class Param:
 
 
 def _parse_param(name: str, spec: Any, where: str) -> Param:
+    """One parameter, with its ``needs`` (config keys it is searched under)."""
+    if isinstance(spec, Mapping) and "needs" in spec:
+        needs = spec["needs"] if isinstance(spec["needs"], list) else [spec["needs"]]
+        if not needs or not all(isinstance(k, str) and k for k in needs):
+            raise SearchSpaceError(f"{where}: {name}: needs must name a config key or a list of them, e.g. needs: domain; "
+                                   f"got {spec['needs']!r}")
+        p = _parse_distribution(name, {k: v for k, v in spec.items() if k != "needs"}, where)
+        return replace(p, needs=tuple(needs))
+    return _parse_distribution(name, spec, where)
+
+
+def _parse_distribution(name: str, spec: Any, where: str) -> Param:
     if not isinstance(spec, Mapping):
         raise SearchSpaceError(f"{where}: {name}: expected a mapping like {{type: uniform, low: 0, high: 1}}, got {spec!r}")
     t = spec.get("type")
@@ -102,7 +120,8 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
     keys = set(spec) - {"type"}
     unknown = keys - _KEYS[t]
     if unknown:
-        raise SearchSpaceError(f"{where}: {name}: unknown key(s) {sorted(unknown)} for type {t} (allowed: {sorted(_KEYS[t])})")
+        raise SearchSpaceError(f"{where}: {name}: unknown key(s) {sorted(unknown)} for type {t} "
+                               f"(allowed: {sorted(_KEYS[t] | {'needs'})})")
     missing = _REQUIRED[t] - keys
     if missing:
         raise SearchSpaceError(f"{where}: {name}: type {t} needs {sorted(missing)}")
@@ -202,11 +221,36 @@ class SearchSpace:
             SearchSpaceError: A parameter the model does not have.
         """
         bad = [n for n in self.names() if n not in config]
+        bad += [f"{p.name} (needs: {k})" for p in self._all() for k in p.needs if k not in config]
         if bad:
             raise SearchSpaceError(
                 f"{self.source}: parameter(s) {bad} are not hyperparameters of model {self.model!r}; "
                 f"known keys: {', '.join(sorted(config))}"
             )
+
+    def _all(self) -> list[Param]:
+        """Every parameter, unconditional then conditional."""
+        return list(self.params) + [p for _, ps in self.conditional for p in ps]
+
+    def for_config(self, config: Mapping[str, Any]) -> tuple["SearchSpace", dict[str, list[str]]]:
+        """The space for a run of ``config``: parameters whose ``needs`` keys ``config``
+        leaves unset (null, empty, false) fixed at ``config``'s values (:meth:`pin`), and
+        ``{parameter: its unset keys}`` of those.
+
+        Example:
+            >>> sp = SearchSpace.from_dict({"model": "m", "params": {
+            ...     "gating": {"type": "choice", "values": ["none", "mmoe"], "needs": "domain"}}})
+            >>> fixed, unmet = sp.for_config({"gating": "none", "domain": None})
+            >>> unmet, [(p.name, p.type, p.value) for p in fixed.params]
+            ({'gating': ['domain']}, [('gating', 'fixed', 'none')])
+            >>> sp.for_config({"gating": "none", "domain": "language"})[1]
+            {}
+        """
+        unmet = {p.name: [k for k in p.needs if not config.get(k)] for p in self._all() if p.type != "fixed"}
+        unmet = {name: keys for name, keys in unmet.items() if keys}
+        if not unmet:
+            return self, {}
+        return self.pin({name: config.get(name) for name in unmet}), unmet
 
     def define_by_run(self, trial: Any) -> dict[str, Any]:
         """Optuna define-by-run function: suggests searched values, returns fixed ones."""
@@ -265,7 +309,7 @@ class SearchSpace:
             [('kernel', 'fixed', 'linear')]
         """
         def fix(ps: tuple[Param, ...]) -> tuple[Param, ...]:
-            return tuple(Param(p.name, "fixed", value=values[p.name]) if p.name in values else p for p in ps)
+            return tuple(Param(p.name, "fixed", value=values[p.name], needs=p.needs) if p.name in values else p for p in ps)
 
         cond = tuple((when, fix(ps)) for when, ps in self.conditional)
         return SearchSpace(self.model, fix(self.params), cond, self.preset, self.source, self._names)
