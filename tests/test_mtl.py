@@ -9,11 +9,11 @@ import torch
 
 from serray.models import registry
 from serray.models.contract import Batch, InputInfo
-from serray.models.elm import ELM
+from serray.models.elm import ELM, scores_to_log_posteriors
 from serray.models.mtl import build, context_window, posterior_functionals
 from serray.protocols import make_folds
 from serray.training.data import build_fold_data, class_list, make_label_table, pack_features
-from serray.training.trainer import TorchFoldTrainer
+from serray.training.trainer import TorchFoldTrainer, softmax
 
 from _training_helpers import sequence_features, synth_manifest
 
@@ -169,7 +169,7 @@ def test_elm_is_fitted_on_the_training_part_and_gives_the_logits(manifest):
     elm = tr.model.elm
     assert elm is not None and elm.beta.shape == (cfg["elm_hidden"], 3)
     _, test_out = tr._forward_part(data.test)
-    np.testing.assert_allclose(res.test_logits, elm.scores(test_out["functionals"].double().numpy()), rtol=1e-6)
+    np.testing.assert_allclose(res.test_logits, elm.log_posteriors(test_out["functionals"].double().numpy()), rtol=1e-6)
     # refitting on the training part's functionals with the ELM's own seed gives the same weights
     _, train_out = tr._forward_part(data.train)
     refit = ELM(elm.hidden, elm.ridge, elm.seed).fit(train_out["functionals"].double().numpy(), data.train.y, n_classes=3)
@@ -181,6 +181,27 @@ def test_elm_is_fitted_on_the_training_part_and_gives_the_logits(manifest):
     # same seed, same numbers
     again = TorchFoldTrainer("mtl", cfg, _fold(manifest, cfg), seed=0, device="cpu").run()
     np.testing.assert_array_equal(again.test_logits, res.test_logits)
+
+
+def test_stored_logits_are_normalised_log_posteriors_with_the_elm_decision(manifest):
+    """The ELM's least-squares scores are stored as log-probabilities: their softmax is a proper
+    distribution (they are already normalised), the decision is the ELM's, and where no
+    estimate falls below the floor they are log((score + 1) / 2), renormalised."""
+    cfg = _config()
+    data = _fold(manifest, cfg)
+    tr = TorchFoldTrainer("mtl", cfg, data, seed=0, device="cpu")
+    res = tr.run()
+    for part, logits in ((data.validation, res.validation_logits), (data.test, res.test_logits)):
+        _, out = tr._forward_part(part)
+        scores = tr.model.elm.scores(out["functionals"].double().numpy())
+        np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(logits.argmax(axis=1), scores.argmax(axis=1))
+        np.testing.assert_allclose(np.exp(logits), softmax(logits), atol=1e-6)
+    q = np.array([[0.6, -0.8, -1.5], [0.2, 0.1, -0.4], [-3.0, -2.0, -2.5]])
+    logp = scores_to_log_posteriors(q)
+    np.testing.assert_allclose(np.exp(logp[1]), [0.6 / 1.45, 0.55 / 1.45, 0.3 / 1.45], rtol=1e-5)
+    assert np.isfinite(logp).all() and logp.argmax(axis=1).tolist() == [0, 0, 1]  # all below the floor: order kept
+    assert (np.diff(scores_to_log_posteriors(np.array([[-1.5, -1.2, -0.999, -0.99, 0.0]]))[0]) > 0).all()
 
 
 def test_constant_naturalness_in_the_training_part_is_inactive(manifest):
