@@ -241,3 +241,54 @@ def test_search_space_loads_and_names_mtl_keys():
     keys = {p.name for p in space.params}
     assert space.model == "mtl" and keys <= set(registry.get("mtl").config())
     assert {"lr", "lambda_gender", "lambda_naturalness", "arch", "threshold", "elm_hidden", "elm_ridge"} <= keys
+
+
+# -- search objective: the finalized (ELM) model ---------------------------------------------
+def _nested_value(manifest, ridge: float, model: str = "mtl") -> float:
+    """The objective of a one-trial nested search of fold 0 with ``elm_ridge`` fixed at ``ridge``."""
+    from types import SimpleNamespace
+
+    from serray.tune.nested import NestedSearch, search_fold
+    from serray.tune.space import SearchSpace
+
+    cfg = _config(epochs=3)
+    spec = registry.get("mtl")
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
+    inputs = SimpleNamespace(packed={"x": pack_features(sequence_features(manifest), manifest["utt_id"].tolist())}, table=table)
+    space = SearchSpace.from_dict({"model": model, "params": {"elm_ridge": {"type": "fixed", "value": ridge}}})
+    search = NestedSearch(model, cfg, space, 1, 1, 2, None, "global", 0, "cpu")
+    summary, res = search_fold(search, inputs, make_folds(manifest, "loso", seed=0)[0])
+    assert res.model_record["elm"]["ridge"] == ridge
+    return summary["winner"]["val_ua"], res
+
+
+def test_nested_objective_is_the_finalized_elm_models_validation_ua(manifest):
+    """A trial's objective is the validation UA of the fitted ELM, so an ELM key changes it
+    (before, it was the frame network's best epoch alone, the same for every ELM key)."""
+    values = {}
+    for ridge in (1e-3, 1e3):
+        values[ridge], res = _nested_value(manifest, ridge)
+        assert values[ridge] == pytest.approx(res.metrics()["val_ua"])
+    assert values[1e-3] != values[1e3]
+
+
+def test_tune_trial_objective_comes_from_the_finalized_logits(manifest):
+    """serray tune: a completed mtl trial's objective is the pooled validation UA of its
+    finalized (ELM) predictions, so elm_ridge changes it; other models keep the epochs' value."""
+    import pandas as pd
+
+    from serray.tune.runner import _finalized_objective
+
+    classes = class_list(manifest["emotion"])
+    objectives = {}
+    for ridge in (1e-3, 1e3):
+        cfg = _config(elm_ridge=ridge)
+        results = [TorchFoldTrainer("mtl", cfg, _fold(manifest, cfg, i), seed=0, device="cpu").run() for i in (0, 1)]
+        preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+        val = preds[preds["split"] == "validation"]
+        finalized, objectives[ridge] = _finalized_objective("mtl", preds, classes, epochs_value=0.123)
+        assert objectives[ridge] == finalized
+        assert finalized == pytest.approx(float(np.mean([(val["pred"][val["label"] == c] == c).mean()
+                                                        for c in sorted(set(val["label"]))])))
+        assert _finalized_objective("mlp", preds, classes, epochs_value=0.123) == (finalized, 0.123)
+    assert objectives[1e-3] != objectives[1e3]

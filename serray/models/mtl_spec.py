@@ -89,4 +89,5 @@ register(ModelSpec(
     aux_labels={"gender": "gender", "naturalness": "naturalness"},
     presets={"small": MTL_SMALL},
     stage_plans={},
+    fitted_after_training=True,  # the ELM back-end is fitted after training (serray.models.mtl)
 ))
