@@ -232,6 +232,33 @@ def test_bad_config_values_fail_with_the_key():
         build(_config(), InputInfo((2, 4, 4), 3))
 
 
+def test_paper_arms_are_named_variants_for_dnn_and_lstm():
+    """``serray seeds mtl --variant gender`` (and the other arms of paper 002) resolve as
+    train_seeds resolves them: the left-out tasks' lambdas 0, the rest from the config."""
+    from serray.training.seeds import parse_variant, variant_overrides
+    from serray.training.spec import RunSpec
+    from serray.training.trainer import check_config
+
+    spec = registry.get("mtl")
+    conditions = ("stl", "gender", "naturalness", "all")
+    assert set(spec.variants) == {*conditions, *(f"{a}-{c}" for a in ("dnn", "lstm") for c in conditions)}
+
+    def resolved(text, **config):
+        name, over = parse_variant(text)
+        return check_config(spec, RunSpec("W", "mtl", config=config).resolved_config(variant_overrides(spec, name, over)))
+
+    keys = ("arch", "lambda_gender", "lambda_naturalness")
+    assert [resolved("gender")[k] for k in keys] == ["dnn", 0.1, 0.0]
+    assert [resolved("naturalness")[k] for k in keys] == ["dnn", 0.0, 0.1]
+    assert [resolved("stl")[k] for k in keys] == ["dnn", 0.0, 0.0]
+    assert resolved("all") == resolved("base") == check_config(spec, spec.config())
+    # a tuned config keeps its weight and its architecture; dnn-/lstm- arms fix the architecture
+    assert [resolved("gender", arch="lstm", lambda_gender=0.3)[k] for k in keys] == ["lstm", 0.3, 0.0]
+    assert [resolved("dnn-all", arch="lstm")[k] for k in keys] == ["dnn", 0.1, 0.1]
+    assert [resolved("lstm-stl")[k] for k in keys] == ["lstm", 0.0, 0.0]
+    assert [resolved("lstm-gender:lambda_gender=0.2")[k] for k in keys] == ["lstm", 0.2, 0.0]
+
+
 def test_search_space_loads_and_names_mtl_keys():
     from pathlib import Path
 
