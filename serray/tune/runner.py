@@ -45,8 +45,10 @@ the *final* report of a completed trial, the trial record's ``objective`` and it
 leaderboard ``val_ua`` are ``val_ua_finalized``: the validation UA pooled over every
 fold's validation utterances of the finalized logits (each fold at its own best epoch,
 then fitted). A trial that ASHA stops is finalised too, and its record and leaderboard
-row carry the same score (Optuna keeps the last per-epoch value it saw of such a trial).
-Every trial record holds ``val_ua_finalized``; only for these models it is the objective.
+row carry the same score (Optuna keeps the last per-epoch value it saw of such a trial;
+a completed trial whose last report falls on an ASHA rung leaves its finalized score
+there). Every trial record holds ``val_ua_finalized``; only for these models it is the
+objective.
 
 Test data are never reported to the scheduler or the searcher. When a trial ends (all
 folds stopped, its epoch budget used, or ASHA stopped it) the folds are finalised at
