@@ -383,6 +383,66 @@ def test_iemocap_filters_and_counts(tmp_path, caplog):
         prepare_corpus("iemocap", top, min_agreement=2)
 
 
+_EVAL_VALENCE = """[1.0 - 2.0]\tSes01F_impro02_F000\tsad\t[2.0000, 2.0000, 2.0000]
+C-E1:\tSadness;\t()
+A-E1:\tval 2; act 2; dom  2;\t()
+A-E2:\tval 2; act 2; dom  2;\t()
+A-F1:\tval 4; act 2; dom  2;\t()
+
+[3.0 - 4.0]\tSes01F_impro02_M001\tneu\t[3.3333, 2.0000, 2.0000]
+C-E1:\tNeutral;\t()
+A-E1:\tval 3; act 2; dom  2;\t()
+A-E2:\tval 4; act 2; dom  2;\t()
+A-E3:\tval 3; act 2; dom  2;\t()
+
+[5.0 - 6.0]\tSes01F_impro02_F002\thap\t[4.5000, 3.0000, 3.0000]
+C-E1:\tHappiness;\t()
+A-E1:\tval 4; act 3; dom  3;\t()
+A-E2:\tval 5; act 3; dom  3;\t()
+
+[7.0 - 8.0]\tSes01F_impro02_M003\tang\t[3.0000, 4.0000, 4.0000]
+C-E1:\tAnger;\t()
+A-E1:\tval 2; act 4; dom  4;\t()
+A-E2:\tval 4; act 4; dom  4;\t()
+
+[9.0 - 10.0]\tSes01F_impro02_F004\txxx\t[1.2500, 3.0000, 3.0000]
+C-E1:\tAnger;\t()
+C-E2:\tSadness;\t()
+A-E1:\tval 1; act 3; dom  3;\t()
+A-E2:\tval 1.5; act 3; dom  3;\t()
+"""
+
+
+def test_iemocap_keeps_valence_ratings_and_valence3_takes_the_majority_bin(tmp_path, caplog):
+    """Paper 000's task: every external evaluator's valence rating binned (< 3 low, 3 medium,
+    > 3 high), the majority bin as the class, no majority -> excluded; xxx utterances on request."""
+    from serray.labels import apply_label_set
+    from serray.training.data import class_list
+
+    root = tmp_path / "IEMOCAP_full_release" / "Session1"
+    (root / "dialog" / "EmoEvaluation").mkdir(parents=True)
+    (root / "dialog" / "EmoEvaluation" / "Ses01F_impro02.txt").write_text(_EVAL_VALENCE)
+    utts = [f"Ses01F_impro02_{s}" for s in ("F000", "M001", "F002", "M003", "F004")]
+    for i, u in enumerate(utts):
+        _wav(root / "sentences" / "wav" / "Ses01F_impro02" / f"{u}.wav", seed=i)
+    m = prepare_corpus("iemocap", tmp_path).manifest.set_index("utt_id")
+    key = "iemocap/Session1/sentences/wav/Ses01F_impro02/"
+    assert m.loc[key + utts[0], "valence_ratings"] == "2;2" and m.loc[key + utts[0], "valence_ratings_actors"] == "4"
+    assert m.loc[key + utts[1], "valence_ratings"] == "3;4;3" and m.loc[key + utts[1], "valence_ratings_actors"] == ""
+    with caplog.at_level(logging.INFO, logger="serray.labels"):
+        v = apply_label_set(m.reset_index(), "valence3").set_index("utt_id")
+    assert v["emotion"].to_dict() == {key + utts[0]: "low", key + utts[1]: "medium", key + utts[2]: "high"}
+    assert v.loc[key + utts[2], "emotion_native"] == "hap"  # the category stays beside the bin
+    assert any("drops 1 utterance(s)" in r.getMessage() for r in caplog.records)  # 2 vs 4: no majority
+    assert class_list(v["emotion"]) == ["low", "medium", "high"]
+    # the utterance without a consensus category: dropped by default, kept (as other) on request
+    kept = prepare_corpus("iemocap", tmp_path, keep_unagreed="true").manifest.set_index("utt_id")
+    assert kept.loc[key + utts[4], "emotion"] == "other" and kept.loc[key + utts[4], "emotion_native"] == "xxx"
+    assert apply_label_set(kept.reset_index(), "valence3").set_index("utt_id").loc[key + utts[4], "emotion"] == "low"
+    with pytest.raises(ValueError, match="needs the manifest column 'valence_ratings'"):
+        apply_label_set(m.reset_index().drop(columns="valence_ratings"), "valence3")
+
+
 def test_cremad_demographics_lookup(tmp_path):
     root, exp = build_cremad(tmp_path / "data")
     # root = AudioWAV itself: the demographics are found in its parent.

@@ -9,11 +9,11 @@ import torch
 
 from serray.models import registry
 from serray.models.contract import Batch, InputInfo
-from serray.models.elm import ELM
+from serray.models.elm import ELM, scores_to_log_posteriors
 from serray.models.mtl import build, context_window, posterior_functionals
 from serray.protocols import make_folds
 from serray.training.data import build_fold_data, class_list, make_label_table, pack_features
-from serray.training.trainer import TorchFoldTrainer
+from serray.training.trainer import TorchFoldTrainer, softmax
 
 from _training_helpers import sequence_features, synth_manifest
 
@@ -169,7 +169,7 @@ def test_elm_is_fitted_on_the_training_part_and_gives_the_logits(manifest):
     elm = tr.model.elm
     assert elm is not None and elm.beta.shape == (cfg["elm_hidden"], 3)
     _, test_out = tr._forward_part(data.test)
-    np.testing.assert_allclose(res.test_logits, elm.scores(test_out["functionals"].double().numpy()), rtol=1e-6)
+    np.testing.assert_allclose(res.test_logits, elm.log_posteriors(test_out["functionals"].double().numpy()), rtol=1e-6)
     # refitting on the training part's functionals with the ELM's own seed gives the same weights
     _, train_out = tr._forward_part(data.train)
     refit = ELM(elm.hidden, elm.ridge, elm.seed).fit(train_out["functionals"].double().numpy(), data.train.y, n_classes=3)
@@ -181,6 +181,27 @@ def test_elm_is_fitted_on_the_training_part_and_gives_the_logits(manifest):
     # same seed, same numbers
     again = TorchFoldTrainer("mtl", cfg, _fold(manifest, cfg), seed=0, device="cpu").run()
     np.testing.assert_array_equal(again.test_logits, res.test_logits)
+
+
+def test_stored_logits_are_normalised_log_posteriors_with_the_elm_decision(manifest):
+    """The ELM's least-squares scores are stored as log-probabilities: their softmax is a proper
+    distribution (they are already normalised), the decision is the ELM's, and where no
+    estimate falls below the floor they are log((score + 1) / 2), renormalised."""
+    cfg = _config()
+    data = _fold(manifest, cfg)
+    tr = TorchFoldTrainer("mtl", cfg, data, seed=0, device="cpu")
+    res = tr.run()
+    for part, logits in ((data.validation, res.validation_logits), (data.test, res.test_logits)):
+        _, out = tr._forward_part(part)
+        scores = tr.model.elm.scores(out["functionals"].double().numpy())
+        np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(logits.argmax(axis=1), scores.argmax(axis=1))
+        np.testing.assert_allclose(np.exp(logits), softmax(logits), atol=1e-6)
+    q = np.array([[0.6, -0.8, -1.5], [0.2, 0.1, -0.4], [-3.0, -2.0, -2.5]])
+    logp = scores_to_log_posteriors(q)
+    np.testing.assert_allclose(np.exp(logp[1]), [0.6 / 1.45, 0.55 / 1.45, 0.3 / 1.45], rtol=1e-5)
+    assert np.isfinite(logp).all() and logp.argmax(axis=1).tolist() == [0, 0, 1]  # all below the floor: order kept
+    assert (np.diff(scores_to_log_posteriors(np.array([[-1.5, -1.2, -0.999, -0.99, 0.0]]))[0]) > 0).all()
 
 
 def test_constant_naturalness_in_the_training_part_is_inactive(manifest):
@@ -211,6 +232,33 @@ def test_bad_config_values_fail_with_the_key():
         build(_config(), InputInfo((2, 4, 4), 3))
 
 
+def test_paper_arms_are_named_variants_for_dnn_and_lstm():
+    """``serray seeds mtl --variant gender`` (and the other arms of paper 002) resolve as
+    train_seeds resolves them: the left-out tasks' lambdas 0, the rest from the config."""
+    from serray.training.seeds import parse_variant, variant_overrides
+    from serray.training.spec import RunSpec
+    from serray.training.trainer import check_config
+
+    spec = registry.get("mtl")
+    conditions = ("stl", "gender", "naturalness", "all")
+    assert set(spec.variants) == {*conditions, *(f"{a}-{c}" for a in ("dnn", "lstm") for c in conditions)}
+
+    def resolved(text, **config):
+        name, over = parse_variant(text)
+        return check_config(spec, RunSpec("W", "mtl", config=config).resolved_config(variant_overrides(spec, name, over)))
+
+    keys = ("arch", "lambda_gender", "lambda_naturalness")
+    assert [resolved("gender")[k] for k in keys] == ["dnn", 0.1, 0.0]
+    assert [resolved("naturalness")[k] for k in keys] == ["dnn", 0.0, 0.1]
+    assert [resolved("stl")[k] for k in keys] == ["dnn", 0.0, 0.0]
+    assert resolved("all") == resolved("base") == check_config(spec, spec.config())
+    # a tuned config keeps its weight and its architecture; dnn-/lstm- arms fix the architecture
+    assert [resolved("gender", arch="lstm", lambda_gender=0.3)[k] for k in keys] == ["lstm", 0.3, 0.0]
+    assert [resolved("dnn-all", arch="lstm")[k] for k in keys] == ["dnn", 0.1, 0.1]
+    assert [resolved("lstm-stl")[k] for k in keys] == ["lstm", 0.0, 0.0]
+    assert [resolved("lstm-gender:lambda_gender=0.2")[k] for k in keys] == ["lstm", 0.2, 0.0]
+
+
 def test_search_space_loads_and_names_mtl_keys():
     from pathlib import Path
 
@@ -220,3 +268,54 @@ def test_search_space_loads_and_names_mtl_keys():
     keys = {p.name for p in space.params}
     assert space.model == "mtl" and keys <= set(registry.get("mtl").config())
     assert {"lr", "lambda_gender", "lambda_naturalness", "arch", "threshold", "elm_hidden", "elm_ridge"} <= keys
+
+
+# -- search objective: the finalized (ELM) model ---------------------------------------------
+def _nested_value(manifest, ridge: float, model: str = "mtl") -> float:
+    """The objective of a one-trial nested search of fold 0 with ``elm_ridge`` fixed at ``ridge``."""
+    from types import SimpleNamespace
+
+    from serray.tune.nested import NestedSearch, search_fold
+    from serray.tune.space import SearchSpace
+
+    cfg = _config(epochs=3)
+    spec = registry.get("mtl")
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
+    inputs = SimpleNamespace(packed={"x": pack_features(sequence_features(manifest), manifest["utt_id"].tolist())}, table=table)
+    space = SearchSpace.from_dict({"model": model, "params": {"elm_ridge": {"type": "fixed", "value": ridge}}})
+    search = NestedSearch(model, cfg, space, 1, 1, 2, None, "global", 0, "cpu")
+    summary, res = search_fold(search, inputs, make_folds(manifest, "loso", seed=0)[0])
+    assert res.model_record["elm"]["ridge"] == ridge
+    return summary["winner"]["val_ua"], res
+
+
+def test_nested_objective_is_the_finalized_elm_models_validation_ua(manifest):
+    """A trial's objective is the validation UA of the fitted ELM, so an ELM key changes it
+    (before, it was the frame network's best epoch alone, the same for every ELM key)."""
+    values = {}
+    for ridge in (1e-3, 1e3):
+        values[ridge], res = _nested_value(manifest, ridge)
+        assert values[ridge] == pytest.approx(res.metrics()["val_ua"])
+    assert values[1e-3] != values[1e3]
+
+
+def test_tune_trial_objective_comes_from_the_finalized_logits(manifest):
+    """serray tune: a completed mtl trial's objective is the pooled validation UA of its
+    finalized (ELM) predictions, so elm_ridge changes it; other models keep the epochs' value."""
+    import pandas as pd
+
+    from serray.tune.runner import _finalized_objective
+
+    classes = class_list(manifest["emotion"])
+    objectives = {}
+    for ridge in (1e-3, 1e3):
+        cfg = _config(elm_ridge=ridge)
+        results = [TorchFoldTrainer("mtl", cfg, _fold(manifest, cfg, i), seed=0, device="cpu").run() for i in (0, 1)]
+        preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
+        val = preds[preds["split"] == "validation"]
+        finalized, objectives[ridge] = _finalized_objective("mtl", preds, classes, epochs_value=0.123)
+        assert objectives[ridge] == finalized
+        assert finalized == pytest.approx(float(np.mean([(val["pred"][val["label"] == c] == c).mean()
+                                                        for c in sorted(set(val["label"]))])))
+        assert _finalized_objective("mlp", preds, classes, epochs_value=0.123) == (finalized, 0.123)
+    assert objectives[1e-3] != objectives[1e3]

@@ -6,12 +6,19 @@ Official layout: ``SessionN/sentences/wav/<dialog>/<utt>.wav`` with labels in
     [6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
     C-E2:\tNeutral;\t()
     ...
+    A-E3:\tval 3; act 2; dom  2;\t()
+    A-F1:\tval 3; act 2; dom  1;\t()
 
 The first line holds the consensus label (``neu hap sad ang exc fru fea sur dis oth``;
-``xxx`` = no agreement, dropped and counted in the log) and the mean (valence,
-activation, dominance) ratings; the ``C-*`` lines are the individual evaluators'
-categorical labels, from which ``agreement`` (share of evaluators naming the consensus
-label) is computed. ``root`` is the folder holding ``Session1 ... Session5`` (or a folder
+``xxx`` = no agreement, dropped and counted in the log unless ``keep_unagreed``) and the
+mean (valence, activation, dominance) ratings; the ``C-*`` lines are the individual
+evaluators' categorical labels, from which ``agreement`` (share of evaluators naming the
+consensus label) is computed; the ``A-*`` lines are the individual evaluators'
+dimensional ratings. The external evaluators (``A-E*``, whose ratings the mean on the
+first line averages) give ``valence_ratings``; the actors' own ratings (``A-F*``,
+``A-M*``) give ``valence_ratings_actors``. Both are ``;``-separated in file order (``""``
+without any) and are what label set ``valence3`` (paper 000: per-rating bins, majority
+vote; :func:`serray.labels.majority_valence_bin`) reads ``valence_ratings`` from. ``root`` is the folder holding ``Session1 ... Session5`` (or a folder
 up to two levels above it, e.g. the one holding ``IEMOCAP_full_release``).
 
 The utterance's speaker is its session plus the letter that starts the part after the
@@ -21,7 +28,8 @@ stays ``excited`` (label set ``4class`` merges it into ``happy``); ``frustrated`
 
 Extra columns: ``emotion_native`` (the code), ``session`` (``Ses01``), ``dialog``,
 ``improvised`` (bool), ``method`` (``impro``/``script``), ``valence``, ``arousal``
-(activation), ``dominance`` (1-5 scales), ``naturalness`` (``natural`` for the
+(activation), ``dominance`` (1-5 scales, the external evaluators' means),
+``valence_ratings``, ``valence_ratings_actors``, ``naturalness`` (``natural`` for the
 improvised dialogues, ``acted`` for the scripted ones, as paper 002 splits IEMOCAP into
 IN and IA), ``agreement``, ``n_raters``, ``start_s``,
 ``end_s``, and ``text`` when ``SessionN/dialog/transcriptions`` is present.
@@ -30,6 +38,10 @@ Options:
     min_agreement: Keep only utterances whose agreement is at least this (0-1).
     labels: Keep only these labels (canonical names, list or comma-separated), e.g.
         ``neutral,happy,excited,sad,angry`` for the usual 4-class setup.
+    keep_unagreed: Keep the utterances without a consensus category (``xxx``) as
+        ``other`` (``emotion_native`` ``xxx``), for label sets that do not read the
+        categories: paper 000's ``valence3`` counts all of IEMOCAP's utterances (default
+        false; with it, a categorical label set should not be ``native``).
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from serray.corpora.base import (
     find_layout_dir,
     layout_error,
     list_audio,
+    opt_bool,
     opt_float,
     opt_list,
     require_dir,
@@ -73,6 +86,8 @@ EMOTIONS: dict[str, str] = {
 _SESSION_DIR = re.compile(r"^Session(\d+)$", re.IGNORECASE)
 _TURN = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]")
 _VOTE = re.compile(r"^C-[^:\s]+:\s*(.*)$")
+_RATING = re.compile(r"^A-([^:\s]+):\s*(.*)$")
+_VAL = re.compile(r"\bval\s+([\d.]+)")
 _TRANSCRIPT = re.compile(r"^(\S+)\s+\[[\d.]+-[\d.]+\]:\s?(.*)$")
 
 
@@ -81,8 +96,14 @@ def parse_evaluation(text: str) -> list[dict[str, Any]]:
 
     Returns:
         One dict per utterance: ``utt``, ``code``, ``start_s``, ``end_s``, ``valence``,
-        ``arousal``, ``dominance`` and ``votes`` (one set of label codes per categorical
-        evaluator).
+        ``arousal``, ``dominance``, ``votes`` (one set of label codes per categorical
+        evaluator) and ``ratings`` (``(evaluator, valence)`` per dimensional evaluator).
+
+    Example:
+        >>> u = parse_evaluation("[1.0 - 2.0]\\tSes01F_impro01_F000\\tneu\\t[2.5000, 2.5000, 2.5000]\\n"
+        ...                      "A-E3:\\tval 3; act 2; dom  2;\\t()\\nA-F1:\\tval 2; act 2; dom  1;\\t()\\n")[0]
+        >>> u["valence"], u["ratings"]
+        (2.5, [('E3', 3.0), ('F1', 2.0)])
     """
     out: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
@@ -93,9 +114,15 @@ def parse_evaluation(text: str) -> list[dict[str, Any]]:
             vad = (vad + [float("nan")] * 3)[:3]
             current = {
                 "utt": m[3], "code": m[4].lower(), "start_s": float(m[1]), "end_s": float(m[2]),
-                "valence": vad[0], "arousal": vad[1], "dominance": vad[2], "votes": [],
+                "valence": vad[0], "arousal": vad[1], "dominance": vad[2], "votes": [], "ratings": [],
             }
             out.append(current)
+            continue
+        r = _RATING.match(line)
+        if r and current is not None:
+            val = _VAL.search(r[2])
+            if val:
+                current["ratings"].append((r[1], float(val[1])))
             continue
         v = _VOTE.match(line)
         if v and current is not None:
@@ -114,9 +141,16 @@ def _session_dirs(d: Path) -> list[Path]:
     return sorted((c for c in d.iterdir() if c.is_dir() and _SESSION_DIR.match(c.name)), key=lambda c: int(_SESSION_DIR.match(c.name)[1]))
 
 
-def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, labels: Any = None) -> Scan:
+def _ratings(u: dict[str, Any], external: bool) -> str:
+    """The valence ratings of the external evaluators (``E*``) or of the others (the actors), ``;``-joined."""
+    return ";".join(f"{v:g}" for who, v in u["ratings"] if who.upper().startswith("E") == external)
+
+
+def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, labels: Any = None,
+         keep_unagreed: Any = False) -> Scan:
     """Scan an IEMOCAP release (see the module docstring for layout and options)."""
     corpus = corpus_name or NAME
+    keep_unagreed = opt_bool("keep_unagreed", keep_unagreed)
     min_agreement = opt_float("min_agreement", min_agreement, 0.0, 1.0)
     keep_labels = opt_list("labels", labels)
     if keep_labels is not None:
@@ -152,10 +186,10 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
             for u in parse_evaluation(_read(f)):
                 utt, code = u["utt"], u["code"]
                 labelled.add(utt)
-                if code == "xxx":
+                if code == "xxx" and not keep_unagreed:
                     counts["xxx"] += 1
                     continue
-                if code not in EMOTIONS:
+                if code not in EMOTIONS and code != "xxx":
                     counts["unknown"] += 1
                     if utt in wavs:
                         skipped.append((wavs[utt], f"unknown IEMOCAP label code {code!r} in {f}"))
@@ -169,7 +203,7 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
                 if min_agreement is not None and not agreement >= min_agreement:
                     counts["agreement"] += 1
                     continue
-                emotion = EMOTIONS[code]
+                emotion = EMOTIONS.get(code, "other")  # xxx (kept with keep_unagreed): no consensus category
                 if keep_labels is not None and emotion not in keep_labels:
                     counts["labels"] += 1
                     continue
@@ -183,6 +217,7 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
                 records.append({
                     "path": wavs[utt], "speaker": f"{session}_{who}", "emotion": emotion, "gender": who.lower(),
                     "session": session, "valence": u["valence"], "arousal": u["arousal"],
+                    "valence_ratings": _ratings(u, True), "valence_ratings_actors": _ratings(u, False),
                     "emotion_native": code, "dialog": dialog, "improvised": improvised,
                     "method": "impro" if improvised else "script", "dominance": u["dominance"],
                     "agreement": agreement, "n_raters": len(votes), "start_s": u["start_s"], "end_s": u["end_s"],
@@ -211,5 +246,5 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
 
 
 ADAPTER = Adapter(
-    name=NAME, title="IEMOCAP", layout=LAYOUT, scan=scan, options=("min_agreement", "labels"),
+    name=NAME, title="IEMOCAP", layout=LAYOUT, scan=scan, options=("min_agreement", "labels", "keep_unagreed"),
 )

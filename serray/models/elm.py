@@ -7,6 +7,17 @@ generator and never trained; only the output weights are fitted, in closed form:
 coded ``+1`` for the true class and ``-1`` otherwise. The scores ``H beta`` are the
 classifier's outputs (argmax = prediction). Pure numpy, no torch.
 
+Scores as log-probabilities (:meth:`ELM.log_posteriors`, :func:`scores_to_log_posteriors`):
+least squares onto targets ``t_c = 2 [y = c] - 1`` estimates the regression function
+``E[t_c | x] = 2 P(c | x) - 1``, so ``q_c = (s_c + 1) / 2`` is the least-squares estimate of
+the class posterior. It is not confined to ``[0, 1]``: ``q`` is floored smoothly
+(``log q`` above :data:`POSTERIOR_FLOOR`, below it the tangent line of ``log q`` at the
+floor, so the map is strictly increasing and finite for any score) and renormalised over
+the classes. The result is a log-probability row (its softmax is a proper distribution,
+the normalised posterior estimate) on the scale of a softmax model's log-probabilities,
+so late fusion can average it with other models' softmax outputs; being a strictly
+increasing map of every score, it keeps the ELM's decision (argmax).
+
 Example:
     >>> import numpy as np
     >>> x = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [0.9, 1.0]])
@@ -15,17 +26,42 @@ Example:
     [0, 0, 1, 1]
     >>> elm.scores(x).shape
     (4, 2)
+    >>> np.exp(elm.log_posteriors(x)).sum(axis=1).round(6).tolist()
+    [1.0, 1.0, 1.0, 1.0]
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ELM"]
+__all__ = ["ELM", "POSTERIOR_FLOOR", "scores_to_log_posteriors"]
+
+#: Posterior estimates below this continue on the tangent of ``log q`` (see the module docstring).
+POSTERIOR_FLOOR = 1e-3
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
+
+
+def scores_to_log_posteriors(scores: np.ndarray, floor: float = POSTERIOR_FLOOR) -> np.ndarray:
+    """Log-probabilities ``[N, C]`` (float32) from ELM scores on the ``+-1`` target coding.
+
+    ``q = (s + 1) / 2``; ``log f(q) = log q`` for ``q >= floor``, else
+    ``log floor + (q - floor) / floor`` (strictly increasing, continuous with its slope);
+    then each row is normalised: ``log f(q) - logsumexp(log f(q))``.
+
+    Example:
+        >>> out = scores_to_log_posteriors(np.array([[0.6, -0.8, -1.5]]))  # q = 0.8, 0.1, -0.25
+        >>> [round(float(v), 4) for v in np.exp(out[0])]
+        [0.8889, 0.1111, 0.0]
+    """
+    q = (np.asarray(scores, dtype=np.float64) + 1.0) / 2.0
+    low = q < floor
+    logf = np.where(low, np.log(floor) + (q - floor) / floor, np.log(np.where(low, 1.0, q)))
+    top = logf.max(axis=1, keepdims=True)
+    norm = top + np.log(np.exp(logf - top).sum(axis=1, keepdims=True))
+    return (logf - norm).astype(np.float32)
 
 
 class ELM:
@@ -94,6 +130,13 @@ class ELM:
         if not self.fitted:
             raise RuntimeError("ELM.scores called before fit")
         return (self._hidden(x) @ self.beta).astype(np.float32)
+
+    def log_posteriors(self, x: np.ndarray) -> np.ndarray:
+        """The scores as normalised log-probabilities ``[N, n_classes]`` (float32; module
+        docstring); their argmax is :meth:`predict`'s."""
+        if not self.fitted:
+            raise RuntimeError("ELM.log_posteriors called before fit")
+        return scores_to_log_posteriors(self._hidden(x) @ self.beta)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class index of every row of ``x``."""

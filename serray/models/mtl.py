@@ -23,9 +23,14 @@ Utterance stage: the auxiliary heads are dropped; per utterance and emotion clas
 functionals of the frame posteriors over its valid frames (:func:`posterior_functionals`:
 max, min, mean and the share of frames above ``threshold``) feed an extreme learning
 machine (:class:`~serray.models.elm.ELM`), fitted in the trainer's ``after_training``
-hook on the training part only. Its scores are the utterance logits; before it is fitted
-(validation during training, early stopping) the utterance logits are the log of the mean
-frame posteriors.
+hook on the training part only. The utterance logits are its scores as normalised
+log-probabilities (:meth:`~serray.models.elm.ELM.log_posteriors`: the least-squares
+posterior estimate ``(score + 1) / 2``, floored smoothly and renormalised), so the stored
+logits are on the scale of softmax models' log-probabilities for late fusion and their
+argmax is the ELM's decision. Before the ELM is fitted (validation during training, early
+stopping) the utterance logits are the log of the mean frame posteriors; a search scores a
+completed trial by the ELM's validation logits (the spec sets ``fitted_after_training``,
+see :mod:`serray.tune.runner`), so ``threshold``, ``elm_hidden`` and ``elm_ridge`` count.
 
 Example:
     >>> import torch
@@ -255,11 +260,11 @@ class MTLNet(SERModule):
         return total, parts
 
     def utterance_logits(self, batch: Batch, outputs: Mapping[str, Any]) -> Tensor:
-        """ELM scores of the functionals once fitted, else the log mean frame posteriors."""
+        """The ELM's log-posteriors of the functionals once fitted, else the log mean frame posteriors."""
         if self.elm is None:
             return outputs["logits"].float()
-        scores = self.elm.scores(outputs["functionals"].detach().cpu().double().numpy())
-        return torch.from_numpy(scores).to(outputs["functionals"].device)
+        logp = self.elm.log_posteriors(outputs["functionals"].detach().cpu().double().numpy())
+        return torch.from_numpy(logp).to(outputs["functionals"].device)
 
 
 def build(config: Mapping[str, Any], info: InputInfo) -> MTLNet:

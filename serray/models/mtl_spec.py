@@ -1,16 +1,20 @@
 """Spec of ``mtl`` (paper 002: DNN/LSTM with gender and naturalness auxiliary tasks and an ELM
 back-end), torch-free; the model is :mod:`serray.models.mtl`, the back-end :mod:`serray.models.elm`.
 
-Conditions of the paper as config variants: STL ``lambda_gender=0,lambda_naturalness=0``,
-Gender-MTL ``lambda_naturalness=0``, Naturalness-MTL ``lambda_gender=0``, ALL-MTL the
-defaults (0.1 each). The config keys ``gender`` and ``naturalness`` name the manifest
-columns of the auxiliary labels (set one to an empty value to drop that head).
+Conditions of the paper as named variants (:data:`MTL_ARMS`, ``ModelSpec.variants``):
+STL ``lambda_gender=0,lambda_naturalness=0``, Gender-MTL ``lambda_naturalness=0``,
+Naturalness-MTL ``lambda_gender=0``, ALL-MTL both lambdas as configured (0.1 each by
+default), for the DNN and the LSTM model. The config keys ``gender`` and ``naturalness``
+name the manifest columns of the auxiliary labels (set one to an empty value to drop that
+head).
 
 Example:
     >>> from serray.models import registry
     >>> spec = registry.get("mtl")
     >>> spec.default_features, spec.aux_columns(spec.config())
     (('lld',), {'gender': 'gender', 'naturalness': 'naturalness'})
+    >>> spec.variants["lstm-gender"]
+    {'arch': 'lstm', 'lambda_naturalness': 0.0}
     >>> check_mtl_config({**MTL_CONFIG, "arch": "gru"})
     Traceback (most recent call last):
     ...
@@ -24,7 +28,7 @@ from typing import Any, Mapping
 from serray.models.contract import InputSpec
 from serray.models.registry import Lazy, ModelSpec, register
 
-__all__ = ["MTL_ARCHS", "MTL_CONFIG", "MTL_SMALL", "check_mtl_config"]
+__all__ = ["MTL_ARCHS", "MTL_ARMS", "MTL_CONFIG", "MTL_SMALL", "check_mtl_config"]
 
 MTL_ARCHS: tuple[str, ...] = ("dnn", "lstm")
 
@@ -52,6 +56,26 @@ MTL_CONFIG: dict[str, Any] = {
     "threshold": 0.2,  # functional: share of frames whose posterior exceeds this
     "elm_hidden": 120,
     "elm_ridge": 1.0,
+}
+
+#: Auxiliary-task conditions of the paper (sec. 5): the lambdas each arm sets to 0; the
+#: other lambdas keep the run's config (the paper's 0.1 by default, or a tuned value).
+_CONDITIONS: dict[str, dict[str, float]] = {
+    "stl": {"lambda_gender": 0.0, "lambda_naturalness": 0.0},
+    "gender": {"lambda_naturalness": 0.0},
+    "naturalness": {"lambda_gender": 0.0},
+    "all": {},
+}
+
+#: The paper's arms as named config overrides (``serray seeds mtl --variant stl --variant
+#: all``, see ``ModelSpec.variants``): ``stl``, ``gender``, ``naturalness`` and ``all``
+#: keep the config's ``arch`` (``dnn`` by default); ``dnn-<arm>`` and ``lstm-<arm>`` also
+#: fix it, for the paper's DNN-/LSTM- columns side by side. An arm zeroes the lambdas of
+#: the tasks it leaves out and keeps the others, so with a config whose lambda of a kept
+#: task is 0 (e.g. a tuned best.yaml) that arm trains no auxiliary term for it.
+MTL_ARMS: dict[str, dict[str, Any]] = {
+    **{name: dict(over) for name, over in _CONDITIONS.items()},
+    **{f"{arch}-{name}": {"arch": arch, **over} for arch in ("dnn", "lstm") for name, over in _CONDITIONS.items()},
 }
 
 #: CPU-sized preset: narrower network, shorter training.
@@ -88,5 +112,7 @@ register(ModelSpec(
     description="frame-level DNN/LSTM, emotion + gender + naturalness heads, posterior functionals -> ELM (paper 002)",
     aux_labels={"gender": "gender", "naturalness": "naturalness"},
     presets={"small": MTL_SMALL},
+    variants=MTL_ARMS,
     stage_plans={},
+    fitted_after_training=True,  # the ELM back-end is fitted after training (serray.models.mtl)
 ))

@@ -117,6 +117,11 @@ class ModelSpec:
         variants: Named conditions of a study (e.g. a paper's ablation arms) as config
             overrides: ``serray seeds --variant NAME[:key=value]`` starts from
             ``variants[NAME]`` (when the name is one) and applies its own pairs over it.
+        fitted_after_training: The model's ``after_training`` hook changes its predictions
+            (e.g. fits a back-end classifier), so the validation logits of its training
+            epochs are not those of the model a fold keeps: a search scores a completed
+            trial by its finalized validation logits (:mod:`serray.tune.runner`,
+            :mod:`serray.tune.nested`). Hooks that only record leave it ``False``.
     """
 
     name: str
@@ -129,6 +134,7 @@ class ModelSpec:
     stage_plans: Mapping[str, str] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fitted_after_training: bool = False
 
     @property
     def primary(self) -> str:

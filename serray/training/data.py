@@ -424,11 +424,12 @@ def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> Pac
 
 
 def class_list(labels: Iterable[str]) -> list[str]:
-    """Classes present in ``labels`` in canonical order (then any others, sorted)."""
-    from serray.labels import CANONICAL, EXTRA
+    """Classes present in ``labels`` in :data:`serray.labels.LABEL_ORDER` (canonical, extra,
+    valence bins), then any others, sorted."""
+    from serray.labels import LABEL_ORDER
 
     present = set(labels)
-    order = [c for c in (*CANONICAL, *EXTRA) if c in present]
+    order = [c for c in LABEL_ORDER if c in present]
     return order + sorted(present - set(order))
 
 

@@ -94,7 +94,10 @@ def _trial_config(search: NestedSearch, trial: Any) -> dict[str, Any]:
 def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any]:
     """Run one outer fold's search; return ``(summary, winner's FoldResult)``.
 
-    The objective is the fold's validation UA at the trainer's best epoch; a trial that
+    The objective is the fold's validation UA at the trainer's best epoch; for a model
+    fitted after training (``ModelSpec.fitted_after_training``, e.g. ``mtl``'s ELM) it is
+    the validation UA of the finalized model (every completed trial is finalised), so the
+    back-end's keys count. The pruner sees the epochs' scores either way. A trial that
     the pruner stops keeps its score in the summary but cannot win.
     """
     import optuna
@@ -120,6 +123,7 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
         study.enqueue_trial(point)
     best: dict[str, Any] = {"value": -math.inf, "result": None}
     t0 = time.perf_counter()
+    fitted = bool(registry.get(search.model).fitted_after_training)
 
     def objective(trial: Any) -> float:
         cfg = _trial_config(search, trial)
@@ -131,10 +135,11 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
             if not trainer.stopped and trial.should_prune():
                 trial.set_user_attr("epochs", int(m["epoch"]))
                 raise optuna.TrialPruned()
-        value = float(np.nan_to_num(m.get("best_val_ua", math.nan), nan=0.0))
+        result = trainer.finalize() if fitted else None
+        value = float(np.nan_to_num(result.metrics()["val_ua"] if fitted else m.get("best_val_ua", math.nan), nan=0.0))
         trial.set_user_attr("epochs", int(m.get("epoch", 0)))
         if value > best["value"]:  # ties keep the earlier trial, as study.best_trial does
-            best.update(value=value, result=trainer.finalize(), config=cfg, number=trial.number)
+            best.update(value=value, result=result or trainer.finalize(), config=cfg, number=trial.number)
         return value
 
     study.optimize(objective, n_trials=int(search.num_samples))

@@ -36,6 +36,20 @@ and at a report's last epoch it reports (``training_iteration`` = epochs trained
   contributes its last epoch to the later points of the pooled curve.
 * ``val_ua_epoch``, ``val_loss``, ``train_loss`` - means of the current epoch.
 
+A model whose ``after_training`` hook changes its predictions (``ModelSpec.fitted_after_training``,
+e.g. ``mtl``'s ELM back-end, fitted on the training part after its frame network is
+trained) has per-epoch validation logits that are not those of the model a fold keeps,
+and its back-end's keys (``threshold``, ``elm_hidden``, ``elm_ridge``) never change them.
+For such a model the epochs' reports stay as above (ASHA compares trials by them), and
+the *final* report of a completed trial, the trial record's ``objective`` and its
+leaderboard ``val_ua`` are ``val_ua_finalized``: the validation UA pooled over every
+fold's validation utterances of the finalized logits (each fold at its own best epoch,
+then fitted). A trial that ASHA stops is finalised too, and its record and leaderboard
+row carry the same score (Optuna keeps the last per-epoch value it saw of such a trial;
+a completed trial whose last report falls on an ASHA rung leaves its finalized score
+there). Every trial record holds ``val_ua_finalized``; only for these models it is the
+objective.
+
 Test data are never reported to the scheduler or the searcher. When a trial ends (all
 folds stopped, its epoch budget used, or ASHA stopped it) the folds are finalised at
 their best epochs, the validation and test logits go to the predictions store
@@ -229,7 +243,7 @@ def _trainable_class():
             """The result of a trial that had finished (its record exists): nothing is rerun."""
             rec = self.kept
             self.finalized = True
-            keys = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "fold_seconds")
+            keys = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "val_ua_finalized", "fold_seconds")
             return {OBJECTIVE: _record_objective(rec), **{k: rec[k] for k in keys if k in rec}, "kept": True, "done": True}
 
         def step(self) -> dict:
@@ -325,12 +339,15 @@ def _trainable_class():
             test = preds[preds["split"] == "test"]
             pooled = metrics.summary(test["label"].to_numpy(), test["pred"].to_numpy(), list(ctx.classes))
             per_fold = [r.metrics() for r in results]
+            finalized, objective = _finalized_objective(ctx.model, preds, ctx.classes, last.get(OBJECTIVE, math.nan))
             summary = {
                 "test_ua": pooled["ua"],
                 "test_wa": pooled["wa"],
                 "test_f1": pooled["f1"],
                 "test_ua_fold_mean": float(np.nanmean([m["test_ua"] for m in per_fold])),
                 "val_ua_final": float(np.nanmean([m["val_ua"] for m in per_fold])),
+                "val_ua_finalized": finalized,
+                **({OBJECTIVE: objective} if _fitted_after_training(ctx.model) else {}),
                 "fold_seconds": float(sum(r.seconds for r in results)),
                 # the epochs' CPU time alone: unlike wall time it does not grow when other work shares the cores
                 "fold_epoch_cpu_seconds": float(sum(h.get("cpu_seconds", 0.0) for r in results for h in r.history)),
@@ -342,8 +359,9 @@ def _trainable_class():
                 "config": self.cfg,
                 "seed": ctx.seed,
                 "finished": reason,
-                "objective": float(last.get(OBJECTIVE, math.nan)),
+                "objective": float(objective),
                 "objective_kind": ctx.objective,
+                "objective_source": "finalized" if _fitted_after_training(ctx.model) else "epochs",
                 "val_ua_common_epoch": last.get("val_ua_common_epoch", math.nan),
                 "common_epoch": last.get("common_epoch"),
                 "val_ua_fold_best": last.get("val_ua_fold_best", math.nan),
@@ -434,6 +452,22 @@ def _common_epoch(curve: Sequence[float]) -> tuple[int, float]:
         return 0, math.nan
     i = int(np.nanargmax(vals))
     return i + 1, float(vals[i])
+
+
+def _fitted_after_training(model: str) -> bool:
+    """Whether the model's predictions change after training (``ModelSpec.fitted_after_training``)."""
+    from serray.models import registry
+
+    return bool(registry.get(model).fitted_after_training)
+
+
+def _finalized_objective(model: str, preds: pd.DataFrame, classes: Sequence[str], epochs_value: float) -> tuple[float, float]:
+    """``(val_ua_finalized, objective)`` of a finalised trial: the validation UA pooled over
+    every fold's finalized validation predictions, and the trial's objective (that UA for a
+    model fitted after training, else ``epochs_value``, the last per-epoch objective)."""
+    val = preds[preds["split"] == "validation"]
+    finalized = metrics.unweighted_average_recall(val["label"].to_numpy(), val["pred"].to_numpy(), list(classes)) if len(val) else math.nan
+    return float(finalized), float(finalized if _fitted_after_training(model) else epochs_value)
 
 
 def _pause_in_write(trial_id: str) -> None:
@@ -541,6 +575,11 @@ _SELECTION = {
 }
 
 
+#: Added to best.yaml's ``selection`` for a model fitted after training (module docstring).
+_FINALIZED_SELECTION = ("; the model is fitted after training (e.g. an ELM back-end), so each trial is scored by "
+                        "the validation UA of its finalized predictions, pooled over all folds")
+
+
 def check_objective(objective: str, record_dir: Path | None = None) -> None:
     """``ValueError`` for an unknown objective, or one that differs from the kept trials'
     (a resumed search must rank every trial by the same score)."""
@@ -596,7 +635,8 @@ def _leaderboard(results: Any, record_dir: Path, searched: Sequence[str], space:
         else:
             status = "incomplete"
         cfg = space.decode(r.config or {}) if space is not None else (r.config or {})
-        rows.append(_board_row(tid, m.get(OBJECTIVE, math.nan), status, rec, m, cfg, searched))
+        # the record's objective (a trial finalised after its last report may be scored there, module docstring)
+        rows.append(_board_row(tid, rec.get("objective", m.get(OBJECTIVE, math.nan)), status, rec, m, cfg, searched))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -852,7 +892,7 @@ def _write_outcome(board: pd.DataFrame, prep: PreparedSearch, out_dir: Path, rec
         **prep.run.record(),
         "experiment": prep.name,
         "trial_id": str(top["trial_id"]),
-        "selection": _SELECTION[objective],
+        "selection": _SELECTION[objective] + (_FINALIZED_SELECTION if prep.spec.fitted_after_training else ""),
         "estimate": ("non-nested: one configuration was chosen on every fold's validation speakers, and a fold's "
                      "validation speakers are other folds' test speakers; `serray tune --nested` gives the nested "
                      "estimate of the tuned model"),
