@@ -57,7 +57,7 @@ def run_options(func: Callable) -> Callable:
         feature_param_option,
         click.option("--protocol", "-p", default=None, type=_protocol_choice(),
                      help="Evaluation protocol (default: --config best.yaml's, else loso)."),
-        click.option("--labels", "-l", default=None, help="Label set: native, 4class, ... (default: best.yaml's, else native)."),
+        click.option("--labels", "-l", default=None, help="Label set: native, 4class, valence3 (IEMOCAP), ... (default: best.yaml's, else native)."),
         click.option("--normalize", type=click.Choice(["speaker", "global", "none"]), default=None,
                      help="Feature z-normalisation: per speaker (own statistics; transductive), global (training "
                           "statistics; the default unless best.yaml says otherwise) or none."),
