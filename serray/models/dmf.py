@@ -18,7 +18,7 @@ changes nothing upstream (the emotion path trains as without DC). Domain labels 
 unknown are masked out of CE_domain.
 
 Fake-domain remapping (``remap=<domain value>``, e.g. ``fxemodb`` for ``domain=gender*corpus``)
-needs a second stage that freezes DC (``stages=remap``: ``all;fe+ec*0.1``): from that
+needs a second stage that freezes DC (``stages=remap``: ``all;all-dc*0.1``): from that
 stage on every training utterance's domain label is the fixed value d*, so FE is pushed
 (through the gradient scale, ``gamma=1`` in the paper) to map every utterance towards
 domain d* while EC keeps learning the emotion.
@@ -230,14 +230,24 @@ class FineTunedDMF(DMF):
 
     :class:`~serray.models.dmf_ssl.SSLFrontEnd` gives the mean-pooled hidden states of every
     layer, mixed by :class:`LayerMix` (``layer``), then the vector FE and both heads.
-    Parameter groups: ``ssl`` (the trainable top layers), ``fe``, ``ec``, ``dc``.
+    Parameter groups: ``ssl`` (the trainable top layers), ``fe``, ``ec``, ``dc``; the
+    ``ssl`` group trains at ``ssl_lr_scale`` times every stage's lr (:meth:`lr_scales`).
+    The remapping stage (``stages=remap``) trains ``ssl`` too: the paper's feature
+    extractor is the SSL model.
     """
 
     GROUPS = {"ssl": ("ssl",), **DMF.GROUPS}
 
-    def __init__(self, ssl: nn.Module, n_classes: int, n_domains: int, **kwargs: Any) -> None:
+    def __init__(self, ssl: nn.Module, n_classes: int, n_domains: int, ssl_lr_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(ssl.n_hidden * ssl.hidden, n_classes, n_domains, sequence=False, n_layers=ssl.n_hidden, **kwargs)
+        if not float(ssl_lr_scale) > 0:
+            raise ValueError(f"dmf: ssl_lr_scale must be > 0 (the SSL layers' lr factor, e.g. 0.01), got {ssl_lr_scale}; freeze them with trainable_layers=0")
         self.ssl = ssl
+        self.ssl_lr_scale = float(ssl_lr_scale)
+
+    def lr_scales(self) -> dict[str, float]:
+        """The SSL layers' factor on the lr (read by the trainer's optimiser)."""
+        return {"ssl": self.ssl_lr_scale}
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """``x`` ``[B, T, 1]`` waveform samples with ``lengths``; outputs as :meth:`DMF.forward`."""
@@ -291,7 +301,7 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
         if int(info.shape[-1]) != 1:
             raise ValueError(f"dmf ssl_finetune reads the waveform (--features waveform, [T, 1] samples), got {info.shape[-1]}-dim frames")
         model: DMF = FineTunedDMF(SSLFrontEnd(str(config.get("ssl_model", "")), int(config.get("trainable_layers", 0))),
-                                  info.n_classes, info.n_domains, **common)
+                                  info.n_classes, info.n_domains, ssl_lr_scale=float(config.get("ssl_lr_scale", 1.0)), **common)
     else:
         model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=int(config["n_layers"]), **common)
     logger.debug("built dmf for input %s: %d trainable parameters", info.shape, sum(p.numel() for p in model.parameters()))
