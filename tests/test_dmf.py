@@ -249,22 +249,66 @@ def test_ssl_finetuning_bad_settings(manifest, tiny_hubert):
         spec.build(spec.config(overrides={**base, "ssl_model": ""}), info)
 
 
-def test_search_space_names_dmf_keys_and_every_layer_choice_builds(manifest):
-    from pathlib import Path
+def _sample_space(space, n=40):
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        fixed = space.define_by_run(t)
+        out.append({**t.params, **fixed})
+        study.tell(t, 0.0)
+    return out
 
-    from serray.tune.space import load_search_space
 
-    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "dmf.yaml")
-    spec = registry.get("dmf")
-    defaults = spec.config(preset="small")
-    space.check_keys(defaults)
-    assert {"lr", "gamma", "w_domain", "layer"} <= set(space.names())
-    layers = next(p for p in space.params if p.name == "layer").values
-    assert "weighted" in layers
-    for layer in layers:
-        model = spec.build({**defaults, "layer": layer, "n_layers": 3}, InputInfo((12,), 4, 2))
-        assert model.mix.weighted == (layer == "weighted")
-        assert model.mix.position == (None if layer == "weighted" else int(layer) % 3)
+@pytest.mark.parametrize("name", ["dmf", "dmf_seq"])
+def test_search_space_covers_every_arm_and_every_layer_choice_builds(name, tmp_path):
+    """Both members have a space (``serray tune dmf_seq``); it draws vanilla (gamma 0), MTL
+    (gamma > 0) and DANN (gamma < 0), and ``--set arm=dann`` tunes DANN's |gamma| alone."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import resolve_space
+
+    spec, space, _, defaults = resolve_space(RunSpec(tmp_path, name), None)
+    assert {"lr", "arm", "gamma", "w_domain", "layer"} <= set(space.names())
+    shape = (12,)
+    gammas = []
+    for trial in _sample_space(space):
+        cfg = spec.config(preset="small", overrides={**trial, "n_layers": 3})
+        model = spec.build(cfg, InputInfo(shape, 4, 2))
+        gammas.append((trial["arm"], model.gamma))
+        assert model.mix.weighted == (trial["layer"] == "weighted")
+        assert model.mix.position == (None if trial["layer"] == "weighted" else int(trial["layer"]) % 3)
+    assert {arm for arm, _ in gammas} == {"vanilla", "mtl", "dann"}
+    assert all((g == 0) if arm == "vanilla" else (0.1 <= abs(g) <= 1.0 and (g > 0) == (arm == "mtl")) for arm, g in gammas)
+    run = RunSpec(tmp_path, name, config={"arm": "dann"})
+    _, pinned, _, _ = resolve_space(run, None, pinned=("arm",))
+    dann = _sample_space(pinned, n=10)
+    assert all(t["arm"] == "dann" and 0.1 <= t["gamma"] <= 1.0 for t in dann)
+    assert len({t["gamma"] for t in dann}) == 10
+
+
+def test_named_arms_resolve_to_the_paper_systems(manifest):
+    """vanilla / mtl / dann / remap-<d*> as seeds variants (ModelSpec.variants)."""
+    from serray.training.seeds import variant_overrides
+
+    for name in ("dmf", "dmf_seq"):
+        spec = registry.get(name)
+        info = InputInfo((12,), 4, 4, aux_names={"domain": ("fxc1", "fxc2", "mxc1", "mxc2")})
+
+        def built(variant, **over):
+            cfg = spec.config(overrides={**TINY, **variant_overrides(spec, variant, over)})
+            return cfg, spec.build(cfg, info)
+
+        assert [built(v)[1].gamma for v in ("vanilla", "mtl", "dann")] == [0.0, 1.0, -1.0]
+        assert [built(v, gamma=0.4)[1].gamma for v in ("vanilla", "mtl", "dann")] == [0.0, 0.4, -0.4]  # a tuned |gamma| kept
+        cfg, model = built("remap-mxc1")
+        assert cfg["stages"] == "remap" and cfg["remap"] == "mxc1" and model.gamma == 1.0 and model.remap_index == 2
+        assert list(spec.variants) == ["vanilla", "mtl", "dann", "remap-<domain>"]
+        assert "remap-" not in spec.variants and "mine" not in spec.variants
+    with pytest.raises(ValueError, match=r"remap='xx' is not a domain value"):
+        built("remap-xx")
+    with pytest.raises(ValueError, match=r"arm must be one of \['dann', 'mtl', 'vanilla'\]"):
+        spec.build(spec.config(overrides={**TINY, "arm": "adversarial"}), info)
 
 
 def test_stage_selection_last_keeps_weights_of_the_last_stage(manifest):

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo, Stage, parse_stages
 from serray.models.dmf_spec import DMF_CONFIG as DEFAULT_CONFIG
-from serray.models.dmf_spec import DMF_STAGE_PLANS
+from serray.models.dmf_spec import DMF_STAGE_PLANS, effective_gamma
 from serray.models.layers import SERModule, grad_scale, length_mask, masked_cross_entropy
 
 __all__ = ["DEFAULT_CONFIG", "LayerMix", "MLPExtractor", "AttentionExtractor", "Head", "DMF", "FineTunedDMF", "build", "build_seq"]
@@ -292,7 +292,7 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
         raise ValueError(f"dmf config lacks {missing}; start from registry.get('dmf').config()")
     layer = _layer_choice(config["layer"])
     common = dict(
-        gamma=float(config["gamma"]), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
+        gamma=effective_gamma(config), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
         fe_hidden=list(config["fe_hidden"]), head_hidden=int(config["head_hidden"]), dropout=float(config["dropout"]),
     )
     if sequence and config.get("ssl_finetune"):
