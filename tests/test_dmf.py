@@ -413,3 +413,24 @@ def test_models_without_lr_scales_get_one_optimizer_group(manifest):
     tr = TorchFoldTrainer(spec, cfg, _fold(manifest, "dmf", cfg), seed=0)
     (group,) = tr.optimizer.param_groups
     assert group["lr"] == cfg["lr"] and len(group["params"]) == len(list(tr.model.parameters()))
+
+
+def test_a_layer_stack_read_as_one_layer_is_refused_before_training(manifest):
+    """ssl with layer=all (L layers concatenated) and n_layers=1 used to feed FE the L*H
+    concatenation silently; the run's model check (train, seeds, tune) now refuses it."""
+    from serray.features.cache import FeatureSet
+    from serray.training.data import TrainingInputs
+    from serray.training.trainer import check_stage_plans
+
+    spec = registry.get("dmf")
+    ids = manifest["utt_id"].tolist()
+    stack = FeatureSet("ssl", "vector", ids, np.random.default_rng(0).normal(size=(len(ids), 12)).astype(np.float32), [], (12,), layers=3)
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(spec.config()))
+    inputs = TrainingInputs(pack_features(stack, ids), table)
+    assert inputs.packed["x"].layers == 3
+    for n_layers in (1, 2):
+        with pytest.raises(ValueError, match=rf"concatenates 3 SSL layers .* but n_layers={n_layers}; set --set n_layers=3"):
+            check_stage_plans(spec, spec.config(overrides={**TINY, "n_layers": n_layers}), inputs, ["all"])
+    check_stage_plans(spec, spec.config(overrides={**TINY, "n_layers": 3}), inputs, ["all"])
+    one = TrainingInputs(pack_features(FeatureSet("ssl", "vector", ids, stack.data, [], (12,)), ids), table)
+    check_stage_plans(spec, spec.config(overrides=TINY), one, ["all"])  # one layer of width 12

@@ -285,6 +285,34 @@ def _layer_choice(layer: Any) -> str | int:
     return layer
 
 
+def _checked_n_layers(config: Mapping[str, Any], info: InputInfo) -> int:
+    """``n_layers``, refused where the run's input is known to stack another number of layers.
+
+    A concatenation of L SSL layers (``ssl`` with ``layer=all``) read with ``n_layers=1``
+    would feed the L * H vector to FE as one layer; the paper's FE reads one SSL
+    representation, so the layers must be mixed (``n_layers=L``) or one must be loaded.
+
+    Example:
+        >>> info = InputInfo((12,), 4, 2, shapes={"x": (12,)}, layers={"x": 3})
+        >>> _checked_n_layers({"n_layers": 3}, info)
+        3
+        >>> _checked_n_layers({"n_layers": 1}, info)
+        Traceback (most recent call last):
+        ...
+        ValueError: dmf: the input concatenates 3 SSL layers (ssl loaded with layer=all) but n_layers=1; set --set n_layers=3 (a learnable weighted sum of the layers; with --set layer=K one of them), or load one layer (--feature-param layer=-1)
+    """
+    n_layers = int(config["n_layers"])
+    role = next(iter(info.shapes), None)
+    stacked = int(info.layers.get(role, 1)) if role is not None else 1
+    if stacked > 1 and n_layers != stacked:
+        raise ValueError(
+            f"dmf: the input concatenates {stacked} SSL layers (ssl loaded with layer=all) but n_layers={n_layers}; set --set "
+            f"n_layers={stacked} (a learnable weighted sum of the layers; with --set layer=K one of them), or load one layer "
+            "(--feature-param layer=-1)"
+        )
+    return n_layers
+
+
 def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
     keys = ("gamma", "w_domain", "n_layers", "layer", "fe_hidden", "head_hidden", "dropout")
     missing = [k for k in keys if k not in config]
@@ -303,7 +331,7 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
         model: DMF = FineTunedDMF(SSLFrontEnd(str(config.get("ssl_model", "")), int(config.get("trainable_layers", 0))),
                                   info.n_classes, info.n_domains, ssl_lr_scale=float(config.get("ssl_lr_scale", 1.0)), **common)
     else:
-        model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=int(config["n_layers"]), **common)
+        model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=_checked_n_layers(config, info), **common)
     logger.debug("built dmf for input %s: %d trainable parameters", info.shape, sum(p.numel() for p in model.parameters()))
     return model
 

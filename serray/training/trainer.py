@@ -335,7 +335,8 @@ def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs:
     if spec.backend != "torch":
         return
     shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
-    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()})
+    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()},
+                       {r: int(p.layers) for r, p in inputs.packed.items() if int(getattr(p, "layers", 1)) > 1})
     try:
         built = spec.build(check_config(spec, config), info)
     except (KeyError, TypeError, IndexError) as exc:
@@ -360,11 +361,13 @@ def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | Non
 
 
 def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]],
-                kinds: Mapping[str, str] | None = None) -> InputInfo:
+                kinds: Mapping[str, str] | None = None, layers: Mapping[str, int] | None = None) -> InputInfo:
     """The builder's view of a run or fold: per-role sample shapes and kinds (the first is
-    the primary input) and the class counts of the emotions and every auxiliary label."""
+    the primary input), stacked SSL layers where known, and the class counts of the
+    emotions and every auxiliary label."""
     return InputInfo(
         kinds=dict(kinds or {}),
+        layers=dict(layers or {}),
         shape=tuple(next(iter(shapes.values()))),
         n_classes=len(classes),
         n_domains=len(aux_names.get("domain", ())),
