@@ -12,7 +12,8 @@ EC = FC(D, 256) + ReLU + FC(256, C) reads the embedding; the domain classifier D
 same shape, one output per domain) reads it through a gradient-scale layer
 (:func:`serray.models.layers.grad_scale`), so the gradient of ``w_domain * CE_domain``
 reaching FE is multiplied by ``gamma``: 0 vanilla (FE gets nothing from DC), +1 multi-task
-(MTL), -1 domain-adversarial (DANN). DC itself always learns from its loss; with
+(MTL), -1 domain-adversarial (DANN); the config key ``arm`` (vanilla / mtl / dann) sets
+the sign of ``gamma`` (see :func:`serray.models.dmf_spec.effective_gamma`). DC itself always learns from its loss; with
 ``gamma = 0`` it is a probe of how much domain information the embedding carries and
 changes nothing upstream (the emotion path trains as without DC). Domain labels that are
 unknown are masked out of CE_domain.

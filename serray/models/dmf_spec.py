@@ -116,7 +116,8 @@ DMF_CONFIG: dict[str, Any] = {
     # multi-stage plans (remap, heads): the final weights are the best validation epoch of
     # the last stage, so a remapped system is never silently its MTL first stage
     "stage_selection": "last",
-    # input: a stack of n_layers layers of equal width, concatenated (ssl with layer=all)
+    # input: a stack of n_layers layers of equal width, concatenated (ssl with layer=all; a run
+    # whose stack has another layer count is refused before training)
     "n_layers": 1,
     "layer": "weighted",  # "weighted" (softmax-weighted sum, SUPERB) or a layer position
     # feature extractor FE and heads (EC / DC = FC(D, head_hidden) + ReLU + FC(head_hidden, n))

@@ -101,7 +101,7 @@ class SSLFrontEnd(nn.Module):
         x = (x - mean) / torch.sqrt(var + 1e-7) * mask
         if self.use_mask:
             return self._pooled(x, lengths, mask.long())
-        groups = [(lengths == n).nonzero(as_tuple=True)[0] for n in torch.unique(lengths).tolist()]
+        groups = [(lengths == length).nonzero(as_tuple=True)[0] for length in torch.unique(lengths).tolist()]
         pooled = torch.cat([self._pooled(x[idx, : int(lengths[idx[0]])], lengths[idx], None) for idx in groups])
         return pooled[torch.argsort(torch.cat(groups))]  # back to batch order
 
