@@ -211,7 +211,7 @@ def test_ssl_finetuning_freezes_the_front_end_and_trains_the_top_layers(manifest
     from transformers import AutoModel
 
     spec = registry.get("dmf_seq")
-    cfg = spec.config(overrides={**TINY, "epochs": 2, "ssl_finetune": True, "ssl_model": str(tiny_hubert), "trainable_layers": 1})
+    cfg = spec.config(overrides={**TINY, "epochs": 2, "ssl_finetune": True, "ssl_model": str(tiny_hubert), "trainable_layers": 1, "max_frames": 400})
     spec_table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
     waves = sequence_features(manifest, dim=1, t_range=(400, 900))
     data = build_fold_data({"x": pack_features(waves, manifest["utt_id"].tolist())}, spec_table, make_folds(manifest, "loso", seed=0)[0], "global")
@@ -249,22 +249,66 @@ def test_ssl_finetuning_bad_settings(manifest, tiny_hubert):
         spec.build(spec.config(overrides={**base, "ssl_model": ""}), info)
 
 
-def test_search_space_names_dmf_keys_and_every_layer_choice_builds(manifest):
-    from pathlib import Path
+def _sample_space(space, n=40):
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        fixed = space.define_by_run(t)
+        out.append({**t.params, **fixed})
+        study.tell(t, 0.0)
+    return out
 
-    from serray.tune.space import load_search_space
 
-    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "dmf.yaml")
-    spec = registry.get("dmf")
-    defaults = spec.config(preset="small")
-    space.check_keys(defaults)
-    assert {"lr", "gamma", "w_domain", "layer"} <= set(space.names())
-    layers = next(p for p in space.params if p.name == "layer").values
-    assert "weighted" in layers
-    for layer in layers:
-        model = spec.build({**defaults, "layer": layer, "n_layers": 3}, InputInfo((12,), 4, 2))
-        assert model.mix.weighted == (layer == "weighted")
-        assert model.mix.position == (None if layer == "weighted" else int(layer) % 3)
+@pytest.mark.parametrize("name", ["dmf", "dmf_seq"])
+def test_search_space_covers_every_arm_and_every_layer_choice_builds(name, tmp_path):
+    """Both members have a space (``serray tune dmf_seq``); it draws vanilla (gamma 0), MTL
+    (gamma > 0) and DANN (gamma < 0), and ``--set arm=dann`` tunes DANN's |gamma| alone."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import resolve_space
+
+    spec, space, _, defaults = resolve_space(RunSpec(tmp_path, name), None)
+    assert {"lr", "arm", "gamma", "w_domain", "layer"} <= set(space.names())
+    shape = (12,)
+    gammas = []
+    for trial in _sample_space(space):
+        cfg = spec.config(preset="small", overrides={**trial, "n_layers": 3})
+        model = spec.build(cfg, InputInfo(shape, 4, 2))
+        gammas.append((trial["arm"], model.gamma))
+        assert model.mix.weighted == (trial["layer"] == "weighted")
+        assert model.mix.position == (None if trial["layer"] == "weighted" else int(trial["layer"]) % 3)
+    assert {arm for arm, _ in gammas} == {"vanilla", "mtl", "dann"}
+    assert all((g == 0) if arm == "vanilla" else (0.1 <= abs(g) <= 1.0 and (g > 0) == (arm == "mtl")) for arm, g in gammas)
+    run = RunSpec(tmp_path, name, config={"arm": "dann"})
+    _, pinned, _, _ = resolve_space(run, None, pinned=("arm",))
+    dann = _sample_space(pinned, n=10)
+    assert all(t["arm"] == "dann" and 0.1 <= t["gamma"] <= 1.0 for t in dann)
+    assert len({t["gamma"] for t in dann}) == 10
+
+
+def test_named_arms_resolve_to_the_paper_systems(manifest):
+    """vanilla / mtl / dann / remap-<d*> as seeds variants (ModelSpec.variants)."""
+    from serray.training.seeds import variant_overrides
+
+    for name in ("dmf", "dmf_seq"):
+        spec = registry.get(name)
+        info = InputInfo((12,), 4, 4, aux_names={"domain": ("fxc1", "fxc2", "mxc1", "mxc2")})
+
+        def built(variant, **over):
+            cfg = spec.config(overrides={**TINY, **variant_overrides(spec, variant, over)})
+            return cfg, spec.build(cfg, info)
+
+        assert [built(v)[1].gamma for v in ("vanilla", "mtl", "dann")] == [0.0, 1.0, -1.0]
+        assert [built(v, gamma=0.4)[1].gamma for v in ("vanilla", "mtl", "dann")] == [0.0, 0.4, -0.4]  # a tuned |gamma| kept
+        cfg, model = built("remap-mxc1")
+        assert cfg["stages"] == "remap" and cfg["remap"] == "mxc1" and model.gamma == 1.0 and model.remap_index == 2
+        assert list(spec.variants) == ["vanilla", "mtl", "dann", "remap-<domain>"]
+        assert "remap-" not in spec.variants and "mine" not in spec.variants
+    with pytest.raises(ValueError, match=r"remap='xx' is not a domain value"):
+        built("remap-xx")
+    with pytest.raises(ValueError, match=r"arm must be one of \['dann', 'mtl', 'vanilla'\]"):
+        spec.build(spec.config(overrides={**TINY, "arm": "adversarial"}), info)
 
 
 def test_stage_selection_last_keeps_weights_of_the_last_stage(manifest):
@@ -282,3 +326,111 @@ def test_stage_selection_last_keeps_weights_of_the_last_stage(manifest):
     assert best["all"] <= 6 < best["last"]
     with pytest.raises(ValueError, match="stage_selection must be 'all' or 'last'"):
         TorchFoldTrainer(spec, spec.config(overrides={**over, "stage_selection": "first"}), _fold(manifest, "dmf", cfg), seed=0)
+
+
+@pytest.fixture(scope="module", params=["group", "layer"])
+def tiny_ssl(request, tmp_path_factory):
+    """A tiny random HuBERT with a group-norm (base-like) or layer-norm (large-like) front-end."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.HubertConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+        feat_extract_norm=request.param, do_stable_layer_norm=request.param == "layer", conv_bias=request.param == "layer",
+    )
+    folder = tmp_path_factory.mktemp(f"tiny_hubert_{request.param}")
+    transformers.HubertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_ssl_logits_of_an_utterance_do_not_depend_on_its_batch(tiny_ssl):
+    """The same utterance alone and zero-padded in a batch with longer ones: the same logits."""
+    spec = registry.get("dmf_seq")
+    cfg = spec.config(overrides={**TINY, "ssl_finetune": True, "ssl_model": str(tiny_ssl), "trainable_layers": 1})
+    torch.manual_seed(0)
+    model = spec.build(cfg, InputInfo((1,), 4, 2)).eval()
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([700, 1200, 700, 950])
+    wave = torch.zeros(4, 1200, 1)
+    for i, n in enumerate(lengths.tolist()):
+        wave[i, :n, 0] = torch.randn(n, generator=g)
+    with torch.no_grad():
+        batched = model(wave, lengths)["logits"]
+        alone = torch.cat([model(wave[i : i + 1, :n], lengths[i : i + 1])["logits"] for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+
+
+def _wave_fold(manifest, cfg):
+    spec = registry.get("dmf_seq")
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
+    waves = sequence_features(manifest, dim=1, t_range=(400, 900))
+    return build_fold_data({"x": pack_features(waves, manifest["utt_id"].tolist())}, table, make_folds(manifest, "loso", seed=0)[0], "global")
+
+
+def test_remapping_stage_fine_tunes_the_ssl_model_and_keeps_dc_frozen(manifest, tiny_hubert):
+    """stages=remap with ssl_finetune: the paper's FE (the SSL model) is remapped in step 2."""
+    spec = registry.get("dmf_seq")
+    cfg = spec.config(overrides={**TINY, "ssl_finetune": True, "ssl_model": str(tiny_hubert), "trainable_layers": 1,
+                                 "remap": "fxc1", "stages": "remap", "epochs": 1, "max_frames": 400})
+    tr = TorchFoldTrainer(spec, cfg, _wave_fold(manifest, cfg), seed=0)
+    tr.step()  # stage 1 (MTL, true domains)
+    assert tr._stage == 1 and tr.model.remapping
+    ssl = [p for n, p in tr.model.named_parameters() if n.startswith("ssl.")]
+    assert ssl and all(p.requires_grad for p in ssl)
+    assert not any(p.requires_grad for p in tr.model.dc.parameters())
+    before = [p.detach().clone() for p in ssl]
+    dc_before = [p.detach().clone() for p in tr.model.dc.parameters()]
+    tr.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, ssl))
+    assert all(torch.equal(a, b) for a, b in zip(dc_before, tr.model.dc.parameters()))
+
+
+def test_ssl_layers_train_at_their_own_lr_factor(manifest, tiny_hubert):
+    spec = registry.get("dmf_seq")
+    assert spec.config()["ssl_lr_scale"] == 0.01
+    cfg = spec.config(overrides={**TINY, "ssl_finetune": True, "ssl_model": str(tiny_hubert), "trainable_layers": 1,
+                                 "remap": "fxc1", "stages": "remap", "epochs": 1, "max_frames": 400, "lr": 2e-3, "ssl_lr_scale": 0.05})
+    tr = TorchFoldTrainer(spec, cfg, _wave_fold(manifest, cfg), seed=0)
+    ssl_ids = {id(p) for n, p in tr.model.named_parameters() if n.startswith("ssl.")}
+
+    def lrs() -> dict[bool, float]:
+        groups = tr.optimizer.param_groups
+        assert all(len({id(p) in ssl_ids for p in g["params"]}) == 1 for g in groups)  # SSL and the rest never share a group
+        return {id(g["params"][0]) in ssl_ids: g["lr"] for g in groups}
+
+    assert lrs() == pytest.approx({True: 2e-3 * 0.05, False: 2e-3})
+    tr.step()  # the remapping stage: lr x 0.1 for both
+    assert lrs() == pytest.approx({True: 2e-4 * 0.05, False: 2e-4})
+    n_trainable = sum(1 for p in tr.model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in tr.optimizer.param_groups) == n_trainable
+    with pytest.raises(ValueError, match="ssl_lr_scale must be > 0"):
+        spec.build(spec.config(overrides={**cfg, "ssl_lr_scale": 0.0, "remap": ""}), InputInfo((1,), 4, 2))
+
+
+def test_models_without_lr_scales_get_one_optimizer_group(manifest):
+    spec = registry.get("dmf")
+    cfg = spec.config(overrides=TINY)
+    tr = TorchFoldTrainer(spec, cfg, _fold(manifest, "dmf", cfg), seed=0)
+    (group,) = tr.optimizer.param_groups
+    assert group["lr"] == cfg["lr"] and len(group["params"]) == len(list(tr.model.parameters()))
+
+
+def test_a_layer_stack_read_as_one_layer_is_refused_before_training(manifest):
+    """ssl with layer=all (L layers concatenated) and n_layers=1 used to feed FE the L*H
+    concatenation silently; the run's model check (train, seeds, tune) now refuses it."""
+    from serray.features.cache import FeatureSet
+    from serray.training.data import TrainingInputs
+    from serray.training.trainer import check_stage_plans
+
+    spec = registry.get("dmf")
+    ids = manifest["utt_id"].tolist()
+    stack = FeatureSet("ssl", "vector", ids, np.random.default_rng(0).normal(size=(len(ids), 12)).astype(np.float32), [], (12,), layers=3)
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(spec.config()))
+    inputs = TrainingInputs(pack_features(stack, ids), table)
+    assert inputs.packed["x"].layers == 3
+    for n_layers in (1, 2):
+        with pytest.raises(ValueError, match=rf"concatenates 3 SSL layers .* but n_layers={n_layers}; set --set n_layers=3"):
+            check_stage_plans(spec, spec.config(overrides={**TINY, "n_layers": n_layers}), inputs, ["all"])
+    check_stage_plans(spec, spec.config(overrides={**TINY, "n_layers": 3}), inputs, ["all"])
+    one = TrainingInputs(pack_features(FeatureSet("ssl", "vector", ids, stack.data, [], (12,)), ids), table)
+    check_stage_plans(spec, spec.config(overrides=TINY), one, ["all"])  # one layer of width 12

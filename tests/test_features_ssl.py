@@ -79,6 +79,7 @@ def test_extract_and_load_layers(tiny_hubert: Path, tmp_path: Path) -> None:
     assert not np.allclose(first.data, last.data)
     allcat = load_features(W, "ssl", m, params=params, layer="all")
     assert allcat.data.shape == (3, 96)
+    assert (allcat.layers, last.layers, first.layers) == (3, 1, 1)  # what a layer-mixing model checks
     np.testing.assert_allclose(allcat.data[:, 64:], last.data)
     np.testing.assert_allclose(allcat.data[:, :32], first.data)
 

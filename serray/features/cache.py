@@ -98,6 +98,8 @@ class FeatureSet:
         key: The cache key.
         feature_names: Names of the ``D`` dimensions when known.
         meta: The cache folder's ``meta.json``.
+        layers: How many layers the last axis concatenates (``ssl`` loaded with
+            ``layer="all"``: the stored layers, each ``D / layers`` wide); 1 otherwise.
     """
 
     name: str
@@ -111,6 +113,7 @@ class FeatureSet:
     feature_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     not_extracted: list[str] = field(default_factory=list)
+    layers: int = 1
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -534,9 +537,11 @@ def load_features(
     names = meta.get("feature_names")
     if names is not None and (ext.kind == "segments" or len(names) != shape[-1]):
         names = None
+    stacked = (len(stored_layers) if stored_layers else int(dims[0])) if sel == "all" else 1  # [L, ...] per utterance
     return FeatureSet(
         name=set_name, kind=ext.kind, utt_ids=out_ids, data=data, missing=missing, shape=shape,
         params=dict(ext.params), key=ext.key(), feature_names=names, meta=meta, not_extracted=not_extracted,
+        layers=stacked,
     )
 
 

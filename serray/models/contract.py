@@ -108,6 +108,9 @@ class InputInfo:
             model's fold record, or a config key that names one domain value).
         kinds: Feature kind of every input role (what a model with variadic inputs or
             ``other_kinds`` builds its parts from).
+        layers: Input role -> how many SSL layers its last axis concatenates (``ssl``
+            with ``layer="all"``), for roles where that is known to be more than one;
+            filled where a run checks its model before training (a fold's info lacks it).
     """
 
     shape: tuple[int, ...]
@@ -117,6 +120,7 @@ class InputInfo:
     aux_classes: Mapping[str, int] = field(default_factory=dict)
     aux_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     kinds: Mapping[str, str] = field(default_factory=dict)
+    layers: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,13 +12,14 @@ EC = FC(D, 256) + ReLU + FC(256, C) reads the embedding; the domain classifier D
 same shape, one output per domain) reads it through a gradient-scale layer
 (:func:`serray.models.layers.grad_scale`), so the gradient of ``w_domain * CE_domain``
 reaching FE is multiplied by ``gamma``: 0 vanilla (FE gets nothing from DC), +1 multi-task
-(MTL), -1 domain-adversarial (DANN). DC itself always learns from its loss; with
+(MTL), -1 domain-adversarial (DANN); the config key ``arm`` (vanilla / mtl / dann) sets
+the sign of ``gamma`` (see :func:`serray.models.dmf_spec.effective_gamma`). DC itself always learns from its loss; with
 ``gamma = 0`` it is a probe of how much domain information the embedding carries and
 changes nothing upstream (the emotion path trains as without DC). Domain labels that are
 unknown are masked out of CE_domain.
 
 Fake-domain remapping (``remap=<domain value>``, e.g. ``fxemodb`` for ``domain=gender*corpus``)
-needs a second stage that freezes DC (``stages=remap``: ``all;fe+ec*0.1``): from that
+needs a second stage that freezes DC (``stages=remap``: ``all;all-dc*0.1``): from that
 stage on every training utterance's domain label is the fixed value d*, so FE is pushed
 (through the gradient scale, ``gamma=1`` in the paper) to map every utterance towards
 domain d* while EC keeps learning the emotion.
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo, Stage, parse_stages
 from serray.models.dmf_spec import DMF_CONFIG as DEFAULT_CONFIG
-from serray.models.dmf_spec import DMF_STAGE_PLANS
+from serray.models.dmf_spec import DMF_STAGE_PLANS, effective_gamma
 from serray.models.layers import SERModule, grad_scale, length_mask, masked_cross_entropy
 
 __all__ = ["DEFAULT_CONFIG", "LayerMix", "MLPExtractor", "AttentionExtractor", "Head", "DMF", "FineTunedDMF", "build", "build_seq"]
@@ -230,14 +231,24 @@ class FineTunedDMF(DMF):
 
     :class:`~serray.models.dmf_ssl.SSLFrontEnd` gives the mean-pooled hidden states of every
     layer, mixed by :class:`LayerMix` (``layer``), then the vector FE and both heads.
-    Parameter groups: ``ssl`` (the trainable top layers), ``fe``, ``ec``, ``dc``.
+    Parameter groups: ``ssl`` (the trainable top layers), ``fe``, ``ec``, ``dc``; the
+    ``ssl`` group trains at ``ssl_lr_scale`` times every stage's lr (:meth:`lr_scales`).
+    The remapping stage (``stages=remap``) trains ``ssl`` too: the paper's feature
+    extractor is the SSL model.
     """
 
     GROUPS = {"ssl": ("ssl",), **DMF.GROUPS}
 
-    def __init__(self, ssl: nn.Module, n_classes: int, n_domains: int, **kwargs: Any) -> None:
+    def __init__(self, ssl: nn.Module, n_classes: int, n_domains: int, ssl_lr_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(ssl.n_hidden * ssl.hidden, n_classes, n_domains, sequence=False, n_layers=ssl.n_hidden, **kwargs)
+        if not float(ssl_lr_scale) > 0:
+            raise ValueError(f"dmf: ssl_lr_scale must be > 0 (the SSL layers' lr factor, e.g. 0.01), got {ssl_lr_scale}; freeze them with trainable_layers=0")
         self.ssl = ssl
+        self.ssl_lr_scale = float(ssl_lr_scale)
+
+    def lr_scales(self) -> dict[str, float]:
+        """The SSL layers' factor on the lr (read by the trainer's optimiser)."""
+        return {"ssl": self.ssl_lr_scale}
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """``x`` ``[B, T, 1]`` waveform samples with ``lengths``; outputs as :meth:`DMF.forward`."""
@@ -275,6 +286,34 @@ def _layer_choice(layer: Any) -> str | int:
     return layer
 
 
+def _checked_n_layers(config: Mapping[str, Any], info: InputInfo) -> int:
+    """``n_layers``, refused where the run's input is known to stack another number of layers.
+
+    A concatenation of L SSL layers (``ssl`` with ``layer=all``) read with ``n_layers=1``
+    would feed the L * H vector to FE as one layer; the paper's FE reads one SSL
+    representation, so the layers must be mixed (``n_layers=L``) or one must be loaded.
+
+    Example:
+        >>> info = InputInfo((12,), 4, 2, shapes={"x": (12,)}, layers={"x": 3})
+        >>> _checked_n_layers({"n_layers": 3}, info)
+        3
+        >>> _checked_n_layers({"n_layers": 1}, info)
+        Traceback (most recent call last):
+        ...
+        ValueError: dmf: the input concatenates 3 SSL layers (ssl loaded with layer=all) but n_layers=1; set --set n_layers=3 (a learnable weighted sum of the layers; with --set layer=K one of them), or load one layer (--feature-param layer=-1)
+    """
+    n_layers = int(config["n_layers"])
+    role = next(iter(info.shapes), None)
+    stacked = int(info.layers.get(role, 1)) if role is not None else 1
+    if stacked > 1 and n_layers != stacked:
+        raise ValueError(
+            f"dmf: the input concatenates {stacked} SSL layers (ssl loaded with layer=all) but n_layers={n_layers}; set --set "
+            f"n_layers={stacked} (a learnable weighted sum of the layers; with --set layer=K one of them), or load one layer "
+            "(--feature-param layer=-1)"
+        )
+    return n_layers
+
+
 def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
     keys = ("gamma", "w_domain", "n_layers", "layer", "fe_hidden", "head_hidden", "dropout")
     missing = [k for k in keys if k not in config]
@@ -282,7 +321,7 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
         raise ValueError(f"dmf config lacks {missing}; start from registry.get('dmf').config()")
     layer = _layer_choice(config["layer"])
     common = dict(
-        gamma=float(config["gamma"]), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
+        gamma=effective_gamma(config), w_domain=float(config["w_domain"]), remap_index=_remap_index(config, info), layer=layer,
         fe_hidden=list(config["fe_hidden"]), head_hidden=int(config["head_hidden"]), dropout=float(config["dropout"]),
     )
     if sequence and config.get("ssl_finetune"):
@@ -291,9 +330,9 @@ def _build(config: Mapping[str, Any], info: InputInfo, sequence: bool) -> DMF:
         if int(info.shape[-1]) != 1:
             raise ValueError(f"dmf ssl_finetune reads the waveform (--features waveform, [T, 1] samples), got {info.shape[-1]}-dim frames")
         model: DMF = FineTunedDMF(SSLFrontEnd(str(config.get("ssl_model", "")), int(config.get("trainable_layers", 0))),
-                                  info.n_classes, info.n_domains, **common)
+                                  info.n_classes, info.n_domains, ssl_lr_scale=float(config.get("ssl_lr_scale", 1.0)), **common)
     else:
-        model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=int(config["n_layers"]), **common)
+        model = DMF(int(info.shape[-1]), info.n_classes, info.n_domains, sequence=sequence, n_layers=_checked_n_layers(config, info), **common)
     logger.debug("built dmf for input %s: %d trainable parameters", info.shape, sum(p.numel() for p in model.parameters()))
     return model
 

@@ -6,7 +6,12 @@ WavLM), standardises every utterance over its valid samples (zero mean, unit var
 as in :mod:`serray.features.ssl`; a global or per-speaker z-normalisation of the input
 therefore changes nothing), runs it with all hidden states and mean-pools every hidden
 state over the utterance's valid frames: ``[B, L * H]`` for the layer mix of
-:class:`~serray.models.dmf.DMF`.
+:class:`~serray.models.dmf.DMF`. An utterance's output does not depend on the rest of its
+batch: the attention mask of the true lengths is passed where the model supports it
+(layer norm in the convolutional front-end, e.g. HuBERT-large as in the paper); a
+group-norm model (HuBERT / wav2vec 2.0 *base*) runs each group of equal-length utterances
+unpadded instead (slower for batches of mixed lengths; ``max_frames`` crops make most
+training utterances equal in length).
 
 Only the top ``trainable_layers`` transformer layers are trained: they are registered
 (parameter group ``ssl``) and saved with the best weights; the rest of the SSL model
@@ -78,14 +83,31 @@ class SSLFrontEnd(nn.Module):
         return super()._apply(fn, recurse)
 
     def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
-        """``[B, T, 1]`` samples (zero-padded) and their lengths -> ``[B, L * H]`` pooled hidden states."""
+        """``[B, T, 1]`` samples (zero-padded) and their lengths -> ``[B, L * H]`` pooled hidden states.
+
+        An utterance's output never depends on the other utterances of its batch: a model
+        whose front-end uses layer norm runs the batch once with the attention mask of the
+        true lengths; one with group norm (HuBERT / wav2vec 2.0 *base*, where
+        transformers says not to pass a mask, and the normalisation statistics of the first
+        convolution would include the padding) runs each group of equal-length utterances
+        unpadded, as :mod:`serray.features.ssl` extracts them.
+        """
         x = wave.squeeze(-1).float()
+        lengths = lengths.to(x.device).long().clamp(1, x.shape[1])
         mask = length_mask(lengths, x.shape[1])
-        n = lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
+        n = lengths.unsqueeze(1).to(x.dtype)
         mean = (x * mask).sum(1, keepdim=True) / n
         var = (((x - mean) * mask) ** 2).sum(1, keepdim=True) / n
         x = (x - mean) / torch.sqrt(var + 1e-7) * mask
-        kwargs = {"attention_mask": mask.long()} if self.use_mask else {}
+        if self.use_mask:
+            return self._pooled(x, lengths, mask.long())
+        groups = [(lengths == length).nonzero(as_tuple=True)[0] for length in torch.unique(lengths).tolist()]
+        pooled = torch.cat([self._pooled(x[idx, : int(lengths[idx[0]])], lengths[idx], None) for idx in groups])
+        return pooled[torch.argsort(torch.cat(groups))]  # back to batch order
+
+    def _pooled(self, x: Tensor, lengths: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Run the model on standardised samples ``[B, T]``; every hidden state mean-pooled over valid frames."""
+        kwargs = {} if attention_mask is None else {"attention_mask": attention_mask}
         out = self.model(x, output_hidden_states=True, **kwargs)
         hs = torch.stack(out.hidden_states, dim=1)  # [B, L, T', H]
         frames = self.model._get_feat_extract_output_lengths(lengths).long().clamp(1, hs.shape[2])

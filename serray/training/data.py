@@ -100,11 +100,15 @@ class PackedFeatures:
         data: The packed array (float32; sequences and segments keep the cache's float16
             when every utterance came as float16, which converts to float32 exactly).
         offsets: ``[N + 1]`` int64 row offsets per utterance, ``None`` for vectors.
+        layers: How many layers the last axis concatenates (an ``ssl`` set loaded with
+            ``layer="all"``), 1 otherwise; a run's model check reads it
+            (:attr:`serray.models.contract.InputInfo.layers`).
     """
 
     kind: str
     data: np.ndarray
     offsets: np.ndarray | None
+    layers: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -406,7 +410,7 @@ def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> Pac
         arr = np.asarray(data, dtype=np.float32)
         if arr.ndim != 2:
             raise ValueError(f"vector features must be [N, D], got shape {arr.shape}")
-        return PackedFeatures(kind, np.ascontiguousarray(arr[order]), None)
+        return PackedFeatures(kind, np.ascontiguousarray(arr[order]), None, int(getattr(feature_set, "layers", 1)))
     # Frames and segments stay float16 when the cache stored them so (exact in float32, half
     # the memory); fold parts read them through LazyRows, which normalises in float32.
     keep16 = all(np.asarray(data[i]).dtype == np.float16 for i in order)
@@ -420,7 +424,7 @@ def pack_features(feature_set: Any, utt_ids: Sequence[str] | None = None) -> Pac
     counts = np.array([a.shape[0] for a in items], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     packed = np.concatenate(items, axis=0) if items else np.zeros((0, *next(iter(shapes), ())), np.float32)
-    return PackedFeatures(kind, np.ascontiguousarray(packed), offsets)
+    return PackedFeatures(kind, np.ascontiguousarray(packed), offsets, int(getattr(feature_set, "layers", 1)))
 
 
 def class_list(labels: Iterable[str]) -> list[str]:

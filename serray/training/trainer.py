@@ -335,7 +335,8 @@ def check_stage_plans(model: ModelSpec | str, config: Mapping[str, Any], inputs:
     if spec.backend != "torch":
         return
     shapes = {r: tuple(p.sample_shape) for r, p in inputs.packed.items()}
-    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()})
+    info = _input_info(shapes, inputs.table.classes, inputs.table.aux_names, {r: p.kind for r, p in inputs.packed.items()},
+                       {r: int(p.layers) for r, p in inputs.packed.items() if int(getattr(p, "layers", 1)) > 1})
     try:
         built = spec.build(check_config(spec, config), info)
     except (KeyError, TypeError, IndexError) as exc:
@@ -360,11 +361,13 @@ def total_epochs(model: ModelSpec | str, config: Mapping[str, Any]) -> int | Non
 
 
 def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], aux_names: Mapping[str, Sequence[str]],
-                kinds: Mapping[str, str] | None = None) -> InputInfo:
+                kinds: Mapping[str, str] | None = None, layers: Mapping[str, int] | None = None) -> InputInfo:
     """The builder's view of a run or fold: per-role sample shapes and kinds (the first is
-    the primary input) and the class counts of the emotions and every auxiliary label."""
+    the primary input), stacked SSL layers where known, and the class counts of the
+    emotions and every auxiliary label."""
     return InputInfo(
         kinds=dict(kinds or {}),
+        layers=dict(layers or {}),
         shape=tuple(next(iter(shapes.values()))),
         n_classes=len(classes),
         n_domains=len(aux_names.get("domain", ())),
@@ -547,6 +550,8 @@ class TorchFoldTrainer(FoldTrainer):
       parts are computed, so it cannot change any prediction: for what ``fold_record``
       reports about the evaluated utterances (e.g. mean gate weights per domain).
     - ``fold_record()``: a JSON-able dict kept per fold in the run record (called last).
+    - ``lr_scales()``: parameter group -> factor on every stage's lr for that group's
+      parameters (e.g. a fine-tuned SSL model far slower than the heads).
 
     Optional model attribute ``AUX_INPUTS``: auxiliary-label roles that are *inputs* known
     at prediction time (metadata such as a ``domain`` = language column, routing each
@@ -648,16 +653,39 @@ class TorchFoldTrainer(FoldTrainer):
             log.debug("fold %s: stage %d/%d trains %s", self.data.name, i + 1, len(self.stages), ", ".join(stage.train))
 
     def _make_optimizer(self, lr: float) -> Any:
+        """The stage's optimiser over the trainable parameters, at ``lr``.
+
+        A model with a method ``lr_scales()`` (parameter group -> factor) trains those
+        groups at ``lr * factor`` (optimizer parameter groups; e.g. a fine-tuned SSL model
+        far slower than the heads); every other parameter at ``lr``.
+        """
         import torch
 
         cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self._param_groups(lr)
         wd = float(cfg["weight_decay"])
         if cfg["optimizer"] == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
         if cfg["optimizer"] == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=wd)
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+    def _param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Trainable parameters as optimizer groups, one per lr factor of ``model.lr_scales()``.
+
+        Raises:
+            ValueError: A factor for an unknown parameter group, or one that is not > 0.
+        """
+        scales = dict(self.model.lr_scales()) if hasattr(self.model, "lr_scales") else {}
+        bad = {g: s for g, s in scales.items() if g not in self.groups or not float(s) > 0}
+        if bad:
+            raise ValueError(f"{type(self.model).__name__}.lr_scales() {bad}: factors must be > 0 for groups {list(self.groups)}")
+        factor = {n: float(scales.get(g, 1.0)) for g, names in self.groups.items() for n in names}
+        out: dict[float, list[Any]] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                out.setdefault(factor.get(name, 1.0), []).append(p)
+        return [{"params": ps, "lr": lr * f} for f, ps in out.items()]
 
     def _part(self, part: SplitData) -> _PartBatches:
         key = next((k for k in ("train", "validation", "test") if getattr(self.data, k) is part), None)
