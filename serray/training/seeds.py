@@ -72,7 +72,7 @@ def variant_overrides(spec: Any, name: str, overrides: Mapping[str, Any]) -> dic
     Raises:
         ValueError: ``name`` is neither a variant of the model nor ``base`` and has no overrides.
     """
-    named = dict(getattr(spec, "variants", {}) or {})
+    named = getattr(spec, "variants", None) or {}  # a Mapping; dmf's knows names by prefix (remap-<domain>)
     if name not in named and name != "base" and not overrides:
         known = ", ".join(sorted({*named, "base"}))
         raise ValueError(f"model {spec.name!r} has no variant {name!r} (its variants: {known}); name one of those, "
