@@ -141,6 +141,10 @@ class NHNN(SERModule):
         aux_names: Class names of the ``gender`` and ``speaker`` roles (for the record).
     """
 
+    #: The group stage replaces the DCNN (the trainer's ``LATER_STAGES_REPLACE``): it gets
+    #: its own patience window, and its best epoch, not the DCNN's, is the fold's.
+    LATER_STAGES_REPLACE = True
+
     def __init__(
         self, dcnn: DCNN, freeze: str = "fc", mixture: Mapping[str, Any] | None = None, early_stop: str = "loss",
         aux_names: Mapping[str, Sequence[str]] | None = None,
