@@ -23,9 +23,11 @@ Procedure, one fold (METHODS.md 000; paper sec. 3.2 and 5):
    its best weights are kept; ``after_training`` installs them. A group without
    validation utterances keeps the shared weights, and :meth:`NHNN.fold_record` says so.
    The group stage as a whole ends by the trainer's rule (``patience`` epochs without a
-   better validation score of the mixture's predictions, or its epoch budget); the
-   shared weights before fine-tuning are not a candidate of a group that has validation
-   utterances (the trainer shows the model no validation pass of them).
+   better validation score of the mixture's predictions, or its epoch budget), counted
+   from its own first epoch: it replaces the DCNN (``LATER_STAGES_REPLACE``), so the
+   fold's best epoch is one of its epochs, never the DCNN's peak. The shared weights
+   before fine-tuning are not a candidate of a group that has validation utterances (the
+   trainer shows the model no validation pass of them).
 5. Prediction (eq. 7-10): ``P(class | x) = sum_i softmax(head_i(x))[class] * P(group i |
    egemaps)``; the utterance logits are the log of that mixture (their softmax is the
    mixture itself).
