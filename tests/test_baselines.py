@@ -35,6 +35,19 @@ def test_dcnn_follows_paper_shape():
     assert model.fc.out_features == 128
 
 
+def test_dcnn_and_mtl_cnn_parameter_counts_are_the_papers():
+    """Paper 000 sec. 3.3 (three classes): DCNN 175,619 and MTL-CNN 192,389 parameters;
+    conv1 holds 40 x 128 x 15 = 76,800 weights, conv2 128 x 128 x 5 (no biases)."""
+    counts = {}
+    for name in ("dcnn", "mtl_cnn"):
+        spec = registry.get(name)
+        model = spec.build(spec.config(), InputInfo(shape=(40,), n_classes=3, aux_classes={"gender": 2}))
+        counts[name] = sum(p.numel() for p in model.parameters())
+        assert [c.weight.numel() for c in model.convs] == [76_800, 81_920]
+        assert all(c.bias is None for c in model.convs)
+    assert counts == {"dcnn": 175_619, "mtl_cnn": 192_389}
+
+
 @pytest.mark.parametrize("name", ["dcnn", "cnn_lstm"])
 def test_sequence_models_ignore_padding(name):
     torch.manual_seed(0)

@@ -77,9 +77,13 @@ def test_prediction_is_the_posterior_weighted_sum_of_head_softmaxes(manifest, fr
     batch = part.batch(np.arange(part.n), labels=False)
     with torch.no_grad():
         got = model.utterance_logits(part.whole(), model.forward_batch(batch)).exp().numpy()
-    # by hand: the mixture's own posteriors renormalised over the survivors ...
+    # by hand: eq. 8 over the survivors (weight x Gaussian density of the fitted diagonal mixture) ...
+    from scipy.stats import multivariate_normal
+
     g = model.groups
-    raw = g.mixture.predict_proba((data.test.inputs["cluster"].data - g.mean) / g.scale)[:, g.survivors]
+    xs = (data.test.inputs["cluster"].data - g.mean) / g.scale
+    m = g.mixture
+    raw = np.stack([m.weights_[k] * multivariate_normal(m.means_[k], np.diag(m.covariances_[k])).pdf(xs) for k in g.survivors], axis=1)
     post = raw / raw.sum(axis=1, keepdims=True)
     # ... times the softmax of a plain DCNN holding each group's copy of the weights
     expected = np.zeros_like(got)
@@ -250,3 +254,140 @@ def test_group_loss_routes_each_utterance_to_its_head(manifest):
     loss.backward()
     assert model.heads[0].fc.weight.grad is not None and model.heads[1].fc.weight.grad is None
     assert isinstance(model.shared, DCNN)
+
+
+# -- issue 37, defect 2 ----------------------------------------------------------------
+
+
+def _stage_steps(res, stage):
+    return [h for h in res.history if h["stage"] == stage]
+
+
+def test_group_stage_selects_among_its_own_epochs_with_its_own_patience(manifest):
+    """The group stage replaces the dcnn: its best epoch (not the dcnn's peak) is the fold's,
+    and its patience window starts at its own first epoch. A group stage at 1000 x the lr
+    never beats the dcnn's validation loss, which used to end it after `patience` epochs
+    with the dcnn's epoch as the fold's best."""
+    data, _ = _fold(manifest)
+    cfg = _config(epochs=10, patience=2, lr=3e-3, early_stop="loss", stages="all-heads;heads@8*1000")
+    res = TorchFoldTrainer("nhnn", cfg, data, seed=0).run()
+    one, two = _stage_steps(res, 0), _stage_steps(res, 1)
+    assert two and min(h["val_loss"] for h in two) > min(h["val_loss"] for h in one)  # the scenario
+    assert len(two) >= cfg["patience"] + 1  # its first epoch is its own reference
+    assert res.best_epoch >= two[0]["epoch"]
+    # the step that ends stage 1 still reports stage 1's best (not an empty one)
+    assert one[-1]["best_epoch"] == min(one, key=lambda h: h["val_loss"])["epoch"]
+    for i, h in enumerate(two):
+        seen = two[: i + 1]
+        best = min(seen, key=lambda s: s["val_loss"])
+        assert h["best_epoch"] == best["epoch"] and h["best_val_ua"] == best["val_ua"]
+    # the finalized model is the group stage's: its validation logits score what it reported
+    assert res.history[-1]["best_val_loss"] == pytest.approx(min(h["val_loss"] for h in two))
+
+
+def test_generic_multi_stage_plans_keep_the_best_epoch_of_any_stage(manifest):
+    """dcnn fine-tuning plans are unchanged: a worse second stage keeps stage 1's best."""
+    data, _ = _fold(manifest)
+    over = {"channels": 8, "hidden": 8, "epochs": 10, "lr": 3e-3, "patience": 2, "early_stop": "loss", "stages": "all;fc+out@8*1000"}
+    res = TorchFoldTrainer("dcnn", registry.get("dcnn").config(overrides=over), data, seed=0).run()
+    one, two = _stage_steps(res, 0), _stage_steps(res, 1)
+    assert min(h["val_loss"] for h in two) > min(h["val_loss"] for h in one)
+    assert res.best_epoch == min(one, key=lambda h: h["val_loss"])["epoch"] and len(two) == 2
+
+
+def test_stage_selection_all_is_refused_for_nhnn(manifest):
+    data, _ = _fold(manifest)
+    with pytest.raises(ValueError, match="stage_selection must be 'last'"):
+        TorchFoldTrainer("nhnn", _config(stage_selection="all"), data, seed=0)
+
+
+def test_speaker_normalisation_leaves_the_clustering_input_global(manifest):
+    """--normalize speaker: the mfb frames are standardised per speaker, the eGeMAPS
+    clustering input with the training part's statistics (its speaker differences kept)."""
+    from serray.training.data import TrainingInputs
+    from serray.training.trainer import fold_trainer
+
+    spec = registry.get("nhnn")
+    table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(spec.config()))
+    ids = manifest["utt_id"].tolist()
+    cf = _cluster_features(manifest)
+    inputs = TrainingInputs({"x": pack_features(sequence_features(manifest), ids), "cluster": pack_features(cf, ids)}, table)
+    fold = make_folds(manifest, "loso", seed=0)[0]
+    tr = fold_trainer("nhnn", _config(), inputs, fold, normalize="speaker", seed=0, device="cpu")
+    raw = np.asarray(cf.data, dtype=np.float64)
+    train = table.index_of(fold.train)
+    mean, std = raw[train].mean(axis=0), raw[train].std(axis=0)
+    for part, utts in (("train", fold.train), ("test", fold.test)):
+        got = getattr(tr.data, part).inputs["cluster"].data
+        np.testing.assert_allclose(got, (raw[table.index_of(utts)] - mean) / std, rtol=1e-4, atol=1e-4)
+    spk = np.asarray(table.speaker)[train]
+    x_means = [tr.data.train.inputs["x"].take(np.flatnonzero(spk == s)).data.mean() for s in np.unique(spk)]
+    assert np.allclose(x_means, 0.0, atol=1e-4)  # the network's input is speaker-normalised
+    assert tr.model.groups.n_groups == 2  # the voice groups are still there
+
+
+def _two_clusters(n=400, dim=88, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim))
+    x[int(0.8 * n):, :20] += 3.0  # e.g. voice-quality and pitch functionals of one gender
+    return x, np.arange(n) >= int(0.8 * n)
+
+
+def test_default_mixture_converges_to_the_two_clusters_in_88_dimensions():
+    """400 vectors of 88 dimensions (an EmoDB-sized training part), two clusters 80/20:
+    the paper's full covariances stopped at their k-means start after 2 iterations with
+    10 clusters; the default converges to the two."""
+    x, minor = _two_clusters()
+    spec_default = registry.get("nhnn").config()
+    g = fit_groups(x, max_components=spec_default["max_components"], concentration=spec_default["dp_concentration"],
+                   covariance=spec_default["covariance"], reg_covar=spec_default["dp_reg_covar"],
+                   max_iter=spec_default["dp_max_iter"], min_share=spec_default["min_share"], random_state=0)
+    assert g.mixture.converged_ and g.mixture.n_iter_ > 2
+    assert g.n_groups == 2 and g.shares == pytest.approx([0.8, 0.2])
+    assert len(set(g.train_groups[~minor])) == 1 and len(set(g.train_groups[minor])) == 1
+
+
+def test_a_fit_stuck_at_its_start_is_logged(caplog):
+    x, _ = _two_clusters()
+    with caplog.at_level("WARNING", logger="serray.models.nhnn_groups"):
+        g = fit_groups(x, covariance="full", random_state=0)
+    assert g.mixture.n_iter_ <= 2 and "use covariance=diag" in caplog.text
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "tied", "spherical"])
+def test_posterior_is_eq_8_of_the_fitted_mixture(covariance):
+    """P(group i | x) = w_i N(x | mu_i, Sigma_i) / sum over survivors (paper eq. 8)."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(2.5, 1, (40, 3)), rng.normal(-6, 0.5, (5, 3))])
+    g = fit_groups(x, max_components=4, concentration=1.0, covariance=covariance, min_share=0.1, random_state=0)
+    m, xs = g.mixture, (x - g.mean) / g.scale
+    covs = {"full": lambda k: m.covariances_[k], "tied": lambda k: m.covariances_,
+            "diag": lambda k: np.diag(m.covariances_[k]), "spherical": lambda k: m.covariances_[k] * np.eye(3)}[covariance]
+    dens = np.stack([m.weights_[k] * multivariate_normal(m.means_[k], covs(k)).pdf(xs) for k in g.survivors], axis=1)
+    np.testing.assert_allclose(g.posterior(x), dens / dens.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_nhnn_parameter_counts_are_the_papers():
+    """Sec. 3.3, two groups, three classes: NHNN FC 192,518 and NHNN FC+Conv 274,438
+    parameters (the frozen shared convolutions plus every group's head)."""
+    from serray.models.contract import InputInfo
+    from serray.models.nhnn import GroupHead
+
+    spec = registry.get("nhnn")
+    for freeze, expected in (("fc", 192_518), ("fc_conv", 274_438)):
+        model = spec.build(spec.config(overrides={"freeze": freeze}), InputInfo((40,), 3, shapes={"x": (40,), "cluster": (88,)}))
+        shared = sum(p.numel() for conv in model.shared.convs[: model.first_conv] for p in conv.parameters())
+        heads = [GroupHead(model.shared, model.first_conv) for _ in range(2)]
+        assert shared + sum(p.numel() for h in heads for p in h.parameters()) == expected
+
+
+def test_paper_arms_are_named_variants():
+    from serray.training.seeds import variant_overrides
+
+    spec = registry.get("nhnn")
+    assert variant_overrides(spec, "fc_conv", {}) == {"freeze": "fc_conv"}
+    assert variant_overrides(spec, "fc", {"lr": 1e-4}) == {"freeze": "fc", "lr": 1e-4}
+    assert spec.config(overrides=variant_overrides(spec, "fc_conv", {}))["freeze"] == "fc_conv"
+    assert sorted(spec.variants) == ["fc", "fc_conv"]

@@ -120,3 +120,24 @@ def test_a_parameter_that_needs_an_unset_key_is_not_searched():
     d["params"]["optimizer"]["needs"] = [""]
     with pytest.raises(SearchSpaceError, match="needs.yaml: params: optimizer: needs must name a config key"):
         SearchSpace.from_dict(d, "needs.yaml")
+
+
+PAPER_000_GRID = {"lr": (1e-3, 5e-4, 1e-4), "batch_size": (32, 64)}
+
+
+@pytest.mark.parametrize("model", ["dcnn", "cnn_lstm", "mtl_cnn", "nhnn"])
+def test_paper_000_spaces_search_the_papers_grid(model):
+    """Paper 000 sec. 5: batch {32, 64} x lr {1e-3, 5e-4, 1e-4} for all its models; no
+    stage plan (NHNN's fc / fc_conv are nhnn's variants, not dcnn fine-tuning) and no arm."""
+    from serray.models import registry
+
+    space = load_search_space(model)
+    params = {p.name: p for p in space.params}
+    for key, values in PAPER_000_GRID.items():
+        assert params[key].type == "choice" and tuple(params[key].values) == values
+    assert "stages" not in params and "freeze" not in params
+    defaults = registry.get(model).config()
+    space.check_keys(defaults)
+    if model in ("dcnn", "cnn_lstm"):
+        assert set(params) == set(PAPER_000_GRID)
+        assert space.point(defaults) == {"lr": defaults["lr"], "batch_size": defaults["batch_size"]}

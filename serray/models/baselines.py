@@ -23,8 +23,9 @@ the CNN-LSTM's batch norm statistics include padded positions.) Padding rather t
 crops keeps whole utterances at evaluation time, as paper 000 does ("padded to the same
 length"); ``max_frames`` adds random training crops for corpora with long turns.
 
-Settings the paper leaves open, chosen here (all config keys): DCNN kernel size 5 with
-dilations 1 and 2 and mean pooling; CNN-LSTM kernel 3, channels 64-64-128-128, pooling
+Settings the paper leaves open, chosen here (all config keys): DCNN dilations 1 and 2
+and mean pooling (its kernel sizes, 15 and 5 without biases, follow from the paper's
+parameter counts: :class:`DCNN`); CNN-LSTM kernel 3, channels 64-64-128-128, pooling
 2 (Zhao et al. pool by 4 on raw audio; 4**4 frames would exceed a 2 s MFB sequence),
 LSTM 256 units, dropout 0.3. Training follows paper 000 sec. 5 where it is specific
 (Adam, batch size 64, at most 50 epochs, patience 5, selection on validation loss); the
@@ -72,6 +73,7 @@ __all__ = [
     "build_mlp",
     "build_dcnn",
     "build_cnn_lstm",
+    "dcnn_conv_args",
 ]
 
 
@@ -106,15 +108,35 @@ class MLP(SERModule):
 class DCNN(SERModule):
     """Dilated 1-D CNN on frame sequences (paper 000 sec. 3.1.1).
 
+    Layer sizes from the paper's parameter counts (sec. 3.3; 3 valence classes). The text
+    gives 128 channels and 128 hidden units but no kernel sizes or dilations; the counts
+    fix the kernels. DCNN: 175,619 parameters. The fully connected layers (with biases)
+    hold FC(128, 128) = 16,512 and FC(128, 3) = 387, which leaves 158,720 for the two
+    convolutions. ``40 * 128 * k1 + 128 * 128 * k2 = 158,720`` (no convolution biases),
+    i.e. ``5,120 k1 + 16,384 k2 = 158,720``, has one solution in positive integers:
+    ``k2 = 5`` (16,384 k2 must be a multiple of 5,120) and ``k1 = 15``; so conv1 holds
+    40 x 128 x 15 = 76,800 weights and conv2 128 x 128 x 5 = 81,920. With biases on the
+    convolutions (256 more) no integer kernels fit. The other counts of sec. 3.3 agree
+    (two groups): NHNN FC = 158,720 + 2 x 16,899 = 192,518; NHNN FC+Conv = 76,800 + 2 x
+    (81,920 + 16,899) = 274,438; MTL-CNN = 175,619 + FC(128, 128) + FC(128, 2) = 192,389.
+    The dilations (1, 2) are this project's choice (not stated).
+
     Args:
         in_dim: Features per frame (40 for MFB).
         n_classes: Output classes.
         channels: Channels of both convolutions (128 in the paper).
-        kernel_size: Convolution width (odd).
+        kernel_size: Width of every convolution after the first (odd; 5 in the paper).
         dilations: Dilation of each convolution (one per layer; two in the paper).
         hidden: Width of the fully connected layer (128 in the paper).
         dropout: Dropout before the output layer.
         pooling: ``"mean"`` or ``"max"`` over valid frames.
+        first_kernel: Width of the first convolution (odd; 15 in the paper; ``None``:
+            ``kernel_size``).
+        conv_bias: Whether the convolutions have biases (not in the paper).
+
+    Example:
+        >>> sum(p.numel() for p in DCNN(40, 3).parameters())  # paper 000, Table/sec. 3.3
+        175619
     """
 
     def __init__(
@@ -127,18 +149,23 @@ class DCNN(SERModule):
         hidden: int = 128,
         dropout: float = 0.3,
         pooling: str = "mean",
+        first_kernel: int | None = 15,
+        conv_bias: bool = False,
     ) -> None:
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        first_kernel = kernel_size if first_kernel is None else int(first_kernel)
+        for key, k in (("kernel_size", kernel_size), ("first_kernel", first_kernel)):
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"{key} must be odd and positive, got {k}")
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
         if not dilations:
             raise ValueError("dilations must name at least one layer")
         convs = []
         d = in_dim
-        for dil in dilations:
-            convs.append(nn.Conv1d(d, channels, kernel_size, dilation=int(dil), padding=int(dil) * (kernel_size - 1) // 2))
+        for i, dil in enumerate(dilations):
+            k = first_kernel if i == 0 else kernel_size
+            convs.append(nn.Conv1d(d, channels, k, dilation=int(dil), padding=int(dil) * (k - 1) // 2, bias=bool(conv_bias)))
             d = channels
         self.convs = nn.ModuleList(convs)
         self.pooling = pooling
@@ -253,7 +280,13 @@ def build_dcnn(config: Mapping[str, Any], info: InputInfo) -> DCNN:
         hidden=int(config["hidden"]),
         dropout=float(config["dropout"]),
         pooling=str(config["pooling"]),
+        **dcnn_conv_args(config),
     )
+
+
+def dcnn_conv_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``first_kernel`` and ``conv_bias`` of a dcnn-family config (``dcnn``, ``mtl_cnn``, ``nhnn``)."""
+    return {"first_kernel": int(config["first_kernel"]), "conv_bias": bool(config["conv_bias"])}
 
 
 def build_cnn_lstm(config: Mapping[str, Any], info: InputInfo) -> CNNLSTM:

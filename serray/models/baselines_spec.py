@@ -49,7 +49,11 @@ DCNN_CONFIG: dict[str, Any] = {
     "early_stop": "loss",
     "max_frames": 0,
     "channels": 128,
+    # conv1 40->128 with kernel 15, conv2 128->128 with kernel 5, no convolution biases:
+    # the sizes paper 000's parameter counts imply (derivation: serray.models.baselines.DCNN)
+    "first_kernel": 15,
     "kernel_size": 5,
+    "conv_bias": False,
     "dilations": [1, 2],
     "hidden": 128,
     "dropout": 0.3,
@@ -101,8 +105,9 @@ register(ModelSpec(
     build=Lazy("serray.models.baselines", "build_dcnn"),
     description="dilated 1-D CNN on log-mel sequences (paper 000 sec. 3.1.1)",
     presets={"small": {**SMALL_SEQ, "channels": 32, "hidden": 32}},
-    # paper 000's NHNN choices, for the single shared network: fine-tune with both
-    # convolutions frozen (fc) or with the first frozen (fc_conv), at a tenth of the lr
+    # generic fine-tuning plans (not arms of paper 000: its NHNN fc / fc_conv arms are the
+    # nhnn model's variants, with per-group heads): after training everything, fine-tune
+    # with both convolutions frozen (fc) or with the first frozen (fc_conv) at lr / 10
     stage_plans={"fc": "all;fc+out@10*0.1", "fc_conv": "all;all-conv1@10*0.1"},
 ))
 register(ModelSpec(

@@ -64,12 +64,17 @@ class InputSpec:
         variadic: The input stands for one role per feature set the user names (e.g.
             ``--features mfb+mfcc+egemaps``: roles ``mfb``, ``mfcc``, ``egemaps``; or
             ``NAME=SET`` for a role named otherwise). At most one per model, the last.
+        speaker_norm: ``False`` for an input whose differences between speakers are what
+            the model reads (e.g. NHNN's clustering input, grouping utterances by voice):
+            ``--normalize speaker`` then standardises it with the training part's
+            statistics (as ``global``) instead of per speaker, which would erase them.
     """
 
     kind: str
     default_features: tuple[str, ...] = ()
     other_kinds: tuple[str, ...] = ()
     variadic: bool = False
+    speaker_norm: bool = True
 
     def __post_init__(self) -> None:
         bad = [k for k in (self.kind, *self.other_kinds) if k not in INPUT_KINDS]

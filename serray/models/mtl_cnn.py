@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from serray.models.baselines import DCNN
+from serray.models.baselines import DCNN, dcnn_conv_args
 from serray.models.contract import Batch, InputInfo
 from serray.models.layers import masked_cross_entropy
 
@@ -38,8 +38,8 @@ class MTLCNN(DCNN):
     """DCNN with a gender head (see the module docstring).
 
     Args:
-        in_dim, n_classes, channels, kernel_size, dilations, hidden, dropout, pooling: as
-            for :class:`~serray.models.baselines.DCNN`.
+        in_dim, n_classes, channels, kernel_size, dilations, hidden, dropout, pooling,
+            first_kernel, conv_bias: as for :class:`~serray.models.baselines.DCNN`.
         n_genders: Gender classes (>= 2).
         gender_hidden: Width of the gender head's hidden layer.
         w_gender: Weight of the gender cross-entropy (>= 0; 0 trains the emotion task only).
@@ -48,9 +48,9 @@ class MTLCNN(DCNN):
     def __init__(
         self, in_dim: int, n_classes: int, n_genders: int, *, channels: int = 128, kernel_size: int = 5,
         dilations: Sequence[int] = (1, 2), hidden: int = 128, dropout: float = 0.3, pooling: str = "mean",
-        gender_hidden: int = 128, w_gender: float = 1.0,
+        gender_hidden: int = 128, w_gender: float = 1.0, first_kernel: int | None = 15, conv_bias: bool = False,
     ) -> None:
-        super().__init__(in_dim, n_classes, channels, kernel_size, dilations, hidden, dropout, pooling)
+        super().__init__(in_dim, n_classes, channels, kernel_size, dilations, hidden, dropout, pooling, first_kernel, conv_bias)
         if n_genders < 2:
             raise ValueError(f"mtl_cnn needs >= 2 gender classes in the training data, got {n_genders}; check the manifest's gender column")
         if w_gender < 0:
@@ -82,5 +82,5 @@ def build(config: Mapping[str, Any], info: InputInfo) -> MTLCNN:
         channels=int(config["channels"]), kernel_size=int(config["kernel_size"]),
         dilations=[int(d) for d in config["dilations"]], hidden=int(config["hidden"]),
         dropout=float(config["dropout"]), pooling=str(config["pooling"]),
-        gender_hidden=int(config["gender_hidden"]), w_gender=float(config["w_gender"]),
+        gender_hidden=int(config["gender_hidden"]), w_gender=float(config["w_gender"]), **dcnn_conv_args(config),
     )

@@ -23,9 +23,11 @@ Procedure, one fold (METHODS.md 000; paper sec. 3.2 and 5):
    its best weights are kept; ``after_training`` installs them. A group without
    validation utterances keeps the shared weights, and :meth:`NHNN.fold_record` says so.
    The group stage as a whole ends by the trainer's rule (``patience`` epochs without a
-   better validation score of the mixture's predictions, or its epoch budget); the
-   shared weights before fine-tuning are not a candidate of a group that has validation
-   utterances (the trainer shows the model no validation pass of them).
+   better validation score of the mixture's predictions, or its epoch budget), counted
+   from its own first epoch: it replaces the DCNN (``LATER_STAGES_REPLACE``), so the
+   fold's best epoch is one of its epochs, never the DCNN's peak. The shared weights
+   before fine-tuning are not a candidate of a group that has validation utterances (the
+   trainer shows the model no validation pass of them).
 5. Prediction (eq. 7-10): ``P(class | x) = sum_i softmax(head_i(x))[class] * P(group i |
    egemaps)``; the utterance logits are the log of that mixture (their softmax is the
    mixture itself).
@@ -140,6 +142,10 @@ class NHNN(SERModule):
         early_stop: ``"loss"`` or ``"ua"``: the per-group selection rule.
         aux_names: Class names of the ``gender`` and ``speaker`` roles (for the record).
     """
+
+    #: The group stage replaces the DCNN (the trainer's ``LATER_STAGES_REPLACE``): it gets
+    #: its own patience window, and its best epoch, not the DCNN's, is the fold's.
+    LATER_STAGES_REPLACE = True
 
     def __init__(
         self, dcnn: DCNN, freeze: str = "fc", mixture: Mapping[str, Any] | None = None, early_stop: str = "loss",

@@ -17,13 +17,24 @@ Config keys besides the ``dcnn`` ones:
   ``dp_max_iter``: scikit-learn ``BayesianGaussianMixture`` (dirichlet-process prior;
   ``n_components``, ``weight_concentration_prior``, ``covariance_type``, ``reg_covar``,
   ``max_iter``). The concentration default 0.1 is scikit-learn's own default
-  (1 / n_components) for 10 components.
+  (1 / n_components) for 10 components. ``covariance`` is ``diag`` by default, not the
+  paper's ``full``: an 88-d full covariance per component is not estimable from
+  EmoDB-sized training parts (the fit never leaves its k-means start; measurements in
+  :mod:`serray.models.nhnn_groups`); ``full`` remains a choice (and is searched).
 * ``min_share``: components holding less than this share of the training utterances
   (hard assignment) are dropped, their members reassigned to the surviving component
   with the highest posterior.
 * ``stages``: the plan name ``nhnn`` (default): stage 1 trains the shared DCNN, stage 2
   (a stage training only the ``heads`` group) fine-tunes the group heads. Write e.g.
   ``all-heads;heads@20*0.5`` for another epoch budget or lr factor of the group stage.
+  The group stage replaces the DCNN (the model then predicts with the mixture of heads),
+  so it selects among its own epochs with its own patience window, and the fold's best
+  epoch and ``best_val_ua`` are the group stage's (``LATER_STAGES_REPLACE`` of the model;
+  ``stage_selection`` may not be set to ``all``).
+
+Named arms of paper 000 (``variants``; ``serray seeds nhnn --variant fc --variant
+fc_conv``): ``fc`` and ``fc_conv``, the two freeze choices. Its other arms are models of
+their own: ``dcnn``, ``mtl_cnn`` and ``cnn_lstm``.
 
 Example:
     >>> from serray.models import registry
@@ -43,7 +54,7 @@ from serray.models.baselines_spec import DCNN_CONFIG, SMALL_SEQ
 from serray.models.contract import InputSpec
 from serray.models.registry import Lazy, ModelSpec, register
 
-__all__ = ["NHNN_CONFIG", "FREEZE_CHOICES", "COVARIANCES", "STAGE_PLANS"]
+__all__ = ["NHNN_CONFIG", "NHNN_ARMS", "FREEZE_CHOICES", "COVARIANCES", "STAGE_PLANS"]
 
 #: Frozen-layer choices of the group stage (paper 000 sec. 5).
 FREEZE_CHOICES: tuple[str, ...] = ("fc", "fc_conv")
@@ -52,13 +63,16 @@ COVARIANCES: tuple[str, ...] = ("full", "diag", "tied", "spherical")
 #: Stage 1: the shared DCNN (everything but the heads); stage 2: only the group heads.
 STAGE_PLANS: dict[str, str] = {"nhnn": "all-heads;heads"}
 
+#: Paper 000's NHNN arms (sec. 5, Table 2) as named config overrides.
+NHNN_ARMS: dict[str, dict[str, Any]] = {name: {"freeze": name} for name in FREEZE_CHOICES}
+
 NHNN_CONFIG: dict[str, Any] = {
     **DCNN_CONFIG,
     "stages": "nhnn",
     "freeze": "fc",
     "max_components": 10,
     "dp_concentration": 0.1,
-    "covariance": "full",
+    "covariance": "diag",  # not the paper's full: too few utterances per component (nhnn_groups)
     "dp_reg_covar": 1e-3,
     "dp_max_iter": 500,
     "min_share": 0.1,
@@ -66,11 +80,14 @@ NHNN_CONFIG: dict[str, Any] = {
 
 register(ModelSpec(
     name="nhnn", backend="torch",
-    inputs={"x": InputSpec("sequence", ("mfb",)), "cluster": InputSpec("vector", ("egemaps",))},
+    # the clustering input keeps its speaker differences: --normalize speaker standardises
+    # it with the training part's statistics (METHODS.md 000 step 3), not per speaker
+    inputs={"x": InputSpec("sequence", ("mfb",)), "cluster": InputSpec("vector", ("egemaps",), speaker_norm=False)},
     default_config=NHNN_CONFIG,
     build=Lazy("serray.models.nhnn", "build"),
     description="dcnn + Dirichlet-process eGeMAPS groups with per-group heads, posterior-weighted (paper 000)",
     aux_labels={"gender": "gender", "speaker": "speaker"},
     stage_plans=STAGE_PLANS,
+    variants=NHNN_ARMS,
     presets={"small": {**SMALL_SEQ, "channels": 32, "hidden": 32}},
 ))

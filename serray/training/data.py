@@ -18,7 +18,9 @@ segments per ``(channel, frequency)`` bin over segments and time):
   normalised with the statistics of all of that speaker's own utterances. This is the
   standard unsupervised speaker normalisation of SER work: it uses no labels, but it does
   read a test speaker's (unlabelled) features, so results assume that a few utterances of
-  a new speaker are available before that speaker is scored.
+  a new speaker are available before that speaker is scored. An input whose speaker
+  differences the model reads (``global_roles`` of :func:`build_fold_data`, from
+  ``InputSpec.speaker_norm``; e.g. NHNN's clustering input) is standardised as ``global``.
 * ``none``: features as extracted.
 
 Dimensions with (near) zero spread get a standard deviation of 1.
@@ -687,6 +689,7 @@ def build_fold_data(
     fold: Any,
     normalize: str = "global",
     lazy: bool | None = None,
+    global_roles: Sequence[str] = (),
 ) -> FoldData:
     """Assemble one fold: select its utterances, normalise every input, split into parts.
 
@@ -707,6 +710,9 @@ def build_fold_data(
         lazy: Frames and segments only: ``True`` for views, ``False`` for copies,
             ``None`` to copy when the fold's float32 copy takes at most
             :data:`COPY_MAX_BYTES`. Vectors are always copied.
+        global_roles: Input roles that ``speaker`` normalisation standardises with the
+            training part's statistics instead (``global``): inputs whose speaker
+            differences the model reads (``InputSpec.speaker_norm`` false).
 
     Raises:
         ValueError: Mismatched lengths, an empty training part, an utterance in two
@@ -720,7 +726,11 @@ def build_fold_data(
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     parts = _fold_parts(table, fold)
     speakers = np.asarray(table.speaker).astype(str)
-    features = {role: _part_features(p, parts, speakers, normalize, lazy) for role, p in inputs.items()}
+    modes = {role: "global" if normalize == "speaker" and role in global_roles else normalize for role in inputs}
+    if modes != {role: normalize for role in inputs}:
+        log.debug("fold %s: inputs %s standardised globally (their speaker differences are read)", fold.name,
+                  [r for r, m in modes.items() if m != normalize])
+    features = {role: _part_features(p, parts, speakers, modes[role], lazy) for role, p in inputs.items()}
     splits = {
         part: SplitData(
             utt_ids=table.utt_ids[idx],

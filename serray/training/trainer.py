@@ -377,6 +377,21 @@ def _input_info(shapes: Mapping[str, tuple[int, ...]], classes: Sequence[str], a
     )
 
 
+def _stage_selection(model: Any, config: Mapping[str, Any], name: str) -> str:
+    """``"all"`` or ``"last"``: the config's ``stage_selection``, ``"last"`` for a model
+    whose later stages replace the earlier model (``LATER_STAGES_REPLACE``).
+
+    Raises:
+        ValueError: ``stage_selection="all"`` set for such a model.
+    """
+    if not getattr(model, "LATER_STAGES_REPLACE", False):
+        return str(config.get("stage_selection", "all"))
+    if config.get("stage_selection", "last") != "last":
+        raise ValueError(f"model {name!r}: its later stages replace the earlier model, so stage_selection must be "
+                         f"'last' (got {config['stage_selection']!r}); drop the key")
+    return "last"
+
+
 def _fold_result(
     d: FoldData, val: np.ndarray, test: np.ndarray, history: list[dict], best_epoch: int, epochs: int,
     seconds: float, threads: int | None, model_record: dict | None = None,
@@ -553,6 +568,11 @@ class TorchFoldTrainer(FoldTrainer):
     - ``lr_scales()``: parameter group -> factor on every stage's lr for that group's
       parameters (e.g. a fine-tuned SSL model far slower than the heads).
 
+    Optional model attribute ``LATER_STAGES_REPLACE = True``: every later stage replaces
+    the model the earlier ones trained (e.g. NHNN's group stage, after which the model
+    predicts with its group heads), so each stage selects among its own epochs, from its
+    own start (``stage_selection="last"``, which the config may not contradict).
+
     Optional model attribute ``AUX_INPUTS``: auxiliary-label roles that are *inputs* known
     at prediction time (metadata such as a ``domain`` = language column, routing each
     utterance to its domain's tower), not targets. Evaluation batches carry these roles in
@@ -593,6 +613,7 @@ class TorchFoldTrainer(FoldTrainer):
                 self.model.prepare(data.train)  # fitted on the training part only
         self.groups = self.model.parameter_groups()
         self.stages = parse_stages(str(self.config.get("stages", "all")), list(self.groups), self.spec.stage_plans)
+        self._selection = _stage_selection(self.model, self.config, self.spec.name)
         self._aux_inputs = tuple(getattr(self.model, "AUX_INPUTS", ()))
         self._parts = {"train": _PartBatches(data.train, data.kinds, self.device, self._aux_inputs)}
         self._epoch = 0
@@ -636,7 +657,7 @@ class TorchFoldTrainer(FoldTrainer):
         self._stage, self._stage_start, self._stage_best = i, self._epoch, self._epoch
         if i > 0 and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-            if self.config.get("stage_selection", "all") == "last":
+            if self._selection == "last":
                 self._best = None  # the final weights come from this stage's epochs (selected on validation)
         if hasattr(self.model, "begin_stage"):
             with self._own_rng():
@@ -809,12 +830,12 @@ class TorchFoldTrainer(FoldTrainer):
         if diverged:
             log.warning("fold %s: training loss is not finite at epoch %d; stopping this fold", self.data.name, self._epoch)
         stage = self._stage
+        best = self._best or {"epoch": 0, "val_loss": math.nan, "val_ua": math.nan}  # this epoch's, before a new stage
         if self._stage_done(diverged):
             if diverged or stage + 1 >= len(self.stages):
                 self._stopped = True
             else:
                 self._start_stage(stage + 1)
-        best = self._best or {"epoch": 0, "val_loss": math.nan, "val_ua": math.nan}
         seconds = time.perf_counter() - t0
         self._seconds += seconds
         self._last = {
@@ -1017,7 +1038,8 @@ def fold_trainer(
 ) -> FoldTrainer:
     """Build one fold's data and its trainer: the one path of in-process runs, fold actors
     and seed tasks. The set-up time is charged to the trainer, so its result's
-    ``seconds`` include it.
+    ``seconds`` include it. Inputs the model declares ``speaker_norm=False`` are
+    standardised with the training part's statistics under ``normalize="speaker"``.
 
     Args:
         inputs: :class:`~serray.training.data.TrainingInputs` of the run.
@@ -1026,13 +1048,15 @@ def fold_trainer(
     from serray.training.data import build_fold_data
 
     t0 = time.perf_counter()
-    data = build_fold_data(inputs.packed, inputs.table, fold, normalize)
+    spec = _spec(model)
+    kept = tuple(r for r in inputs.packed if (r in spec.inputs or spec.variadic) and not spec.input_spec(r).speaker_norm)
+    data = build_fold_data(inputs.packed, inputs.table, fold, normalize, global_roles=kept)
     built = time.perf_counter() - t0  # the trainer counts its own construction
     trainer = make_trainer(model, config, data, seed=seed, device=device)
     if isinstance(trainer, TorchFoldTrainer):
         merged = SimpleNamespace(index=fold.index, name=fold.name, test=fold.test, validation=np.array([], dtype=object),
                                  train=np.concatenate([np.asarray(fold.train, dtype=object), np.asarray(fold.validation, dtype=object)]))
-        trainer.refit_data = lambda: build_fold_data(inputs.packed, inputs.table, merged, normalize)
+        trainer.refit_data = lambda: build_fold_data(inputs.packed, inputs.table, merged, normalize, global_roles=kept)
     trainer.charge(built)
     return trainer
 
