@@ -391,3 +391,19 @@ def test_paper_arms_are_named_variants():
     assert variant_overrides(spec, "fc", {"lr": 1e-4}) == {"freeze": "fc", "lr": 1e-4}
     assert spec.config(overrides=variant_overrides(spec, "fc_conv", {}))["freeze"] == "fc_conv"
     assert sorted(spec.variants) == ["fc", "fc_conv"]
+
+
+def test_search_scores_the_finalized_mixture_not_an_epochs_logits(manifest):
+    """Each group's head is installed at its own best epoch after training, so a search must
+    score the finalized predictions (the mixture keys and freeze count), as for mtl's ELM."""
+    from serray.training.data import class_list
+    from serray.tune.runner import _finalized_objective
+
+    data, _ = _fold(manifest)
+    res = TorchFoldTrainer("nhnn", _config(), data, seed=0).run()
+    preds = res.predictions_frame()
+    val = preds[preds["split"] == "validation"]
+    finalized, objective = _finalized_objective("nhnn", preds, class_list(manifest["emotion"]), epochs_value=0.123)
+    assert objective == finalized != 0.123
+    assert finalized == pytest.approx(float(np.mean([(val["pred"][val["label"] == c] == c).mean()
+                                                    for c in sorted(set(val["label"]))])))

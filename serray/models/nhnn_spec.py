@@ -90,4 +90,7 @@ register(ModelSpec(
     stage_plans=STAGE_PLANS,
     variants=NHNN_ARMS,
     presets={"small": {**SMALL_SEQ, "channels": 32, "hidden": 32}},
+    # after training each group's head gets the weights of its own best epoch on its own
+    # validation utterances, so a search scores the finalized predictions, not an epoch's
+    fitted_after_training=True,
 ))
