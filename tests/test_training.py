@@ -239,6 +239,31 @@ def test_same_seed_same_logits_different_seed_differs(manifest, folds):
     assert not np.array_equal(a.test_logits, c.test_logits)
 
 
+def test_balanced_sampler_draws_small_classes_as_often_and_is_seeded(manifest, folds):
+    from serray.training.run import config_id
+    from serray.training.trainer import check_config, epoch_order
+
+    y = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    draws = np.concatenate([y[epoch_order(y, "balanced", np.random.default_rng(s))] for s in range(20)])
+    share = np.bincount(draws, minlength=3) / len(draws)
+    assert np.all(np.abs(share - 1 / 3) < 0.05)  # plain shuffling gives 0.80 / 0.15 / 0.05
+    assert np.array_equal(epoch_order(y, "balanced", np.random.default_rng(4)),
+                          epoch_order(y, "balanced", np.random.default_rng(4)))
+    d = _fold_data(manifest, vector_features(manifest), folds[2])
+    base = registry.get("mlp").config(overrides=MLP_FAST)
+    bal = registry.get("mlp").config(overrides={**MLP_FAST, "sampler": "balanced"})
+    a = TorchFoldTrainer("mlp", bal, d, seed=7, device="cpu").run()
+    b = TorchFoldTrainer("mlp", bal, d, seed=7, device="cpu").run()
+    c = TorchFoldTrainer("mlp", base, d, seed=7, device="cpu").run()
+    np.testing.assert_array_equal(a.test_logits, b.test_logits)
+    assert not np.array_equal(a.test_logits, c.test_logits)
+    # the default is not written into configs, so runs made before the key keep their ids
+    assert "sampler" not in check_config("mlp", base)
+    assert config_id("mlp", check_config("mlp", base)) != config_id("mlp", check_config("mlp", bal))
+    with pytest.raises(ValueError, match=r"sampler must be one of \('shuffle', 'balanced'\)"):
+        TorchFoldTrainer("mlp", registry.get("mlp").config(overrides={**MLP_FAST, "sampler": "oversample"}), d)
+
+
 def test_interleaved_trainers_match_separate_runs(manifest, folds):
     fs = vector_features(manifest)
     cfg = registry.get("mlp").config(overrides=MLP_FAST)

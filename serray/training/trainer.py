@@ -66,7 +66,9 @@ from serray.models.registry import TORCH_TRAINING_DEFAULTS, ModelSpec
 from serray.training.data import FoldData, LazyRows, SplitData, concat_ranges
 
 __all__ = [
+    "SAMPLERS",
     "TRAINING_DEFAULTS",
+    "epoch_order",
     "FoldResult",
     "FoldTrainer",
     "TorchFoldTrainer",
@@ -88,7 +90,9 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages", "stage_selection", "refit")
+_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler")
+#: Values of the training key ``sampler`` (:func:`epoch_order`).
+SAMPLERS: tuple[str, ...] = ("shuffle", "balanced")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -313,6 +317,8 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"epochs and batch_size must be >= 1, got {cfg['epochs']} and {cfg['batch_size']}")
     if float(cfg["lr"]) <= 0:
         raise ValueError(f"lr must be > 0, got {cfg['lr']}")
+    if cfg.get("sampler", "shuffle") not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {cfg['sampler']!r}")
     if cfg.get("stage_selection", "all") not in ("all", "last"):
         raise ValueError(f"stage_selection must be 'all' or 'last', got {cfg['stage_selection']!r}")
     parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build
@@ -514,6 +520,29 @@ class _PartBatches:
         return Batch({}, {}, torch.from_numpy(self.y_utt).to(self.device), owner=owner, n_utterances=self.n_utt, primary=self.primary)
 
 
+def epoch_order(y: np.ndarray, sampler: str, rng: np.random.Generator) -> np.ndarray:
+    """The training samples of one epoch, in order: a permutation (``shuffle``), or as many
+    draws with replacement, each class drawn with equal probability (``balanced``: every
+    sample weighted by the inverse of its class count, as torch's ``WeightedRandomSampler``),
+    so that small classes are seen as often as large ones.
+
+    Example:
+        >>> y = np.array([0] * 90 + [1] * 10)
+        >>> sorted(epoch_order(y, "shuffle", np.random.default_rng(0))) == list(range(100))
+        True
+        >>> drawn = y[epoch_order(y, "balanced", np.random.default_rng(0))]
+        >>> len(drawn), 35 < int((drawn == 1).sum()) < 65
+        (100, True)
+    """
+    if sampler == "shuffle":
+        return rng.permutation(len(y))
+    if sampler != "balanced":
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    counts = np.bincount(y)
+    weights = 1.0 / counts[y]
+    return rng.choice(len(y), size=len(y), replace=True, p=weights / weights.sum())
+
+
 def _frozen_modules(model: Any) -> list[Any]:
     """Sub-modules that have parameters, all frozen (kept in evaluation mode while training)."""
     out = []
@@ -540,7 +569,9 @@ class TorchFoldTrainer(FoldTrainer):
     stopping, so the validation speakers also train the model that is tested; the
     validation logits stay those of the early-stopped model (out-of-sample for Tune and
     ensemble selection). Refit is skipped, and the fold record says why, for multi-stage
-    plans and models that select inside training (``after_validation``).
+    plans and models that select inside training (``after_validation``). With
+    ``sampler="balanced"`` an epoch draws every class about equally often
+    (:func:`epoch_order`); the default ``shuffle`` visits every sample once.
 
     Optional model hooks (all called on this trainer's RNG stream):
 
@@ -725,7 +756,7 @@ class TorchFoldTrainer(FoldTrainer):
         if hasattr(self.model, "batch_order"):
             batches = [np.asarray(b, dtype=np.int64) for b in self.model.batch_order(t.y, bs, self._np_rng)]
         else:
-            order = self._np_rng.permutation(t.n)
+            order = epoch_order(t.y, str(self.config.get("sampler", "shuffle")), self._np_rng)
             batches = [order[start : start + bs] for start in range(0, len(order), bs)]
         self.model.train()
         for m in self._frozen_modules:
