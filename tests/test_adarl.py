@@ -28,7 +28,7 @@ def _loss(model, out, y, d):
     mask = {} if d is None else {"domain": torch.ones_like(d, dtype=torch.bool)}
     return model.loss(Batch({}, {}, y, aux=aux, aux_mask=mask), out)[0]
 
-SEARCH_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "adarl.yaml"
+SEARCH_SPACE = Path(__file__).resolve().parents[1] / "serray" / "search_spaces" / "adarl.yaml"
 PAPER_SHAPE = (2, 400, 300)
 # A small input for behaviour tests: 64 x 48 with pools 2,2,2,2 gives 16 ch x 4 rows x 3 frames.
 SMALL_SHAPE = (2, 64, 48)

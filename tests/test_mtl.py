@@ -264,7 +264,7 @@ def test_search_space_loads_and_names_mtl_keys():
 
     from serray.tune.space import load_search_space
 
-    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "mtl.yaml")
+    space = load_search_space(Path(__file__).resolve().parents[1] / "serray" / "search_spaces" / "mtl.yaml")
     keys = {p.name for p in space.params}
     assert space.model == "mtl" and keys <= set(registry.get("mtl").config())
     assert {"lr", "lambda_gender", "lambda_naturalness", "arch", "threshold", "elm_hidden", "elm_ridge"} <= keys

@@ -13,7 +13,7 @@ from serray.commands._common import (
 @click.argument("model")
 @run_options
 @click.option("--num-samples", "-n", default=20, show_default=True, help="Number of trials.")
-@click.option("--space", default=None, type=click.Path(dir_okay=False), help="Search-space YAML (default search_spaces/MODEL.yaml).")
+@click.option("--space", default=None, type=click.Path(dir_okay=False), help="Search-space YAML (default: the one installed with serray, serray/search_spaces/MODEL.yaml).")
 @seed_option
 @click.option("--name", default=None, help="Experiment name (default tune-MODEL-FEATURES-PROTOCOL-LABELS).")
 @click.option("--storage", default=None, help="Tune storage path, e.g. s3://bucket/serray (default W/tune).")

@@ -1,7 +1,7 @@
 """Spec of ``mtl_cnn`` (paper 000's MTL-CNN baseline), torch-free; the model is :mod:`serray.models.mtl_cnn`.
 
 This family is the worked example of the model-family contract (README, "Add a model
-family"): one torch module, this spec module, and ``search_spaces/mtl_cnn.yaml``.
+family"): one torch module, this spec module, and ``serray/search_spaces/mtl_cnn.yaml``.
 
 Example:
     >>> from serray.models import registry

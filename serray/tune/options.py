@@ -33,7 +33,7 @@ class SearchOptions:
     """How a search runs; the same for a plain and a nested search.
 
     Attributes:
-        space: Search-space YAML (default ``search_spaces/<model>.yaml``).
+        space: Search-space YAML (default ``serray/search_spaces/<model>.yaml``).
         num_samples: Trials (per outer fold for a nested search).
         name: Experiment name (default ``<kind>-<model>-<features>-<protocol>-<labels>``,
             where ``<features>`` is :func:`serray.training.experiment.feature_tag`).

@@ -1,4 +1,4 @@
-"""Search-space files: ``search_spaces/<model>.yaml`` -> an Optuna define-by-run space.
+"""Search-space files: ``serray/search_spaces/<model>.yaml`` -> an Optuna define-by-run space.
 
 Format::
 
@@ -321,8 +321,15 @@ class SearchSpace:
 
 
 def search_space_path(model: str) -> Path:
-    """``search_spaces/<model>.yaml`` next to the package (repo checkout) or in the cwd."""
-    here = Path(__file__).resolve().parents[2] / "search_spaces" / f"{model}.yaml"
+    """``<model>.yaml`` of the spaces installed with serray (``serray/search_spaces/``, in a
+    checkout and in a wheel alike), else ``search_spaces/<model>.yaml`` in the cwd (a family
+    registered by another package brings its own there, or passes ``--space``).
+
+    Example:
+        >>> search_space_path("mlp").parent.name, search_space_path("mlp").parent.parent.name
+        ('search_spaces', 'serray')
+    """
+    here = Path(__file__).resolve().parents[1] / "search_spaces" / f"{model}.yaml"
     if here.exists():
         return here
     return Path.cwd() / "search_spaces" / f"{model}.yaml"
