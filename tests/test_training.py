@@ -94,6 +94,32 @@ def test_speaker_normalisation_standardises_every_speaker(manifest, kind):
         np.testing.assert_allclose(rows.std(axis=0), 1.0, atol=1e-4)
 
 
+def test_utterance_normalisation_standardises_each_utterances_frames_and_vectors_globally(manifest, folds):
+    seq = pack_features(sequence_features(manifest))
+    spk = manifest["speaker"].to_numpy()
+    out = normalize_features(seq, spk, np.zeros(len(spk), bool), "utterance")  # reads no other utterance
+    for i in range(seq.n):
+        rows = out.data[out.offsets[i]:out.offsets[i + 1]]
+        np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(rows.std(axis=0), 1.0, atol=1e-4)
+    # an utterance's values do not depend on any other utterance
+    other = pack_features(sequence_features(manifest))
+    other.data[other.offsets[1]:] *= 7.0
+    again = normalize_features(other, spk, np.zeros(len(spk), bool), "utterance")
+    np.testing.assert_allclose(again.data[:out.offsets[1]], out.data[:out.offsets[1]], atol=1e-6)
+    # in a fold: frames per utterance (lazy views and copies alike), vectors with training statistics
+    table = make_label_table(manifest)
+    inputs = {"x": seq, "v": pack_features(vector_features(manifest))}
+    for lazy in (True, False):
+        d = build_fold_data(inputs, table, folds[0], normalize="utterance", lazy=lazy)
+        test = d.test.inputs["x"]
+        frames = test.gather(np.arange(len(test.rows))) if lazy else test.data
+        np.testing.assert_allclose(frames[: test.offsets[1]].mean(axis=0), 0.0, atol=1e-5)
+        glob = build_fold_data(inputs, table, folds[0], normalize="global")
+        np.testing.assert_array_equal(d.test.inputs["v"].data, glob.test.inputs["v"].data)
+    assert d.normalize == "utterance"
+
+
 def test_segment_normalisation_is_per_channel_and_frequency(manifest):
     fs = segment_features(manifest, shape=(2, 4, 5))
     p = pack_features(fs)
@@ -102,7 +128,7 @@ def test_segment_normalisation_is_per_channel_and_frequency(manifest):
     np.testing.assert_allclose(out.data.std(axis=(0, 3)), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["global", "speaker", "none"])
+@pytest.mark.parametrize("mode", ["global", "speaker", "utterance", "none"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("kind", ["sequence", "segments"])
 def test_frame_and_segment_parts_are_lazy_views_identical_to_eager_normalisation(manifest, folds, mode, dtype, kind):
@@ -118,14 +144,17 @@ def test_frame_and_segment_parts_are_lazy_views_identical_to_eager_normalisation
     speakers = np.asarray(table.speaker).astype(str)
     idx_all = {p: table.index_of(getattr(fold, p)) for p in ("train", "validation", "test")}
     stat_idx = idx_all["train"] if mode == "global" else np.concatenate(list(idx_all.values()))
-    stats = None if mode == "none" else _statistics(packed, speakers, stat_idx, mode)
+    groups, stat_mode = speakers, mode
+    if mode == "utterance":  # every utterance its own group
+        groups, stat_mode = np.array([f"utt{i}" for i in range(len(speakers))], dtype=object), "speaker"
+    stats = None if mode == "none" else _statistics(packed, groups, stat_idx, stat_mode)
     for part in ("train", "validation", "test"):
         rows = getattr(d, part).features
         assert isinstance(rows, LazyRows) and rows.kind == kind
         assert np.shares_memory(rows.source, packed.data)  # no copy
         eager = packed.take(idx_all[part])  # float32 copy, normalised in place
         if stats is not None:
-            _normalize_part(eager, speakers[idx_all[part]], stats, mode)
+            _normalize_part(eager, groups[idx_all[part]], stats, stat_mode)
         shuffled = np.random.default_rng(0).permutation(len(rows.rows))
         np.testing.assert_array_equal(rows.gather(shuffled), eager.data[shuffled])  # bit-identical
         np.testing.assert_array_equal(rows.offsets, eager.offsets)

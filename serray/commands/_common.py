@@ -58,9 +58,10 @@ def run_options(func: Callable) -> Callable:
         click.option("--protocol", "-p", default=None, type=_protocol_choice(),
                      help="Evaluation protocol (default: --config best.yaml's, else loso)."),
         click.option("--labels", "-l", default=None, help="Label set: native, 4class, valence3 (IEMOCAP), ... (default: best.yaml's, else native)."),
-        click.option("--normalize", type=click.Choice(["speaker", "global", "none"]), default=None,
+        click.option("--normalize", type=click.Choice(["speaker", "global", "utterance", "none"]), default=None,
                      help="Feature z-normalisation: per speaker (own statistics; transductive), global (training "
-                          "statistics; the default unless best.yaml says otherwise) or none."),
+                          "statistics; the default unless best.yaml says otherwise), utterance (frames by their "
+                          "own utterance's statistics, vectors global; not transductive) or none."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Override a hyperparameter (repeatable), e.g. --set lr=5e-4 --set stages=fc."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,

@@ -42,8 +42,9 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--features", "-f", default=None, metavar="SET[+SET...]", help="Feature set(s) (default: the model's).")
 @feature_param_option
 @click.option("--labels", "-l", default="4class", show_default=True, help="Label set shared by the corpora.")
-@click.option("--normalize", type=click.Choice(["speaker", "global", "none"]), default=None,
-              help="Feature normalisation (default global: training statistics; speaker is transductive).")
+@click.option("--normalize", type=click.Choice(["speaker", "global", "utterance", "none"]), default=None,
+              help="Feature normalisation (default global: training statistics; speaker is transductive; "
+                   "utterance standardises frames per utterance).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None, help="YAML of hyperparameters.")
 @click.option("--preset", default=None, help="Named preset of the model.")

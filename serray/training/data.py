@@ -21,6 +21,10 @@ segments per ``(channel, frequency)`` bin over segments and time):
   a new speaker are available before that speaker is scored. An input whose speaker
   differences the model reads (``global_roles`` of :func:`build_fold_data`, from
   ``InputSpec.speaker_norm``; e.g. NHNN's clustering input) is standardised as ``global``.
+* ``utterance``: frames (and segments) of every utterance standardised with that
+  utterance's own statistics over time (cepstral mean and variance normalisation per
+  utterance); it reads nothing of any other utterance, so it is not transductive.
+  Utterance vectors (one row: no statistics of their own) are standardised as ``global``.
 * ``none``: features as extracted.
 
 Dimensions with (near) zero spread get a standard deviation of 1.
@@ -77,7 +81,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Normalization = Literal["speaker", "global", "none"]
-NORMALIZATIONS: tuple[str, ...] = ("speaker", "global", "none")
+NORMALIZATIONS: tuple[str, ...] = ("speaker", "global", "utterance", "none")
 _KINDS = ("vector", "sequence", "segments")
 _CHUNK = 4_000_000  # elements per chunk when accumulating statistics
 #: Frame and segment folds whose normalised float32 copy takes at most this many bytes are
@@ -619,6 +623,9 @@ def normalize_features(
         raise ValueError(f"speakers ({len(speakers)}) and train_mask ({len(train_mask)}) must have {packed.n} entries")
     if mode == "none":
         return packed
+    if mode == "utterance" and packed.kind == "vector":
+        mode = "global"
+    mode, speakers = _own_groups(mode, speakers)
     stat_idx = np.flatnonzero(train_mask) if mode == "global" else np.arange(packed.n)
     stats = _statistics(packed, speakers, stat_idx, mode)
     out = packed.take(np.arange(packed.n))
@@ -659,10 +666,19 @@ def _fold_parts(table: LabelTable, fold: Any) -> dict[str, np.ndarray]:
     return parts
 
 
+def _own_groups(normalize: str, speakers: np.ndarray) -> tuple[str, np.ndarray]:
+    """``utterance`` normalisation is ``speaker`` normalisation with every utterance its own
+    group: the mode and group keys that :func:`_statistics` and friends then use."""
+    if normalize != "utterance":
+        return normalize, speakers
+    return "speaker", np.array([f"utt{i}" for i in range(len(speakers))], dtype=object)
+
+
 def _part_features(
     packed: PackedFeatures, parts: dict[str, np.ndarray], speakers: np.ndarray, normalize: str, lazy: bool | None
 ) -> dict[str, Any]:
     """One input's features of every part: normalised copies or :class:`LazyRows` views."""
+    normalize, speakers = _own_groups(normalize, speakers)
     all_idx = np.concatenate(list(parts.values()))
     stats = None
     if normalize != "none":
@@ -681,6 +697,14 @@ def _part_features(
             if stats is not None:
                 _normalize_part(out[part], speakers[idx], stats, normalize)
     return out
+
+
+def _role_mode(normalize: str, kind: str, reads_speakers: bool) -> str:
+    """The normalisation of one input: ``global`` for an input whose speaker differences the
+    model reads under ``speaker``, and for utterance vectors under ``utterance``."""
+    if (normalize == "speaker" and reads_speakers) or (normalize == "utterance" and kind == "vector"):
+        return "global"
+    return normalize
 
 
 def build_fold_data(
@@ -704,9 +728,10 @@ def build_fold_data(
         table: Labels of those utterances.
         fold: A fold with ``index``, ``name``, ``train``, ``validation`` and ``test``
             (arrays of utt_id), e.g. :class:`serray.protocols.Fold`.
-        normalize: ``"speaker"``, ``"global"`` or ``"none"``, applied to every input;
-            statistics for ``global`` come from the fold's training part only, for
-            ``speaker`` from each speaker's utterances in the fold.
+        normalize: ``"speaker"``, ``"global"``, ``"utterance"`` or ``"none"``, applied to
+            every input; statistics for ``global`` come from the fold's training part only,
+            for ``speaker`` from each speaker's utterances in the fold, for ``utterance``
+            from each utterance's own frames (vectors: ``global``).
         lazy: Frames and segments only: ``True`` for views, ``False`` for copies,
             ``None`` to copy when the fold's float32 copy takes at most
             :data:`COPY_MAX_BYTES`. Vectors are always copied.
@@ -726,10 +751,10 @@ def build_fold_data(
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     parts = _fold_parts(table, fold)
     speakers = np.asarray(table.speaker).astype(str)
-    modes = {role: "global" if normalize == "speaker" and role in global_roles else normalize for role in inputs}
+    modes = {role: _role_mode(normalize, p.kind, role in global_roles) for role, p in inputs.items()}
     if modes != {role: normalize for role in inputs}:
-        log.debug("fold %s: inputs %s standardised globally (their speaker differences are read)", fold.name,
-                  [r for r, m in modes.items() if m != normalize])
+        log.debug("fold %s: inputs %s standardised globally (speaker differences read, or utterance vectors)",
+                  fold.name, [r for r, m in modes.items() if m != normalize])
     features = {role: _part_features(p, parts, speakers, modes[role], lazy) for role, p in inputs.items()}
     splits = {
         part: SplitData(
