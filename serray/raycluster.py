@@ -102,7 +102,7 @@ def check_request(request: Mapping[str, float] | None, address: str | None = Non
     if not any(want.values()):
         return
     if ray.is_initialized():
-        nodes, where = _node_resources(), "any node of the Ray cluster"
+        nodes, where = _node_resources(), "the largest node of the Ray cluster"
     elif address is None:
         nodes, where = [local_resources(gpus=want["GPU"] > 0)], "this machine (local Ray)"
     else:

@@ -169,6 +169,24 @@ def test_check_request_accepts_what_this_machine_has(monkeypatch):
         check_request({"gpu": 3})
 
 
+def test_check_request_on_a_cluster_needs_one_node_that_holds_the_fold(monkeypatch):
+    """Joined clusters: a fold must fit one alive node (the sum over nodes does not help)."""
+    import ray
+
+    from serray.raycluster import check_request
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [
+        {"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+    ])
+    check_request({"cpu": 8, "gpu": 1}, address="auto")
+    with pytest.raises(ValueError, match="cpu=12: the largest node of the Ray cluster has 8 CPU"):
+        check_request({"cpu": 12}, address="auto")
+    with pytest.raises(ValueError, match="gpu=2: the largest node of the Ray cluster has 1 GPU"):
+        check_request({"gpu": 2}, address="auto")
+
+
 # ------------------------------------------------------------------ item 3: damaged stored files
 
 

@@ -360,6 +360,7 @@ def train_run(
 
         check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before a local Ray starts
         init_ray(address)
+        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
     t_train = time.perf_counter()
     results = run_folds(
         spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
