@@ -268,6 +268,15 @@ def test_truncated_predictions_part_is_named_and_trained_again(tmp_path, caplog)
     _one_error_line(r, str(part))
 
 
+def test_truncated_manifest_names_the_file(tmp_path):
+    _store(tmp_path)
+    path = tmp_path / "manifests" / "c.parquet"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(io.CorruptFileError) as err:  # before: "Parquet magic bytes not found", no path
+        manifest.load_manifests(tmp_path)
+    assert str(path) in str(err.value) and "serray data prepare" in str(err.value)
+
+
 @pytest.mark.parametrize("text", ['{"run": "r1", "metrics": {"test_ua', '{"a": 1}\x00garbage'])
 def test_truncated_json_names_the_file(tmp_path, text):
     path = tmp_path / "runs" / "r1" / "record.json"
