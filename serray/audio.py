@@ -2,7 +2,16 @@
 
 Bad files (unreadable, empty, too short, non-finite samples) raise :class:`AudioError`
 naming the file and the reason; :func:`check_files` turns those into a report so a whole
-run never aborts on one bad file and no file silently disappears.
+run never aborts on one bad file and no file silently disappears. It also finds files
+that decode but are not usable recordings:
+
+* truncated WAV files (the ``data`` chunk's header declares more bytes than the file
+  holds; libsndfile silently reads what is there): excluded;
+* silence or DC only (the mono signal's standard deviation after removing its mean is
+  below :data:`SILENCE_STD`): excluded;
+* float files with samples beyond full scale (peak above 1.0; PCM cannot exceed it):
+  kept with a warning (the recording may just be scaled), excluded with
+  ``exclude_out_of_range=True`` (``serray data prepare --exclude-out-of-range``).
 
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os
@@ -24,13 +33,19 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-__all__ = ["AudioError", "AudioInfo", "DEFAULT_SR", "MIN_DURATION_S", "load_audio", "audio_info", "check_files"]
+__all__ = [
+    "AudioError", "AudioInfo", "DEFAULT_SR", "MIN_DURATION_S", "SILENCE_STD", "load_audio", "audio_info", "check_files",
+    "wav_truncation", "signal_problem",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SR = 16000
 #: Shorter files are rejected: no feature set gives a meaningful frame under 100 ms.
 MIN_DURATION_S = 0.1
+#: A signal whose standard deviation after removing its mean is below this is silence or DC only
+#: (one step of 16-bit PCM is 3e-5).
+SILENCE_STD = 1e-6
 
 
 class AudioError(ValueError):
@@ -106,37 +121,115 @@ def load_audio(
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def check_files(paths: Iterable[str | os.PathLike], full: bool = True, min_duration_s: float = MIN_DURATION_S) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """Why a RIFF/WAVE file is truncated (``None`` when it is not, or is no RIFF WAV).
+
+    Compares the size its ``data`` chunk header declares with the bytes the file holds
+    after it; a streaming writer's unknown size (0 or 0xFFFFFFFF) is not checked.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(fh.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                cid, n = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if cid == b"data":
+                    present = size - pos - 8
+                    if n not in (0, 0xFFFFFFFF) and present < n:
+                        return (f"truncated: its header declares {n} bytes of audio data, {present} are present; "
+                                "copy or export the file again")
+                    return None
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
+
+
+def signal_problem(x: np.ndarray) -> str | None:
+    """Why a decoded (mono) signal is no recording: silence or DC only (``None`` if fine)."""
+    std = float(np.std(x.astype(np.float64) - float(np.mean(x, dtype=np.float64))))
+    if std < SILENCE_STD:
+        what = "silence (all samples zero)" if not np.any(x) else f"DC only (every sample {float(x[0]):.4g})"
+        return f"{what}: the signal's standard deviation is {std:.2g} < {SILENCE_STD:g}; re-record or drop the file"
+    return None
+
+
+def _check_one(path: str, full: bool, min_duration_s: float) -> tuple[float, str | None]:
+    """``(duration_s, out_of_range_reason)`` of a usable file.
+
+    Raises:
+        AudioError: The file is unusable (unreadable, empty, truncated, too short,
+            non-finite, silence or DC only).
+    """
+    info = audio_info(path)
+    if info.frames == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    truncated = wav_truncation(path)
+    if truncated:
+        raise AudioError(path, truncated)
+    if not full:
+        if info.duration_s < min_duration_s:
+            raise AudioError(path, f"too short ({info.duration_s:.3f} s < {min_duration_s} s)")
+        return info.duration_s, None
+    x = load_audio(path, sample_rate=None, min_duration_s=min_duration_s)
+    problem = signal_problem(x)
+    if problem:
+        raise AudioError(path, problem)
+    peak = float(np.max(np.abs(x)))
+    if peak > 1.0:
+        return info.duration_s, (f"samples beyond full scale (peak {peak:.4g} > 1.0, a float file written without "
+                                 "scaling); rescale it, or exclude such files with --exclude-out-of-range")
+    return info.duration_s, None
+
+
+def check_files(
+    paths: Iterable[str | os.PathLike],
+    full: bool = True,
+    min_duration_s: float = MIN_DURATION_S,
+    exclude_out_of_range: bool = False,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Check every file; return ``(ok_mask, bad_report, durations_s)``.
 
     Args:
         paths: Audio files.
-        full: Decode every file (finds NaN/inf and truncated data); ``False`` reads
-            headers only.
+        full: Decode every file (finds NaN/inf, silence/DC-only and out-of-range
+            samples); ``False`` reads headers only (still finds unreadable, empty and
+            truncated WAV files).
         min_duration_s: Shorter files are reported as too short.
+        exclude_out_of_range: Exclude float files with samples beyond full scale
+            (default: keep them, reported with ``excluded`` False).
 
     Returns:
-        A boolean mask of usable files, a DataFrame ``(path, reason)`` of the others, and
-        each file's duration in seconds (NaN where unreadable).
+        A boolean mask of usable files, a DataFrame ``(path, reason, excluded)`` of the
+        files with a problem (``excluded`` False: kept, with a warning), and each file's
+        duration in seconds (NaN where excluded).
     """
     paths = [str(p) for p in paths]
     ok = np.zeros(len(paths), dtype=bool)
     durations = np.full(len(paths), np.nan)
-    bad: list[tuple[str, str]] = []
+    bad: list[tuple[str, str, bool]] = []
     for i, p in enumerate(paths):
         try:
-            info = audio_info(p)
-            durations[i] = info.duration_s
-            if info.frames == 0:
-                raise AudioError(p, "empty audio (0 samples)")
-            if full:
-                load_audio(p, sample_rate=None, min_duration_s=min_duration_s)
-            elif info.duration_s < min_duration_s:
-                raise AudioError(p, f"too short ({info.duration_s:.3f} s < {min_duration_s} s)")
-            ok[i] = True
+            durations[i], warning = _check_one(p, full, min_duration_s)
         except AudioError as exc:
-            bad.append((exc.path, exc.reason))
-    report = pd.DataFrame(bad, columns=["path", "reason"])
-    if len(report):
-        log.warning("%d of %d audio files are unusable and excluded, e.g. %s", len(report), len(paths), bad[0][0])
+            bad.append((exc.path, exc.reason, True))
+            continue
+        ok[i] = not (warning and exclude_out_of_range)
+        if warning:
+            bad.append((p, warning, bool(exclude_out_of_range)))
+    report = pd.DataFrame(bad, columns=["path", "reason", "excluded"])
+    n_excluded = int(report["excluded"].sum())
+    if n_excluded:
+        first = report.loc[report["excluded"]].iloc[0]
+        log.warning("%d of %d audio files are unusable and excluded, e.g. %s: %s", n_excluded, len(paths),
+                    first["path"], first["reason"])
+    if len(report) > n_excluded:
+        first = report.loc[~report["excluded"]].iloc[0]
+        log.warning("%d of %d audio files are kept with a problem, e.g. %s: %s", len(report) - n_excluded, len(paths),
+                    first["path"], first["reason"])
     return ok, report, durations

@@ -6,6 +6,13 @@ interrupted run never leaves a half-written file behind. The final file gets the
 plain ``open()`` would give it (``0o666`` minus the process umask), not the ``0o600`` of
 the temporary file, so the other users of a shared work directory can read it.
 
+Every read names its file when the content cannot be parsed (:class:`CorruptFileError`,
+a ``ValueError``): a truncated or damaged file is reported with its path and the fix.
+YAML that serray writes (best.yaml, nested.yaml) starts with :data:`YAML_HEADER` and
+ends with :data:`YAML_END`; :func:`read_yaml` refuses a file that starts with the header
+but lacks the end line (a file cut short). Hand-written YAML without the header is read
+as it is.
+
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -24,6 +31,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 __all__ = [
+    "CorruptFileError",
+    "YAML_HEADER",
+    "YAML_END",
     "atomic_path",
     "write_bytes",
     "write_text",
@@ -34,6 +44,20 @@ __all__ = [
     "write_parquet",
     "read_parquet",
 ]
+
+
+#: First line of every YAML file serray writes; a file that starts with it must end with :data:`YAML_END`.
+YAML_HEADER = "# written by serray; the last line marks the end of the file (a file without it is incomplete)"
+#: Last line of every YAML file serray writes.
+YAML_END = "# end of file (serray)"
+
+
+class CorruptFileError(ValueError):
+    """A stored file that cannot be read (truncated or damaged); the message names the file and the fix."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str | None = None):
+        self.path = Path(path)
+        super().__init__(f"{path}: {problem}; {fix or 'delete it and re-run the command that writes it'}")
 
 
 @contextlib.contextmanager
@@ -95,24 +119,50 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
     write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | os.PathLike, fix: str | None = None) -> Any:
+    """Read a JSON file.
+
+    Raises:
+        CorruptFileError: The file is not valid JSON (e.g. truncated); the message names
+            it and ``fix`` (default: delete it and re-run the command that writes it).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(path, f"not valid JSON, the file is truncated or damaged ({exc})", fix) from None
 
 
 def write_yaml(obj: Any, path: str | os.PathLike) -> None:
-    """Atomically write ``obj`` as YAML (block style, key order kept)."""
+    """Atomically write ``obj`` as YAML (block style, key order kept), between
+    :data:`YAML_HEADER` and :data:`YAML_END`."""
     import yaml
 
-    write_text(yaml.safe_dump(_plain(obj), sort_keys=False), path)
+    write_text(f"{YAML_HEADER}\n{yaml.safe_dump(_plain(obj), sort_keys=False)}{YAML_END}\n", path)
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    """Read a YAML file."""
+def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
+    """Read a YAML file (only plain data: ``yaml.safe_load``).
+
+    Raises:
+        CorruptFileError: The file does not parse, or it was written by serray (starts
+            with :data:`YAML_HEADER`, or a part of it) and lacks :data:`YAML_END`: it was
+            cut short. The message names the file, the line and ``fix``.
+    """
     import yaml
 
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, f"not UTF-8 text ({exc})", fix) from None
+    lines = text.rstrip("\n").split("\n")
+    if len(text) >= 3 and (lines[0] == YAML_HEADER or YAML_HEADER.startswith(text)) and lines[-1] != YAML_END:
+        raise CorruptFileError(
+            path, f"incomplete: written by serray but its last line ({len(lines)}: {lines[-1][:40]!r}) is not the end "
+                  f"marker {YAML_END!r}, so the file was cut short", fix)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CorruptFileError(path, f"not valid YAML ({' '.join(str(exc).split())})", fix or "fix or re-create it") from None
 
 
 def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:  # noqa: F821
@@ -129,11 +179,21 @@ def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Map
         pq.write_table(table, tmp)
 
 
-def read_parquet(path: str | os.PathLike) -> "pandas.DataFrame":  # noqa: F821
-    """Read a Parquet file into a DataFrame."""
-    import pandas as pd
+def read_parquet(path: str | os.PathLike, fix: str | None = None, **kwargs: Any) -> "pandas.DataFrame":  # noqa: F821
+    """Read a Parquet file into a DataFrame (``kwargs`` go to ``pandas.read_parquet``).
 
-    return pd.read_parquet(path)
+    Raises:
+        CorruptFileError: The file is not readable Parquet (truncated or damaged).
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptFileError(path, f"not readable Parquet, the file is truncated or damaged ({exc})", fix) from None
 
 
 def _json_default(o: Any) -> Any:

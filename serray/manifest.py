@@ -93,11 +93,17 @@ def write_manifest(df: pd.DataFrame, workdir: str | Path, name: str) -> Path:
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read and validate one manifest file (Parquet or CSV)."""
+    """Read and validate one manifest file (Parquet or CSV).
+
+    Raises:
+        ManifestError: No such file, or rows that break the contract.
+        serray.io.CorruptFileError: A Parquet manifest that is truncated or damaged.
+    """
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: no such manifest; run `serray data prepare ...` first")
-    df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    fix = "run `serray data prepare CORPUS ROOT --workdir W` again for it (or restore the file)"
+    df = pd.read_csv(path) if path.suffix.lower() == ".csv" else io.read_parquet(path, fix)
     return validate_manifest(df, source=str(path))
 
 

@@ -28,11 +28,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serray import io
 
-__all__ = ["COLUMNS", "SPLITS", "write_predictions", "read_predictions", "run_classes", "list_runs", "predictions_dir"]
+__all__ = [
+    "COLUMNS", "SPLITS", "write_predictions", "read_predictions", "run_classes", "list_runs", "predictions_dir",
+    "check_name", "part_readable", "PART_FIX",
+]
 
 COLUMNS: tuple[str, ...] = ("run", "config_id", "seed", "fold", "split", "utt_id", "label", "pred", "logits")
 SPLITS: tuple[str, ...] = ("validation", "test")
@@ -44,10 +48,48 @@ def predictions_dir(workdir: str | Path) -> Path:
     return Path(workdir) / "predictions"
 
 
-def _check_name(kind: str, value: str) -> str:
-    if not _SAFE.match(value):
-        raise ValueError(f"{kind} {value!r} must be letters, digits and . _ = + - (it names a file)")
+#: What to do about an unreadable predictions part.
+PART_FIX = ("delete it and re-run the command that wrote it (`serray seeds` retrains missing and unreadable parts; "
+            "`serray train` rewrites its run)")
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a safe single path component (it names a folder or a file).
+
+    Letters, digits and ``. _ = + -``, starting with a letter or digit (so no ``/``,
+    ``\\``, ``..`` and no empty name); run names, run prefixes, variants and experiment
+    and ensemble names all follow this rule.
+
+    Raises:
+        ValueError: Naming ``kind`` (e.g. ``--run-prefix``) and the rule.
+    """
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise ValueError(f"{kind} {value!r} is not a valid name: use one path component of letters, digits and "
+                         ". _ = + - (no '/', '\\' or '..', not empty), e.g. my-run_2")
     return value
+
+
+def part_readable(path: str | Path) -> bool:
+    """Whether a predictions part's Parquet footer and class list can be read (cheap: no rows read)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        json.loads(meta[b"serray.classes"].decode())
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return False
+    return True
+
+
+def _part_classes(part: Path) -> list[str]:
+    """The class list in one part's metadata.
+
+    Raises:
+        serray.io.CorruptFileError: The part is unreadable (naming it and the fix).
+    """
+    try:
+        meta = pq.read_schema(part).metadata or {}
+        return json.loads(meta[b"serray.classes"].decode())
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        raise io.CorruptFileError(part, f"unreadable predictions part ({type(exc).__name__}: {exc})", PART_FIX) from None
 
 
 def write_predictions(
@@ -70,8 +112,8 @@ def write_predictions(
     Raises:
         ValueError: Missing columns, bad split names, or logits of the wrong length.
     """
-    _check_name("run", run)
-    _check_name("config_id", config_id)
+    check_name("run", run)
+    check_name("config_id", config_id)
     need = ["fold", "split", "utt_id", "label", "pred", "logits"]
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -119,9 +161,7 @@ def _parts(workdir: str | Path, runs: Iterable[str] | None) -> list[Path]:
 
 def run_classes(workdir: str | Path, run: str) -> list[str]:
     """The class list (logit order) of ``run``."""
-    part = _parts(workdir, [run])[0]
-    meta = pq.read_schema(part).metadata or {}
-    return json.loads(meta[b"serray.classes"].decode())
+    return _part_classes(_parts(workdir, [run])[0])
 
 
 def read_predictions(
@@ -135,17 +175,18 @@ def read_predictions(
     Raises:
         FileNotFoundError: A named run has no predictions.
         ValueError: The runs have different class lists (they cannot be fused).
+        serray.io.CorruptFileError: A part is unreadable (naming it and the fix).
     """
     parts = _parts(workdir, runs)
     if not parts:
         return pd.DataFrame(columns=list(COLUMNS))
-    classes = {json.dumps(json.loads(pq.read_schema(p).metadata[b"serray.classes"])) for p in parts}
+    classes = {json.dumps(_part_classes(p)) for p in parts}
     if len(classes) > 1:
         raise ValueError(f"runs have different class lists {sorted(classes)}; choose runs with the same label set")
     filters = []
     if split is not None:
         filters.append(("split", "=", split))
-    frames = [pd.read_parquet(p, filters=filters or None) for p in parts]
+    frames = [io.read_parquet(p, PART_FIX, filters=filters or None) for p in parts]
     df = pd.concat(frames, ignore_index=True)
     if utt_ids is not None:
         df = df[df["utt_id"].isin(set(utt_ids))].reset_index(drop=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Mapping
 
-__all__ = ["init_ray", "cluster_resources"]
+__all__ = ["init_ray", "cluster_resources", "local_resources", "check_request"]
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,65 @@ def cluster_resources() -> dict:
     import ray
 
     return dict(ray.cluster_resources()) if ray.is_initialized() else {}
+
+
+def local_resources(gpus: bool = True) -> dict[str, float]:
+    """CPUs and GPUs a local Ray started by :func:`init_ray` would have, found without starting it.
+
+    CPUs: those this process may run on; GPUs: ``CUDA_VISIBLE_DEVICES`` when set, else
+    the CUDA devices torch sees (only looked up with ``gpus=True``).
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    out = {"CPU": float(cpus)}
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            out["GPU"] = float(len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+        else:
+            try:
+                import torch
+
+                out["GPU"] = float(torch.cuda.device_count())
+            except Exception:  # noqa: BLE001 - no torch / no driver: no GPU
+                out["GPU"] = 0.0
+    return out
+
+
+def _node_resources() -> list[dict[str, float]]:
+    """Resources of each alive node of the connected Ray cluster."""
+    import ray
+
+    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_request(request: Mapping[str, float] | None, address: str | None = None,
+                  option: str = "--fold-resources") -> None:
+    """Refuse a per-task request (``{"cpu": c, "gpu": g}``) that no node can hold.
+
+    Ray would wait forever for such a task ("cannot fulfil"). Checked against the
+    connected cluster's largest node when Ray runs, else against this machine when a
+    local Ray is to be started; with ``address`` and no Ray yet there is nothing to
+    check against (call again after :func:`init_ray`).
+
+    Raises:
+        ValueError: Naming ``option``, what was asked, what there is and the fix.
+    """
+    import ray
+
+    want = {"CPU": float((request or {}).get("cpu") or 0.0), "GPU": float((request or {}).get("gpu") or 0.0)}
+    if not any(want.values()):
+        return
+    if ray.is_initialized():
+        nodes, where = _node_resources(), "the largest node of the Ray cluster"
+    elif address is None:
+        nodes, where = [local_resources(gpus=want["GPU"] > 0)], "this machine (local Ray)"
+    else:
+        return
+    for kind, amount in want.items():
+        best = max((float(n.get(kind, 0.0)) for n in nodes), default=0.0)
+        if amount > best + 1e-9:
+            name = kind.lower()
+            raise ValueError(
+                f"{option} {name}={amount:g}: {where} has {best:g} {kind}(s), so the task could never start; "
+                f"ask for {name}<={best:g}" + (" (omit gpu= to train on CPU)" if kind == "GPU" and best == 0 else "")
+            )

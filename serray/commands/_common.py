@@ -12,7 +12,8 @@ import click
 __all__ = [
     "workdir_option", "address_option", "seed_option", "feature_param_option", "run_options", "fail",
     "parse_value", "parse_assignments", "parse_feature_params", "parse_fold_resources", "read_config_file",
-    "read_run_defaults", "run_spec_from_options", "RUN_KEYS", "RUN_OPTION_NAMES",
+    "read_run_defaults", "run_spec_from_options", "RUN_KEYS", "RUN_OPTION_NAMES", "check_name_option",
+    "fold_request", "split_names",
 ]
 
 #: Keys of ``serray tune``'s best.yaml that ``train``, ``tune`` and ``seeds`` take as
@@ -152,16 +153,65 @@ def parse_fold_resources(text: str | None) -> dict[str, float]:
     return res
 
 
+def fold_request(text: str | None, address: str | None) -> dict[str, float]:
+    """``--fold-resources`` parsed and checked against this machine (a local Ray) before
+    anything starts (:func:`serray.raycluster.check_request`); a joined cluster is
+    checked once Ray has joined it.
+
+    Raises:
+        ValueError: Bad syntax, or more CPUs/GPUs per fold than a node has.
+    """
+    from serray.raycluster import check_request
+
+    res = parse_fold_resources(text)
+    check_request(res, address)
+    return res
+
+
+def check_name_option(option: str, value: str | None) -> None:
+    """Exit with one line unless ``value`` (of ``option``) is absent or a single safe path
+    component (:func:`serray.predictions.check_name`)."""
+    from serray.predictions import check_name
+
+    if value is None:
+        return
+    try:
+        check_name(option, value)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def split_names(text: str, option: str) -> list[str]:
+    """A comma-separated list of names, stripped and deduplicated (a note names repeats).
+
+    Exits with one line when the list is empty.
+    """
+    names = [r.strip() for r in (text or "").split(",") if r.strip()]
+    if not names:
+        fail(f"{option} {text!r} names no run; give comma-separated names, e.g. {option} run-a,run-b")
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        click.echo(f"note: {option} names {', '.join(repeated)} more than once; each is used once", err=True)
+    return unique
+
+
+#: What to do about a config YAML that serray wrote and that is cut short or damaged.
+_CONFIG_FIX = "re-create it (`serray tune ... --resume` rewrites best.yaml) or restore an intact copy"
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Hyperparameters from a YAML file: a flat mapping, or one under a ``config:`` key
     (an empty file is no hyperparameters).
 
     Raises:
         ValueError: The file does not hold a mapping.
+        serray.io.CorruptFileError: The file is not YAML, or a serray-written one is
+            cut short (:func:`serray.io.read_yaml`).
     """
     from serray import io
 
-    data = io.read_yaml(path)
+    data = io.read_yaml(path, _CONFIG_FIX)
     if data is None:
         return {}
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
@@ -179,7 +229,7 @@ def read_run_defaults(path: str | Path, model: str) -> dict[str, Any]:
     """
     from serray import io
 
-    data = io.read_yaml(path)
+    data = io.read_yaml(path, _CONFIG_FIX)
     if not (isinstance(data, dict) and isinstance(data.get("config"), dict)):
         return {}
     if data.get("model") not in (None, model):
@@ -219,7 +269,7 @@ def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, an
         protocol=opts.get("protocol") or meta.get("protocol", "loso"),
         labels=opts.get("labels") or meta.get("labels", "native"),
         normalize=opts.get("normalize") or meta.get("normalize", "global"),
-        corpora=list(opts.get("corpora") or ()) or None, k=opts.get("k") or meta.get("k", 5),
+        corpora=list(opts.get("corpora") or ()) or None, k=opts["k"] if opts.get("k") is not None else meta.get("k", 5),
         fold_seed=meta.get("fold_seed", 0), validation=opts.get("validation") or meta.get("validation", "coverage"),
         train_corpora=list(opts.get("train_corpora") or ()) or None,
         test_corpora=list(opts.get("test_corpora") or ()) or None, preset=opts.get("preset"), config=config, seed=seed,

@@ -25,8 +25,12 @@ def command() -> None:
 @click.option("--workdir", "-w", required=True, type=click.Path(file_okay=False), help="Work directory; the manifest goes to W/manifests/<name>.parquet.")
 @click.option("--name", default=None, help="Manifest/corpus name (default: the adapter name).")
 @click.option("--no-check", is_flag=True, help="Read file headers only instead of decoding every file.")
+@click.option("--exclude-out-of-range", is_flag=True,
+              help="Exclude float files with samples beyond full scale (peak > 1.0); by default they are kept, "
+                   "listed in W/manifests/NAME.bad.csv with excluded=False and a warning.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Adapter option, e.g. -o corpus=mycorpus for 'table'.")
-def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bool, options: tuple[str, ...]) -> None:
+def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bool, exclude_out_of_range: bool,
+            options: tuple[str, ...]) -> None:
     """Scan a corpus folder (or table file, for 'table') and write its manifest.
 
     Every audio file is checked; unusable files are listed in W/manifests/<name>.bad.csv
@@ -49,15 +53,18 @@ def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bo
         k, v = item.split("=", 1)
         opts[k] = v
     try:
-        res = prepare_corpus(corpus, root, workdir, check_audio=not no_check, corpus_name=name, **opts)
+        res = prepare_corpus(corpus, root, workdir, check_audio=not no_check, corpus_name=name,
+                             exclude_out_of_range=exclude_out_of_range, **opts)
     except (CorpusLayoutError, ManifestError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     m = res.manifest
     click.echo(f"{res.manifest_path}: {len(m)} utterances, {m['speaker'].nunique()} speakers, {m['emotion'].nunique()} emotions")
     click.echo(summary_table(m).to_string())
-    if len(res.bad):
-        click.echo(f"\n{len(res.bad)} unusable file(s) excluded (listed in {res.bad_path}):", err=True)
-        click.echo(res.bad.head(20).to_string(index=False), err=True)
+    for excluded, what in ((True, "unusable file(s) excluded"), (False, "file(s) kept with a problem")):
+        rows = res.bad[res.bad["excluded"].astype(bool) == excluded]
+        if len(rows):
+            click.echo(f"\n{len(rows)} {what} (listed in {res.bad_path}):", err=True)
+            click.echo(rows[["path", "reason"]].head(20).to_string(index=False), err=True)
 
 
 @command.command("info")

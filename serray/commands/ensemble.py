@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from serray.commands._common import address_option, fail
+from serray.commands._common import address_option, check_name_option, fail, split_names
 
 
 def parse_k(text: str) -> list[int]:
@@ -124,7 +124,8 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     from serray.predictions import read_predictions, run_classes
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
-    run_list = [r for r in runs.split(",") if r]
+    run_list = split_names(runs, "--runs")
+    check_name_option("--name", name)
     k_values = parse_k(k_text)
     if nested and (method != "exhaustive" or selection != "validation"):
         fail("--nested estimates an exhaustive search selected on validation; drop --nested or use "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from serray.commands._common import fail
+from serray.commands._common import check_name_option, fail, split_names
 
 
 def _late_rows(members, subsets: dict[str, list[int]]) -> list[dict]:
@@ -66,7 +66,8 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
     from serray.predictions import read_predictions, run_classes
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
-    run_list = [r for r in runs.split(",") if r]
+    run_list = split_names(runs, "--runs")
+    check_name_option("--name", name)
     k_values = parse_k(k_text) if k_text else []
     try:
         stored = read_predictions(workdir, run_list)

@@ -32,7 +32,10 @@ def _prepare(items: tuple[str, ...], workdir: str) -> None:
         except (CorpusLayoutError, ManifestError, FileNotFoundError, ValueError) as exc:
             fail(str(exc))
         m = res.manifest
-        click.echo(f"{res.manifest_path}: {len(m)} utterances, {m['speaker'].nunique()} speakers, {len(res.bad)} unusable")
+        n_excluded = int(res.bad["excluded"].sum())
+        kept = f", {len(res.bad) - n_excluded} kept with a problem" if len(res.bad) > n_excluded else ""
+        click.echo(f"{res.manifest_path}: {len(m)} utterances, {m['speaker'].nunique()} speakers, {n_excluded} unusable{kept}"
+                   + (f" (see {res.bad_path})" if res.bad_path else ""))
 
 
 @click.command(name="pipeline")

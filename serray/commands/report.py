@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import fail
+from serray.commands._common import fail, split_names
 
 
 @click.command(name="report")
@@ -37,7 +37,7 @@ def command(workdir: str, runs: str | None, compare: bool, tune_dirs: tuple[str,
     """
     from serray.report import ReportOptions, write_report
 
-    names = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
+    names = split_names(runs, "--runs") if runs is not None else None
     try:
         opts = ReportOptions(split=split, by=tuple(b for b in by.split(",") if b), pair_by=pair_by, test=test,
                              n_boot=n_boot, seed=seed, compare=compare)

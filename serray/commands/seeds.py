@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from serray.commands._common import address_option, fail, parse_fold_resources, run_options, run_spec_from_options
+from serray.commands._common import (
+    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options,
+)
 
 
 @click.command(name="seeds")
@@ -32,10 +34,15 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     """
     from serray.training.seeds import parse_variant, train_seeds
 
+    if n_seeds < 1:
+        fail(f"--n must be >= 1 (the number of seeds), got {n_seeds}")
+    check_name_option("--run-prefix", run_prefix)
     try:
         run = run_spec_from_options(model, opts)
         var = dict(parse_variant(v) for v in variants) if variants else None
-        res_ = parse_fold_resources(fold_resources)
+        for variant in var or ():
+            check_name_option("--variant", variant)
+        res_ = fold_request(fold_resources, address)
         res = train_seeds(
             run, seeds=range(seed_start, seed_start + n_seeds), variants=var, run_prefix=run_prefix, address=address,
             num_cpus=res_.get("cpu", 1.0), num_gpus=res_.get("gpu", 0.0), device=device,
@@ -58,4 +65,5 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
 
         click.echo(f"transductive: {TRANSDUCTIVE_SPEAKER_NORM}")
     click.echo(f"runs: {', '.join(res.runs.values())}  ({res.seconds:.0f} s)")
-    click.echo(f"next: serray ensemble {run.workdir} --runs {','.join(res.runs.values())} --k 1-5")
+    n_members = t.groupby(["variant", "seed"]).ngroups  # the seeds of every run: the ensemble's candidates
+    click.echo(f"next: serray ensemble {run.workdir} --runs {','.join(res.runs.values())} --k 1-{min(5, n_members)}")

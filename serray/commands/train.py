@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from serray.commands._common import (
-    address_option, fail, parse_fold_resources, run_options, run_spec_from_options, seed_option,
+    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options, seed_option,
 )
 
 __all__ = ["command"]
@@ -95,12 +95,13 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
     from serray.training.trainer import total_epochs
 
     progress = None
+    check_name_option("--run", run_name)
     try:
         if sequential and use_ray:
             raise ValueError("--sequential and --ray contradict each other; pass one of them")
         parallel = True if use_ray else (False if sequential else None)
         run = run_spec_from_options(model, opts, seed=seed)
-        res = parse_fold_resources(fold_resources)
+        res = fold_request(fold_resources, address) if not sequential else {}
         spec = run.model_spec()
         if spec.backend == "torch" and not sequential:
             progress = _EpochProgress(total_epochs(spec, run.resolved_config()))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 
 from serray.commands._common import (
-    address_option, fail, parse_assignments, parse_fold_resources, run_options, run_spec_from_options, seed_option,
+    address_option, check_name_option, fail, fold_request, parse_assignments, run_options, run_spec_from_options,
+    seed_option,
 )
 
 
 @click.command(name="tune")
 @click.argument("model")
 @run_options
-@click.option("--num-samples", "-n", default=20, show_default=True, help="Number of trials.")
+@click.option("--num-samples", "-n", default=20, show_default=True, type=int, help="Number of trials (>= 1).")
 @click.option("--space", default=None, type=click.Path(dir_okay=False), help="Search-space YAML (default: the one installed with serray, serray/search_spaces/MODEL.yaml).")
 @seed_option
 @click.option("--name", default=None, help="Experiment name (default tune-MODEL-FEATURES-PROTOCOL-LABELS).")
@@ -65,8 +66,15 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    if num_samples < 1:
+        fail(f"--num-samples must be >= 1 (the number of trials), got {num_samples}")
+    check_name_option("--name", name)
+    try:
+        resources = fold_request(fold_resources, address) or None
+    except ValueError as exc:
+        fail(str(exc))
     options = SearchOptions(
-        space=space, num_samples=num_samples, name=name, address=address, fold_resources=parse_fold_resources(fold_resources) or None,
+        space=space, num_samples=num_samples, name=name, address=address, fold_resources=resources,
         grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device,
         pinned=tuple(_set_keys(opts)), report_every_epoch=report_every_epoch,
     )

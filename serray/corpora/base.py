@@ -63,6 +63,8 @@ _ADAPTER_MODULES: dict[str, str] = {
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _BAD_COLUMNS = ["path", "reason"]
+#: Columns of ``bad`` / ``<name>.bad.csv``: ``excluded`` is False for a file kept with a warning.
+_REPORT_COLUMNS = ["path", "reason", "excluded"]
 
 
 class CorpusLayoutError(ValueError):
@@ -116,10 +118,12 @@ class PrepareResult:
 
     Attributes:
         manifest: The validated manifest (usable files only, sorted by ``utt_id``).
-        bad: ``(path, reason)`` of every excluded file (unusable audio, or audio files
-            that do not follow the naming scheme); empty when none.
+        bad: ``(path, reason, excluded)`` of every excluded file (unusable audio:
+            unreadable, truncated, silence/DC only, ...; or audio files that do not
+            follow the naming scheme) and, with ``excluded`` False, of every file kept
+            with a warning (float samples beyond full scale); empty when none.
         manifest_path: ``W/manifests/<name>.parquet``, or ``None`` without a workdir.
-        bad_path: ``W/manifests/<name>.bad.csv`` when files were excluded, else ``None``.
+        bad_path: ``W/manifests/<name>.bad.csv`` when ``bad`` has rows, else ``None``.
     """
 
     manifest: pd.DataFrame
@@ -151,6 +155,7 @@ def prepare_corpus(
     *,
     check_audio: bool = True,
     corpus_name: str | None = None,
+    exclude_out_of_range: bool = False,
     **options: Any,
 ) -> PrepareResult:
     """Scan a corpus with adapter ``name`` and build (and optionally write) its manifest.
@@ -165,11 +170,14 @@ def prepare_corpus(
         name: Adapter name, one of :func:`adapter_names`.
         root: Corpus folder (for ``table``: the table file).
         workdir: Work directory; ``None`` builds the manifest without writing anything.
-        check_audio: Decode every file (finds truncated files and NaN samples);
-            ``False`` reads the headers only (still catches unreadable and empty files).
+        check_audio: Decode every file (finds NaN samples, silence/DC-only files and
+            float samples beyond full scale); ``False`` reads the headers only (still
+            catches unreadable, empty and truncated WAV files).
         corpus_name: Corpus name to use instead of the adapter's (``corpus`` column,
             ``utt_id`` and speaker prefixes, manifest file name), e.g. ``"emodb16k"`` for a
             resampled copy.
+        exclude_out_of_range: Exclude float files with samples beyond full scale
+            (default: keep them, listed in ``bad`` with ``excluded`` False and a warning).
         **options: Adapter-specific options (see each adapter module); string values,
             as the CLI passes them, are converted.
 
@@ -194,7 +202,7 @@ def prepare_corpus(
     t0 = time.perf_counter()
     scan = adapter.scan(Path(root), corpus_name, **options)
     rows = scan.rows.reset_index(drop=True)
-    ok, bad_audio, durations = check_files(rows["path"].tolist(), full=check_audio)
+    ok, bad_audio, durations = check_files(rows["path"].tolist(), full=check_audio, exclude_out_of_range=exclude_out_of_range)
     bad = pd.concat([_bad_frame(scan.skipped), _bad_frame(bad_audio)], ignore_index=True)
     bad = bad.sort_values("path", kind="stable").reset_index(drop=True)
     manifest = rows.loc[ok].copy()
@@ -212,12 +220,7 @@ def prepare_corpus(
             with contextlib.suppress(FileNotFoundError):
                 bad_path.unlink()
             bad_path = None
-    if len(bad):
-        where = f"; listed in {bad_path}" if bad_path else ""
-        log.warning(
-            "%s: %d of %d audio file(s) excluded (unusable or not following the naming scheme), e.g. %s: %s%s",
-            mname, len(bad), len(rows) + len(scan.skipped), bad["path"].iloc[0], bad["reason"].iloc[0], where,
-        )
+    _warn_bad(mname, bad, len(rows) + len(scan.skipped), bad_path)
     if manifest.empty:
         raise CorpusLayoutError(
             f"{name}: every one of the {len(bad)} audio file(s) under {root} was excluded "
@@ -426,9 +429,26 @@ def opt_mapping(name: str, value: Any) -> dict[str, str | None] | None:
 
 
 def _bad_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``(path, reason, excluded)`` rows (``excluded`` True where the input has no such column)."""
     if df is None or df.empty:
-        return pd.DataFrame(columns=_BAD_COLUMNS)
-    return df[_BAD_COLUMNS].astype(str)
+        return pd.DataFrame({c: pd.Series(dtype=bool if c == "excluded" else object) for c in _REPORT_COLUMNS})
+    out = df[_BAD_COLUMNS].astype(str)
+    out["excluded"] = df["excluded"].astype(bool).to_numpy() if "excluded" in df.columns else True
+    return out
+
+
+def _warn_bad(mname: str, bad: pd.DataFrame, n_files: int, bad_path: Path | None) -> None:
+    """One warning line for the excluded files and one for those kept with a problem."""
+    where = f"; listed in {bad_path}" if bad_path else ""
+    excluded, kept = bad[bad["excluded"].astype(bool)], bad[~bad["excluded"].astype(bool)]
+    if len(excluded):
+        log.warning(
+            "%s: %d of %d audio file(s) excluded (unusable or not following the naming scheme), e.g. %s: %s%s",
+            mname, len(excluded), n_files, excluded["path"].iloc[0], excluded["reason"].iloc[0], where,
+        )
+    if len(kept):
+        log.warning("%s: %d of %d audio file(s) kept with a problem, e.g. %s: %s%s",
+                    mname, len(kept), n_files, kept["path"].iloc[0], kept["reason"].iloc[0], where)
 
 
 def _manifest_name(corpus_name: str | None, manifest: pd.DataFrame, adapter: Adapter) -> str:

@@ -105,10 +105,15 @@ def corpus_table(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def bad_table(workdir: str | os.PathLike) -> pd.DataFrame:
-    """The excluded files of every prepared corpus: ``corpus``, ``path``, ``reason``
-    (from ``W/manifests/*.bad.csv``; empty when there are none)."""
+    """The reported files of every prepared corpus: ``corpus``, ``path``, ``reason``,
+    ``excluded`` (False: kept with a warning; a report written before that column was
+    added lists excluded files only) from ``W/manifests/*.bad.csv``; empty when there are none."""
     files = sorted(manifest_dir(workdir).glob("*.bad.csv")) if manifest_dir(workdir).is_dir() else []
-    parts = [pd.read_csv(f, dtype=str).assign(corpus=Path(f).name[: -len(".bad.csv")]) for f in files]
+    parts = []
+    for f in files:
+        part = pd.read_csv(f, dtype=str).assign(corpus=Path(f).name[: -len(".bad.csv")])
+        part["excluded"] = part["excluded"].str.lower().ne("false") if "excluded" in part.columns else True
+        parts.append(part)
     if not parts:
-        return pd.DataFrame(columns=["corpus", "path", "reason"])
-    return pd.concat(parts, ignore_index=True)[["corpus", "path", "reason"]]
+        return pd.DataFrame(columns=["corpus", "path", "reason", "excluded"])
+    return pd.concat(parts, ignore_index=True)[["corpus", "path", "reason", "excluded"]]

@@ -24,6 +24,12 @@ Every file is written through :func:`serray.io.atomic_path` (temporary file + re
 an interrupted run leaves complete entries and hidden ``.*.tmp`` files only, which are
 never read and are removed by the next run once they are an hour old. The next run
 extracts only what is missing.
+
+A file damaged later (truncated ``.npy`` or Parquet, a ``meta.json`` that is not JSON)
+fails every read with an error naming it and the ``serray features`` command that
+repairs it: :meth:`FeatureCache.repair`, run by ``serray features`` before it decides
+what to extract, deletes unreadable entries with a warning naming each, so they count
+as missing and are extracted again.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "list_cached",
     "features_command_hint",
     "entry_dims",
+    "npy_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,9 +166,19 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ meta
 
+    def fix_hint(self) -> str:
+        """What repairs a damaged file of this set: the ``serray features`` command that wrote it."""
+        ext = self.extractor
+        hint = features_command_hint(self.dir.parent.parent, ext.name, _changed_params(ext.params, type(ext).defaults))
+        return f"run `{hint}`, which re-extracts unreadable files (or delete the file and run it)"
+
     def read_meta(self) -> dict[str, Any] | None:
-        """``meta.json`` or ``None`` when the folder has none yet."""
-        return io.read_json(self.meta_path) if self.meta_path.is_file() else None
+        """``meta.json`` or ``None`` when the folder has none yet.
+
+        Raises:
+            serray.io.CorruptFileError: ``meta.json`` is not valid JSON (naming it and the fix).
+        """
+        return io.read_json(self.meta_path, self.fix_hint()) if self.meta_path.is_file() else None
 
     def write_meta(self, dims: Sequence[int], dtype: str) -> dict[str, Any]:
         """Write ``meta.json`` (atomically) unless it exists with ``dims``; return it."""
@@ -193,24 +210,73 @@ class FeatureCache:
             return []
         return sorted(p for p in self.vectors_dir.glob("*.parquet") if not p.name.startswith("."))
 
-    def cached_keys(self) -> set[str]:
-        """File identities with stored features."""
-        if self.kind == "vector":
-            import pyarrow.parquet as pq
-
-            keys: set[str] = set()
-            for f in self._vector_files():
-                keys.update(pq.read_table(f, columns=["file_key"]).column("file_key").to_pylist())
-            return keys
+    def _array_files(self) -> list[Path]:
         if not self.arrays_dir.is_dir():
-            return set()
-        out = set()
+            return []
+        out = []
         with os.scandir(self.arrays_dir) as top:
             for d in top:
                 if d.is_dir():
                     with os.scandir(d.path) as inner:
-                        out.update(e.name[:-4] for e in inner if e.name.endswith(".npy") and not e.name.startswith("."))
+                        out.extend(Path(e.path) for e in inner if e.name.endswith(".npy") and not e.name.startswith("."))
         return out
+
+    def _vector_keys(self, path: Path) -> list[str]:
+        """The file keys of one vector Parquet file.
+
+        Raises:
+            serray.io.CorruptFileError: The file is not readable Parquet.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path, columns=["file_key"]).column("file_key").to_pylist()
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            raise io.CorruptFileError(path, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
+
+    def cached_keys(self) -> set[str]:
+        """File identities with stored features (an unreadable vector file counts as none,
+        with a warning; arrays are listed by name, :meth:`repair` checks them)."""
+        if self.kind == "vector":
+            keys: set[str] = set()
+            for f in self._vector_files():
+                try:
+                    keys.update(self._vector_keys(f))
+                except io.CorruptFileError as exc:
+                    log.warning("%s", exc)
+            return keys
+        return {p.name[:-4] for p in self._array_files()}
+
+    def repair(self) -> list[Path]:
+        """Delete every unreadable entry (and an unreadable ``meta.json``), each with a
+        warning naming it, so that it counts as missing and is extracted again.
+
+        Checks each vector Parquet file's ``file_key`` column and each ``.npy``'s header
+        against its size (:func:`npy_problem`): cheap, no values are read.
+
+        Returns:
+            The deleted files.
+        """
+        bad: list[tuple[Path, str]] = []
+        if self.meta_path.is_file():
+            try:
+                self.read_meta()
+            except io.CorruptFileError as exc:
+                bad.append((self.meta_path, str(exc).split("; ")[0]))
+        for f in self._vector_files():
+            try:
+                self._vector_keys(f)
+            except io.CorruptFileError as exc:
+                bad.append((f, str(exc).split("; ")[0]))
+        for f in self._array_files():
+            problem = npy_problem(f)
+            if problem:
+                bad.append((f, f"{f}: {problem}"))
+        for path, why in bad:
+            log.warning("%s; deleted, it is extracted again", why)
+            path.unlink(missing_ok=True)
+        return [p for p, _ in bad]
 
     def size_bytes(self) -> int:
         """Bytes on disk of the whole folder."""
@@ -320,7 +386,13 @@ class FeatureCache:
         files = self._vector_files()
         if not files:
             return {}, np.zeros((0, 0), np.float32)
-        table = pa.concat_tables([pq.read_table(f) for f in files])
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f))
+            except (OSError, pa.ArrowException) as exc:
+                raise io.CorruptFileError(f, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
+        table = pa.concat_tables(tables)
         col = table.column("values").combine_chunks()
         width = col.type.list_size
         values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
@@ -328,8 +400,18 @@ class FeatureCache:
         return {k: i for i, k in enumerate(keys)}, values
 
     def read_array(self, file_key: str, mmap: bool = False) -> np.ndarray:
-        """The stored array of one file."""
-        return np.load(self.array_path(file_key), mmap_mode="r" if mmap else None)
+        """The stored array of one file.
+
+        Raises:
+            serray.io.CorruptFileError: The ``.npy`` is truncated or damaged (naming it and the fix).
+        """
+        path = self.array_path(file_key)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise io.CorruptFileError(path, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
 
     def summary(self) -> dict[str, Any]:
         """One row of ``serray features --list``."""
@@ -346,6 +428,29 @@ class FeatureCache:
             "size_mb": round(self.size_bytes() / 2**20, 2),
             "path": str(self.dir),
         }
+
+
+def npy_problem(path: str | os.PathLike) -> str | None:
+    """Why a ``.npy`` file cannot be a complete array (``None`` when its header parses and
+    its size is the header's length plus the data the header describes).
+
+    Reads the header only, so a truncated file is found without reading its values.
+    """
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read_header(fh)
+            start = fh.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError, EOFError) as exc:
+        return f"not a readable .npy file ({exc})"
+    if dtype.hasobject:
+        return "holds Python objects, not numbers"
+    want = start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != want:
+        return f"truncated or damaged: {size} bytes, its header describes {want}"
+    return None
 
 
 def entry_dims(kind: str, arr: np.ndarray) -> tuple[int, ...]:
@@ -551,8 +656,8 @@ def list_cached(workdir: str | os.PathLike) -> pd.DataFrame:
     root = Path(workdir) / FEATURES_DIR
     rows = []
     for meta_path in sorted(root.glob("*/meta.json")) if root.is_dir() else []:
-        meta = io.read_json(meta_path)
         try:
+            meta = io.read_json(meta_path, "run `serray features` for its set, which re-extracts unreadable files")
             cls = extractor_class(meta["name"])
             ext = cls(**meta["params"])
         except (ValueError, KeyError) as exc:

@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -386,6 +386,20 @@ class _PoolHolder:
             self.pool = None
 
 
+def _repaired_keys(cache: FeatureCache, wanted: Iterable[str | None]) -> set[str]:
+    """The cached keys after :meth:`FeatureCache.repair` deleted unreadable entries.
+
+    When ``meta.json`` was deleted (unreadable), one cached entry of ``wanted`` is left
+    out so that it is extracted again and ``meta.json`` is rewritten with it.
+    """
+    removed = cache.repair()
+    keys = cache.cached_keys()
+    again = sorted(keys.intersection(k for k in wanted if k is not None))
+    if cache.meta_path in removed and again:
+        keys.discard(again[0])
+    return keys
+
+
 def _extract_one(
     workdir: Path,
     name: str,
@@ -411,7 +425,7 @@ def _extract_one(
         except OSError as exc:
             key_of[p] = None
             log.debug("%s: %s", p, exc)
-    cached_before = cache.cached_keys()
+    cached_before = _repaired_keys(cache, key_of.values())
     old_fail = cache.read_failures()
     known = old_fail[old_fail["persistent"].astype(bool) & (old_fail["file_key"] != "")] if not retry_failed else old_fail.iloc[:0]
     known_reason = dict(zip(known["file_key"], known["reason"]))

@@ -331,10 +331,11 @@ def train_run(
         command_line: Recorded in the run record.
 
     Raises:
-        ValueError: Unknown model, feature kind not matching the model, or any argument
-            error from the protocol and label set.
+        ValueError: Unknown model, feature kind not matching the model, a run name that
+            is not a single path component, fold resources this machine lacks, or any
+            argument error from the protocol and label set.
     """
-    from serray.predictions import write_predictions
+    from serray.predictions import check_name, write_predictions
     from serray.protocols import folds_to_frame
     from serray.training.actors import run_folds
     from serray.training.experiment import prepare_experiment
@@ -351,12 +352,15 @@ def train_run(
     if parallel is None:
         parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, address, device)
         log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
-    name = run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels, run.normalize, cid, run.seed)
+    name = check_name("--run", run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels,
+                                                            run.normalize, cid, run.seed))
     t_prep = time.perf_counter() - t_start
     if parallel:
-        from serray.raycluster import init_ray
+        from serray.raycluster import check_request, init_ray
 
+        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before a local Ray starts
         init_ray(address)
+        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
     t_train = time.perf_counter()
     results = run_folds(
         spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,

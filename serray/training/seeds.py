@@ -25,7 +25,7 @@ import pandas as pd
 
 from serray import io, metrics
 
-__all__ = ["SeedsResult", "train_seeds", "parse_variant", "variant_overrides", "seed_metrics"]
+__all__ = ["SeedsResult", "train_seeds", "stored_parts", "parse_variant", "variant_overrides", "seed_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,23 @@ class SeedsResult:
     seconds: float = 0.0
 
 
+def stored_parts(workdir: Any, runs: Mapping[str, str], cids: Mapping[str, str],
+                 seeds: Sequence[int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(todo, done)``: the (variant, seed) pairs whose predictions part is missing or
+    unreadable (a warning names each unreadable one; it is trained again), and the others."""
+    from serray.predictions import part_readable, predictions_dir
+
+    todo, done = [], []
+    for name in runs:
+        for s in seeds:
+            part = predictions_dir(workdir) / runs[name] / f"{cids[name]}__seed{s}.parquet"
+            ok = part.exists() and part_readable(part)
+            if part.exists() and not ok:
+                log.warning("%s: unreadable predictions part (truncated or damaged); it is trained again", part)
+            (done if ok else todo).append((name, s))
+    return todo, done
+
+
 def train_seeds(
     run: Any,
     *,
@@ -143,14 +160,18 @@ def train_seeds(
         num_cpus, num_gpus: Resources of each fold task.
         address, device: as for :func:`serray.training.run.train_run`.
 
+    A part in the store that cannot be read (truncated or damaged) is trained again,
+    with a warning naming it.
+
     Raises:
-        ValueError: Unknown override keys, no seeds, or preparation errors.
+        ValueError: Unknown override keys, no seeds, run names that are not single path
+            components, fold resources no node has, or preparation errors.
     """
     import ray
     from tqdm import tqdm
 
-    from serray.predictions import predictions_dir, write_predictions
-    from serray.raycluster import init_ray
+    from serray.predictions import check_name, write_predictions
+    from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
     from serray.training.experiment import prepare_experiment
     from serray.training.run import config_id as make_config_id
@@ -168,20 +189,17 @@ def train_seeds(
     exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
-    runs = {name: f"{prefix}-{name}" for name in variants}
+    runs = {name: check_name("run (--run-prefix-VARIANT)", f"{prefix}-{name}") for name in variants}
     cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
 
-    todo = []
-    skipped = []
-    for name in variants:
-        for s in seeds:
-            part = predictions_dir(workdir) / runs[name] / f"{cids[name]}__seed{s}.parquet"
-            (skipped if part.exists() else todo).append((name, s))
+    todo, skipped = stored_parts(workdir, runs, cids, seeds)
     if skipped:
         log.info("%d (variant, seed) pair(s) already in the predictions store are skipped", len(skipped))
 
     if todo:
+        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before Ray starts (local)
         init_ray(address)
+        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
         shared = put_inputs(exp.inputs)
         task = ray.remote(_fold_task_impl).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)
         pending: dict[Any, tuple[str, int, int]] = {}

@@ -150,6 +150,8 @@ class RunSpec:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.validation not in VALIDATION_RULES:
             raise ValueError(f"unknown validation rule {self.validation!r}; use one of {VALIDATION_RULES}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 2:
+            raise ValueError(f"--k must be an integer >= 2 (folds of --protocol kfold), got {self.k!r}")
         object.__setattr__(self, "workdir", str(self.workdir))
         for name in ("corpora", "train_corpora", "test_corpora"):
             value = getattr(self, name)

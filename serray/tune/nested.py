@@ -219,10 +219,11 @@ def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: P
         return out
     import ray
 
-    from serray.raycluster import init_ray
+    from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
 
     init_ray(address)
+    check_request(resources, address)  # a task no node can hold would wait forever
     shared = put_inputs(exp.inputs)
     task = ray.remote(search_fold).options(num_cpus=float(resources.get("cpu", 1.0)), num_gpus=float(resources.get("gpu", 0.0)))
     pending = [task.remote(search, shared, fold) for fold in todo]

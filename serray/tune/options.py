@@ -69,6 +69,19 @@ class SearchOptions:
     pinned: tuple[str, ...] = ()
     report_every_epoch: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse what no search can run: fewer than one trial, a name that is not one path component.
+
+        Raises:
+            ValueError: Naming the option and the fix.
+        """
+        from serray.predictions import check_name
+
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise ValueError(f"--num-samples must be an integer >= 1 (the number of trials), got {self.num_samples!r}")
+        if self.name is not None:
+            check_name("--name", self.name)
+
 
 @dataclass(frozen=True)
 class PreparedSearch:
