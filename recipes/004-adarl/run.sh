@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Paper 004 (ADARL): the full model against its Table 3 arms, backbone (lambda_1 = 0, pathway kept)
+# and the domain-adversarial (gradient reversal) network; gender is the domain.
+#   bash recipes/004-adarl/run.sh [SETTING ...]     (default: emodb4 emodb7 emovo4 de2it)
+# Model size: the `reduced` preset, 8 epochs, 2 s spectrogram segments (every EmoDB file is 2.0 s;
+# the paper's 3 s segments would be a third padding). The full-size model is bench/gpu.py's.
+RECIPE="$(cd "$(dirname "$0")" && pwd)"
+source "$RECIPE/../_common.sh"
+SETTINGS=("${@:-emodb4 emodb7 emovo4 de2it}")
+
+prepare_corpora
+features egemaps
+features spectrogram --param spectrogram.segment_s=2.0
+for s in ${SETTINGS[@]}; do
+    t=$(tag "$s")
+    reference "$s"
+    arms adarl "$s" adarl --feature-param segment_s=2.0 --preset reduced --set epochs=8 \
+        --variant adarl --variant backbone --variant adversarial
+    keep_results "$t" "adarl-$t-adarl,adarl-$t-backbone,adarl-$t-adversarial,svm-$t"
+done
