@@ -20,6 +20,4 @@ $SERRAY seeds dcnn --workdir "$W" $E7 --normalize global --n "$SEEDS" --run-pref
 $SERRAY seeds dcnn --workdir "$W" $E7 --normalize speaker --n "$SEEDS" --run-prefix dcnn-spk-emodb7 --variant base
 $SERRAY seeds dcnn --workdir "$W" $E7 --normalize utterance --n "$SEEDS" --run-prefix dcnnk15-utt-emodb7 \
     --variant base --variant balanced:sampler=balanced
-# a deep model on the SVM's own input
-$SERRAY seeds mlp --workdir "$W" $E7 --normalize global --n "$SEEDS" --run-prefix mlp-emodb7 --variant base --variant refit:refit=true
-keep_results emodb7 "svm-emodb7,svm-spk-emodb7,dcnnk15-emodb7-base,dcnnk15-emodb7-refit,dcnnk15-emodb7-bs16-p10-refit,dcnn-spk-emodb7-base,dcnnk15-utt-emodb7-base,dcnnk15-utt-emodb7-balanced,mlp-emodb7-base,mlp-emodb7-refit"
+keep_results emodb7 "svm-emodb7,svm-spk-emodb7,dcnnk15-emodb7-base,dcnnk15-emodb7-refit,dcnnk15-emodb7-bs16-p10-refit,dcnn-spk-emodb7-base,dcnnk15-utt-emodb7-base,dcnnk15-utt-emodb7-balanced"
