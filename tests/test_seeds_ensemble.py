@@ -21,7 +21,8 @@ def test_seeds_then_ensemble(synth_copy, tmp_path):
     r = CliRunner().invoke(main, ["seeds", "mlp", "--workdir", w, "--config", str(cfg), "--n", "3",
                                   "--variant", "a:dropout=0.1", "--variant", "b:dropout=0.4"])
     assert r.exit_code == 0, r.output
-    runs = ["seeds-mlp-egemaps-kfold-native-a", "seeds-mlp-egemaps-kfold-native-b"]
+    runs = next(ln for ln in r.output.splitlines() if ln.startswith("runs: "))[6:].split("  (")[0].split(", ")
+    assert [x.rsplit("-", 1)[0] for x in runs] == ["seeds-mlp-egemaps-kfold-native-global-a", "seeds-mlp-egemaps-kfold-native-global-b"]
     df = read_predictions(w, runs)
     assert df.groupby("run")["seed"].nunique().to_dict() == {runs[0]: 3, runs[1]: 3}
     # fold-averaged UA/WA beside the pooled ones, printed and stored per seed

@@ -116,7 +116,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
 
     \b
     Example:
-      serray ensemble W --runs seeds-mlp-egemaps-loso-native-base --k 1-6
+      serray ensemble W --runs mlp-base --k 1-6
     """
     import logging
 

@@ -31,8 +31,8 @@ def command(workdir: str, runs: str | None, compare: bool, tune_dirs: tuple[str,
 
     \b
     Examples:
-      serray report W --runs svm-run,seeds-mlp-egemaps-loso-native-base --compare
-      serray report W --runs seeds-mlp-egemaps-loso-native-base,ensemble:mlp-val
+      serray report W --runs svm-run,mlp-base --compare
+      serray report W --runs mlp-base,ensemble:mlp-val
       serray report W --tune W/tune/tune-mlp-egemaps-loso-native
     """
     from serray.report import ReportOptions, write_report

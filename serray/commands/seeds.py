@@ -18,7 +18,9 @@ from serray.commands._common import (
               help="A named config variant trained side by side, e.g. --variant base --variant fc:stages=fc. "
                    "A name the model defines (its paper's arms, e.g. adarl's backbone) starts from its overrides; "
                    "'base' is the configuration as given; any other name needs overrides of its own.")
-@click.option("--run-prefix", default=None, help="Runs are named PREFIX-VARIANT (default seeds-MODEL-FEATURES-PROTOCOL-LABELS).")
+@click.option("--run-prefix", default=None, help="Runs are named PREFIX-VARIANT (default seeds-MODEL-FEATURES-PROTOCOL-LABELS-NORMALIZE-VARIANT-HASH, "
+                   "the hash covering the config and the other settings). A run that holds results of other "
+                   "settings is refused.")
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -26,11 +28,15 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     """Train MODEL with N seeds on every fold (in parallel on Ray) and store all predictions.
 
     Parts already in the predictions store are skipped, so an interrupted command can be
-    run again. Feed the runs to `serray ensemble`.
+    run again (or given more seeds). A run holds one setting: a run that holds results of
+    other settings (config, features, protocol, k, validation rule, corpora, labels,
+    normalisation) is refused before any training. Each run's record describes every seed
+    it holds. Feed the runs to `serray ensemble`.
 
     \b
     Example:
-      serray seeds mlp --workdir W --config W/tune/tune-mlp-egemaps-loso-native/best.yaml --n 12
+      serray seeds mlp --workdir W --config W/tune/tune-mlp-egemaps-loso-native/best.yaml --n 12 --run-prefix mlp
+      (runs mlp-base; without --run-prefix, seeds-mlp-egemaps-loso-native-global-base-HASH)
     """
     from serray.training.seeds import parse_variant, train_seeds
 
@@ -64,6 +70,10 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
         from serray.training.spec import TRANSDUCTIVE_SPEAKER_NORM
 
         click.echo(f"transductive: {TRANSDUCTIVE_SPEAKER_NORM}")
+    for variant, held in res.stored_seeds.items():
+        if len(held) > t[t["variant"] == variant]["seed"].nunique():
+            click.echo(f"run {res.runs[variant]} holds {len(held)} seeds ({', '.join(map(str, held))}), more than asked: "
+                       f"the scores above are the seeds asked for; its record and `ensemble` use all {len(held)}")
     click.echo(f"runs: {', '.join(res.runs.values())}  ({res.seconds:.0f} s)")
-    n_members = t.groupby(["variant", "seed"]).ngroups  # the seeds of every run: the ensemble's candidates
+    n_members = sum(len(h) for h in res.stored_seeds.values()) or t.groupby(["variant", "seed"]).ngroups
     click.echo(f"next: serray ensemble {run.workdir} --runs {','.join(res.runs.values())} --k 1-{min(5, n_members)}")

@@ -60,7 +60,9 @@ def _fmt(x: Any) -> str:
 @click.argument("model")
 @run_options
 @seed_option
-@click.option("--run", "run_name", default=None, help="Run name (default: derived from model, features, protocol, config, seed).")
+@click.option("--run", "run_name", default=None, help="Run name (default: derived from model, features, protocol, labels, normalisation, config, "
+                   "a hash of the other settings (k, fold seed, validation, corpora) and seed). A run that "
+                   "already holds results of other settings is refused.")
 @address_option
 @click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M",
               help="Resources of each fold actor; folds are packed onto as many actors as fit at once "

@@ -63,9 +63,29 @@ def config_id(model: str, config: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def default_run_name(model: str, features: str, protocol: str, labels: str, normalize: str, cid: str, seed: int) -> str:
-    """``<model>-<features>-<protocol>-<labels>-<normalize>-<config_id>-seed<seed>``."""
-    return f"{model}-{features}-{protocol}-{labels}-{normalize}-{cid}-seed{int(seed)}"
+#: The settings a default run name spells; :func:`default_run_name` hashes the others.
+NAMED_SETTINGS = ("model", "config", "config_id", "feature_tag", "features", "feature_params", "protocol", "labels",
+                  "normalize", "seed")
+
+
+def default_run_name(model: str, features: str, protocol: str, labels: str, normalize: str, cid: str, seed: int,
+                     settings: Mapping[str, Any] | None = None) -> str:
+    """``<model>-<features>-<protocol>-<labels>-<normalize>-<config_id>-<hash>-seed<seed>``.
+
+    ``<hash>`` (:func:`serray.training.identity.settings_hash`) covers the run's other
+    settings (``k`` of k-fold protocols, fold seed, validation rule, corpora, train and
+    test corpora), so runs that differ in any of them get other names; without
+    ``settings`` it is left out (the names before 2026-12).
+
+    Example:
+        >>> a = default_run_name("svm", "egemaps", "kfold", "native", "global", "c1", 0, {"k": 2})
+        >>> a != default_run_name("svm", "egemaps", "kfold", "native", "global", "c1", 0, {"k": 4})
+        True
+    """
+    from serray.training.identity import settings_hash
+
+    tag = f"-{settings_hash(settings, NAMED_SETTINGS)}" if settings is not None else ""
+    return f"{model}-{features}-{protocol}-{labels}-{normalize}-{cid}{tag}-seed{int(seed)}"
 
 
 @dataclass
@@ -315,7 +335,8 @@ def train_run(
     Args:
         run: The :class:`~serray.training.spec.RunSpec` (model, features, protocol,
             labels, normalisation, preset, config, seed, fold construction).
-        run_name: Run name; default :func:`default_run_name`.
+        run_name: Run name; default :func:`default_run_name` (which differs for any
+            other setting). A run already holding results of other settings is refused.
         address: Ray cluster to join; default a local Ray.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         parallel: Fold actors on Ray (``True``) or in this process (``False``). Default
@@ -332,13 +353,15 @@ def train_run(
 
     Raises:
         ValueError: Unknown model, feature kind not matching the model, a run name that
-            is not a single path component, fold resources this machine lacks, or any
+            is not a single path component, a run that holds results of other settings
+            (:func:`serray.training.identity.check_run`), fold resources this machine lacks, or any
             argument error from the protocol and label set.
     """
     from serray.predictions import check_name, write_predictions
     from serray.protocols import folds_to_frame
     from serray.training.actors import run_folds
     from serray.training.experiment import prepare_experiment
+    from serray.training.identity import check_run, run_settings, write_settings
     from serray.training.trainer import check_config, check_stage_plans
 
     t_start = time.perf_counter()
@@ -348,12 +371,15 @@ def train_run(
     cid = config_id(spec.name, cfg)
     exp = prepare_experiment(run, cfg, feature_sets, address=address)
     check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
+    settings = run_settings(run, exp, spec.name, cfg, cid, seed=run.seed)
+    name = check_name("--run", run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels,
+                                                            run.normalize, cid, run.seed, settings))
+    check_run(run.workdir, name, settings, "--run name")  # before any training (or probe)
+    write_settings(run.workdir, name, settings)
     execution = "in this process (--sequential)" if parallel is False else "Ray fold actors"
     if parallel is None:
         parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, address, device)
         log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
-    name = check_name("--run", run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels,
-                                                            run.normalize, cid, run.seed))
     t_prep = time.perf_counter() - t_start
     if parallel:
         from serray.raycluster import check_request, init_ray
@@ -383,6 +409,7 @@ def train_run(
         "timings": {"total_s": total, "prepare_s": t_prep, "train_s": train_seconds, "folds_s": {str(r.index): r.seconds for r in results}},
         "predictions": str(pred_path.relative_to(Path(run.workdir))),
         "command_line": command_line,
+        "settings": settings,
     }
     record = _clean(_record(run, exp, name, cfg, cid, results, pooled, mean, extra))
     rdir = runs_dir(run.workdir) / name

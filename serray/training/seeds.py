@@ -25,7 +25,7 @@ import pandas as pd
 
 from serray import io, metrics
 
-__all__ = ["SeedsResult", "train_seeds", "stored_parts", "parse_variant", "variant_overrides", "seed_metrics"]
+__all__ = ["SeedsResult", "train_seeds", "seeds_run_name", "stored_parts", "parse_variant", "variant_overrides", "seed_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,15 @@ def _fold_task_impl(spec, config, shared, fold, normalize, seed, device, threads
 
 @dataclass
 class SeedsResult:
-    """Per-variant run names and the per-seed metrics table."""
+    """Per-variant run names, the per-seed metrics table (the seeds asked for) and, per
+    variant, every seed its run holds (what its record describes; may be more than asked)."""
 
     runs: dict[str, str]
     config_id: dict[str, str]
     table: pd.DataFrame
     skipped: list[tuple[str, int]] = field(default_factory=list)
     seconds: float = 0.0
+    stored_seeds: dict[str, list[int]] = field(default_factory=dict)
 
 
 def stored_parts(workdir: Any, runs: Mapping[str, str], cids: Mapping[str, str],
@@ -155,13 +157,16 @@ def train_seeds(
         seeds: Training seeds; folds stay the same for all (``run.fold_seed``).
         variants: ``{name: overrides}`` trained side by side (default ``{"base": {}}``); a
             name the model defines (``ModelSpec.variants``) starts from its overrides.
-        run_prefix: Run names are ``<prefix>-<variant>`` (default
-            ``seeds-<model>-<features>-<protocol>-<labels>``).
+        run_prefix: Run names are ``<prefix>-<variant>`` (default :func:`seeds_run_name`,
+            which differs for any other setting). A run that already holds results of
+            other settings (another config, k, validation rule, corpora, normalisation,
+            ...) is refused before any training.
         num_cpus, num_gpus: Resources of each fold task.
         address, device: as for :func:`serray.training.run.train_run`.
 
     A part in the store that cannot be read (truncated or damaged) is trained again,
-    with a warning naming it.
+    with a warning naming it. The result's table covers ``seeds``; each run's record
+    covers every seed its store holds (e.g. 4 after ``--n 4`` then ``--n 2``).
 
     Raises:
         ValueError: Unknown override keys, no seeds, run names that are not single path
@@ -174,6 +179,7 @@ def train_seeds(
     from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
     from serray.training.experiment import prepare_experiment
+    from serray.training.identity import check_run, run_settings, write_settings
     from serray.training.run import config_id as make_config_id
     from serray.training.trainer import check_config, check_stage_plans
 
@@ -188,9 +194,14 @@ def train_seeds(
     cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
     exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
-    prefix = run_prefix or f"seeds-{spec.name}-{exp.feature_tag}-{protocol}-{labels}"
-    runs = {name: check_name("run (--run-prefix-VARIANT)", f"{prefix}-{name}") for name in variants}
     cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
+    settings = {name: run_settings(run, exp, spec.name, cfgs[name], cid) for name, cid in cids.items()}
+    runs = {name: check_name("run (--run-prefix-VARIANT)", seeds_run_name(run_prefix, exp, run, name, settings[name]))
+            for name in variants}
+    for name in variants:  # before any training: a run folder never holds results of two settings
+        check_run(workdir, runs[name], settings[name], "--run-prefix")
+    for name in variants:
+        write_settings(workdir, runs[name], settings[name])
 
     todo, skipped = stored_parts(workdir, runs, cids, seeds)
     if skipped:
@@ -226,19 +237,52 @@ def train_seeds(
                     _write_model_records(workdir, runs[name], cids[name], s, results)
         bar.close()
 
-    rows = []
+    stored = _stored_table(workdir, variants, runs, cids, exp.classes)
+    _write_records(run, exp, variants, runs, cfgs, cids, stored, settings)
+    table = stored[stored["seed"].isin(seeds)].reset_index(drop=True)
+    held = {name: sorted(int(x) for x in stored.loc[stored["variant"] == name, "seed"].unique()) for name in variants}
+    for name, have in held.items():
+        if set(have) - set(seeds):
+            log.info("run %s holds %d seeds (%s), more than the %d asked; its record describes all of them",
+                     runs[name], len(have), _seed_text(have), len(seeds))
+    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0, held)
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    """``0-3`` for a contiguous range, else the list."""
+    s = sorted(seeds)
+    return f"{s[0]}-{s[-1]}" if len(s) > 1 and s == list(range(s[0], s[-1] + 1)) else ",".join(map(str, s))
+
+
+def seeds_run_name(prefix: str | None, exp: Any, run: Any, variant: str, settings: Mapping[str, Any]) -> str:
+    """``<prefix>-<variant>``; by default
+    ``seeds-<model>-<features>-<protocol>-<labels>-<normalize>-<variant>-<hash>``, the hash
+    (:func:`serray.training.identity.settings_hash`) covering the variant's config and the
+    settings the name does not spell (k, fold seed, validation rule, corpora), so that a
+    changed setting makes a new run."""
+    from serray.training.identity import settings_hash
+
+    if prefix:
+        return f"{prefix}-{variant}"
+    spelled = ("model", "features", "feature_tag", "feature_params", "protocol", "labels", "normalize")
+    return (f"seeds-{exp.spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}-{run.normalize}-{variant}-"
+            f"{settings_hash(settings, spelled)}")
+
+
+def _stored_table(workdir: Any, variants: Mapping, runs: Mapping[str, str], cids: Mapping[str, str],
+                  classes: Sequence[str]) -> pd.DataFrame:
+    """Per (variant, seed, split) metrics of every seed the store holds for each variant's config."""
     from serray.predictions import read_predictions
 
+    rows = []
     for name in variants:
         df = read_predictions(workdir, [runs[name]])
-        df = df[(df["config_id"] == cids[name]) & (df["seed"].isin(seeds))]
+        df = df[df["config_id"] == cids[name]]
         for s, g in df.groupby("seed"):
             for split in ("validation", "test"):
-                m = seed_metrics(g[g["split"] == split], exp.classes)
+                m = seed_metrics(g[g["split"] == split], classes)
                 rows.append({"variant": name, "run": runs[name], "seed": int(s), "split": split, **m})
-    table = pd.DataFrame(rows)
-    _write_records(run, exp, variants, runs, cfgs, cids, seeds, table)
-    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0)
+    return pd.DataFrame(rows, columns=["variant", "run", "seed", "split"] if not rows else None)
 
 
 def _model_record_path(workdir: Any, run_name: str, cid: str, seed: int) -> Path:
@@ -260,12 +304,15 @@ def _read_model_records(workdir: Any, run_name: str, cid: str, seeds: Sequence[i
     return {str(s): io.read_json(p)["folds"] for s, p in paths.items() if p.exists()}
 
 
-def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, seeds: list, table: pd.DataFrame) -> None:
-    """One record per variant: config, data, per-seed test metrics and their mean and spread."""
+def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, table: pd.DataFrame,
+                   settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """One record per variant: config, data, per-seed test metrics and their mean and spread,
+    over every seed the run holds (``table``: the store's, not only the seeds asked for)."""
     from serray.training.run import aux_summary, runs_dir
 
     for name in variants:
         t = table[(table["variant"] == name) & (table["split"] == "test")]
+        seeds = sorted(int(s) for s in t["seed"])
         record = {
             "run": runs[name],
             "model": exp.spec.name,
@@ -286,6 +333,7 @@ def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict
                 "per_seed": t[["seed", "ua", "wa", "f1", "ua_fold", "wa_fold"]].to_dict(orient="records"),
             },
             **({"model_records": m} if (m := _read_model_records(run.workdir, runs[name], cids[name], seeds)) else {}),
+            "settings": dict(settings[name]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         io.write_json(record, runs_dir(run.workdir) / runs[name] / "record.json")
