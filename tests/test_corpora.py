@@ -239,7 +239,7 @@ def build_msppodcast(tmp: Path) -> tuple[Path, dict]:
         ("MSP-PODCAST_0002_0003.wav", "C", 4.4, 2.8, 4.6, "Unknown", "Male", "Test1"),
         ("MSP-PODCAST_0003_0001.wav", "S", 2.0, 2.2, 3.0, "930", "Female", "Test2"),
         ("MSP-PODCAST_0003_0002.wav", "X", 3.0, 3.0, 3.0, "930", "Female", "Train"),
-        ("MSP-PODCAST_0004_0005.wav", "O", 3.8, 3.6, 3.4, "127", "Male", "Test1"),
+        ("MSP-PODCAST_0004_0005.wav", "O", 3.8, 3.6, 3.4, "455", "Male", "Test1"),
     ]
     for i, r in enumerate(rows):
         _wav(root / "Audios" / r[0], seed=i)
@@ -248,7 +248,7 @@ def build_msppodcast(tmp: Path) -> tuple[Path, dict]:
                  ).to_csv(root / "Labels" / "labels_consensus.csv", index=False)
     return tmp, {
         "n": 6,
-        "speakers": {"msppodcast_127": "m", "msppodcast_930": "f", "msppodcast_unknown-0001": "f",
+        "speakers": {"msppodcast_127": "m", "msppodcast_455": "m", "msppodcast_930": "f", "msppodcast_unknown-0001": "f",
                      "msppodcast_unknown-0002": "m"},
         "emotions": {"angry": 1, "happy": 1, "neutral": 1, "contempt": 1, "sad": 1, "other": 1},
         "checks": [("msppodcast/MSP-PODCAST_0001_0008", "arousal", 5.2), ("msppodcast/MSP-PODCAST_0001_0008", "valence", 2.4),
@@ -486,7 +486,7 @@ def test_msppodcast_speakers_agreement_splits_and_options(tmp_path, caplog):
     unknown = m[~m["speaker_known"]]
     assert unknown["speaker_id"].isna().all() and len(unknown) == 3
     assert sorted(unknown["speaker"].unique()) == ["msppodcast_unknown-0001", "msppodcast_unknown-0002"]
-    assert m.loc[m["speaker_known"], "speaker_id"].tolist() == ["127", "930", "127"]
+    assert m.loc[m["speaker_known"], "speaker_id"].tolist() == ["127", "930", "455"]
     assert set(m["split"]) == {"train", "development", "test1", "test2"}
     kept = prepare_corpus("msppodcast", root, keep_unagreed="true").manifest.set_index("utt_id")
     assert kept.loc["msppodcast/MSP-PODCAST_0003_0002", ["emotion", "emotion_native"]].tolist() == ["other", "X"]
@@ -504,6 +504,29 @@ def test_msppodcast_speakers_agreement_splits_and_options(tmp_path, caplog):
     assert len(res.manifest) == 5 and any("have no audio file" in r.getMessage() for r in caplog.records)
     assert res.bad["path"].str.endswith("MSP-PODCAST_0009_0001.wav").tolist() == [True]
     assert "no row for this file" in res.bad["reason"].iloc[0]
+
+
+def test_msppodcast_official_partitions_drive_protocol_split(tmp_path, caplog):
+    from serray.protocols import LeakageError, make_folds
+
+    root, _ = build_msppodcast(tmp_path / "data")
+    m = prepare_corpus("msppodcast", root).manifest
+    with caplog.at_level(logging.WARNING, logger="serray.protocols"):
+        folds = make_folds(m, "split")
+    assert [f.name for f in folds] == ["test=test1", "test=test2"]
+    pre = "msppodcast/MSP-PODCAST_"
+    for f in folds:
+        assert sorted(f.train) == [pre + "0001_0008", pre + "0001_0011"] and list(f.validation) == [pre + "0001_0020"]
+        # episode 0001's unknown voice is in training and development: validation is not speaker-independent
+        assert f.validation_mode == "stratified"
+    assert any("shares speakers with training" in r.getMessage() for r in caplog.records)
+    assert sorted(folds[0].test) == [pre + "0002_0003", pre + "0004_0005"] and list(folds[1].test) == [pre + "0003_0001"]
+    assert [f.name for f in make_folds(prepare_corpus("msppodcast", root, splits="train,development,test1").manifest,
+                                       "split")] == ["test=test1"]
+    m.loc[m["utt_id"] == pre + "0001_0008", "split"] = "test2"  # speaker 127 now on both sides of test2
+    m.loc[m["utt_id"] == pre + "0004_0005", ["speaker", "split"]] = ["msppodcast_127", "train"]
+    with pytest.raises(LeakageError, match="msppodcast_127"):
+        make_folds(m, "split")
 
 
 def test_msppodcast_older_label_file_name_and_missing_column(tmp_path):

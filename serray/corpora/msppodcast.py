@@ -25,7 +25,9 @@ Extra columns: ``emotion_native`` (the code), ``speaker_id``, ``speaker_known``,
 ``arousal``, ``valence``, ``dominance`` (``EmoAct``, ``EmoVal``, ``EmoDom``: the
 evaluators' means on the corpus's 1-7 scales), ``split`` (the official partition:
 ``train``, ``development``, ``test1``, ``test2``, ``test3``, lower-cased ``Split_Set``;
-empty where the CSV has none), ``gender`` (f/m; ``Unknown`` is missing),
+empty where the CSV has none; ``--protocol split`` trains on ``train``, validates on
+``development`` and tests on each test partition as its own fold, see
+:func:`serray.protocols.make_folds`), ``gender`` (f/m; ``Unknown`` is missing),
 ``naturalness`` ``natural`` and ``language`` ``en``.
 
 Options:
