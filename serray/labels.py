@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 CANONICAL: tuple[str, ...] = (
     "neutral", "happy", "sad", "angry", "fear", "disgust", "surprise", "boredom", "calm",
 )
-#: Further names some natural corpora carry (IEMOCAP); kept in ``native`` experiments.
-EXTRA: tuple[str, ...] = ("excited", "frustrated", "other")
+#: Further names some natural corpora carry (IEMOCAP; MSP-Podcast's contempt); kept in
+#: ``native`` experiments.
+EXTRA: tuple[str, ...] = ("excited", "frustrated", "other", "contempt")
 
 #: Classes of the ``valence3`` label set, in order.
 VALENCE_BINS: tuple[str, ...] = ("low", "medium", "high")

@@ -8,6 +8,9 @@ A protocol turns a manifest into a list of :class:`Fold` objects, each holding t
 - ``loco``: leave one corpus out (train on the other corpora).
 - ``kfold``: speaker-independent stratified k-fold (speakers never cross folds).
 - ``cross-corpus``: one fold, train on ``train_corpora`` and test on ``test_corpora``.
+- ``split``: a corpus's predefined partitions from its ``split`` column (e.g. MSP-Podcast's
+  official ``train``/``development``/``test1``/``test2``): training on ``train``,
+  validation on ``development``, one fold per test partition (see :func:`make_folds`).
 
 Validation data are carved out of each fold's training part. When that part has at least
 three speakers the validation part consists of whole held-out speakers (chosen from the
@@ -67,7 +70,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Protocol names accepted by :func:`make_folds`.
-PROTOCOLS: tuple[str, ...] = ("loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent")
+PROTOCOLS: tuple[str, ...] = ("loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent", "split")
+#: Values of a ``split`` column that mean training and validation (protocol ``split``);
+#: every other value is a test partition.
+PREDEFINED_TRAIN: tuple[str, ...] = ("train",)
+PREDEFINED_VALIDATION: tuple[str, ...] = ("development", "dev", "validation", "valid", "val")
 #: Stratified k-fold over utterances, the same speakers in training and test (papers'
 #: "random splits"; with k=5 and validation 20 % of the rest: 64/16/20). Its folds are
 #: named and marked ``speaker-dependent``; results are optimistic.
@@ -415,7 +422,16 @@ def make_folds(
         speaker_independent: ``False`` (``kfold`` only) gives plain stratified k-fold;
             its folds are named and marked ``speaker-dependent`` (optimistic results).
         group_column: Column whose values define the test groups; defaults to
-            ``speaker`` (loso, kfold), ``session`` (loso-session), ``corpus`` (loco).
+            ``speaker`` (loso, kfold), ``session`` (loso-session), ``corpus`` (loco),
+            ``split`` (split).
+
+    Protocol ``split`` reads predefined partitions from the ``split`` column (values
+    compared case-insensitively): ``train`` is the training part, ``development`` (or
+    ``dev``/``validation``) the validation part, and each other value a test partition,
+    one fold each (``test=test1``, ``test=test2``, ...; the folds share training and
+    validation). Utterances without a value are left out. Without a development
+    partition, validation is carved out of ``train`` as for the other protocols. The
+    leakage check applies as everywhere: a test speaker in training is refused.
 
     Returns:
         The folds, in order (``Fold.index`` = position).
@@ -473,10 +489,10 @@ def make_folds(
             parts.append((f"test={value}", ~test_mask, test_mask))
     elif protocol == "kfold":
         parts = _kfold_parts(m, int(k), int(seed), speaker_independent, group_column or "speaker")
-    else:
+    elif protocol == "cross-corpus":
         parts = [_cross_corpus_part(m, train_list, test_list)]
 
-    folds: list[Fold] = []
+    folds: list[Fold] = _predefined_folds(m, group_column or "split", common) if protocol == "split" else []
     used = Counter() if validation == "balanced" else None  # folds each speaker validated so far
     for index, (name, train_mask, test_mask) in enumerate(parts):
         tr, va, mode = _carve_validation(
@@ -486,7 +502,7 @@ def make_folds(
         folds.append(Fold(index=index, name=name, train=tr, validation=va, test=ids[test_mask],
                           validation_mode=mode))
 
-    if protocol != "cross-corpus":
+    if protocol not in ("cross-corpus", "split"):
         counts = Counter(u for f in folds for u in f.test)
         if len(counts) != len(ids) or max(counts.values()) != 1:
             raise RuntimeError(f"protocol {protocol!r}: test parts do not cover each utterance exactly once")
@@ -499,6 +515,35 @@ def make_folds(
     log.info("protocol %s: %d fold(s) over %d utterances, %d speakers", protocol, len(folds), len(m),
              m["speaker"].nunique())
     return folds
+
+
+def _predefined_folds(m: pd.DataFrame, column: str, common: dict[str, Any]) -> list[Fold]:
+    """Protocol ``split``: one fold per test partition of ``column`` (see :func:`make_folds`)."""
+    if column not in m.columns:
+        raise ValueError(f"protocol 'split' needs a {column!r} column with predefined partitions (train, development, "
+                         f"test...), and the manifest has none; use a corpus whose adapter writes it (e.g. msppodcast) "
+                         f"or another protocol")
+    values = m[column].astype("string").str.strip().str.lower().fillna("")
+    train = values.isin(PREDEFINED_TRAIN).to_numpy()
+    val = values.isin(PREDEFINED_VALIDATION).to_numpy()
+    tests = sorted(set(values) - {""} - set(PREDEFINED_TRAIN) - set(PREDEFINED_VALIDATION))
+    if not train.any() or not tests:
+        raise ValueError(f"protocol 'split' needs a 'train' partition and at least one test partition in column "
+                         f"{column!r}, found {sorted(set(values) - {''})}")
+    if (values == "").any():
+        log.info("protocol split: %d utterance(s) without a %r value left out", int((values == "").sum()), column)
+    ids, spk = m["utt_id"].to_numpy(), m["speaker"].to_numpy()
+    if val.any():
+        tr, va = ids[train], ids[val]
+        mode = "speaker" if not set(spk[val]) & set(spk[train]) else "stratified"
+        if mode == "stratified":
+            log.warning("protocol split: the %r validation partition shares speakers with training; "
+                        "validation is not speaker-independent", column)
+    else:
+        log.info("protocol split: no development partition in %r; validation carved out of 'train'", column)
+        tr, va, mode = _carve_validation(m, train, fold_index=0, fold_name="split", speaker_dependent=False, **common)
+    return [Fold(index=i, name=f"test={t}", train=tr, validation=va, test=ids[(values == t).to_numpy()],
+                 validation_mode=mode) for i, t in enumerate(tests)]
 
 
 def _kfold_parts(

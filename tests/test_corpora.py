@@ -229,14 +229,47 @@ def build_table(tmp: Path) -> tuple[Path, dict]:
     }
 
 
+def build_msppodcast(tmp: Path) -> tuple[Path, dict]:
+    """A replica of the release layout: Audios/ and Labels/labels_consensus.csv (one level down)."""
+    root = tmp / "MSP-Podcast"
+    rows = [  # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set
+        ("MSP-PODCAST_0001_0008.wav", "A", 5.2, 2.4, 5.0, "127", "Male", "Train"),
+        ("MSP-PODCAST_0001_0011.wav", "H", 4.0, 5.8, 4.2, "Unknown", "Female", "Train"),
+        ("MSP-PODCAST_0001_0020.wav", "N", 3.6, 4.0, 4.0, "Unknown", "Female", "Development"),
+        ("MSP-PODCAST_0002_0003.wav", "C", 4.4, 2.8, 4.6, "Unknown", "Male", "Test1"),
+        ("MSP-PODCAST_0003_0001.wav", "S", 2.0, 2.2, 3.0, "930", "Female", "Test2"),
+        ("MSP-PODCAST_0003_0002.wav", "X", 3.0, 3.0, 3.0, "930", "Female", "Train"),
+        ("MSP-PODCAST_0004_0005.wav", "O", 3.8, 3.6, 3.4, "455", "Male", "Test1"),
+    ]
+    for i, r in enumerate(rows):
+        _wav(root / "Audios" / r[0], seed=i)
+    (root / "Labels").mkdir(parents=True)
+    pd.DataFrame(rows, columns=["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
+                 ).to_csv(root / "Labels" / "labels_consensus.csv", index=False)
+    return tmp, {
+        "n": 6,
+        "speakers": {"msppodcast_127": "m", "msppodcast_455": "m", "msppodcast_930": "f", "msppodcast_unknown-0001": "f",
+                     "msppodcast_unknown-0002": "m"},
+        "emotions": {"angry": 1, "happy": 1, "neutral": 1, "contempt": 1, "sad": 1, "other": 1},
+        "checks": [("msppodcast/MSP-PODCAST_0001_0008", "arousal", 5.2), ("msppodcast/MSP-PODCAST_0001_0008", "valence", 2.4),
+                   ("msppodcast/MSP-PODCAST_0001_0008", "dominance", 5.0), ("msppodcast/MSP-PODCAST_0002_0003", "split", "test1"),
+                   ("msppodcast/MSP-PODCAST_0001_0020", "split", "development"),
+                   ("msppodcast/MSP-PODCAST_0001_0011", "speaker_id", None),
+                   ("msppodcast/MSP-PODCAST_0001_0011", "speaker", "msppodcast_unknown-0001"),
+                   ("msppodcast/MSP-PODCAST_0004_0005", "emotion_native", "O"),
+                   ("msppodcast/MSP-PODCAST_0003_0001", "naturalness", "natural"),
+                   ("msppodcast/MSP-PODCAST_0003_0001", "language", "en")],
+    }
+
+
 BUILDERS = {
     "emodb": build_emodb, "emovo": build_emovo, "ravdess": build_ravdess, "iemocap": build_iemocap,
-    "cremad": build_cremad, "tess": build_tess, "cafe": build_cafe, "table": build_table,
+    "cremad": build_cremad, "tess": build_tess, "cafe": build_cafe, "msppodcast": build_msppodcast, "table": build_table,
 }
 
 
 def test_adapter_names_cover_every_builder():
-    assert adapter_names() == ["emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "table"]
+    assert adapter_names() == ["emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table"]
     assert set(BUILDERS) == set(adapter_names())
     assert all(get_adapter(n).name == n for n in adapter_names())
 
@@ -317,7 +350,7 @@ def test_bad_audio_is_reported_and_excluded(name, tmp_path, caplog):
 WRONG_LAYOUT = {
     "emodb": "03a01Fa.wav", "emovo": "dis-f1-b1.wav", "ravdess": "03-01-05-02-01-01-01.wav",
     "iemocap": "Ses01F_impro01_F000.wav", "cremad": "1001_DFA_ANG_XX.wav", "tess": "OAF_back_angry.wav",
-    "cafe": "01-C-1-1.wav",
+    "cafe": "01-C-1-1.wav", "msppodcast": "MSP-PODCAST_0001_0008.wav",
 }
 
 
@@ -441,6 +474,69 @@ def test_iemocap_keeps_valence_ratings_and_valence3_takes_the_majority_bin(tmp_p
     assert apply_label_set(kept.reset_index(), "valence3").set_index("utt_id").loc[key + utts[4], "emotion"] == "low"
     with pytest.raises(ValueError, match="needs the manifest column 'valence_ratings'"):
         apply_label_set(m.reset_index().drop(columns="valence_ratings"), "valence3")
+
+
+def test_msppodcast_speakers_agreement_splits_and_options(tmp_path, caplog):
+    root, _ = build_msppodcast(tmp_path / "data")
+    with caplog.at_level(logging.INFO, logger="serray.corpora"):
+        m = prepare_corpus("msppodcast", root).manifest.set_index("utt_id")
+    assert "msppodcast/MSP-PODCAST_0003_0002" not in m.index  # X: no agreement, dropped and counted
+    assert any("1 utterance(s) labelled X" in r.getMessage() for r in caplog.records)
+    # unknown speakers: one pseudo-speaker per episode, never one shared "Unknown" speaker
+    unknown = m[~m["speaker_known"]]
+    assert unknown["speaker_id"].isna().all() and len(unknown) == 3
+    assert sorted(unknown["speaker"].unique()) == ["msppodcast_unknown-0001", "msppodcast_unknown-0002"]
+    assert m.loc[m["speaker_known"], "speaker_id"].tolist() == ["127", "930", "455"]
+    assert set(m["split"]) == {"train", "development", "test1", "test2"}
+    kept = prepare_corpus("msppodcast", root, keep_unagreed="true").manifest.set_index("utt_id")
+    assert kept.loc["msppodcast/MSP-PODCAST_0003_0002", ["emotion", "emotion_native"]].tolist() == ["other", "X"]
+    some = prepare_corpus("msppodcast", root, labels="angry,sad,contempt", splits="Test1,test2").manifest
+    assert sorted(some["emotion"]) == ["contempt", "sad"] and set(some["split"]) == {"test1", "test2"}
+    with pytest.raises(ValueError, match="splits.*test4.*not official partitions"):
+        prepare_corpus("msppodcast", root, splits="test4")
+    with pytest.raises(ValueError, match="labels.*'amused'.*not canonical"):
+        prepare_corpus("msppodcast", root, labels="amused")
+    # a labelled file without audio is counted; audio without a label row is listed, not dropped silently
+    (root / "MSP-Podcast" / "Audios" / "MSP-PODCAST_0004_0005.wav").unlink()
+    _wav(root / "MSP-Podcast" / "Audios" / "MSP-PODCAST_0009_0001.wav")
+    with caplog.at_level(logging.WARNING, logger="serray.corpora"):
+        res = prepare_corpus("msppodcast", root)
+    assert len(res.manifest) == 5 and any("have no audio file" in r.getMessage() for r in caplog.records)
+    assert res.bad["path"].str.endswith("MSP-PODCAST_0009_0001.wav").tolist() == [True]
+    assert "no row for this file" in res.bad["reason"].iloc[0]
+
+
+def test_msppodcast_official_partitions_drive_protocol_split(tmp_path, caplog):
+    from serray.protocols import LeakageError, make_folds
+
+    root, _ = build_msppodcast(tmp_path / "data")
+    m = prepare_corpus("msppodcast", root).manifest
+    with caplog.at_level(logging.WARNING, logger="serray.protocols"):
+        folds = make_folds(m, "split")
+    assert [f.name for f in folds] == ["test=test1", "test=test2"]
+    pre = "msppodcast/MSP-PODCAST_"
+    for f in folds:
+        assert sorted(f.train) == [pre + "0001_0008", pre + "0001_0011"] and list(f.validation) == [pre + "0001_0020"]
+        # episode 0001's unknown voice is in training and development: validation is not speaker-independent
+        assert f.validation_mode == "stratified"
+    assert any("shares speakers with training" in r.getMessage() for r in caplog.records)
+    assert sorted(folds[0].test) == [pre + "0002_0003", pre + "0004_0005"] and list(folds[1].test) == [pre + "0003_0001"]
+    assert [f.name for f in make_folds(prepare_corpus("msppodcast", root, splits="train,development,test1").manifest,
+                                       "split")] == ["test=test1"]
+    m.loc[m["utt_id"] == pre + "0001_0008", "split"] = "test2"  # speaker 127 now on both sides of test2
+    m.loc[m["utt_id"] == pre + "0004_0005", ["speaker", "split"]] = ["msppodcast_127", "train"]
+    with pytest.raises(LeakageError, match="msppodcast_127"):
+        make_folds(m, "split")
+
+
+def test_msppodcast_older_label_file_name_and_missing_column(tmp_path):
+    root, _ = build_msppodcast(tmp_path / "data")
+    labels = root / "MSP-Podcast" / "Labels"
+    (labels / "labels_consensus.csv").rename(labels / "labels_concensus.csv")  # spelling of releases before 1.9
+    assert len(prepare_corpus("msppodcast", root).manifest) == 6
+    pd.read_csv(labels / "labels_concensus.csv").drop(columns=["Split_Set"]).to_csv(labels / "labels_concensus.csv", index=False)
+    with pytest.raises(CorpusLayoutError, match=r"labels_concensus.csv.*lacks column\(s\) \['Split_Set'\]"):
+        prepare_corpus("msppodcast", root)
 
 
 def test_cremad_demographics_lookup(tmp_path):

@@ -337,3 +337,34 @@ def test_mtl_cnn_trains_both_heads_and_records_each_loss_term(manifest):
     loss, _ = tr0.model.loss(b, tr0.model.forward_batch(b))
     loss.backward()
     assert tr0.model.gender_out.weight.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).backend == "torch"])
+def test_class_weight_balanced_weights_every_models_emotion_loss(manifest, name):
+    """``class_weight=balanced``: the trainer hands every training batch the weights
+    n / (C * n_c) of the fold's training part, and every torch model's emotion term uses
+    them (a batch with uneven classes gives a different emotion loss than unweighted)."""
+    spec = registry.get(name)
+    keep = ~((manifest["emotion"] == manifest["emotion"].iloc[0]) & (manifest.groupby("speaker").cumcount() % 4 != 0))
+    man = manifest[keep.to_numpy()].reset_index(drop=True)  # one class left with a quarter of its utterances
+    cfg = _config(spec, class_weight="balanced", epochs=1)
+    data, _ = _fold(man, spec, cfg)
+    tr = TorchFoldTrainer(spec, cfg, data, seed=0, device="cpu")
+    seen = []
+    loss_of = tr.model.loss
+    tr.model.loss = lambda batch, out: (seen.append(batch.class_weights), loss_of(batch, out))[1]
+    tr.step()
+    counts = np.bincount(data.train.y, minlength=len(data.classes))
+    expected = len(data.train.y) / (len(data.classes) * counts)
+    assert seen and all(w is not None for w in seen)
+    np.testing.assert_allclose(seen[0].numpy(), expected, rtol=1e-6)
+    assert expected.max() > 1.5 * expected.min()
+    part = tr._part(data.train)
+    batch = part.batch(np.arange(part.n))
+    torch.manual_seed(0)
+    tr.model.eval()
+    out = tr.model.forward_batch(batch)
+    plain = loss_of(batch, out)[1]["emotion"]
+    batch.class_weights = torch.as_tensor(expected, dtype=torch.float32)
+    weighted = loss_of(batch, out)[1]["emotion"]
+    assert torch.isfinite(weighted) and not torch.isclose(plain, weighted, rtol=1e-4)

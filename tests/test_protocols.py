@@ -334,7 +334,36 @@ def test_protocol_errors() -> None:
     partial.loc[partial.index[:3], "session"] = None
     with pytest.raises(ValueError, match="have no 'session' value"):
         make_folds(partial, "loso-session")
-    assert set(PROTOCOLS) == {"loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent"}
+    assert set(PROTOCOLS) == {"loso", "loso-session", "loco", "kfold", "cross-corpus", "kfold-speaker-dependent", "split"}
+
+
+def test_split_protocol_uses_predefined_partitions() -> None:
+    m = synth_manifest(np.random.default_rng(12), speakers_per_corpus=8)
+    part = {"c0_s0": "Train", "c0_s1": "train", "c0_s2": "TRAIN", "c0_s3": "train", "c0_s4": "Development",
+            "c0_s5": "Test1", "c0_s6": "test2", "c0_s7": None}
+    m["split"] = m["speaker"].map(part)
+    folds = make_folds(m, "split")
+    assert [f.name for f in folds] == ["test=test1", "test=test2"]
+    spk = m.set_index("utt_id")["speaker"]
+    for f in folds:
+        assert set(spk[f.train]) == {"c0_s0", "c0_s1", "c0_s2", "c0_s3"} and set(spk[f.validation]) == {"c0_s4"}
+        assert f.validation_mode == "speaker"
+    assert set(spk[folds[0].test]) == {"c0_s5"} and set(spk[folds[1].test]) == {"c0_s6"}
+    assert not set(m.loc[m["speaker"] == "c0_s7", "utt_id"]) & {u for f in folds for s in ("train", "validation", "test")
+                                                                 for u in f.split(s)}  # no value: left out
+    assert folds == make_folds(m.sample(frac=1, random_state=0), "split")  # row order does not matter
+    # without a development partition validation is carved out of train (whole speakers)
+    carved = make_folds(m.assign(split=m["split"].replace("Development", "train")), "split", seed=3)
+    assert carved[0].validation_mode == "speaker" and set(spk[carved[0].validation]) < set(part) - {"c0_s5", "c0_s6"}
+    assert make_folds(m.rename(columns={"split": "official"}), "split", group_column="official") == folds
+    with pytest.raises(ValueError, match="protocol 'split' needs a 'split' column"):
+        make_folds(m.drop(columns="split"), "split")
+    with pytest.raises(ValueError, match="needs a 'train' partition and at least one test partition"):
+        make_folds(m.assign(split="train"), "split")
+    leaky = m.copy()
+    leaky.loc[leaky.index[leaky["speaker"] == "c0_s5"][:1], "split"] = "train"
+    with pytest.raises(LeakageError, match="c0_s5"):
+        make_folds(leaky, "split")
 
 
 def test_loso_session_names_and_group_column() -> None:

@@ -95,6 +95,79 @@ def test_significance_marks_in_tables(tmp_path):
     assert "$^{**}$" in (out / "table.tex").read_text()
 
 
+def test_adjust_pvalues_against_hand_computed_values():
+    from serray.report.statistics import adjust_pvalues
+
+    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
+    # Holm, sorted 0.005 0.01 0.03 0.04 (m = 4): 4*0.005=0.02, 3*0.01=0.03, 2*0.03=0.06, 1*0.04 -> running max 0.06
+    np.testing.assert_allclose(adjust_pvalues(p, "holm"), [0.03, 0.06, 0.06, 0.02, np.nan])
+    # Benjamini-Hochberg: p_(i) * m / i = 0.02, 0.02, 0.04, 0.04, running min from the top
+    np.testing.assert_allclose(adjust_pvalues(p, "bh"), [0.02, 0.04, 0.04, 0.02, np.nan])
+    np.testing.assert_allclose(adjust_pvalues(p, "none"), p)
+    np.testing.assert_allclose(adjust_pvalues([0.3, 0.5], "holm"), [0.6, 0.6])  # capped at 1 before the running max
+    np.testing.assert_allclose(adjust_pvalues([0.6, 0.9], "holm"), [1.0, 1.0])
+    with pytest.raises(ValueError, match="correction must be one of"):
+        adjust_pvalues(p, "bonf")
+
+
+def test_pairwise_p_values_adjusted_over_all_pairs(store):
+    w, _ = store
+    out = write_report(w, ["a", "b", "c"], options=ReportOptions(n_boot=50))
+    tests = pd.read_csv(out / "pairwise.csv")
+    cols = list(tests.columns)
+    assert cols.index("p_ttest_adj") == cols.index("p_ttest") + 1
+    assert cols.index("p_wilcoxon_adj") == cols.index("p_wilcoxon") + 1
+    assert set(tests["correction"]) == {"holm"}
+    for col in ("p_ttest", "p_wilcoxon"):
+        raw = tests[col].to_numpy()
+        m, order = len(raw), np.argsort(raw)
+        holm = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * raw[order]))
+        np.testing.assert_allclose(tests.loc[order, f"{col}_adj"].to_numpy(), holm)
+    md = (out / "report.md").read_text()
+    assert "Holm-Bonferroni over the 3 pairs" in md and "p adj. (Holm-Bonferroni) (Wilcoxon)" in md
+    assert "p adj. (Holm-Bonferroni)" in (out / "pairwise.tex").read_text()
+    bh = write_report(w, ["a", "b", "c"], out=w / "bh", options=ReportOptions(n_boot=50, correction="bh"))
+    tests_bh = pd.read_csv(bh / "pairwise.csv")
+    from scipy.stats import false_discovery_control
+
+    np.testing.assert_allclose(tests_bh["p_wilcoxon_adj"], false_discovery_control(tests_bh["p_wilcoxon"]))
+    assert "Benjamini-Hochberg" in (bh / "report.md").read_text()
+    with pytest.raises(ValueError, match="correction must be one of"):
+        ReportOptions(correction="bonferroni")
+
+
+def test_marks_follow_the_adjusted_p_values(tmp_path):
+    """A pair significant on its raw p but not after Holm over all pairs gets no stars."""
+    from serray.report.comparison import format_pairwise, marks_against_best
+
+    tests = pd.DataFrame({"a": ["x", "x", "y"], "b": ["y", "z", "z"], "unit": "speaker", "n_pairs": 8,
+                          "mean_diff": 0.1, "t": 2.0, "p_ttest": [0.02, 0.04, 0.5], "w": 3.0,
+                          "p_wilcoxon": [0.02, 0.04, 0.5], "ua_diff": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+                          "ci_level": 0.95, "n_boot": 10})
+    from serray.report.comparison import with_adjusted
+
+    holm = with_adjusted(tests, "holm")
+    np.testing.assert_allclose(holm["p_wilcoxon_adj"], [0.06, 0.08, 0.5])
+    table = format_pairwise(holm)
+    assert table["p (Wilcoxon)"].tolist() == ["0.02", "0.04", "0.5"]
+    assert table["p adj. (Holm-Bonferroni) (Wilcoxon)"].tolist() == ["0.06", "0.08", "0.5"]
+    frame = pd.DataFrame({"system": ["x", "y", "z"], "ua_pooled_mean": [0.9, 0.5, 0.4]})
+    marks, note = marks_against_best(frame, holm)
+    assert marks == {"y": "", "z": ""} and "Holm-Bonferroni" in note
+    marks, note = marks_against_best(frame, with_adjusted(tests, "none"))
+    assert marks == {"y": "*", "z": "*"} and "raw p-values" in note
+
+
+def test_report_cli_correction_option(store):
+    w, _ = store
+    res = CliRunner().invoke(main, ["report", str(w), "--runs", "a,b", "--correction", "bh", "--bootstrap", "20",
+                                    "--out", str(w / "cli")])
+    assert res.exit_code == 0, res.output
+    assert set(pd.read_csv(w / "cli" / "pairwise.csv")["correction"]) == {"bh"}
+    bad = CliRunner().invoke(main, ["report", str(w), "--runs", "a,b", "--correction", "bonf"])
+    assert bad.exit_code != 0 and "holm" in bad.output
+
+
 def test_different_class_sets_fail_with_one_clear_message(tmp_path):
     rng = np.random.default_rng(2)
     m = store_manifest(tmp_path)

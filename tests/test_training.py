@@ -612,3 +612,36 @@ def test_torch_refit_trains_the_test_model_on_training_and_validation(manifest, 
     staged = fold_trainer("cnn_lstm", registry.get("cnn_lstm").config(preset="small", overrides={"epochs": 2, "refit": True, "stages": "all@1;lstm+out@1"}),
                           _inputs(manifest, sequence_features(manifest)), f, normalize="global", seed=0, device="cpu").run()
     assert staged.model_record["refit"].startswith("skipped: a multi-stage plan")
+
+
+def test_class_weight_balanced_is_weighted_cross_entropy_and_changes_training(manifest, folds):
+    from serray.models.layers import emotion_cross_entropy
+    from serray.training.run import config_id
+    from serray.training.trainer import check_config, class_weights
+
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    np.testing.assert_allclose(class_weights(y, 4, "balanced"), [10 / 24, 10 / 12, 10 / 4, 10 / 4])  # absent class: n_c = 1
+    assert class_weights(y, 3, "none") is None
+    with pytest.raises(ValueError, match=r"class_weight must be one of \('none', 'balanced'\)"):
+        class_weights(y, 3, "inverse")
+    logits, target, w = torch.randn(10, 3), torch.from_numpy(y), torch.tensor([0.5, 1.0, 4.0])
+    per = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert torch.allclose(emotion_cross_entropy(logits, target, w), (w[target] * per).sum() / w[target].sum())
+    assert torch.equal(emotion_cross_entropy(logits, target), torch.nn.functional.cross_entropy(logits, target))
+    keep = ~((manifest["emotion"] == manifest["emotion"].iloc[0]) & (manifest.groupby("speaker").cumcount() % 3 != 0))
+    man = manifest[keep.to_numpy()].reset_index(drop=True)
+    d = _fold_data(man, vector_features(man), make_folds(man, "loso")[2])
+    base = registry.get("mlp").config(overrides=MLP_FAST)
+    bal = registry.get("mlp").config(overrides={**MLP_FAST, "class_weight": "balanced"})
+    a = TorchFoldTrainer("mlp", bal, d, seed=7, device="cpu").run()
+    b = TorchFoldTrainer("mlp", bal, d, seed=7, device="cpu").run()
+    c = TorchFoldTrainer("mlp", base, d, seed=7, device="cpu").run()
+    none = TorchFoldTrainer("mlp", {**base, "class_weight": "none"}, d, seed=7, device="cpu").run()
+    np.testing.assert_array_equal(a.test_logits, b.test_logits)
+    assert not np.allclose(a.test_logits, c.test_logits)
+    np.testing.assert_array_equal(none.test_logits, c.test_logits)  # none is plain cross-entropy
+    # the default is not written into configs, so runs made before the key keep their ids
+    assert "class_weight" not in check_config("mlp", base)
+    assert config_id("mlp", check_config("mlp", base)) != config_id("mlp", check_config("mlp", bal))
+    with pytest.raises(ValueError, match=r"class_weight must be one of \('none', 'balanced'\)"):
+        TorchFoldTrainer("mlp", registry.get("mlp").config(overrides={**MLP_FAST, "class_weight": "inverse"}), d)

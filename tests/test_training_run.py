@@ -326,3 +326,18 @@ def test_speaker_normalisation_is_named_transductive_and_warns_about_thin_speake
     assert "1 of 5 speakers" in caplog.text and "--normalize global" in caplog.text
     g = train_run(RunSpec(w, "svm", features="vec", normalize="global"), run_name="glob")
     assert "transductive" not in g.record
+
+
+def test_train_run_protocol_split_trains_on_the_manifests_partitions(workdir):
+    w, m = workdir
+    part = dict(zip(sorted(m["speaker"].unique()), ["train", "Train", "Development", "Test1", "Test2"]))
+    write_manifest(m.assign(split=m["speaker"].map(part)), w, "syn")
+    res = train_run(RunSpec(w, "svm", features="vec", protocol="split"), parallel=False, run_name="official")
+    assert len(res.folds) == 2
+    folds = pd.read_parquet(w / "runs" / "official" / "folds.parquet")
+    folds["part"] = folds["utt_id"].map(dict(zip(m["utt_id"], m["speaker"].map(part).str.lower())))
+    assert sorted(folds["fold_name"].unique()) == ["test=test1", "test=test2"]
+    for name, f in folds.groupby("fold_name"):
+        assert set(f.groupby("split")["part"].unique().map(tuple)) == {("train",), ("development",), (name[5:],)}
+    test = read_predictions(w, runs=["official"]).query("split == 'test'")
+    assert set(test["utt_id"]) == set(m.loc[m["speaker"].map(part).str.startswith("Test"), "utt_id"]) - {m["utt_id"].iloc[0]}

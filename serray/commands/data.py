@@ -11,7 +11,7 @@ from serray.commands._common import fail
 
 log = logging.getLogger(__name__)
 
-_ADAPTERS = ("emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "table")
+_ADAPTERS = ("emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table")
 
 
 @click.group(name="data")

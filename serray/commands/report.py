@@ -21,12 +21,14 @@ from serray.commands._common import fail, split_names
               help="Units of the paired tests.")
 @click.option("--marks", "test", type=click.Choice(["wilcoxon", "ttest"]), default="wilcoxon", show_default=True,
               help="Test behind the significance marks in the summary table.")
+@click.option("--correction", type=click.Choice(["holm", "bh", "none"]), default="holm", show_default=True,
+              help="Multiple-comparison correction of the all-pairs p-values and marks: Holm-Bonferroni, Benjamini-Hochberg or none.")
 @click.option("--bootstrap", "n_boot", default=2000, show_default=True, type=click.IntRange(1),
               help="Bootstrap resamples of the UA difference.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default W/reports/<run> or W/reports/comparison).")
 def command(workdir: str, runs: str | None, compare: bool, tune_dirs: tuple[str, ...], split: str, by: str, pair_by: str,
-            test: str, n_boot: int, seed: int, out: str | None) -> None:
+            test: str, correction: str, n_boot: int, seed: int, out: str | None) -> None:
     """Write report.md, report.html (self-contained), summary.csv, table.tex, paired tests and figures.
 
     \b
@@ -40,7 +42,7 @@ def command(workdir: str, runs: str | None, compare: bool, tune_dirs: tuple[str,
     names = split_names(runs, "--runs") if runs is not None else None
     try:
         opts = ReportOptions(split=split, by=tuple(b for b in by.split(",") if b), pair_by=pair_by, test=test,
-                             n_boot=n_boot, seed=seed, compare=compare)
+                             n_boot=n_boot, seed=seed, compare=compare, correction=correction)
         path = write_report(workdir, names, out=out, tune=tune_dirs, options=opts)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))

@@ -58,6 +58,7 @@ _ADAPTER_MODULES: dict[str, str] = {
     "cremad": "serray.corpora.cremad",
     "tess": "serray.corpora.tess",
     "cafe": "serray.corpora.cafe",
+    "msppodcast": "serray.corpora.msppodcast",
     "table": "serray.corpora.table",
 }
 

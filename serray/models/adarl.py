@@ -108,7 +108,7 @@ from serray.models.adarl_spec import ADARL_CONFIG as DEFAULT_CONFIG
 from serray.models.adarl_spec import ADARL_REDUCED_PRESET as REDUCED_PRESET
 from serray.models.adarl_spec import ADARL_VARIANTS as VARIANTS
 from serray.models.contract import Batch, InputInfo
-from serray.models.layers import CenterLoss, SERModule, grad_reverse, masked_cross_entropy
+from serray.models.layers import CenterLoss, SERModule, emotion_cross_entropy, grad_reverse, masked_cross_entropy
 
 __all__ = [
     "ADARL",
@@ -500,7 +500,7 @@ class ADARL(SERModule):
             ValueError: No domain labels for a variant with a domain classifier.
         """
         y = batch.y
-        ce = F.cross_entropy(out["logits"], y)
+        ce = emotion_cross_entropy(out["logits"], y, batch.class_weights)
         parts = {"emotion": ce}
         total = self.g2 * ce
         if self.g3 > 0:

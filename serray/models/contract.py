@@ -143,6 +143,10 @@ class Batch:
             when samples are segments; ``None`` when every sample is one utterance.
         n_utterances: Utterances in the batch.
         primary: Role of the primary input.
+        class_weights: ``FloatTensor [n_classes]``: per-class weights of the emotion
+            cross-entropy (training key ``class_weight=balanced``), or ``None`` (unweighted).
+            Models weight their emotion term with it through
+            :func:`serray.models.layers.emotion_cross_entropy`.
     """
 
     inputs: dict[str, Any]
@@ -153,6 +157,7 @@ class Batch:
     owner: Any = None
     n_utterances: int = 0
     primary: str = "x"
+    class_weights: Any = None
 
     @property
     def x(self) -> Any:

@@ -43,13 +43,12 @@ import logging
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo, Stage, parse_stages
 from serray.models.dmf_spec import DMF_CONFIG as DEFAULT_CONFIG
 from serray.models.dmf_spec import DMF_STAGE_PLANS, effective_gamma
-from serray.models.layers import SERModule, grad_scale, length_mask, masked_cross_entropy
+from serray.models.layers import SERModule, emotion_cross_entropy, grad_scale, length_mask, masked_cross_entropy
 
 __all__ = ["DEFAULT_CONFIG", "LayerMix", "MLPExtractor", "AttentionExtractor", "Head", "DMF", "FineTunedDMF", "build", "build_seq"]
 
@@ -209,7 +208,7 @@ class DMF(SERModule):
 
     def loss(self, batch: Batch, out: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``CE_emotion + w_domain * CE_domain`` (unknown domains masked; d* while remapping)."""
-        ce = F.cross_entropy(out["logits"], batch.y)
+        ce = emotion_cross_entropy(out["logits"], batch.y, batch.class_weights)
         if "domain" not in batch.aux:
             raise ValueError("dmf needs domain labels: config key 'domain' names a manifest column or a*b (e.g. gender*corpus)")
         target, mask = self.domain_targets(batch)

@@ -5,6 +5,8 @@
 * :class:`CenterLoss`: learnable class centres (Wen et al. 2016; ADARL eq. 8).
 * :func:`length_mask`, :func:`masked_mean`, :func:`masked_max`: pooling over valid frames.
 * :func:`masked_cross_entropy`: cross-entropy over the samples whose label is known.
+* :func:`emotion_cross_entropy`: the emotion term of every model's loss, weighted per class
+  when the batch carries ``class_weights`` (training key ``class_weight=balanced``).
 * :func:`mean_segment_logits`: an utterance's logits as the log of the mean softmax of its
   segments (the default of segment inputs).
 * :class:`SERModule`: an ``nn.Module`` implementing :class:`serray.models.contract.SERModel`
@@ -41,6 +43,7 @@ __all__ = [
     "masked_mean",
     "masked_max",
     "masked_cross_entropy",
+    "emotion_cross_entropy",
     "mean_segment_logits",
     "SERModule",
 ]
@@ -134,6 +137,23 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor | None) ->
     return F.cross_entropy(logits[mask], target[mask])
 
 
+def emotion_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """The emotion cross-entropy of a model's loss, weighted per class when ``weight`` is set.
+
+    Without weights this is exactly ``F.cross_entropy(logits, target, reduction=reduction)``;
+    with ``weight`` (``batch.class_weights``) the mean is the weighted mean
+    ``sum_i w[y_i] CE_i / sum_i w[y_i]`` (and ``sum`` the weighted sum).
+
+    Example:
+        >>> z, y = torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1])
+        >>> round(emotion_cross_entropy(z, y).item(), 4), round(emotion_cross_entropy(z, y, torch.tensor([1.0, 3.0])).item(), 4)
+        (1.1269, 1.6269)
+    """
+    if weight is None:
+        return F.cross_entropy(logits, target, reduction=reduction)
+    return F.cross_entropy(logits, target, weight=weight.to(device=logits.device, dtype=logits.dtype), reduction=reduction)
+
+
 def mean_segment_logits(logits: Tensor, owner: Tensor, n_utterances: int) -> Tensor:
     """``[n_utterances, C]``: log of the mean softmax over each utterance's segments.
 
@@ -169,7 +189,7 @@ class SERModule(nn.Module):
 
     def loss(self, batch: Batch, outputs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Emotion cross-entropy: ``(total, {"emotion": total})``."""
-        ce = F.cross_entropy(outputs["logits"], batch.y)
+        ce = emotion_cross_entropy(outputs["logits"], batch.y, batch.class_weights)
         return ce, {"emotion": ce}
 
     def utterance_logits(self, batch: Batch, outputs: Mapping[str, Tensor]) -> Tensor:

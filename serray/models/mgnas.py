@@ -57,11 +57,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo
-from serray.models.layers import SERModule, length_mask
+from serray.models.layers import SERModule, emotion_cross_entropy, length_mask
 from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_batches
 from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
@@ -196,7 +195,7 @@ class MGNAS(SERModule):
     def loss(self, batch: Batch, outputs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``CE + alpha * contrastive + l0_weight * l0`` and the three terms (``contrastive``
         unweighted); with ``domain_alpha`` each utterance's contrastive term has its domain's alpha."""
-        ce = F.cross_entropy(outputs["logits"], batch.y)
+        ce = emotion_cross_entropy(outputs["logits"], batch.y, batch.class_weights)
         if all(a == self.alpha for a in self.domain_alpha):
             con = self.contrastive(outputs["embedding"], batch.y)
             total = ce + self.alpha * con

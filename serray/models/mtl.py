@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from serray.models.contract import Batch, InputInfo
 from serray.models.elm import ELM
-from serray.models.layers import SERModule, length_mask, masked_cross_entropy
+from serray.models.layers import SERModule, emotion_cross_entropy, length_mask, masked_cross_entropy
 from serray.models.mtl_spec import check_mtl_config
 
 __all__ = ["AUX_ROLES", "FUNCTIONALS", "context_window", "posterior_functionals", "FrameDNN", "FrameLSTM", "MTLNet", "build"]
@@ -248,7 +248,7 @@ class MTLNet(SERModule):
         """Frame-level ``CE_emotion + sum lambda_r CE_r`` (auxiliary frames masked where unknown)."""
         frames = outputs["frames"]
         valid = frames["valid"]
-        ce = F.cross_entropy(_frame_view(frames["emotion"], valid), _per_frame(batch.y, valid))
+        ce = emotion_cross_entropy(_frame_view(frames["emotion"], valid), _per_frame(batch.y, valid), batch.class_weights)
         total, parts = ce, {"emotion": ce}
         for role in self.aux_heads:
             mask = batch.aux_mask.get(role)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from serray.models.baselines import DCNN, dcnn_conv_args
 from serray.models.contract import Batch, InputInfo
-from serray.models.layers import masked_cross_entropy
+from serray.models.layers import emotion_cross_entropy, masked_cross_entropy
 
 __all__ = ["MTLCNN", "build"]
 
@@ -68,7 +68,7 @@ class MTLCNN(DCNN):
 
     def loss(self, batch: Batch, outputs: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``CE_emotion + w_gender * CE_gender`` (gender masked where unknown), with both terms."""
-        ce = F.cross_entropy(outputs["logits"], batch.y)
+        ce = emotion_cross_entropy(outputs["logits"], batch.y, batch.class_weights)
         gender = masked_cross_entropy(outputs["gender_logits"], batch.aux["gender"], batch.aux_mask.get("gender"))
         return ce + self.w_gender * gender, {"emotion": ce, "gender": gender}
 

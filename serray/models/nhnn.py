@@ -60,7 +60,7 @@ from torch import Tensor, nn
 
 from serray.models.baselines import DCNN, build_dcnn
 from serray.models.contract import Batch, InputInfo, Stage
-from serray.models.layers import SERModule, length_mask, masked_max, masked_mean
+from serray.models.layers import SERModule, emotion_cross_entropy, length_mask, masked_max, masked_mean
 from serray.models.nhnn_spec import COVARIANCES, FREEZE_CHOICES
 from serray.models.nhnn_groups import DPGroups, fit_groups
 
@@ -207,10 +207,13 @@ class NHNN(SERModule):
             return super().loss(batch, outputs)
         group = outputs["posterior"].argmax(dim=1)
         heads = outputs.get("head_logits") or outputs["group_logits"].unbind(dim=1)
+        w = batch.class_weights
         terms = [
-            F.cross_entropy(heads[g][group == g], batch.y[group == g], reduction="sum") for g in torch.unique(group).tolist()
+            emotion_cross_entropy(heads[g][group == g], batch.y[group == g], w, reduction="sum")
+            for g in torch.unique(group).tolist()
         ]
-        total = torch.stack(terms).sum() / max(len(batch.y), 1)
+        norm = max(len(batch.y), 1) if w is None else w.to(heads[0].device)[batch.y].sum()  # weighted mean with class weights
+        total = torch.stack(terms).sum() / norm
         return total, {"emotion": total}
 
     # -- trainer hooks -----------------------------------------------------------------

@@ -53,6 +53,7 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "stage_selection": "all",  # all: best validation epoch of any stage; last: of the last stage only
     "refit": False,  # retrain on training + validation for the best epoch count; test logits from it
     "sampler": "shuffle",  # shuffle | balanced (each epoch draws every class about equally often)
+    "class_weight": "none",  # none | balanced (emotion cross-entropy weighted n / (C * n_c) on the training part)
 }
 
 

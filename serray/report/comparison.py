@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from serray.report.sources import System
-from serray.report.statistics import MARKS_NOTE, bootstrap_ua_diff, paired_test, significance_mark
+from serray.report.statistics import (CORRECTION_NAMES, MARKS_NOTE, adjust_pvalues, bootstrap_ua_diff, paired_test,
+                                      significance_mark)
 from serray.report.tables import SystemReport, evaluate_predictions
 
 __all__ = ["SystemMetrics", "system_metrics", "summary_frame", "format_summary", "unit_ua", "unit_counts",
@@ -135,8 +136,13 @@ def unit_counts(system: System, manifest: pd.DataFrame | None, unit: str, split:
 
 
 def pairwise_tests(ms: Sequence[SystemMetrics], manifest: pd.DataFrame | None, unit: str = "speaker",
-                   split: str = "test", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Every pair (a, b), a listed first: tests over units and the bootstrap UA difference."""
+                   split: str = "test", n_boot: int = 2000, seed: int = 0, correction: str = "holm") -> pd.DataFrame:
+    """Every pair (a, b), a listed first: tests over units and the bootstrap UA difference.
+
+    ``p_ttest_adj`` and ``p_wilcoxon_adj`` are the p-values adjusted for multiple
+    comparisons over all pairs (each test its own family; ``correction`` names the method,
+    see :func:`~serray.report.statistics.adjust_pvalues`).
+    """
     rows = []
     counts = {m.system.name: unit_counts(m.system, manifest, unit, split) for m in ms}
     for ma, mb in itertools.combinations(ms, 2):
@@ -150,20 +156,35 @@ def pairwise_tests(ms: Sequence[SystemMetrics], manifest: pd.DataFrame | None, u
             ca.loc[common].to_numpy(), cb.loc[common].to_numpy(), sa.loc[common].to_numpy(), n_boot=n_boot, seed=seed)
         t.n_boot = n_boot
         rows.append(t.as_row())
-    return pd.DataFrame(rows)
+    return with_adjusted(pd.DataFrame(rows), correction)
+
+
+def with_adjusted(tests: pd.DataFrame, correction: str) -> pd.DataFrame:
+    """``tests`` with ``p_ttest_adj``/``p_wilcoxon_adj`` beside the raw p-values and a ``correction`` column."""
+    adjust_pvalues([], correction)  # an unknown correction fails even without pairs
+    if tests.empty:
+        return tests
+    out = tests.copy()
+    for col in ("p_ttest", "p_wilcoxon"):
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_adj", adjust_pvalues(tests[col].to_numpy(float), correction))
+    out["correction"] = correction
+    return out
 
 
 def format_pairwise(tests: pd.DataFrame) -> pd.DataFrame:
     """Paper table of :func:`pairwise_tests` (differences in UA percentage points)."""
     rows = []
     for _, t in tests.iterrows():
+        adj = f"p adj. ({CORRECTION_NAMES[t['correction']]})" if t["correction"] != "none" else "p"
         rows.append({
             "A": t["a"], "B": t["b"], "pairs": int(t["n_pairs"]),
             "ΔUA pooled (pp)": f"{100 * t['ua_diff']:+.1f}",
             f"{int(100 * t['ci_level'])}% CI (bootstrap)": f"[{100 * t['ci_low']:+.1f}, {100 * t['ci_high']:+.1f}]",
             f"mean Δ per {t['unit']} (pp)": f"{100 * t['mean_diff']:+.1f}",
-            "t": f"{t['t']:.2f}", "p (t-test)": f"{t['p_ttest']:.3g}" + significance_mark(t["p_ttest"]),
-            "W": f"{t['w']:.1f}", "p (Wilcoxon)": f"{t['p_wilcoxon']:.3g}" + significance_mark(t["p_wilcoxon"]),
+            "t": f"{t['t']:.2f}", "p (t-test)": f"{t['p_ttest']:.3g}",
+            f"{adj} (t-test)": f"{t['p_ttest_adj']:.3g}" + significance_mark(t["p_ttest_adj"]),
+            "W": f"{t['w']:.1f}", "p (Wilcoxon)": f"{t['p_wilcoxon']:.3g}",
+            f"{adj} (Wilcoxon)": f"{t['p_wilcoxon_adj']:.3g}" + significance_mark(t["p_wilcoxon_adj"]),
         })
     return pd.DataFrame(rows)
 
@@ -180,7 +201,7 @@ def marks_against_best(frame: pd.DataFrame, tests: pd.DataFrame, test: str = "wi
     pool = frame[~frame["system"].isin(exclude)]
     pool = pool if len(pool) else frame
     best = pool.loc[pool["ua_pooled_mean"].idxmax(), "system"]
-    col = "p_wilcoxon" if test == "wilcoxon" else "p_ttest"
+    col = ("p_wilcoxon" if test == "wilcoxon" else "p_ttest") + "_adj"
     marks = {}
     for _, t in tests.iterrows():
         if best in (t["a"], t["b"]):
@@ -188,7 +209,10 @@ def marks_against_best(frame: pd.DataFrame, tests: pd.DataFrame, test: str = "wi
             marks[other] = significance_mark(t[col])
     name = "Wilcoxon signed-rank test" if test == "wilcoxon" else "paired t-test"
     unit = tests["unit"].iloc[0]
-    note = f"Stars on UA pooled: differs from the best system ({best}) by a paired {name} over {unit}s ({MARKS_NOTE})."
+    corr = tests["correction"].iloc[0]
+    how = "raw p-values" if corr == "none" else f"p-values adjusted over all {len(tests)} pairs ({CORRECTION_NAMES[corr]})"
+    note = (f"Stars on UA pooled: differs from the best system ({best}) by a paired {name} over {unit}s; "
+            f"{how}, {MARKS_NOTE}.")
     return marks, note
 
 

@@ -18,6 +18,13 @@ Example:
     (5, 0.058)
     >>> significance_mark(0.003)
     '**'
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(3).tolist()
+    [0.03, 0.06, 0.06]
+
+With several systems every pair is tested; :func:`adjust_pvalues` corrects a family of
+p-values for multiple comparisons: Holm-Bonferroni (``holm``, controls the family-wise
+error rate; the default of ``serray report``), Benjamini-Hochberg (``bh``, controls the
+false discovery rate; :func:`scipy.stats.false_discovery_control`) or ``none``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["PairedTest", "paired_test", "bootstrap_ua_diff", "significance_mark", "MARKS_NOTE"]
+__all__ = ["PairedTest", "paired_test", "bootstrap_ua_diff", "significance_mark", "adjust_pvalues", "MARKS_NOTE",
+           "CORRECTIONS", "CORRECTION_NAMES"]
 
 MARKS_NOTE = "`*` p < 0.05, `**` p < 0.01, `***` p < 0.001"
+
+#: Multiple-comparison corrections of :func:`adjust_pvalues`.
+CORRECTIONS = ("holm", "bh", "none")
+
+#: How the report names each correction.
+CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bh": "Benjamini-Hochberg", "none": "no correction"}
 
 
 @dataclass
@@ -62,6 +76,40 @@ def significance_mark(p: float) -> str:
     if p is None or not np.isfinite(p):
         return ""
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def adjust_pvalues(pvalues, method: str = "holm") -> np.ndarray:
+    """p-values adjusted for multiple comparisons within one family.
+
+    NaN p-values (undefined tests) stay NaN and do not count as tests.
+
+    Args:
+        pvalues: The family's raw p-values.
+        method: ``holm`` (Holm-Bonferroni step-down: ``max_{j<=i} min(1, (m - j + 1) p_(j))``
+            over the sorted p-values), ``bh`` (Benjamini-Hochberg step-up) or ``none``.
+
+    Raises:
+        ValueError: Unknown ``method``.
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, got {method!r}")
+    p = np.asarray(pvalues, dtype=float).copy()
+    ok = np.isfinite(p)
+    if method == "none" or not ok.any():
+        return p
+    q = p[ok]
+    if method == "bh":
+        from scipy.stats import false_discovery_control
+
+        p[ok] = false_discovery_control(q, method="bh")
+        return p
+    order = np.argsort(q, kind="stable")
+    m = len(q)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * q[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    p[ok] = adjusted
+    return p
 
 
 def paired_test(ua_a: pd.Series, ua_b: pd.Series, a: str = "a", b: str = "b", unit: str = "speaker") -> PairedTest:

@@ -28,7 +28,7 @@ from serray.report import figures
 from serray.report.document import Document
 from serray.report.model_records import collect, records_of_run
 from serray.report.sources import System, resolve_systems
-from serray.report.statistics import MARKS_NOTE
+from serray.report.statistics import CORRECTION_NAMES, CORRECTIONS, MARKS_NOTE
 
 __all__ = ["ReportOptions", "write_report", "slug", "latex_table"]
 
@@ -53,6 +53,8 @@ class ReportOptions:
         n_boot: Bootstrap resamples of the UA difference.
         seed: Bootstrap seed.
         compare: Require two or more systems.
+        correction: Multiple-comparison correction of the all-pairs p-values (and of the
+            marks): ``holm`` (Holm-Bonferroni), ``bh`` (Benjamini-Hochberg) or ``none``.
     """
 
     split: str = "test"
@@ -62,10 +64,11 @@ class ReportOptions:
     n_boot: int = 2000
     seed: int = 0
     compare: bool = False
+    correction: str = "holm"
 
     def __post_init__(self) -> None:
         for key, value, choices in (("split", self.split, ("test", "validation")), ("pair_by", self.pair_by, ("speaker", "fold")),
-                                    ("test", self.test, ("wilcoxon", "ttest"))):
+                                    ("test", self.test, ("wilcoxon", "ttest")), ("correction", self.correction, CORRECTIONS)):
             if value not in choices:
                 raise ValueError(f"{key} must be one of {choices}, got {value!r}")
 
@@ -148,13 +151,22 @@ def _comparison_section(doc: Document, ms: list, tests: pd.DataFrame, unit: str,
     doc.text(f"Every pair of systems over {unit}s ({opts.split} split; per-{unit} UA is the mean over seeds): "
              f"paired t-test and Wilcoxon signed-rank test (scipy) on the per-{unit} UAs, with the number of pairs; "
              f"ΔUA pooled = UA(A) - UA(B) pooled over folds, with a {int(100 * 0.95)}% percentile bootstrap interval "
-             f"over {unit}s ({opts.n_boot} resamples, seed {opts.seed}). {MARKS_NOTE}; no correction for multiple comparisons.")
+             f"over {unit}s ({opts.n_boot} resamples, seed {opts.seed}). {_correction_text(len(tests), opts.correction)}")
     doc.table(table)
     per_unit = cmp.per_unit_frame(ms, unit)
     io.write_text(per_unit.to_csv(), out / f"per_{unit}.csv")
     doc.heading(f"UA per {unit} (%)", 3).table(per_unit, index=True)
     png = figures.bars_figure(per_unit, f"UA per {unit} ({opts.split})", out / f"per_{unit}")
     doc.figure(png.name, f"UA per {unit} (mean over seeds)")
+
+
+def _correction_text(n_pairs: int, correction: str) -> str:
+    """The report's sentence on multiple comparisons."""
+    if correction == "none":
+        return f"{MARKS_NOTE} on the raw p-values; no correction for multiple comparisons ({n_pairs} pairs per test)."
+    family = ("family-wise error rate" if correction == "holm" else "false discovery rate")
+    return (f"p adj. = p-values adjusted for multiple comparisons by {CORRECTION_NAMES[correction]} over the {n_pairs} "
+            f"pairs (each test its own family; controls the {family}); {MARKS_NOTE} on the adjusted p-values.")
 
 
 def _system_section(doc: Document, m: cmp.SystemMetrics, opts: ReportOptions, out: Path) -> None:
@@ -302,7 +314,8 @@ def _systems_body(doc: Document, systems: list[System], w: Path, opts: ReportOpt
             "These systems' numbers are not held-out, speaker-independent estimates:\n\n" + "\n".join(caveats))
     ms = [cmp.system_metrics(s, manifest, opts.split, opts.by) for s in systems]
     unit = opts.pair_by if manifest is not None and "speaker" in manifest.columns else "fold"
-    tests = cmp.pairwise_tests(ms, manifest, unit, opts.split, opts.n_boot, opts.seed) if len(ms) > 1 else pd.DataFrame()
+    tests = (cmp.pairwise_tests(ms, manifest, unit, opts.split, opts.n_boot, opts.seed, opts.correction)
+             if len(ms) > 1 else pd.DataFrame())
     _summary_section(doc, ms, tests, opts, out)
     if len(ms) > 1:
         _comparison_section(doc, ms, tests, unit, opts, out)

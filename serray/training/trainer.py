@@ -67,6 +67,8 @@ from serray.training.data import FoldData, LazyRows, SplitData, concat_ranges
 
 __all__ = [
     "SAMPLERS",
+    "CLASS_WEIGHTS",
+    "class_weights",
     "TRAINING_DEFAULTS",
     "epoch_order",
     "FoldResult",
@@ -90,9 +92,11 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler")
+_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight")
 #: Values of the training key ``sampler`` (:func:`epoch_order`).
 SAMPLERS: tuple[str, ...] = ("shuffle", "balanced")
+#: Values of the training key ``class_weight`` (:func:`class_weights`).
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -319,6 +323,8 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"lr must be > 0, got {cfg['lr']}")
     if cfg.get("sampler", "shuffle") not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {cfg['sampler']!r}")
+    if cfg.get("class_weight", "none") not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {cfg['class_weight']!r}")
     if cfg.get("stage_selection", "all") not in ("all", "last"):
         raise ValueError(f"stage_selection must be 'all' or 'last', got {cfg['stage_selection']!r}")
     parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build
@@ -520,6 +526,29 @@ class _PartBatches:
         return Batch({}, {}, torch.from_numpy(self.y_utt).to(self.device), owner=owner, n_utterances=self.n_utt, primary=self.primary)
 
 
+def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
+    """Per-class weights of the emotion cross-entropy (training key ``class_weight``).
+
+    ``none``: ``None`` (plain cross-entropy). ``balanced``: ``n / (C * n_c)`` from the
+    labels ``y`` of the fold's training part (utterances; ``C`` the run's classes), so each
+    class carries the same total weight; a class absent from the training part counts
+    as one utterance (a finite weight it never uses there).
+
+    Example:
+        >>> class_weights(np.array([0, 0, 0, 1]), 2, "balanced").tolist()
+        [0.6666666666666666, 2.0]
+
+    Raises:
+        ValueError: Unknown ``mode``.
+    """
+    if mode not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {mode!r}")
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return len(y) / (n_classes * np.maximum(counts, 1.0))
+
+
 def epoch_order(y: np.ndarray, sampler: str, rng: np.random.Generator) -> np.ndarray:
     """The training samples of one epoch, in order: a permutation (``shuffle``), or as many
     draws with replacement, each class drawn with equal probability (``balanced``: every
@@ -647,6 +676,8 @@ class TorchFoldTrainer(FoldTrainer):
         self._selection = _stage_selection(self.model, self.config, self.spec.name)
         self._aux_inputs = tuple(getattr(self.model, "AUX_INPUTS", ()))
         self._parts = {"train": _PartBatches(data.train, data.kinds, self.device, self._aux_inputs)}
+        weights = class_weights(data.train.y, self.n_classes, str(self.config.get("class_weight", "none")))
+        self._class_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         self._epoch = 0
         self._best: dict | None = None
         self._best_state: dict | None = None
@@ -769,6 +800,7 @@ class TorchFoldTrainer(FoldTrainer):
             if len(idx) < 2 and t.n > 1:
                 continue  # a batch of one breaks batch norm; its sample is seen next epoch
             batch = t.batch(idx, max_frames, self._np_rng)
+            batch.class_weights = self._class_weights
             out = self.model.forward_batch(batch)
             loss, parts = self.model.loss(batch, out)
             if not torch.isfinite(loss):
