@@ -79,7 +79,7 @@ reference() {
 # and copy the small, text outputs into results/NAME beside the recipe.
 keep_results() {
     local name="$1" runs="$2" out="$W/reports/recipe-$(basename "$RECIPE")-$1"
-    rm -rf "$RECIPE/results/$name"
+    rm -rf "$RECIPE/results/$name" "$out"
     $SERRAY report "$W" --runs "$runs" --out "$out" >/dev/null
     mkdir -p "$RECIPE/results/$name"
     for f in summary.csv report.md; do
