@@ -73,6 +73,14 @@ files and its leaderboard row, and Tune runs one more trial in its place. Predic
 without a record (a result write cut short; the trial restarts) are moved to
 ``<experiment>/orphaned/``: the store holds exactly one record and one prediction set per
 trial of the leaderboard.
+
+A resume restores nothing serray cannot vouch for (:mod:`serray.tune.state`): before Ray
+starts, every Tune state file of a local experiment (``tuner.pkl``, ``experiment_state-*``,
+the searcher's files) must match the signed checksums serray recorded as Tune wrote them,
+and the search's settings (:data:`serray.tune.state.SEARCH_FILE`: the run's settings,
+space, objective, ``--num-samples``, epoch budget, ASHA's options) must be those it
+started with; otherwise the resume is refused, naming the file or the changed settings
+(old -> new). A search is never continued to another number of trials.
 """
 
 from __future__ import annotations
