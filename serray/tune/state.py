@@ -57,7 +57,7 @@ from typing import Any, Iterator, Mapping
 from serray import io
 
 __all__ = ["STATE_RECORD", "SEARCH_FILE", "KEY_ENV", "StateError", "state_files", "record_files", "add_pending",
-           "settle", "verify_state", "search_settings", "check_resume", "write_search", "state_key"]
+           "settle", "verify_state", "search_settings", "check_resume", "check_settings", "write_search", "state_key"]
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,15 @@ def check_resume(path: Path, settings: Mapping[str, Any], key: Path | None = Non
     A resumed search keeps its settings, including ``--num-samples`` (Tune restores the
     trial count it started with), so any difference is refused, naming old -> new.
     """
+    verify_state(path, key)
+    check_settings(path, settings)
+
+
+def check_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse (:class:`StateError`, one line) to continue the search in ``path`` with other
+    settings than :data:`SEARCH_FILE` holds (or without that file), naming old -> new."""
     from serray.training.identity import differences
 
-    verify_state(path, key)
     stored = path / SEARCH_FILE
     if not stored.exists():
         raise StateError(f"{stored}: missing, so the settings this search started with are unknown; "
