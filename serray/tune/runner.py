@@ -772,6 +772,8 @@ def _check_state(local_path: Path | None, settings: dict, resume: bool) -> dict:
     serray recorded them and the search's settings unchanged (:func:`serray.tune.state.check_resume`);
     a new search must find no state file serray did not record. Returns ``settings``."""
     if local_path is None:
+        if resume:
+            log.warning("resuming from remote storage: serray does not verify Tune's state files there, nor the settings")
         return settings
     if resume and (local_path / "tuner.pkl").exists():
         check_resume(local_path, settings)
