@@ -57,7 +57,7 @@ from typing import Any, Iterator, Mapping
 from serray import io
 
 __all__ = ["STATE_RECORD", "SEARCH_FILE", "KEY_ENV", "StateError", "state_files", "record_files", "add_pending",
-           "settle", "verify_state", "search_settings", "check_resume", "check_settings", "write_search", "state_key"]
+           "settle", "verify_state", "search_settings", "check_resume", "check_settings", "recording", "write_search", "state_key"]
 
 log = logging.getLogger(__name__)
 
