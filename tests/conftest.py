@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# the key that signs tune's state records (serray.tune.state): the tests' own, never the user's
+os.environ.setdefault("SERRAY_STATE_KEY_FILE", os.path.join(tempfile.gettempdir(), f"serray-tests-{os.getuid()}-state.key"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -36,6 +36,9 @@ def test_nested_reports_one_winner_per_outer_fold_and_resumes(synth_copy):
     folder = w / "tune" / "n" / "folds"
     kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.stem != "2"}
     (folder / "2.json").unlink()
+    with pytest.raises(ValueError, match=r"started with other settings \(num_samples: 4 -> 2\)"):  # issue 40 item 5
+        nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"),
+                    SearchOptions(num_samples=2, name="n", resume=True), parallel=False)
     again = _run(w, name="n", resume=True)
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.stem != "2"} == kept
     assert (folder / "2.json").exists() and again.notes and "already searched" in again.notes[0]

@@ -28,7 +28,9 @@ from serray.commands._common import (
               help="ASHA keeps 1/this of the trials at each rung (2 halves them).")
 @click.option("--max-epochs", default=None, type=int, help="Epoch cap per trial stage and ASHA max_t (default: the config's epochs).")
 @click.option("--max-failures", default=2, show_default=True, help="Retries of a trial whose training raises.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted experiment of the same name.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted experiment of the same name, with the same settings (--num-samples "
+                   "included; other settings are refused) and only if its Tune state is as serray recorded it.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files for every trial (implies --report-every-epoch).")
 @click.option("--report-every-epoch", is_flag=True,

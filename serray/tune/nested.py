@@ -44,6 +44,7 @@ import pandas as pd
 
 from serray import io
 from serray.tune.options import SearchOptions, prepare_search
+from serray.tune.state import check_settings, search_settings, write_search
 
 __all__ = ["NestedSearch", "NestedOutcome", "nested_tune", "search_fold"]
 
@@ -259,7 +260,8 @@ def nested_tune(
             :func:`serray.tune.runner.tune_model`, with ``num_samples`` trials per outer
             fold, the default name ``nested-<model>-<features>-<protocol>-<labels>``,
             ``fold_resources`` of each fold's search task (default 1 CPU) and ``resume``
-            keeping the finished folds.
+            keeping the finished folds (refused with other settings than the search
+            started with, ``num_samples`` included: :func:`serray.tune.state.check_settings`).
         parallel: Folds as Ray tasks (``True``) or here (``False``); default here for a
             scikit-learn model without ``options.address``.
         command_line: Stored in the run record.
@@ -280,6 +282,7 @@ def nested_tune(
     search = NestedSearch(spec.name, prep.base, sp, int(options.num_samples), prep.grace, int(options.reduction_factor),
                           options.max_epochs, run.normalize, int(run.seed), options.device, threads=max(1, int(res_.get("cpu", 1))))
     found = {f.index: got for f in exp.folds if (got := _load_fold(folder, f.index)) is not None}
+    _check_nested_settings(out_dir, search_settings(prep, options, "nested"), bool(found))
     todo = [f for f in exp.folds if f.index not in found]
     notes = [f"resumed: {len(found)} of {len(exp.folds)} fold(s) already searched"] if found else []
     log.info("nested search: %d outer fold(s) x %d trial(s), pruning after %d epoch(s) (reduction factor %d); %d to do",
@@ -288,6 +291,15 @@ def nested_tune(
         parallel = not (options.address is None and spec.backend == "sklearn")
     found.update(_run_searches(search, exp, todo, folder, parallel=parallel, address=options.address, resources=res_))
     return _write_nested(prep, options, found, out_dir, notes, command_line, t0)
+
+
+def _check_nested_settings(out_dir: Path, settings: dict, resumed: bool) -> None:
+    """A resumed nested search must have the settings it started with (one line naming old -> new);
+    a new one records them (:func:`serray.tune.state.check_settings`)."""
+    if resumed:
+        check_settings(out_dir, settings)
+    else:
+        write_search(out_dir, settings)
 
 
 def _write_nested(prep: Any, options: SearchOptions, found: Mapping[int, tuple[dict, Any]], out_dir: Path,

@@ -46,7 +46,9 @@ class SearchOptions:
             trials at each rung (default 2).
         max_epochs: Epoch cap of every trial's stages and of ASHA's ``max_t`` (default:
             the config's ``epochs``; ``max_t`` covers every searched stage plan).
-        resume: Continue the experiment of the same name.
+        resume: Continue the experiment of the same name (a plain search: with the same
+            settings, ``num_samples`` included, and its Tune state as serray recorded
+            it; :mod:`serray.tune.state`).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         pinned: Config keys fixed at the run config's value for every trial, even where
             the space searches them (``serray tune --set KEY=VALUE``).

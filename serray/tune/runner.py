@@ -73,6 +73,14 @@ files and its leaderboard row, and Tune runs one more trial in its place. Predic
 without a record (a result write cut short; the trial restarts) are moved to
 ``<experiment>/orphaned/``: the store holds exactly one record and one prediction set per
 trial of the leaderboard.
+
+A resume restores nothing serray cannot vouch for (:mod:`serray.tune.state`): before Ray
+starts, every Tune state file of a local experiment (``tuner.pkl``, ``experiment_state-*``,
+the searcher's files) must match the signed checksums serray recorded as Tune wrote them,
+and the search's settings (:data:`serray.tune.state.SEARCH_FILE`: the run's settings,
+space, objective, ``--num-samples``, epoch budget, ASHA's options) must be those it
+started with; otherwise the resume is refused, naming the file or the changed settings
+(old -> new). A search is never continued to another number of trials.
 """
 
 from __future__ import annotations
@@ -93,6 +101,9 @@ import pandas as pd
 
 from serray import io, metrics
 from serray.tune.options import PreparedSearch, SearchOptions, check_search, load_search
+from serray.tune.state import (
+    check_resume, record_files, recording, search_settings, settle, state_files, verify_state, write_search,
+)
 
 __all__ = ["TuneContext", "FoldsTrainable", "TuneOutcome", "tune_model", "experiment_dir", "FAULT_ENV", "PAUSE_ENV"]
 
@@ -705,6 +716,7 @@ def tune_model(
         check_objective(objective, local_path / "trials")
     if not options.resume and local_path is not None and (local_path / "tuner.pkl").exists():
         raise FileExistsError(f"{path}: experiment {prep.name!r} exists; pass --resume to continue it or --name NEW to start another")
+    settings = _check_state(local_path, search_settings(prep, options, objective), options.resume)
     launch: _Launch | None = None
     try:
         if ray.is_initialized():  # warm fold actors boot while this process checks the model (and imports torch)
@@ -725,7 +737,10 @@ def tune_model(
                 prep, options, trainable, path, notes, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
                 max_failures=max_failures, tensorboard=tensorboard, verbose=verbose, local=local_path is not None,
             )
-        results = _fit(tuner)
+            if local_path is not None:
+                write_search(local_path, settings)
+                record_files(local_path, ["tuner.pkl"])
+        results = _fit(tuner, local_path)
     finally:
         if launch is not None and launch.pool is not None:
             launch.pool.shutdown()
@@ -738,14 +753,33 @@ def tune_model(
     return TuneOutcome(prep.name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
 
 
-def _fit(tuner: Any) -> Any:
-    """``tuner.fit()`` with serray's Tune settings (loggers, checkpoint period, stop grace)."""
+def _fit(tuner: Any, local_path: Path | None = None) -> Any:
+    """``tuner.fit()`` with serray's Tune settings (loggers, checkpoint period, stop grace),
+    recording the checksums of Tune's state files in ``local_path`` (:mod:`serray.tune.state`)."""
     # Tune's JSON and CSV loggers are passed explicitly; stop it adding its TBX logger beside them.
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "1")}
-    with mock.patch.dict(os.environ, env), warnings.catch_warnings(), _stop_grace():
+    with mock.patch.dict(os.environ, env), warnings.catch_warnings(), _stop_grace(), recording(local_path):
         # a restarted trial reports its first epochs again; Optuna keeps the first report
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
-        return tuner.fit()
+        results = tuner.fit()
+    if local_path is not None:
+        settle(local_path)
+    return results
+
+
+def _check_state(local_path: Path | None, settings: dict, resume: bool) -> dict:
+    """Before Ray starts: a resume of a local experiment must find Tune's state files as
+    serray recorded them and the search's settings unchanged (:func:`serray.tune.state.check_resume`);
+    a new search must find no state file serray did not record. Returns ``settings``."""
+    if local_path is None:
+        if resume:
+            log.warning("resuming from remote storage: serray does not verify Tune's state files there, nor the settings")
+        return settings
+    if resume and (local_path / "tuner.pkl").exists():
+        check_resume(local_path, settings)
+    elif state_files(local_path):
+        verify_state(local_path)
+    return settings
 
 
 @dataclass(frozen=True)
@@ -832,6 +866,8 @@ def _restored_tuner(path: str, local_path: Path | None, record_dir: Path, prep: 
         notes.append(line)
     else:
         log.info("resuming experiment %s", path)
+    if local_path is not None:
+        verify_state(local_path)  # again, just before Tune unpickles them
     return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True), unknown
 
 
