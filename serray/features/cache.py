@@ -25,11 +25,17 @@ an interrupted run leaves complete entries and hidden ``.*.tmp`` files only, whi
 never read and are removed by the next run once they are an hour old. The next run
 extracts only what is missing.
 
-A file damaged later (truncated ``.npy`` or Parquet, a ``meta.json`` that is not JSON)
-fails every read with an error naming it and the ``serray features`` command that
-repairs it: :meth:`FeatureCache.repair`, run by ``serray features`` before it decides
-what to extract, deletes unreadable entries with a warning naming each, so they count
-as missing and are extracted again.
+Every vector Parquet file and ``.npy`` is written with a sidecar ``<file>.sha256`` (the
+SHA-256 of its bytes, :func:`serray.io.atomic_path` with ``checksum=True``), checked
+before every read: bytes changed after the write (a value overwritten, the file still
+parsing) are refused like a truncated file. Files written before checksums existed have
+no sidecar and are read unverified.
+
+A file damaged later (truncated ``.npy`` or Parquet, a ``meta.json`` that is not JSON,
+bytes that do not match the checksum) fails every read with an error naming it and the
+``serray features`` command that repairs it: :meth:`FeatureCache.repair`, run by
+``serray features`` before it decides what to extract, deletes damaged entries with a
+warning naming each, so they count as missing and are extracted again.
 """
 
 from __future__ import annotations
@@ -253,7 +259,8 @@ class FeatureCache:
         warning naming it, so that it counts as missing and is extracted again.
 
         Checks each vector Parquet file's ``file_key`` column and each ``.npy``'s header
-        against its size (:func:`npy_problem`): cheap, no values are read.
+        against its size (:func:`npy_problem`), and every file's bytes against its
+        checksum (one sequential read of the cache; files without one are not checked).
 
         Returns:
             The deleted files.
@@ -267,15 +274,21 @@ class FeatureCache:
         for f in self._vector_files():
             try:
                 self._vector_keys(f)
+                io.verify_checksum(f)
             except io.CorruptFileError as exc:
                 bad.append((f, str(exc).split("; ")[0]))
         for f in self._array_files():
             problem = npy_problem(f)
+            if problem is None:
+                try:
+                    io.verify_checksum(f)
+                except io.CorruptFileError as exc:
+                    problem = str(exc).split("; ")[0].removeprefix(f"{f}: ")
             if problem:
                 bad.append((f, f"{f}: {problem}"))
         for path, why in bad:
             log.warning("%s; deleted, it is extracted again", why)
-            path.unlink(missing_ok=True)
+            io.remove_file(path)
         return [p for p, _ in bad]
 
     def size_bytes(self) -> int:
@@ -298,7 +311,7 @@ class FeatureCache:
             self._write_vectors(entries)
         else:
             for key, _path, arr in entries:
-                with io.atomic_path(self.array_path(key), suffix=".npy") as tmp:
+                with io.atomic_path(self.array_path(key), suffix=".npy", checksum=True) as tmp:
                     with open(tmp, "wb") as fh:
                         np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
 
@@ -319,7 +332,7 @@ class FeatureCache:
         })
         name = hashlib.sha1("\n".join(sorted(e[0] for e in entries)).encode()).hexdigest()[:16]
         dest = self.vectors_dir / f"{name}.parquet"
-        with io.atomic_path(dest, suffix=".parquet") as tmp:
+        with io.atomic_path(dest, suffix=".parquet", checksum=True) as tmp:
             pq.write_table(table, tmp)
         return dest
 
@@ -332,6 +345,8 @@ class FeatureCache:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        for f in files:
+            io.verify_checksum(f, self.fix_hint())
         table = pa.concat_tables([pq.read_table(f) for f in files])
         keys = table.column("file_key").to_pylist()
         last = {k: i for i, k in enumerate(keys)}
@@ -340,11 +355,11 @@ class FeatureCache:
         table = table.take(pc.sort_indices(table, sort_keys=[("file_key", "ascending")]))
         name = "all-" + hashlib.sha1("\n".join(sorted(last)).encode()).hexdigest()[:16]
         dest = self.vectors_dir / f"{name}.parquet"
-        with io.atomic_path(dest, suffix=".parquet") as tmp:
+        with io.atomic_path(dest, suffix=".parquet", checksum=True) as tmp:
             pq.write_table(table, tmp)
         for f in files:
             if f != dest:
-                f.unlink(missing_ok=True)
+                io.remove_file(f)
 
     def remove_stale_tmp(self, max_age_s: float = _STALE_TMP_S) -> int:
         """Delete temporary files of interrupted writes older than ``max_age_s``; return the count."""
@@ -388,6 +403,7 @@ class FeatureCache:
             return {}, np.zeros((0, 0), np.float32)
         tables = []
         for f in files:
+            io.verify_checksum(f, self.fix_hint())
             try:
                 tables.append(pq.read_table(f))
             except (OSError, pa.ArrowException) as exc:
@@ -403,10 +419,12 @@ class FeatureCache:
         """The stored array of one file.
 
         Raises:
-            serray.io.CorruptFileError: The ``.npy`` is truncated or damaged (naming it and the fix).
+            serray.io.CorruptFileError: The ``.npy`` is truncated or damaged, or its bytes do
+                not match its checksum (naming it and the fix).
         """
         path = self.array_path(file_key)
         try:
+            io.verify_checksum(path, self.fix_hint())
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
