@@ -192,3 +192,48 @@ def test_predictions_parts_without_checksums_stay_readable(tmp_path):
         side.unlink()
     assert len(predictions.read_predictions(tmp_path, ["r1"])) == 2 * 2 * 24
     assert stored_parts(tmp_path, {"base": "r1"}, {"base": "c0"}, [0, 1]) == ([], [("base", 0), ("base", 1)])
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_train_refuses_garbled_features_naming_the_file_and_features_repairs(synth_copy):
+    """Before: `train svm` exited 0 with a different UA on the changed values."""
+    w = synth_copy
+    train = ("train", "svm", "--features", "egemaps", "--protocol", "kfold", "--k", "2", "--sequential", "--workdir", w)
+    (part,) = list((w / "features").glob("egemaps-*/vectors/*.parquet"))
+    _garble_parquet(part, "values", lambda v: [0.0] * len(v))
+    r = _cli(*train)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    (line,) = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert str(part) in line and "serray features" in line
+    r = _cli("features", w, "--set", "egemaps", "--num-actors", "0")
+    assert r.exit_code == 0, r.output
+    r = _cli(*train)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.slow
+def test_seeds_retrains_a_garbled_part(synth_copy, caplog):
+    """Before: the changed part counted as done and its numbers went into the record."""
+    w = synth_copy
+    seeds = ("seeds", "svm", "--features", "egemaps", "--protocol", "kfold", "--k", "2", "--run-prefix", "p",
+             "--n", "2", "--workdir", w)
+    r = _cli(*seeds)
+    assert r.exit_code == 0, r.output
+    parts = sorted((w / "predictions" / "p-base").glob("*__seed0.parquet"))
+    (part,) = parts
+    good = predictions.read_predictions(w, ["p-base"])
+    _garble_parquet(part, "logits", lambda v: v[::-1])
+    with caplog.at_level(logging.WARNING, logger="serray.training"):
+        r = _cli(*seeds)
+    assert r.exit_code == 0, r.output
+    assert any(str(part) in m.getMessage() and "trained again" in m.getMessage() for m in caplog.records)
+    assert "1 (variant, seed) pair(s) were already done" in r.output, r.output
+    again = predictions.read_predictions(w, ["p-base"])  # verified: the retrained part matches its checksum
+    pd.testing.assert_frame_equal(again.sort_values(["seed", "split", "utt_id"]).reset_index(drop=True),
+                                  good.sort_values(["seed", "split", "utt_id"]).reset_index(drop=True))
