@@ -194,6 +194,41 @@ def test_predictions_parts_without_checksums_stay_readable(tmp_path):
     assert stored_parts(tmp_path, {"base": "r1"}, {"base": "c0"}, [0, 1]) == ([], [("base", 0), ("base", 1)])
 
 
+def _flip_middle_bytes(path: Path, n: int = 4) -> None:
+    """Overwrite ``n`` bytes in the middle of a file in place (its size is unchanged)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + n] = bytes(b ^ 0x5A for b in data[mid: mid + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["vector", "npy", "predictions"])
+def test_any_overwritten_byte_range_is_detected_naming_the_file(synth_copy, kind):
+    """Whatever the bytes (parsable or not), the reader refuses them with the path."""
+    from serray.features import extract_features, load_features
+    from serray.features.base import file_identity, get_extractor
+    from serray.features.cache import FeatureCache
+
+    w = synth_copy
+    m = _manifest(w)
+    if kind == "predictions":
+        _store(w)
+        path = w / "predictions" / "r1" / "c0__seed1.parquet"
+        read = lambda: predictions.read_predictions(w, ["r1"])  # noqa: E731
+    elif kind == "npy":
+        extract_features(w, ["mfb"], manifest=m, num_actors=0, progress=False)
+        path = FeatureCache(w, get_extractor("mfb")).array_path(file_identity(m["path"].iloc[0]))
+        read = lambda: load_features(w, "mfb", m)  # noqa: E731
+    else:
+        (path,) = list((w / "features").glob("egemaps-*/vectors/*.parquet"))
+        read = lambda: load_features(w, "egemaps", m)  # noqa: E731
+    read()
+    _flip_middle_bytes(path)
+    with pytest.raises(io.CorruptFileError) as err:
+        read()
+    assert str(path) in str(err.value)
+
+
 # ------------------------------------------------------------------ through the CLI
 
 
