@@ -92,7 +92,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", checksum: bool = Fals
         checksum: Also write the sidecar ``<path>.sha256`` (:func:`checksum_path`) with the
             SHA-256 of the written bytes, before the file is renamed into place (so a file
             in place never lacks its checksum; an interruption in between leaves a
-            checksum that the old file, if any, fails: it counts as damaged).
+            checksum that the old file, if any, fails: it counts as damaged). The two
+            renames hold an exclusive ``flock`` on the folder, so two processes writing
+            the same file never leave one's checksum beside the other's bytes, and a
+            reader that sees a mismatch checks again under a shared lock
+            (:func:`verify_checksum`).
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -101,14 +105,43 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", checksum: bool = Fals
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if checksum:
-            write_text(f"{file_sha256(tmp_path)}  {dest.name}\n", checksum_path(dest))
         os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, dest)
+        if checksum:
+            digest = file_sha256(tmp_path)
+            with _folder_lock(dest.parent, exclusive=True):  # two writers of one file never cross their pairs
+                write_text(f"{digest}  {dest.name}\n", checksum_path(dest))
+                os.replace(tmp_path, dest)
+        else:
+            os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """An advisory ``flock`` on ``folder`` (exclusive for writing a file and its checksum,
+    shared for re-reading the pair); a no-op where the OS has no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("%s: cannot lock (%s); going on without the lock", folder, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError as exc:  # e.g. a file system without flock on folders
+            log.debug("%s: cannot lock (%s); going on without the lock", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def checksum_path(path: str | os.PathLike) -> Path:
@@ -137,19 +170,35 @@ def verify_checksum(path: str | os.PathLike, fix: str | None = None) -> bool:
             sidecar is unreadable); the message names the file and ``fix``.
     """
     side = checksum_path(path)
+    want = _stored_digest(path, fix)
+    if want is None:
+        log.debug("%s: no checksum (written before checksums); read unverified", path)
+        return False
+    if file_sha256(path) == want:
+        return True
+    with _folder_lock(Path(path).parent, exclusive=False):  # a writer may have been between the two renames
+        if file_sha256(path) == _stored_digest(path, fix):
+            return True
+    raise CorruptFileError(path, f"damaged: its bytes do not match the checksum written with it ({side})", fix)
+
+
+def _stored_digest(path: str | os.PathLike, fix: str | None) -> str | None:
+    """The SHA-256 in ``path``'s sidecar (``None`` without one).
+
+    Raises:
+        CorruptFileError: The sidecar is unreadable or holds no SHA-256.
+    """
+    side = checksum_path(path)
     try:
         text = side.read_text(encoding="ascii")
     except FileNotFoundError:
-        log.debug("%s: no checksum (written before checksums); read unverified", path)
-        return False
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         raise CorruptFileError(path, f"its checksum file {side} is unreadable ({exc})", fix) from None
     want = text.split()[0].lower() if text.split() else ""
     if len(want) != 64:
         raise CorruptFileError(path, f"its checksum file {side} is damaged (no SHA-256 in it)", fix)
-    if file_sha256(path) != want:
-        raise CorruptFileError(path, f"damaged: its bytes do not match the checksum written with it ({side})", fix)
-    return True
+    return want
 
 
 def remove_file(path: str | os.PathLike) -> None:

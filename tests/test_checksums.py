@@ -10,6 +10,7 @@ before checksums) stay readable. Non-finite features are refused at extraction.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,33 @@ def test_checksum_sidecar_is_written_with_the_file_and_checked(tmp_path):
     side.unlink()  # a file written before checksums: read unverified
     assert io.verify_checksum(path) is False
     assert io.read_parquet(path)["a"].tolist() == [2.0, 2.0]
+
+
+def test_a_reader_between_a_writers_two_renames_waits_instead_of_failing(tmp_path):
+    """The writer holds the folder's lock from the checksum's rename to the file's: a
+    reader that sees the new checksum beside the old bytes checks again once it is released."""
+    import fcntl
+    import threading
+    import time
+
+    path = tmp_path / "x.parquet"
+    io.write_parquet(pd.DataFrame({"a": [1.0]}), path, checksum=True)
+    new = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"a": [2.0]}), new)
+    result: list = []
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as atomic_path does, between its two renames
+        io.checksum_path(path).write_text(f"{io.file_sha256(new)}  x.parquet\n")
+        reader = threading.Thread(target=lambda: result.append(io.verify_checksum(path)))
+        reader.start()
+        time.sleep(0.3)
+        assert reader.is_alive() and not result  # mismatch seen; waiting for the lock
+        os.replace(new, path)
+    finally:
+        os.close(fd)
+    reader.join(5)
+    assert result == [True]
 
 
 # ------------------------------------------------------------------ feature cache
