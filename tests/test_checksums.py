@@ -145,6 +145,37 @@ def test_features_without_checksums_stay_readable(synth_copy):
     assert rep.n_extracted == 0 and rep.n_cached == 4
 
 
+@pytest.mark.parametrize("kind", ["npy", "vector"])
+def test_nan_in_a_file_without_checksum_is_named_and_re_extracted(synth_copy, kind):
+    """A cache written before checksums: its values are checked for NaN instead."""
+    from serray.features import extract_features, load_features
+    from serray.features.base import file_identity, get_extractor
+    from serray.features.cache import FeatureCache
+
+    w = synth_copy
+    m = _manifest(w)
+    name = "mfb" if kind == "npy" else "egemaps"
+    if kind == "npy":
+        extract_features(w, ["mfb"], manifest=m, num_actors=0, progress=False)
+        victim = FeatureCache(w, get_extractor("mfb")).array_path(file_identity(m["path"].iloc[1]))
+        arr = np.load(victim, mmap_mode="r+")
+        arr[3] = np.nan
+        arr.flush()
+        del arr
+    else:
+        (victim,) = list((w / "features").glob("egemaps-*/vectors/*.parquet"))
+        _garble_parquet(victim, "values", lambda v: [float("nan")] + v[1:])
+    for side in (w / "features").rglob("*" + io.CHECKSUM_SUFFIX):
+        side.unlink()
+    with pytest.raises(io.CorruptFileError, match="NaN") as err:  # before: NaN went to training
+        load_features(w, name, m)
+    assert str(victim) in str(err.value)
+    rep = extract_features(w, [name], manifest=m, num_actors=0, progress=False)[name]
+    assert rep.n_extracted == (1 if kind == "npy" else 4) and rep.n_failed == 0
+    fs = load_features(w, name, m)
+    assert len(fs) == 4 and all(np.isfinite(np.asarray(a)).all() for a in fs.data)
+
+
 def test_non_finite_features_are_refused_at_extraction_naming_the_file(synth_copy, monkeypatch):
     """An extractor (e.g. a batched one) that returns NaN: nothing is cached, the file is named."""
     from serray.features import extract_features, load_features
