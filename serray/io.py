@@ -13,6 +13,13 @@ ends with :data:`YAML_END`; :func:`read_yaml` refuses a file that starts with th
 but lacks the end line (a file cut short). Hand-written YAML without the header is read
 as it is.
 
+Files whose bytes must not change unnoticed (cached features, predictions parts) are
+written with ``checksum=True``: a sidecar ``<file>.sha256`` (the ``sha256sum`` format,
+so ``sha256sum -c`` checks it too) is written before the file is renamed into place, and
+:func:`verify_checksum` (run by :func:`read_parquet` and the feature cache before every
+read) refuses a file whose bytes differ, naming it. A file without a sidecar (written
+before checksums existed) is read unverified.
+
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -24,7 +31,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -43,7 +52,17 @@ __all__ = [
     "read_yaml",
     "write_parquet",
     "read_parquet",
+    "CHECKSUM_SUFFIX",
+    "checksum_path",
+    "file_sha256",
+    "verify_checksum",
+    "remove_file",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Suffix of the sidecar that holds a file's SHA-256 (``<file>.sha256``).
+CHECKSUM_SUFFIX = ".sha256"
 
 
 #: First line of every YAML file serray writes; a file that starts with it must end with :data:`YAML_END`.
@@ -61,7 +80,7 @@ class CorruptFileError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", checksum: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left untouched. The
@@ -70,6 +89,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     Args:
         path: Final destination.
         suffix: Suffix for the temporary file (some writers infer the format from it).
+        checksum: Also write the sidecar ``<path>.sha256`` (:func:`checksum_path`) with the
+            SHA-256 of the written bytes, before the file is renamed into place (so a file
+            in place never lacks its checksum; an interruption in between leaves a
+            checksum that the old file, if any, fails: it counts as damaged). The two
+            renames hold an exclusive ``flock`` on the folder, so two processes writing
+            the same file never leave one's checksum beside the other's bytes, and a
+            reader that sees a mismatch checks again under a shared lock
+            (:func:`verify_checksum`).
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -79,11 +106,105 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, dest)
+        if checksum:
+            digest = file_sha256(tmp_path)
+            with _folder_lock(dest.parent, exclusive=True):  # two writers of one file never cross their pairs
+                write_text(f"{digest}  {dest.name}\n", checksum_path(dest))
+                os.replace(tmp_path, dest)
+        else:
+            os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """An advisory ``flock`` on ``folder`` (exclusive for writing a file and its checksum,
+    shared for re-reading the pair); a no-op where the OS has no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("%s: cannot lock (%s); going on without the lock", folder, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError as exc:  # e.g. a file system without flock on folders
+            log.debug("%s: cannot lock (%s); going on without the lock", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The sidecar holding the SHA-256 of ``path``: ``<path>.sha256``."""
+    return Path(f"{os.fspath(path)}{CHECKSUM_SUFFIX}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(path: str | os.PathLike, fix: str | None = None) -> bool:
+    """Check ``path``'s bytes against its sidecar checksum (:func:`checksum_path`).
+
+    Returns:
+        ``True`` when they match; ``False`` when the file has no sidecar (written before
+        checksums existed: read unverified, logged at debug level).
+
+    Raises:
+        CorruptFileError: The bytes differ from the checksum written with them (or the
+            sidecar is unreadable); the message names the file and ``fix``.
+    """
+    side = checksum_path(path)
+    want = _stored_digest(path, fix)
+    if want is None:
+        log.debug("%s: no checksum (written before checksums); read unverified", path)
+        return False
+    if file_sha256(path) == want:
+        return True
+    with _folder_lock(Path(path).parent, exclusive=False):  # a writer may have been between the two renames
+        if file_sha256(path) == _stored_digest(path, fix):
+            return True
+    raise CorruptFileError(path, f"damaged: its bytes do not match the checksum written with it ({side})", fix)
+
+
+def _stored_digest(path: str | os.PathLike, fix: str | None) -> str | None:
+    """The SHA-256 in ``path``'s sidecar (``None`` without one).
+
+    Raises:
+        CorruptFileError: The sidecar is unreadable or holds no SHA-256.
+    """
+    side = checksum_path(path)
+    try:
+        text = side.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(path, f"its checksum file {side} is unreadable ({exc})", fix) from None
+    want = text.split()[0].lower() if text.split() else ""
+    if len(want) != 64:
+        raise CorruptFileError(path, f"its checksum file {side} is damaged (no SHA-256 in it)", fix)
+    return want
+
+
+def remove_file(path: str | os.PathLike) -> None:
+    """Delete ``path`` and its checksum sidecar (either may be absent)."""
+    Path(path).unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -165,8 +286,10 @@ def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
         raise CorruptFileError(path, f"not valid YAML ({' '.join(str(exc).split())})", fix or "fix or re-create it") from None
 
 
-def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:  # noqa: F821
-    """Atomically write a DataFrame as Parquet, with optional key/value schema metadata."""
+def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Mapping[str, str] | None = None,  # noqa: F821
+                  checksum: bool = False) -> None:
+    """Atomically write a DataFrame as Parquet, with optional key/value schema metadata
+    (and with ``checksum``, its sidecar checksum: see :func:`atomic_path`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,20 +298,23 @@ def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Map
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    with atomic_path(path, suffix=".parquet") as tmp:
+    with atomic_path(path, suffix=".parquet", checksum=checksum) as tmp:
         pq.write_table(table, tmp)
 
 
 def read_parquet(path: str | os.PathLike, fix: str | None = None, **kwargs: Any) -> "pandas.DataFrame":  # noqa: F821
-    """Read a Parquet file into a DataFrame (``kwargs`` go to ``pandas.read_parquet``).
+    """Read a Parquet file into a DataFrame (``kwargs`` go to ``pandas.read_parquet``),
+    after checking its bytes against its checksum when it has one (:func:`verify_checksum`).
 
     Raises:
-        CorruptFileError: The file is not readable Parquet (truncated or damaged).
+        CorruptFileError: The file is not readable Parquet (truncated or damaged), or its
+            bytes do not match its checksum.
     """
     import pandas as pd
     import pyarrow as pa
 
     try:
+        verify_checksum(path, fix)
         return pd.read_parquet(path, **kwargs)
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, FileNotFoundError):

@@ -8,7 +8,10 @@ the run's class list). The class list is stored in every file's Parquet metadata
 
 Layout: ``W/predictions/<run>/<config_id>__seed<seed>.parquet``. Each part is written
 atomically, so appending is adding a file and an interrupted run loses nothing already
-written. This table is the only input the ensemble search needs.
+written. Next to each part, ``<part>.sha256`` holds the SHA-256 of its bytes, written
+with it and checked on every read: a part whose bytes changed afterwards (while it still
+parses) is refused naming it, and ``serray seeds`` trains it again (parts written before
+checksums existed are read unverified). This table is the only input the ensemble search needs.
 
 Example:
     >>> import pandas as pd, tempfile
@@ -35,7 +38,7 @@ from serray import io
 
 __all__ = [
     "COLUMNS", "SPLITS", "write_predictions", "read_predictions", "run_classes", "list_runs", "predictions_dir",
-    "check_name", "part_readable", "PART_FIX",
+    "check_name", "part_readable", "part_problem", "PART_FIX",
 ]
 
 COLUMNS: tuple[str, ...] = ("run", "config_id", "seed", "fold", "split", "utt_id", "label", "pred", "logits")
@@ -49,7 +52,7 @@ def predictions_dir(workdir: str | Path) -> Path:
 
 
 #: What to do about an unreadable predictions part.
-PART_FIX = ("delete it and re-run the command that wrote it (`serray seeds` retrains missing and unreadable parts; "
+PART_FIX = ("delete it and re-run the command that wrote it (`serray seeds` retrains missing, unreadable and damaged parts; "
             "`serray train` rewrites its run)")
 
 
@@ -69,14 +72,25 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def part_readable(path: str | Path) -> bool:
-    """Whether a predictions part's Parquet footer and class list can be read (cheap: no rows read)."""
+def part_problem(path: str | Path) -> str | None:
+    """Why a predictions part cannot be used (``None`` when it can): its Parquet footer or
+    class list is unreadable, or its bytes do not match its checksum (one pass over the
+    file's bytes; a part without a checksum, written before checksums existed, is not checked)."""
     try:
         meta = pq.read_schema(path).metadata or {}
         json.loads(meta[b"serray.classes"].decode())
-    except (OSError, KeyError, ValueError, pa.ArrowException):
-        return False
-    return True
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        return f"unreadable predictions part, truncated or damaged ({type(exc).__name__}: {exc})"
+    try:
+        io.verify_checksum(path)
+    except io.CorruptFileError as exc:
+        return str(exc).split("; ")[0].removeprefix(f"{path}: ")
+    return None
+
+
+def part_readable(path: str | Path) -> bool:
+    """Whether a predictions part can be used (:func:`part_problem` finds nothing)."""
+    return part_problem(path) is None
 
 
 def _part_classes(part: Path) -> list[str]:
@@ -138,7 +152,7 @@ def write_predictions(
         }
     )
     path = predictions_dir(workdir) / run / f"{config_id}__seed{int(seed)}.parquet"
-    io.write_parquet(out, path, metadata={"serray.classes": json.dumps(list(classes))})
+    io.write_parquet(out, path, metadata={"serray.classes": json.dumps(list(classes))}, checksum=True)
     return path
 
 
@@ -175,7 +189,8 @@ def read_predictions(
     Raises:
         FileNotFoundError: A named run has no predictions.
         ValueError: The runs have different class lists (they cannot be fused).
-        serray.io.CorruptFileError: A part is unreadable (naming it and the fix).
+        serray.io.CorruptFileError: A part is unreadable or its bytes do not match its
+            checksum (naming it and the fix).
     """
     parts = _parts(workdir, runs)
     if not parts:

@@ -25,11 +25,17 @@ an interrupted run leaves complete entries and hidden ``.*.tmp`` files only, whi
 never read and are removed by the next run once they are an hour old. The next run
 extracts only what is missing.
 
-A file damaged later (truncated ``.npy`` or Parquet, a ``meta.json`` that is not JSON)
-fails every read with an error naming it and the ``serray features`` command that
-repairs it: :meth:`FeatureCache.repair`, run by ``serray features`` before it decides
-what to extract, deletes unreadable entries with a warning naming each, so they count
-as missing and are extracted again.
+Every vector Parquet file and ``.npy`` is written with a sidecar ``<file>.sha256`` (the
+SHA-256 of its bytes, :func:`serray.io.atomic_path` with ``checksum=True``), checked
+before every read: bytes changed after the write (a value overwritten, the file still
+parsing) are refused like a truncated file. Files written before checksums existed have
+no sidecar; their values are checked for NaN and infinity instead.
+
+A file damaged later (truncated ``.npy`` or Parquet, a ``meta.json`` that is not JSON,
+bytes that do not match the checksum) fails every read with an error naming it and the
+``serray features`` command that repairs it: :meth:`FeatureCache.repair`, run by
+``serray features`` before it decides what to extract, deletes damaged entries with a
+warning naming each, so they count as missing and are extracted again.
 """
 
 from __future__ import annotations
@@ -252,8 +258,7 @@ class FeatureCache:
         """Delete every unreadable entry (and an unreadable ``meta.json``), each with a
         warning naming it, so that it counts as missing and is extracted again.
 
-        Checks each vector Parquet file's ``file_key`` column and each ``.npy``'s header
-        against its size (:func:`npy_problem`): cheap, no values are read.
+        Checks each file as :meth:`entry_problem` does: one sequential read of the cache.
 
         Returns:
             The deleted files.
@@ -264,19 +269,35 @@ class FeatureCache:
                 self.read_meta()
             except io.CorruptFileError as exc:
                 bad.append((self.meta_path, str(exc).split("; ")[0]))
-        for f in self._vector_files():
-            try:
-                self._vector_keys(f)
-            except io.CorruptFileError as exc:
-                bad.append((f, str(exc).split("; ")[0]))
-        for f in self._array_files():
-            problem = npy_problem(f)
+        for f in [*self._vector_files(), *self._array_files()]:
+            problem = self.entry_problem(f)
             if problem:
                 bad.append((f, f"{f}: {problem}"))
         for path, why in bad:
             log.warning("%s; deleted, it is extracted again", why)
-            path.unlink(missing_ok=True)
+            io.remove_file(path)
         return [p for p, _ in bad]
+
+    def entry_problem(self, path: Path) -> str | None:
+        """Why one stored vector Parquet file or ``.npy`` cannot be used (``None`` if it can).
+
+        Checks the Parquet ``file_key`` column or the ``.npy`` header against the file's
+        size (:func:`npy_problem`), then the bytes against the checksum written with them;
+        a file without a checksum (written before checksums existed) has its values
+        checked for NaN and infinity instead.
+        """
+        try:
+            if path.suffix == ".npy":
+                problem = npy_problem(path)
+                if problem:
+                    return problem
+            else:
+                self._vector_keys(path)
+            if not io.verify_checksum(path):
+                _check_finite(path, np.load(path) if path.suffix == ".npy" else self._read_vector_file(path)[1])
+        except io.CorruptFileError as exc:
+            return str(exc).split("; ")[0].removeprefix(f"{path}: ")
+        return None
 
     def size_bytes(self) -> int:
         """Bytes on disk of the whole folder."""
@@ -298,7 +319,7 @@ class FeatureCache:
             self._write_vectors(entries)
         else:
             for key, _path, arr in entries:
-                with io.atomic_path(self.array_path(key), suffix=".npy") as tmp:
+                with io.atomic_path(self.array_path(key), suffix=".npy", checksum=True) as tmp:
                     with open(tmp, "wb") as fh:
                         np.save(fh, np.ascontiguousarray(arr, dtype=dtype))
 
@@ -319,7 +340,7 @@ class FeatureCache:
         })
         name = hashlib.sha1("\n".join(sorted(e[0] for e in entries)).encode()).hexdigest()[:16]
         dest = self.vectors_dir / f"{name}.parquet"
-        with io.atomic_path(dest, suffix=".parquet") as tmp:
+        with io.atomic_path(dest, suffix=".parquet", checksum=True) as tmp:
             pq.write_table(table, tmp)
         return dest
 
@@ -332,6 +353,8 @@ class FeatureCache:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        for f in files:
+            io.verify_checksum(f, self.fix_hint())
         table = pa.concat_tables([pq.read_table(f) for f in files])
         keys = table.column("file_key").to_pylist()
         last = {k: i for i, k in enumerate(keys)}
@@ -340,11 +363,11 @@ class FeatureCache:
         table = table.take(pc.sort_indices(table, sort_keys=[("file_key", "ascending")]))
         name = "all-" + hashlib.sha1("\n".join(sorted(last)).encode()).hexdigest()[:16]
         dest = self.vectors_dir / f"{name}.parquet"
-        with io.atomic_path(dest, suffix=".parquet") as tmp:
+        with io.atomic_path(dest, suffix=".parquet", checksum=True) as tmp:
             pq.write_table(table, tmp)
         for f in files:
             if f != dest:
-                f.unlink(missing_ok=True)
+                io.remove_file(f)
 
     def remove_stale_tmp(self, max_age_s: float = _STALE_TMP_S) -> int:
         """Delete temporary files of interrupted writes older than ``max_age_s``; return the count."""
@@ -379,39 +402,62 @@ class FeatureCache:
     # ------------------------------------------------------------------ reading
 
     def read_vectors(self) -> tuple[dict[str, int], np.ndarray]:
-        """All stored vectors: ``(file_key -> row, values [N, prod(dims)] float32)``."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """All stored vectors: ``(file_key -> row, values [N, prod(dims)] float32)``.
 
+        Raises:
+            serray.io.CorruptFileError: A file is unreadable, its bytes do not match its
+                checksum, or (a file without a checksum) it holds NaN or infinity.
+        """
         files = self._vector_files()
         if not files:
             return {}, np.zeros((0, 0), np.float32)
-        tables = []
+        keys: list[str] = []
+        parts = []
         for f in files:
-            try:
-                tables.append(pq.read_table(f))
-            except (OSError, pa.ArrowException) as exc:
-                raise io.CorruptFileError(f, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
-        table = pa.concat_tables(tables)
-        col = table.column("values").combine_chunks()
-        width = col.type.list_size
-        values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-        keys = table.column("file_key").to_pylist()
-        return {k: i for i, k in enumerate(keys)}, values
+            verified = io.verify_checksum(f, self.fix_hint())
+            file_keys, values = self._read_vector_file(f)
+            if not verified:  # written before checksums: its values are checked instead
+                _check_finite(f, values, self.fix_hint())
+            keys.extend(file_keys)
+            parts.append(values)
+        return {k: i for i, k in enumerate(keys)}, np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _read_vector_file(self, path: Path) -> tuple[list[str], np.ndarray]:
+        """``(file keys, values [N, width] float32)`` of one vector Parquet file.
+
+        Raises:
+            serray.io.CorruptFileError: The file is not readable Parquet.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+            col = table.column("values").combine_chunks()
+            values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            raise io.CorruptFileError(path, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
+        return table.column("file_key").to_pylist(), values
 
     def read_array(self, file_key: str, mmap: bool = False) -> np.ndarray:
         """The stored array of one file.
 
         Raises:
-            serray.io.CorruptFileError: The ``.npy`` is truncated or damaged (naming it and the fix).
+            serray.io.CorruptFileError: The ``.npy`` is truncated or damaged, its bytes do
+                not match its checksum, or (a file without a checksum) it holds NaN or
+                infinity (naming it and the fix).
         """
         path = self.array_path(file_key)
+        verified = io.verify_checksum(path, self.fix_hint())
         try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise io.CorruptFileError(path, f"unreadable feature file, truncated or damaged ({exc})", self.fix_hint()) from None
+        if not verified:  # written before checksums: its values are checked instead
+            _check_finite(path, arr, self.fix_hint())
+        return arr
 
     def summary(self) -> dict[str, Any]:
         """One row of ``serray features --list``."""
@@ -451,6 +497,17 @@ def npy_problem(path: str | os.PathLike) -> str | None:
     if size != want:
         return f"truncated or damaged: {size} bytes, its header describes {want}"
     return None
+
+
+def _check_finite(path: Path, values: np.ndarray, fix: str | None = None) -> None:
+    """Refuse stored feature values that hold NaN or infinity, naming the file.
+
+    Raises:
+        serray.io.CorruptFileError: Some value is not finite.
+    """
+    if values.size and not np.isfinite(values).all():
+        n = int(values.size - np.isfinite(values).sum())
+        raise io.CorruptFileError(path, f"damaged: {n} NaN or infinite feature value(s)", fix)
 
 
 def entry_dims(kind: str, arr: np.ndarray) -> tuple[int, ...]:

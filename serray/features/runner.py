@@ -213,6 +213,22 @@ def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i: i + size]) for i in range(0, len(items), size)]
 
 
+def _refuse_non_finite(results: Sequence[Result], name: str, storage_dtype: str) -> list[Result]:
+    """``results`` with every array that is not finite as stored (after the cast to
+    ``storage_dtype``, e.g. float16 overflows to inf) turned into a persistent failure
+    naming the file, so that no NaN or inf reaches the cache (a warning names each)."""
+    out: list[Result] = []
+    for k, p, a, t, r, pers in results:
+        if a is not None and not np.isfinite(np.asarray(a, dtype=storage_dtype)).all():
+            cast = "" if np.asarray(a).dtype == np.dtype(storage_dtype) else f" as stored ({storage_dtype})"
+            reason = f"{name}: NaN or infinite feature values{cast} for {p}; refused, not cached"
+            log.warning("%s", reason)
+            out.append((k, p, None, "FeatureError", reason, True))
+        else:
+            out.append((k, p, a, t, r, pers))
+    return out
+
+
 def _failure_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
     return [
         {"file_key": k, "path": p, "reason": r, "error_type": t, "persistent": bool(pers)}
@@ -455,6 +471,7 @@ def _extract_one(
 
         with tqdm(total=len(todo), desc=name, unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
             for results in pool.map(name, worker_params, chunks):
+                results = _refuse_non_finite(results, name, ext.storage_dtype)
                 ok = [(k, p, a) for k, p, a, _t, _r, _pers in results if a is not None]
                 cache.write_entries(ok)
                 extracted.update(k for k, _, _ in ok)

@@ -122,18 +122,19 @@ class SeedsResult:
 
 def stored_parts(workdir: Any, runs: Mapping[str, str], cids: Mapping[str, str],
                  seeds: Sequence[int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """``(todo, done)``: the (variant, seed) pairs whose predictions part is missing or
-    unreadable (a warning names each unreadable one; it is trained again), and the others."""
-    from serray.predictions import part_readable, predictions_dir
+    """``(todo, done)``: the (variant, seed) pairs whose predictions part is missing,
+    unreadable or damaged (bytes that do not match its checksum; a warning names each such
+    part: it is trained again), and the others."""
+    from serray.predictions import part_problem, predictions_dir
 
     todo, done = [], []
     for name in runs:
         for s in seeds:
             part = predictions_dir(workdir) / runs[name] / f"{cids[name]}__seed{s}.parquet"
-            ok = part.exists() and part_readable(part)
-            if part.exists() and not ok:
-                log.warning("%s: unreadable predictions part (truncated or damaged); it is trained again", part)
-            (done if ok else todo).append((name, s))
+            problem = part_problem(part) if part.exists() else "missing"
+            if problem != "missing" and problem is not None:
+                log.warning("%s: %s; it is trained again", part, problem)
+            (todo if problem else done).append((name, s))
     return todo, done
 
 
