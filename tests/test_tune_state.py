@@ -44,10 +44,21 @@ def _recorded_experiment(w: Path, run: RunSpec, options: SearchOptions) -> Path:
     return exp
 
 
+def _no_ray_left_running() -> None:
+    """An earlier test of the session may have left Ray initialised in this process; the
+    tests below check that the refusal comes before Ray starts, so they start without it."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def test_planted_pickle_is_refused_before_ray_starts(synth_copy, tmp_path):
     import ray
 
     from serray.tune.runner import tune_model
+
+    _no_ray_left_running()
 
     w, marker = synth_copy, tmp_path / "payload-ran"
     options = SearchOptions(num_samples=2, name="exp", resume=True, device="cpu")
@@ -67,6 +78,8 @@ def test_resume_with_other_settings_is_refused_before_ray_starts(synth_copy, cha
     import ray
 
     from serray.tune.runner import tune_model
+
+    _no_ray_left_running()
 
     w = synth_copy
     options = SearchOptions(num_samples=2, name="exp", resume=True, device="cpu")

@@ -24,6 +24,9 @@ Example:
     []
     >>> differences(a, {**a, "k": 4})
     ['k: 2 -> 4']
+    >>> t = {**a, "feature_tag": "ssl-1a2b3c"}
+    >>> differences({**t, "feature_params": {"model": "m"}}, {**t, "feature_params": {"model": "m/"}})
+    []
 """
 
 from __future__ import annotations
@@ -77,10 +80,14 @@ def run_settings(run: Any, exp: Any, model: str, config: Mapping[str, Any], cid:
 
 
 def _relevant(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` without what does not change the numbers (``k`` outside k-fold protocols)."""
+    """``settings`` without what does not change the numbers (``k`` outside k-fold protocols;
+    the feature parameters as typed where the feature tag, which fingerprints what they
+    select, is there: ``model=./m`` and ``model=/abs/m/`` are the same features)."""
     out = dict(settings)
     if out.get("protocol") is not None and out["protocol"] not in KFOLD_PROTOCOLS:
         out.pop("k", None)
+    if "feature_tag" in out:
+        out.pop("feature_params", None)
     return out
 
 
