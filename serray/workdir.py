@@ -1,0 +1,181 @@
+"""The work directory: the one owner of every path under ``W``.
+
+Every command reads and writes below one folder, the work directory ``W``. Its layout::
+
+    W/
+      manifests/<corpus>.parquet          one per prepared corpus (``serray data prepare``)
+      audio/                              synthetic corpora's audio (``serray data synth``)
+      cache/audio_digests.parquet         audio content digests (duplicate checks)
+      features/<set>-<key>/               cached feature sets (``serray features``)
+      predictions/                        the predictions store (logits of every run)
+      runs/<run>/                         record.json, settings.json, folds.parquet, model records
+      tune/<experiment>/                  a search: best.yaml, trials/, leaderboard.csv, Tune state
+      ensemble/<name>/                    ensemble searches (``serray ensemble``)
+      fusion/<name>/                      fusion comparisons (``serray fuse``);
+      fusion/embeddings/<run>/            cached fold embeddings of intermediate fusion
+      crosscorpus/<prefix>/               cross-corpus matrices (``serray crosscorpus``)
+      reports/<name>/                     reports (``serray report``)
+      models/<run>/                       kept fold models (model artifacts)
+
+No other module joins these names: code asks a :class:`Workdir` for the path it needs.
+
+Example:
+    >>> w = Workdir("/tmp/w")
+    >>> w.manifest("emodb").as_posix()
+    '/tmp/w/manifests/emodb.parquet'
+    >>> w.run_record("svm-emodb").as_posix()
+    '/tmp/w/runs/svm-emodb/record.json'
+    >>> w.tune_best("mlp-search").relative_to(w.root).as_posix()
+    'tune/mlp-search/best.yaml'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Workdir", "LAYOUT"]
+
+#: Top-level folders of a work directory, in the order of the pipeline.
+LAYOUT: tuple[str, ...] = (
+    "manifests", "audio", "cache", "features", "predictions", "runs", "tune", "ensemble", "fusion",
+    "crosscorpus", "reports", "models",
+)
+
+
+@dataclass(frozen=True, init=False)
+class Workdir:
+    """Paths under one work directory (nothing is created until a writer writes).
+
+    Args:
+        root: The work directory (``str`` or ``Path``; kept as given, not resolved, so
+            relative paths in records stay relative).
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike | "Workdir") -> None:
+        object.__setattr__(self, "root", root.root if isinstance(root, Workdir) else Path(root))
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the work directory (as records store it)."""
+        return str(Path(path).relative_to(self.root))
+
+    # ---- corpora and features -------------------------------------------------------
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    def manifest(self, corpus: str) -> Path:
+        """``W/manifests/<corpus>.parquet``."""
+        return self.manifests_dir / f"{corpus}.parquet"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.root / "audio"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def audio_digests(self) -> Path:
+        """``W/cache/audio_digests.parquet``."""
+        return self.cache_dir / "audio_digests.parquet"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def feature_set(self, name: str, key: str) -> Path:
+        """``W/features/<name>-<key>`` (``key``: the extractor's parameter fingerprint)."""
+        return self.features_dir / f"{name}-{key}"
+
+    # ---- training -------------------------------------------------------------------
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, name: str) -> Path:
+        """``W/runs/<name>``."""
+        return self.runs_dir / name
+
+    def run_record(self, name: str) -> Path:
+        """``W/runs/<name>/record.json``."""
+        return self.run(name) / "record.json"
+
+    def run_folds(self, name: str) -> Path:
+        """``W/runs/<name>/folds.parquet``."""
+        return self.run(name) / "folds.parquet"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def models(self, run: str) -> Path:
+        """``W/models/<run>``: the kept fold models of one run."""
+        return self.models_dir / run
+
+    # ---- searches, ensembles, fusion, reports ---------------------------------------
+    @property
+    def tune_dir(self) -> Path:
+        return self.root / "tune"
+
+    def tune(self, experiment: str) -> Path:
+        """``W/tune/<experiment>``."""
+        return self.tune_dir / experiment
+
+    def tune_best(self, experiment: str) -> Path:
+        """``W/tune/<experiment>/best.yaml``."""
+        return self.tune(experiment) / "best.yaml"
+
+    def tune_trials(self, experiment: str) -> Path:
+        """``W/tune/<experiment>/trials``: one JSON record per trial."""
+        return self.tune(experiment) / "trials"
+
+    @property
+    def ensemble_dir(self) -> Path:
+        return self.root / "ensemble"
+
+    def ensemble(self, name: str) -> Path:
+        """``W/ensemble/<name>``."""
+        return self.ensemble_dir / name
+
+    @property
+    def fusion_dir(self) -> Path:
+        return self.root / "fusion"
+
+    def fusion(self, name: str) -> Path:
+        """``W/fusion/<name>``."""
+        return self.fusion_dir / name
+
+    def fusion_embeddings(self, run: str) -> Path:
+        """``W/fusion/embeddings/<run>``: cached fold embeddings of intermediate fusion."""
+        return self.fusion_dir / "embeddings" / run
+
+    @property
+    def crosscorpus_dir(self) -> Path:
+        return self.root / "crosscorpus"
+
+    def crosscorpus(self, prefix: str) -> Path:
+        """``W/crosscorpus/<prefix>``."""
+        return self.crosscorpus_dir / prefix
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def report(self, name: str) -> Path:
+        """``W/reports/<name>``."""
+        return self.reports_dir / name
