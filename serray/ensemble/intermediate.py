@@ -11,7 +11,7 @@ reported), so the embeddings are those of the systems whose logits late fusion s
 
 Per fold, the embeddings of the N chosen systems are concatenated (frozen: they are
 inputs) and a new emotion classifier, the registered ``mlp`` with one hidden layer
-(FC(N*D, 256) + ReLU + FC(256, C), the EC shape of METHODS.md 003), is trained on the
+(FC(N*D, 256) + ReLU + FC(256, C), paper 003's EC shape, docs/models.md), is trained on the
 fold's training part, its inputs z-normalised with training statistics, with early
 stopping on the fold's validation part. Test data are only predicted.
 

@@ -240,7 +240,7 @@ _PRED_COLUMNS = ("run", "config_id", "seed", "fold", "split", "utt_id", "label",
 
 
 def members_from_predictions(df: pd.DataFrame, classes: Sequence[str]) -> Members:
-    """Build :class:`Members` from a predictions table (DESIGN.md contract).
+    """Build :class:`Members` from a predictions table (the contract in docs/design.md).
 
     Each (run, config_id, seed) is one member, named ``"run/config_id/seed"``. Rows are
     aligned across members by ``(fold, split, utt_id)``; the pooled validation set is

@@ -95,10 +95,10 @@ class DMFArms(Mapping):
 #: Named variants of ``dmf`` and ``dmf_seq`` (see :class:`DMFArms`).
 DMF_ARMS = DMFArms()
 
-#: Defaults (METHODS.md 003; the paper gives no sizes or training settings). Training keys
+#: Defaults (docs/models.md, paper 003; the paper gives no sizes or training settings). Training keys
 #: are the torch trainer's; the rest are read by :func:`serray.models.dmf.build`.
 DMF_CONFIG: dict[str, Any] = {
-    # training (METHODS.md 003 default: AdamW, small-FE lr 1e-3)
+    # training (serray's paper-003 default, docs/models.md: AdamW, small-FE lr 1e-3)
     "optimizer": "adamw",
     "lr": 1e-3,
     "weight_decay": 1e-2,
@@ -141,7 +141,7 @@ DMF_STAGE_PLANS: dict[str, str] = {
 #: waveforms at random (samples: 48000 = 3 s at 16 kHz; 0 = whole utterances).
 #: ``ssl_lr_scale``: the SSL layers train at ``lr * ssl_lr_scale`` (an optimizer parameter
 #: group), the small FE and the heads at ``lr``: the paper fine-tunes HuBERT far slower than
-#: its classifiers; 0.01 gives METHODS.md 003's 1e-5 for the SSL model at the default lr 1e-3.
+#: its classifiers; 0.01 gives paper 003's 1e-5 (docs/models.md) for the SSL model at the default lr 1e-3.
 DMF_FINETUNE_KEYS: dict[str, Any] = {
     "ssl_finetune": False, "ssl_model": "", "trainable_layers": 2, "max_frames": 0, "ssl_lr_scale": 0.01,
 }

@@ -20,7 +20,7 @@ from serray.models.registry import Lazy, ModelSpec, register
 
 __all__ = ["MTL_CNN_CONFIG"]
 
-#: The dcnn settings plus the gender head (paper 000 / METHODS.md 000: FC(128, 128) ->
+#: The dcnn settings plus the gender head (paper 000, docs/models.md: FC(128, 128) ->
 #: FC(128, 2); loss CE_emotion + w_gender * CE_gender, w_gender 1.0 by default).
 MTL_CNN_CONFIG: dict[str, Any] = {
     **DCNN_CONFIG,

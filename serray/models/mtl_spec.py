@@ -32,7 +32,7 @@ __all__ = ["MTL_ARCHS", "MTL_ARMS", "MTL_CONFIG", "MTL_SMALL", "check_mtl_config
 
 MTL_ARCHS: tuple[str, ...] = ("dnn", "lstm")
 
-#: Paper 002 sec. 4-5 / METHODS.md 002. ``batch_size`` counts utterances (every frame of
+#: Paper 002 sec. 4-5 (docs/models.md). ``batch_size`` counts utterances (every frame of
 #: an utterance is a training sample carrying its labels; the paper's 128 counts frames).
 MTL_CONFIG: dict[str, Any] = {
     "optimizer": "adam",

@@ -1,6 +1,6 @@
 """NHNN (paper 000 sec. 3.2): a shared DCNN, Dirichlet-process groups, per-group heads.
 
-Procedure, one fold (METHODS.md 000; paper sec. 3.2 and 5):
+Procedure, one fold (paper 000 sec. 3.2 and 5; docs/models.md):
 
 1. ``prepare(part)`` (training part only): standardise the ``cluster`` input (eGeMAPS)
    with the training part's statistics, fit scikit-learn's ``BayesianGaussianMixture``

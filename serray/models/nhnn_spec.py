@@ -81,7 +81,7 @@ NHNN_CONFIG: dict[str, Any] = {
 register(ModelSpec(
     name="nhnn", backend="torch",
     # the clustering input keeps its speaker differences: --normalize speaker standardises
-    # it with the training part's statistics (METHODS.md 000 step 3), not per speaker
+    # it with the training part's statistics (paper 000's procedure, docs/models.md), not per speaker
     inputs={"x": InputSpec("sequence", ("mfb",)), "cluster": InputSpec("vector", ("egemaps",), speaker_norm=False)},
     default_config=NHNN_CONFIG,
     build=Lazy("serray.models.nhnn", "build"),
