@@ -23,6 +23,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("fuse", "serray.commands.fuse"),
     ("report", "serray.commands.report"),
     ("crosscorpus", "serray.commands.crosscorpus"),
+    ("track", "serray.commands.track"),
     ("pipeline", "serray.commands.pipeline"),
     ("demo", "serray.commands.demo"),
 )

@@ -15,6 +15,7 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       fusion/embeddings/<run>/            cached fold embeddings of intermediate fusion
       crosscorpus/<prefix>/               cross-corpus matrices (``serray crosscorpus``)
       reports/<name>/                     reports (``serray report``)
+      tracking/                           the local MLflow store (``--track mlflow``, ``serray track``)
       models/<run>/                       kept fold models (model artifacts)
 
 No other module joins these names: code asks a :class:`Workdir` for the path it needs.
@@ -40,7 +41,7 @@ __all__ = ["Workdir", "LAYOUT"]
 #: Top-level folders of a work directory, in the order of the pipeline.
 LAYOUT: tuple[str, ...] = (
     "manifests", "audio", "cache", "features", "predictions", "runs", "tune", "ensemble", "fusion",
-    "crosscorpus", "reports", "models",
+    "crosscorpus", "reports", "models", "tracking",
 )
 
 
@@ -179,3 +180,8 @@ class Workdir:
     def report(self, name: str) -> Path:
         """``W/reports/<name>``."""
         return self.reports_dir / name
+
+    @property
+    def tracking_dir(self) -> Path:
+        """``W/tracking``: the local experiment-tracking store (MLflow)."""
+        return self.root / "tracking"
