@@ -45,6 +45,8 @@ from typing import Any
 
 import pandas as pd
 
+from serray.workdir import Workdir
+
 __all__ = ["audio_keys", "duplicate_audio", "use_digest_store"]
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,7 @@ def use_digest_store(workdir: str | os.PathLike) -> None:
     and rewritten; its entries are keyed by (path, size, mtime), so a changed file is
     hashed again.
     """
-    from pathlib import Path
-
-    path = Path(workdir) / "cache" / "audio_digests.parquet"
+    path = Workdir(workdir).audio_digests
     _STORE["path"] = path
     if str(path) in _STORE["loaded"] or not path.exists():
         return

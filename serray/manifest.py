@@ -19,6 +19,7 @@ import pandas as pd
 
 from serray import io
 from serray.labels import CANONICAL, EXTRA
+from serray.workdir import Workdir
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -80,14 +81,14 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
 
 
 def manifest_dir(workdir: str | Path) -> Path:
-    """``W/manifests``."""
-    return Path(workdir) / "manifests"
+    """``W/manifests`` (:attr:`serray.workdir.Workdir.manifests_dir`)."""
+    return Workdir(workdir).manifests_dir
 
 
 def write_manifest(df: pd.DataFrame, workdir: str | Path, name: str) -> Path:
     """Validate and atomically write ``df`` as ``W/manifests/<name>.parquet``."""
     df = validate_manifest(df, source=f"manifest {name!r}")
-    path = manifest_dir(workdir) / f"{name}.parquet"
+    path = Workdir(workdir).manifest(name)
     io.write_parquet(df, path)
     return path
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serray import io
+from serray.workdir import Workdir
 
 __all__ = [
     "COLUMNS", "SPLITS", "write_predictions", "read_predictions", "run_classes", "list_runs", "predictions_dir",
@@ -47,8 +48,8 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 
 def predictions_dir(workdir: str | Path) -> Path:
-    """``W/predictions``."""
-    return Path(workdir) / "predictions"
+    """``W/predictions`` (:attr:`serray.workdir.Workdir.predictions_dir`)."""
+    return Workdir(workdir).predictions_dir
 
 
 #: What to do about an unreadable predictions part.
@@ -151,7 +152,7 @@ def write_predictions(
             "logits": [list(map(float, v)) for v in df["logits"]],
         }
     )
-    path = predictions_dir(workdir) / run / f"{config_id}__seed{int(seed)}.parquet"
+    path = Workdir(workdir).predictions_part(run, config_id, seed)
     io.write_parquet(out, path, metadata={"serray.classes": json.dumps(list(classes))}, checksum=True)
     return path
 
@@ -163,14 +164,14 @@ def list_runs(workdir: str | Path) -> list[str]:
 
 
 def _parts(workdir: str | Path, runs: Iterable[str] | None) -> list[Path]:
-    d = predictions_dir(workdir)
+    w = Workdir(workdir)
     names = list_runs(workdir) if runs is None else list(runs)
-    missing = [r for r in names if not any((d / r).glob("*.parquet"))]
+    missing = [r for r in names if not any(w.predictions(r).glob("*.parquet"))]
     if missing:
         raise FileNotFoundError(
-            f"{d}: no predictions for run(s) {missing}; runs with predictions: {list_runs(workdir) or 'none'}"
+            f"{w.predictions_dir}: no predictions for run(s) {missing}; runs with predictions: {list_runs(workdir) or 'none'}"
         )
-    return sorted(p for r in names for p in (d / r).glob("*.parquet"))
+    return sorted(p for r in names for p in w.predictions(r).glob("*.parquet"))
 
 
 def run_classes(workdir: str | Path, run: str) -> list[str]:

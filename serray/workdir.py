@@ -4,12 +4,13 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
 
     W/
       manifests/<corpus>.parquet          one per prepared corpus (``serray data prepare``)
-      audio/                              synthetic corpora's audio (``serray data synth``)
+      manifests/<corpus>.bad.csv          its unusable audio files, when there are any
+      audio/<corpus>/                     synthetic corpora's audio (``serray data synth``)
       cache/audio_digests.parquet         audio content digests (duplicate checks)
       features/<set>-<key>/               cached feature sets (``serray features``)
-      predictions/                        the predictions store (logits of every run)
-      runs/<run>/                         record.json, settings.json, folds.parquet, model records
-      tune/<experiment>/                  a search: best.yaml, trials/, leaderboard.csv, Tune state
+      predictions/<run>/<config>__seed<s>.parquet   the predictions store (logits of every run)
+      runs/<run>/                         record.json, settings.json, folds.parquet, model_records/
+      tune/<experiment>/                  a search: best.yaml, trials/<trial>.json, leaderboard.csv, Tune state
       ensemble/<name>/                    ensemble searches (``serray ensemble``)
       fusion/<name>/                      fusion comparisons (``serray fuse``);
       fusion/embeddings/<run>/            cached fold embeddings of intermediate fusion
@@ -28,6 +29,10 @@ Example:
     '/tmp/w/runs/svm-emodb/record.json'
     >>> w.tune_best("mlp-search").relative_to(w.root).as_posix()
     'tune/mlp-search/best.yaml'
+    >>> w.predictions_part("svm-emodb", "c0", 3).relative_to(w.root).as_posix()
+    'predictions/svm-emodb/c0__seed3.parquet'
+    >>> w.top_level("/tmp/w/features/mfb-1a2b/meta.json")
+    'features'
 """
 
 from __future__ import annotations
@@ -69,6 +74,18 @@ class Workdir:
         """``path`` relative to the work directory (as records store it)."""
         return str(Path(path).relative_to(self.root))
 
+    def top_level(self, path: str | os.PathLike) -> str:
+        """The top-level folder (one of :data:`LAYOUT`) that ``path`` lies in.
+
+        Raises:
+            ValueError: ``path`` is not below the work directory, or lies in a folder
+                that is not part of the layout (naming the valid ones).
+        """
+        parts = Path(path).relative_to(self.root).parts
+        if not parts or parts[0] not in LAYOUT:
+            raise ValueError(f"{path}: not inside one of the work directory's folders {list(LAYOUT)}")
+        return parts[0]
+
     # ---- corpora and features -------------------------------------------------------
     @property
     def manifests_dir(self) -> Path:
@@ -78,9 +95,17 @@ class Workdir:
         """``W/manifests/<corpus>.parquet``."""
         return self.manifests_dir / f"{corpus}.parquet"
 
+    def manifest_bad(self, corpus: str) -> Path:
+        """``W/manifests/<corpus>.bad.csv``: the corpus's unusable audio files."""
+        return self.manifests_dir / f"{corpus}.bad.csv"
+
     @property
     def audio_dir(self) -> Path:
         return self.root / "audio"
+
+    def audio(self, corpus: str) -> Path:
+        """``W/audio/<corpus>``: a synthetic corpus's audio files."""
+        return self.audio_dir / corpus
 
     @property
     def cache_dir(self) -> Path:
@@ -104,6 +129,14 @@ class Workdir:
     def predictions_dir(self) -> Path:
         return self.root / "predictions"
 
+    def predictions(self, run: str) -> Path:
+        """``W/predictions/<run>``: the run's predictions parts."""
+        return self.predictions_dir / run
+
+    def predictions_part(self, run: str, config_id: str, seed: int) -> Path:
+        """``W/predictions/<run>/<config_id>__seed<seed>.parquet``."""
+        return self.predictions(run) / f"{config_id}__seed{int(seed)}.parquet"
+
     @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
@@ -119,6 +152,14 @@ class Workdir:
     def run_folds(self, name: str) -> Path:
         """``W/runs/<name>/folds.parquet``."""
         return self.run(name) / "folds.parquet"
+
+    def run_settings(self, name: str) -> Path:
+        """``W/runs/<name>/settings.json``: the settings the run's results belong to."""
+        return self.run(name) / "settings.json"
+
+    def run_model_records(self, name: str, config_id: str, seed: int) -> Path:
+        """``W/runs/<name>/model_records/<config_id>__seed<seed>.json``: what the model reported per fold."""
+        return self.run(name) / "model_records" / f"{config_id}__seed{int(seed)}.json"
 
     @property
     def models_dir(self) -> Path:
@@ -144,6 +185,10 @@ class Workdir:
     def tune_trials(self, experiment: str) -> Path:
         """``W/tune/<experiment>/trials``: one JSON record per trial."""
         return self.tune(experiment) / "trials"
+
+    def tune_trial(self, experiment: str, trial_id: str) -> Path:
+        """``W/tune/<experiment>/trials/<trial_id>.json``."""
+        return self.tune_trials(experiment) / f"{trial_id}.json"
 
     @property
     def ensemble_dir(self) -> Path:

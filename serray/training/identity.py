@@ -37,13 +37,15 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+from serray.workdir import Workdir
+
 __all__ = ["SETTINGS_FILE", "run_settings", "settings_hash", "differences", "stored_settings", "check_run",
            "write_settings", "KFOLD_PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
-#: ``W/runs/<run>/settings.json``.
-SETTINGS_FILE = "settings.json"
+#: The file name of ``W/runs/<run>/settings.json`` (:meth:`serray.workdir.Workdir.run_settings`).
+SETTINGS_FILE = Workdir(".").run_settings("run").name
 #: Protocols whose folds depend on ``k``.
 KFOLD_PROTOCOLS = ("kfold", "kfold-speaker-dependent")
 #: Settings compared as a whole and only shown through their parts (``config.lr``).
@@ -137,10 +139,8 @@ def _show(value: Any) -> str:
 
 def _parts(workdir: Any, run_name: str) -> list[tuple[str, int]]:
     """``(config_id, seed)`` of every predictions part of the run."""
-    from serray.predictions import predictions_dir
-
     out = []
-    for p in sorted((predictions_dir(workdir) / run_name).glob("*__seed*.parquet")):
+    for p in sorted(Workdir(workdir).predictions(run_name).glob("*__seed*.parquet")):
         cid, _, seed = p.stem.rpartition("__seed")
         if seed.isdigit():
             out.append((cid, int(seed)))
@@ -152,15 +152,16 @@ def stored_settings(workdir: Any, run_name: str) -> dict[str, Any] | None:
     written before it existed) the settings its ``record.json`` names; ``None`` when the
     run holds no results (no predictions part and no record)."""
     from serray import io
-    from serray.training.run import runs_dir
 
-    rdir = runs_dir(workdir) / run_name
-    if not _parts(workdir, run_name) and not (rdir / "record.json").exists():
+    w = Workdir(workdir)
+    settings, record = w.run_settings(run_name), w.run_record(run_name)
+    if not _parts(workdir, run_name) and not record.exists():
         return None
-    for name in (SETTINGS_FILE, "record.json"):
-        if (rdir / name).exists():
-            data = io.read_json(rdir / name)
-            return dict(data.get("settings") or data) if name == "record.json" else dict(data)
+    if settings.exists():
+        return dict(io.read_json(settings))
+    if record.exists():
+        data = io.read_json(record)
+        return dict(data.get("settings") or data)
     return {}
 
 
@@ -186,20 +187,17 @@ def check_run(workdir: Any, run_name: str, settings: Mapping[str, Any], option: 
         if other_seeds:
             diff.append(f"seed: {','.join(map(str, other_seeds))} -> {settings['seed']}")
     if diff:
-        from serray.predictions import predictions_dir
-        from serray.training.run import runs_dir
-
+        w = Workdir(workdir)
         raise ValueError(
             f"run {run_name!r} already holds results of other settings ({'; '.join(diff)}); pass another {option}, "
-            f"or delete {runs_dir(workdir) / run_name} and {predictions_dir(workdir) / run_name} to replace it"
+            f"or delete {w.run(run_name)} and {w.predictions(run_name)} to replace it"
         )
 
 
 def write_settings(workdir: Any, run_name: str, settings: Mapping[str, Any]) -> Path:
     """Write ``W/runs/<run>/settings.json`` (atomically; before training, after :func:`check_run`)."""
     from serray import io
-    from serray.training.run import runs_dir
 
-    path = runs_dir(workdir) / run_name / SETTINGS_FILE
+    path = Workdir(workdir).run_settings(run_name)
     io.write_json(dict(settings), path)
     return path
