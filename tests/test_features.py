@@ -247,10 +247,10 @@ def test_small_local_job_uses_a_process_pool_with_the_same_features(corpus: tupl
 
 
 def test_pool_choice_can_be_forced_either_way() -> None:
-    from serray.features.runner import LOCAL_POOL_MAX_FILES, _PoolHolder
+    from serray.features.workers import LOCAL_POOL_MAX_FILES, PoolHolder
 
     def pool(n_files=10, address=None, num_actors=None, gpus=0.0, use_ray=None) -> bool:
-        return _PoolHolder(address, num_actors, gpus, use_ray)._process_pool(n_files)
+        return PoolHolder(address, num_actors, gpus, use_ray)._process_pool(n_files)
 
     assert pool() and not pool(LOCAL_POOL_MAX_FILES + 1)  # small local work only
     assert not pool(use_ray=True) and pool(LOCAL_POOL_MAX_FILES + 1, use_ray=False)  # --ray / --no-ray

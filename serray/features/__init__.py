@@ -22,8 +22,8 @@ Typical use::
     extract_features("W", ["egemaps", "mfb"])                 # Ray actor pool, cached
     fs = load_features("W", "egemaps", manifest)              # fs.data: [N, 88]
 
-See :mod:`serray.features.cache` for the cache layout and :mod:`serray.features.runner`
-for how work is spread over actors.
+See :mod:`serray.features.cache` for the cache layout, :mod:`serray.features.loading`
+for loading from it and :mod:`serray.features.runner` for how work is spread over actors.
 """
 
 from serray.features.base import (
@@ -34,13 +34,8 @@ from serray.features.base import (
     file_identity,
     get_extractor,
 )
-from serray.features.cache import (
-    FeatureCache,
-    FeatureSet,
-    FeaturesNotExtractedError,
-    list_cached,
-    load_features,
-)
+from serray.features.cache import FeatureCache, FeatureSet, FeaturesNotExtractedError
+from serray.features.loading import list_cached, load_features
 from serray.features.runner import ExtractionReport, extract_features
 
 __all__ = [
