@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from serray import io
+from serray.workdir import Workdir
 
 __all__ = ["System", "parse_name", "resolve_systems", "check_same_classes", "caveats_of_record"]
 
@@ -127,26 +128,26 @@ def caveats_of_record(record: dict) -> list[str]:
     return out
 
 
-def _read_record(workdir: Path, run: str) -> dict | None:
-    path = workdir / "runs" / run / "record.json"
+def _read_record(workdir: Workdir, run: str) -> dict | None:
+    path = workdir.run_record(run)
     return io.read_json(path) if path.exists() else None
 
 
-def _tune_trial(workdir: Path, run: str, trial_id: str | None) -> tuple[str, dict] | None:
+def _tune_trial(workdir: Workdir, run: str, trial_id: str | None) -> tuple[str, dict] | None:
     """``(trial_id, record)`` of a Tune experiment's trial (default: its best.yaml's)."""
-    best = workdir / "tune" / run / "best.yaml"
+    best = workdir.tune_best(run)
     if not best.exists():
         return None
     b = io.read_yaml(best)
     tid = str(trial_id or b["trial_id"])
-    trial = workdir / "tune" / run / "trials" / f"{tid}.json"
+    trial = workdir.tune_trial(run, tid)
     if trial_id is not None and not trial.exists():
         return None
     rec = io.read_json(trial) if trial.exists() else {}
     return tid, {**{k: v for k, v in b.items() if k not in ("trial_id", "val_ua", "test_ua", "config")}, **rec}
 
 
-def _run_system(workdir: Path, text: str, run: str, cid: str | None) -> System:
+def _run_system(workdir: Workdir, text: str, run: str, cid: str | None) -> System:
     from serray.predictions import read_predictions, run_classes
 
     df = read_predictions(workdir, [run])
@@ -170,10 +171,10 @@ def _run_system(workdir: Path, text: str, run: str, cid: str | None) -> System:
     return System(text, kind, classes, df.reset_index(drop=True), records, list(dict.fromkeys(caveats)), run)
 
 
-def _ensemble_system(workdir: Path, text: str, name: str, k: str | None) -> System:
-    folder = workdir / "ensemble" / name
+def _ensemble_system(workdir: Workdir, text: str, name: str, k: str | None) -> System:
+    folder = workdir.ensemble(name)
     if not (folder / "summary.json").exists():
-        have = sorted(p.name for p in (workdir / "ensemble").glob("*") if (p / "summary.json").exists())
+        have = sorted(p.name for p in workdir.ensemble_dir.glob("*") if (p / "summary.json").exists())
         raise ValueError(f"{text}: no ensemble result {folder}; ensembles in {workdir}: {have or 'none'}")
     summary = io.read_json(folder / "summary.json")
     bpk = pd.read_csv(folder / "best_per_k.csv") if (folder / "best_per_k.csv").exists() else None
@@ -195,7 +196,7 @@ def _ensemble_system(workdir: Path, text: str, name: str, k: str | None) -> Syst
     return System(text, "ensemble", classes, df, records, list(dict.fromkeys(caveats)), str(folder), extra)
 
 
-def _fuse_members(workdir: Path, members: Sequence[str], fusion: str) -> tuple[pd.DataFrame, list[str], list[dict]]:
+def _fuse_members(workdir: Workdir, members: Sequence[str], fusion: str) -> tuple[pd.DataFrame, list[str], list[dict]]:
     """Per-utterance fused predictions of ``members`` (``run/config_id/seed`` names)."""
     from serray.ensemble.search import Members, fused_predictions
     from serray.predictions import read_predictions, run_classes
@@ -238,7 +239,7 @@ def resolve_systems(workdir: str | Path, names: Sequence[str]) -> list[System]:
         ValueError: An unknown name, an ambiguous run, or different class sets.
         FileNotFoundError: A run without predictions.
     """
-    w = Path(workdir)
+    w = Workdir(workdir)
     systems = []
     for text in names:
         kind, name, qual = parse_name(text)

@@ -29,6 +29,7 @@ from serray.report.document import Document
 from serray.report.model_records import collect, records_of_run
 from serray.report.sources import System, resolve_systems
 from serray.report.statistics import CORRECTION_NAMES, CORRECTIONS, MARKS_NOTE
+from serray.workdir import Workdir
 
 __all__ = ["ReportOptions", "write_report", "slug", "latex_table"]
 
@@ -248,11 +249,13 @@ def _run_notes(workdir: Path, systems: Sequence[System]) -> list[str]:
 
 
 def _default_out(workdir: Path, names: Sequence[str], tune: Sequence[str]) -> Path:
+    """``W/reports/<run>``, ``W/reports/tune__<experiment>`` or ``W/reports/comparison``."""
+    w = Workdir(workdir)
     if len(names) == 1:
-        return workdir / "reports" / slug(names[0])
+        return w.report(slug(names[0]))
     if not names and len(tune) == 1:
-        return workdir / "reports" / f"tune__{Path(tune[0]).name}"
-    return workdir / "reports" / "comparison"
+        return w.report(f"tune__{Path(tune[0]).name}")
+    return w.report("comparison")
 
 
 def write_report(
