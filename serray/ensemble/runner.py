@@ -23,7 +23,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -143,7 +143,6 @@ def distributed_search(
         CPU seconds the tasks used.
     """
     import ray
-    from tqdm.auto import tqdm
 
     from serray.raycluster import init_ray
 
@@ -153,22 +152,58 @@ def distributed_search(
     init_ray(address=address, num_cpus=num_cpus)
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
     cpus = min(num_cpus, cluster_cpus) if num_cpus else cluster_cpus
-    split = selection_split(selection)
-    base = build_margins(members, fusion, split, dtype)
-    remote = _remote_range_task().options(num_cpus=1, num_gpus=num_gpus_per_task)
-
-    jobs: list[tuple[Any, int, int, int]] = []
-    refs_per_k = {}
-    for k in ks:
-        lo, hi = _clip_range(rank_range, n_choose_k(members.n_members, k))
-        refs_per_k[k] = ray.put(prune_margins(base, k))  # once per k, shared by its tasks
-        n_tasks = _plan_tasks(hi - lo, cpus, num_tasks, min_task_subsets)
-        for a, b in split_range(hi - lo, n_tasks):
-            jobs.append((refs_per_k[k], k, lo + a, lo + b))
+    base = build_margins(members, fusion, selection_split(selection), dtype)
+    jobs = _plan_jobs(members.n_members, ks, base, rank_range, cpus, num_tasks, min_task_subsets)
     n_subsets = sum(hi - lo for _, _, lo, hi in jobs)
     log.info("ensemble search: %d subsets in %d tasks on %d cores", n_subsets, len(jobs), cpus)
-
     t0 = time.perf_counter()
+    remote = _remote_range_task().options(num_cpus=1, num_gpus=num_gpus_per_task)
+    parts, cpu_s = _run_jobs(jobs, ks, cpus, lambda ref, k, lo, hi: remote.remote(ref, k, lo, hi, top, backend, batch, device),
+                             progress)
+    wall = time.perf_counter() - t0
+    per_k = {k: merge_top(parts[k], top) for k in ks}
+    board = build_leaderboard(members, per_k, fusion, selection)
+    board.attrs["stats"] = stats = _search_stats(n_subsets, wall, len(jobs), cpus, cpu_s)
+    log.info("ensemble search done: %d subsets in %.2f s (%.0f/s)", n_subsets, wall, stats["subsets_per_s"])
+    return board
+
+
+def _search_stats(n_subsets: int, wall: float, n_tasks: int, cpus: int, cpu_s: float) -> dict[str, Any]:
+    """``attrs["stats"]`` of a distributed search's leaderboard."""
+    return {
+        "subsets": int(n_subsets),
+        "seconds": wall,
+        "subsets_per_s": n_subsets / wall if wall > 0 else float("inf"),
+        "tasks": n_tasks,
+        "cores": cpus,
+        "task_cpu_seconds": cpu_s,
+    }
+
+
+def _plan_jobs(
+    n_members: int, ks: Iterable[int], base: Any, rank_range: tuple[int, int] | None, cpus: int, num_tasks: int | None,
+    min_task_subsets: int,
+) -> list[tuple[Any, int, int, int]]:
+    """``(margins ref, k, start, stop)`` of every task; each k's pruned margins go to the object store once."""
+    import ray
+
+    jobs: list[tuple[Any, int, int, int]] = []
+    for k in ks:
+        lo, hi = _clip_range(rank_range, n_choose_k(n_members, k))
+        ref = ray.put(prune_margins(base, k))  # once per k, shared by its tasks
+        n_tasks = _plan_tasks(hi - lo, cpus, num_tasks, min_task_subsets)
+        for a, b in split_range(hi - lo, n_tasks):
+            jobs.append((ref, k, lo + a, lo + b))
+    return jobs
+
+
+def _run_jobs(
+    jobs: list[tuple[Any, int, int, int]], ks: Iterable[int], cpus: int, submit: Callable[..., Any], progress: bool,
+) -> tuple[dict[int, list[tuple[np.ndarray, np.ndarray]]], float]:
+    """Run the tasks, at most ``cpus`` at once; returns ``({k: [(scores, ranks), ...]}, task CPU seconds)``."""
+    import ray
+    from tqdm.auto import tqdm
+
     parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in ks}
     pending: list = []
     next_job = 0
@@ -176,28 +211,14 @@ def distributed_search(
     with tqdm(total=len(jobs), desc="ensemble tasks", unit="task", disable=not progress) as bar:
         while next_job < len(jobs) or pending:
             while next_job < len(jobs) and len(pending) < cpus:
-                ref, k, lo, hi = jobs[next_job]
-                pending.append(remote.remote(ref, k, lo, hi, top, backend, batch, device))
+                pending.append(submit(*jobs[next_job]))
                 next_job += 1
             done, pending = ray.wait(pending, num_returns=1)
             for k, lo, scores, ranks, n, secs in ray.get(done):
                 parts[k].append((scores, ranks))
                 cpu_s += secs
                 bar.update(1)
-    wall = time.perf_counter() - t0
-    per_k = {k: merge_top(parts[k], top) for k in ks}
-    board = build_leaderboard(members, per_k, fusion, selection)
-    board.attrs["stats"] = {
-        "subsets": int(n_subsets),
-        "seconds": wall,
-        "subsets_per_s": n_subsets / wall if wall > 0 else float("inf"),
-        "tasks": len(jobs),
-        "cores": cpus,
-        "task_cpu_seconds": cpu_s,
-    }
-    rate = board.attrs["stats"]["subsets_per_s"]
-    log.info("ensemble search done: %d subsets in %.2f s (%.0f/s)", n_subsets, wall, rate)
-    return board
+    return parts, cpu_s
 
 
 @dataclasses.dataclass
@@ -315,14 +336,7 @@ def run_ensemble_search(
     note = selection_note(selection)
     t0 = time.perf_counter()
     if method == "greedy":
-        path = greedy_selection(members, max_size=max_size, fusion=fusion, selection=selection)
-        board = path.assign(position=1, rank=-1)[
-            ["k", "position", "rank", "indices", "members", "composition", "score",
-             "val_ua", "val_wa", "test_ua", "test_wa", "fusion", "selection"]
-        ]  # fmt: skip
-        board.attrs["note"] = note
-        stats = {"steps": len(path), "best_step": path.attrs["best_step"], "seconds": time.perf_counter() - t0}
-        return EnsembleResult(board, method, fusion, selection, note, greedy_path=path, stats=stats)
+        return _greedy_result(members, max_size, fusion, selection, note)
     if k_values is None:
         raise ValueError("k_values is required for method='exhaustive' (e.g. [1, 2, 3, 5, 9])")
     if parallel:
@@ -337,3 +351,16 @@ def run_ensemble_search(
         wall = time.perf_counter() - t0
         stats = {"subsets": n, "seconds": wall, "subsets_per_s": n / wall if wall > 0 else float("inf")}
     return EnsembleResult(board, method, fusion, selection, note, stats=stats)
+
+
+def _greedy_result(members: Members, max_size: int | None, fusion: str, selection: str, note: str) -> EnsembleResult:
+    """:func:`run_ensemble_search` with ``method="greedy"``: the greedy path as a one-row-per-step leaderboard."""
+    t0 = time.perf_counter()
+    path = greedy_selection(members, max_size=max_size, fusion=fusion, selection=selection)
+    board = path.assign(position=1, rank=-1)[
+        ["k", "position", "rank", "indices", "members", "composition", "score",
+         "val_ua", "val_wa", "test_ua", "test_wa", "fusion", "selection"]
+    ]  # fmt: skip
+    board.attrs["note"] = note
+    stats = {"steps": len(path), "best_step": path.attrs["best_step"], "seconds": time.perf_counter() - t0}
+    return EnsembleResult(board, "greedy", fusion, selection, note, greedy_path=path, stats=stats)
