@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +10,7 @@ import click
 from serray.commands._common import (
     address_option, fail, feature_param_option, parse_fold_resources, run_spec_from_options, workdir_option,
 )
+from serray.workdir import Workdir
 
 __all__ = ["command", "parse_seeds"]
 
@@ -85,7 +85,7 @@ def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_t
         )
     except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))
-    out = write_crosscorpus(result, Path(opts["workdir"]) / "crosscorpus" / prefix)
+    out = write_crosscorpus(result, Workdir(opts["workdir"]).crosscorpus(prefix))
     click.echo((out / "matrix.md").read_text())
     click.echo(f"runs: {', '.join(result.runs)}")
     click.echo(f"written to {out} (matrix.csv, matrix.md, matrix.tex, heatmap.png)")

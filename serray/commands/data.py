@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from serray.commands._common import fail
+from serray.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -120,5 +120,5 @@ def synth(out: str, speakers: int, per_emotion: int, seed: int) -> None:
         m = generate_synthetic_corpus(out, n_speakers=speakers, utterances_per_emotion=per_emotion, seed=seed)
     except ValueError as exc:
         fail(str(exc))
-    click.echo(f"{Path(out) / 'manifests'}: {len(m)} utterances, {m['corpus'].nunique()} corpora, {m['speaker'].nunique()} speakers")
+    click.echo(f"{Workdir(out).manifests_dir}: {len(m)} utterances, {m['corpus'].nunique()} corpora, {m['speaker'].nunique()} speakers")
     click.echo(summary_table(m).to_string())

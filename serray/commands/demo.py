@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from serray.commands._common import address_option
+from serray.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -30,64 +31,82 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     4 emotions) stand in for real data; evaluation is leave-one-speaker-out, model
     selection uses validation data only. Takes a few minutes on a 2-core laptop.
     """
-    from serray.commands.ensemble import write_ensemble_folder
     from serray.corpora.synth import generate_synthetic_corpus
-    from serray.ensemble import members_from_predictions, run_ensemble_search
     from serray.features import extract_features
-    from serray.predictions import read_predictions, run_classes
     from serray.raycluster import init_ray
     from serray.report import write_report
-    from serray.training.seeds import train_seeds
-    from serray.training.spec import RunSpec
-    from serray.tune.options import SearchOptions
-    from serray.tune.runner import tune_model
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     t0 = time.perf_counter()
-    w = Path(workdir)
+    w = Workdir(workdir)
 
     def stage(n: int, text: str) -> None:
         click.echo(f"\n[{n}/6] {text}  ({time.perf_counter() - t0:.0f} s)")
 
-    stage(1, f"synthetic corpus -> {w}/manifests")
-    m = generate_synthetic_corpus(w, seed=seed)
+    stage(1, f"synthetic corpus -> {w.manifests_dir}")
+    m = generate_synthetic_corpus(w.root, seed=seed)
     click.echo(f"{len(m)} utterances, {m['speaker'].nunique()} speakers, corpora {sorted(m['corpus'].unique())}")
 
     init_ray(address)
     stage(2, "eGeMAPS features on a Ray actor pool")
-    rep = extract_features(w, ["egemaps"], m, address=address)["egemaps"]
+    rep = extract_features(w.root, ["egemaps"], m, address=address)["egemaps"]
     click.echo(f"{rep.n_extracted} extracted, {rep.n_cached} cached, {rep.n_failed} failed")
 
     stage(3, f"tune {model}: {trials} trials, Optuna TPE + ASHA, leave-one-speaker-out")
-    name = f"demo-tune-{model}"
-    options = SearchOptions(num_samples=trials, max_epochs=20, name=name, resume=(w / "tune" / name).exists(), address=address)
-    tuned = tune_model(RunSpec(w, model, features="egemaps", protocol="loso", seed=seed), options, verbose=0)
-    board = tuned.leaderboard
-    click.echo(board[["trial_id", "val_ua", "test_ua", "epochs", "status"]].round(3).to_string(index=False))
+    tuned = _tune(w, model, trials, seed, address)
 
     stage(4, f"{n_seeds} seeds of the best configuration (trial {tuned.best['trial_id']})")
-    seeds = train_seeds(RunSpec(w, model, features="egemaps", protocol="loso", config=tuned.best["config"]),
-                        seeds=range(seed, seed + n_seeds), run_prefix=f"demo-seeds-{model}", address=address, progress=True)
-    run = next(iter(seeds.runs.values()))
+    run = _seeds(w, model, tuned.best["config"], seed, n_seeds, address)
 
     stage(5, f"ensemble search over the seeds, k = 1..{max_k}, selection on validation")
-    members = members_from_predictions(read_predictions(w, [run]), run_classes(w, run))
-    k_max = min(max_k, len(members.names))
-    ens = run_ensemble_search(members, range(1, k_max + 1), address=address, progress=False)
-    ens_dir, single_members, _ = write_ensemble_folder(ens, members, w / "ensemble" / f"demo-{model}")
-    single = single_members["test_ua"].tolist()
-    best = ens.best
+    ens, ens_dir, single = _ensemble(w, model, run, max_k, address)
 
     stage(6, "report")
-    report_dir = write_report(w, [run])
+    report_dir = write_report(w.root, [run])
     click.echo("")
     click.echo(f"tuning   : best validation UA {100 * tuned.best['val_ua']:.1f} % (test {100 * tuned.best['test_ua']:.1f} %)")
     click.echo(f"seeds    : test UA {100 * sum(single) / len(single):.1f} % on average over {len(single)} seeds")
-    click.echo(f"ensemble : k={int(best['k'])} selected on validation, test UA {100 * best['test_ua']:.1f} %")
+    click.echo(f"ensemble : k={int(ens.best['k'])} selected on validation, test UA {100 * ens.best['test_ua']:.1f} %")
     click.echo(f"note     : {ens.note}")
-    _echo_results(w, {"leaderboard": Path(tuned.path) / "leaderboard.csv", "best config": tuned.best_yaml,
-                      "ensemble": ens_dir, "report": Path(report_dir) / "report.md"})
+    _echo_results(w.root, {"leaderboard": Path(tuned.path) / "leaderboard.csv", "best config": tuned.best_yaml,
+                           "ensemble": ens_dir, "report": Path(report_dir) / "report.md"})
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
+
+
+def _tune(w: Workdir, model: str, trials: int, seed: int, address: str | None):
+    """Stage 3: tune ``model`` leave-one-speaker-out (resuming an earlier demo's search); print its leaderboard."""
+    from serray.training.spec import RunSpec
+    from serray.tune.options import SearchOptions
+    from serray.tune.runner import tune_model
+
+    name = f"demo-tune-{model}"
+    options = SearchOptions(num_samples=trials, max_epochs=20, name=name, resume=w.tune(name).exists(), address=address)
+    tuned = tune_model(RunSpec(w.root, model, features="egemaps", protocol="loso", seed=seed), options, verbose=0)
+    click.echo(tuned.leaderboard[["trial_id", "val_ua", "test_ua", "epochs", "status"]].round(3).to_string(index=False))
+    return tuned
+
+
+def _seeds(w: Workdir, model: str, config: dict, seed: int, n_seeds: int, address: str | None) -> str:
+    """Stage 4: ``n_seeds`` seeds of ``config``; returns the run holding them."""
+    from serray.training.seeds import train_seeds
+    from serray.training.spec import RunSpec
+
+    seeds = train_seeds(RunSpec(w.root, model, features="egemaps", protocol="loso", config=config),
+                        seeds=range(seed, seed + n_seeds), run_prefix=f"demo-seeds-{model}", address=address, progress=True)
+    return next(iter(seeds.runs.values()))
+
+
+def _ensemble(w: Workdir, model: str, run: str, max_k: int, address: str | None):
+    """Stage 5: ensemble search over the run's seeds; returns ``(result, its folder, single members' test UA)``."""
+    from serray.commands.ensemble import write_ensemble_folder
+    from serray.ensemble import members_from_predictions, run_ensemble_search
+    from serray.predictions import read_predictions, run_classes
+
+    members = members_from_predictions(read_predictions(w.root, [run]), run_classes(w.root, run))
+    k_max = min(max_k, len(members.names))
+    ens = run_ensemble_search(members, range(1, k_max + 1), address=address, progress=False)
+    ens_dir, single_members, _ = write_ensemble_folder(ens, members, w.ensemble(f"demo-{model}"))
+    return ens, ens_dir, single_members["test_ua"].tolist()
 
 
 def _echo_results(workdir: Path, paths: dict) -> None:

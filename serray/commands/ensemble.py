@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from serray.commands._common import address_option, check_name_option, fail, split_names
+from serray.workdir import Workdir
 
 
 def parse_k(text: str) -> list[int]:
@@ -120,8 +121,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     """
     import logging
 
-    from serray.ensemble import members_from_predictions, run_ensemble_search
-    from serray.predictions import read_predictions, run_classes
+    from serray.ensemble import run_ensemble_search
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     run_list = split_names(runs, "--runs")
@@ -130,12 +130,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     if nested and (method != "exhaustive" or selection != "validation"):
         fail("--nested estimates an exhaustive search selected on validation; drop --nested or use "
              "--method exhaustive --selection validation")
-    try:
-        df = read_predictions(workdir, run_list)
-        classes = run_classes(workdir, run_list[0])
-        members = members_from_predictions(df, classes)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    members = _members(workdir, run_list)
     n = len(members.names)
     if method == "exhaustive" and max(k_values) > n:
         fail(f"--k {k_text} asks for subsets of up to {max(k_values)} members but the runs hold only {n}; use --k 1-{n}")
@@ -147,17 +142,35 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     except ValueError as exc:
         fail(str(exc))
     name = name or f"{'+'.join(run_list) if len(run_list) < 3 else f'{len(run_list)}runs'}-{method}-{fusion}-{selection}"
-    out, single, mix = write_ensemble_folder(res, members, Path(workdir) / "ensemble" / name)
-    bpk = res.best_per_k
-
+    out, single, mix = write_ensemble_folder(res, members, Workdir(workdir).ensemble(name))
     click.echo(f"{n} members from {len(run_list)} run(s); {method} search, fusion={fusion}, selection={selection}")
     click.echo(f"NOTE: {res.note}")
-    shown = bpk[["k", "val_ua", "test_ua", "test_wa", "members"]].copy()
+    _echo_result(res, members, run_list, single, mix)
+    if nested:
+        _echo_nested(members, k_values, fusion, out)
+    click.echo(f"results: {out}")
+
+
+def _members(workdir: str, run_list: list[str]):
+    """The runs' seeds as ensemble members (a one-line error when a run is missing or they differ)."""
+    from serray.ensemble import members_from_predictions
+    from serray.predictions import read_predictions, run_classes
+
+    try:
+        df = read_predictions(workdir, run_list)
+        return members_from_predictions(df, run_classes(workdir, run_list[0]))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _echo_result(res, members, run_list: list[str], single, mix) -> None:
+    """Print the best subset per k, the membership mix and the selected ensemble against single members."""
+    import os
+
+    shown = res.best_per_k[["k", "val_ua", "test_ua", "test_wa", "members"]].copy()
     shown.insert(3, "gap", shown["val_ua"] - shown["test_ua"])  # validation minus test: how far selection flatters
     for c in ("val_ua", "test_ua", "gap", "test_wa"):
         shown[c] = (100 * shown[c]).round(2)
-    import os
-
     prefix = os.path.commonprefix(run_list) if len(run_list) > 1 else ""
 
     def short(m: str) -> str:  # "run/config_id/seed" -> "<run minus common prefix>/seed"
@@ -175,11 +188,8 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
         f"\nsingle members: test UA mean {100 * single['test_ua'].mean():.2f} % "
         f"(min {100 * single['test_ua'].min():.2f}, max {100 * single['test_ua'].max():.2f}); "
         f"selected ensemble (k={int(best['k'])}): test UA {100 * best['test_ua']:.2f} %, "
-        f"{'validation' if selection == 'validation' else 'TEST (optimistic)'} UA {100 * best['score']:.2f} %"
+        f"{'validation' if res.selection == 'validation' else 'TEST (optimistic)'} UA {100 * best['score']:.2f} %"
     )
-    if nested:
-        _echo_nested(members, k_values, fusion, out)
-    click.echo(f"results: {out}")
 
 
 def _echo_nested(members, k_values, fusion, out: Path) -> None:

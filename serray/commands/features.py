@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from serray.commands._common import address_option, fail, parse_value
+from serray.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def command(
       serray features W --set ssl --param ssl.model=/models/hubert-base --gpus-per-actor 0.5
       serray features W --list
     """
-    from serray.features import extract_features, extractor_names, list_cached
+    from serray.features import extract_features, extractor_names
     from serray.manifest import ManifestError, load_manifests
 
     if not sets and not list_:
@@ -84,24 +85,36 @@ def command(
             )
         except (ManifestError, ValueError) as exc:
             fail(str(exc))
-        empty = []
-        for rep in reports.values():
-            click.echo(str(rep))
-            if rep.n_failed:
-                click.echo(f"\n{rep.n_failed} utterance(s) of {rep.name} failed (recorded in {rep.failures_path}):", err=True)
-                click.echo(rep.failures[["path", "reason"]].head(20).to_string(index=False), err=True)
-                if rep.n_failed > 20:
-                    click.echo(f"... and {rep.n_failed - 20} more", err=True)
-            if rep.n_cached + rep.n_extracted == 0:
-                empty.append(rep.name)
-        if empty:
-            fail(f"no features could be extracted for {', '.join(empty)}; see the failures above")
+        _echo_reports(reports)
     if list_:
-        import pandas as pd
+        _echo_cached(workdir)
 
-        table = list_cached(workdir)
-        if table.empty:
-            click.echo(f"no cached features in {workdir}/features")
-            return
-        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-            click.echo(table.drop(columns=["path"]).to_string(index=False))
+
+def _echo_reports(reports: dict) -> None:
+    """Print each set's report and its failures; fail when a set ends with no features at all."""
+    empty = []
+    for rep in reports.values():
+        click.echo(str(rep))
+        if rep.n_failed:
+            click.echo(f"\n{rep.n_failed} utterance(s) of {rep.name} failed (recorded in {rep.failures_path}):", err=True)
+            click.echo(rep.failures[["path", "reason"]].head(20).to_string(index=False), err=True)
+            if rep.n_failed > 20:
+                click.echo(f"... and {rep.n_failed - 20} more", err=True)
+        if rep.n_cached + rep.n_extracted == 0:
+            empty.append(rep.name)
+    if empty:
+        fail(f"no features could be extracted for {', '.join(empty)}; see the failures above")
+
+
+def _echo_cached(workdir: str) -> None:
+    """Print the cached feature sets of ``workdir`` (``--list``)."""
+    import pandas as pd
+
+    from serray.features import list_cached
+
+    table = list_cached(workdir)
+    if table.empty:
+        click.echo(f"no cached features in {Workdir(workdir).features_dir}")
+        return
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        click.echo(table.drop(columns=["path"]).to_string(index=False))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from serray.commands._common import check_name_option, fail, split_names
+from serray.workdir import Workdir
 
 
 def _late_rows(members, subsets: dict[str, list[int]]) -> list[dict]:
@@ -89,7 +90,7 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
         rows += _intermediate_rows(workdir, run_list, stored, members, subsets, seed, corpora, threads)
         max_diff = max(r.pop("max_logit_diff") for r in rows if "max_logit_diff" in r)
     name = name or f"{'+'.join(run_list) if len(run_list) < 3 else f'{len(run_list)}runs'}-{mode}"
-    _write_and_show(Path(workdir) / "fusion" / name, pd.DataFrame(rows), single, members, subsets, run_list, mode, seed, max_diff)
+    _write_and_show(Workdir(workdir).fusion(name), pd.DataFrame(rows), single, members, subsets, run_list, mode, seed, max_diff)
 
 
 def _write_and_show(out: Path, table, single, members, subsets, run_list, mode, seed, max_diff) -> None:

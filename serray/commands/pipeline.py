@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from serray.commands._common import address_option, fail, run_options, seed_option
+from serray.workdir import Workdir
 
 __all__ = ["command"]
 
@@ -24,7 +25,7 @@ def _prepare(items: tuple[str, ...], workdir: str) -> None:
         corpus, sep, root = item.partition("=")
         if not sep or not corpus or not root:
             fail(f"--prepare {item!r} must be CORPUS=ROOT, e.g. --prepare emodb=../shared/data/emodb/wav")
-        if (Path(workdir) / "manifests" / f"{corpus}.parquet").exists():
+        if Workdir(workdir).manifest(corpus).exists():
             log.info("%s: manifest already in %s (delete it to scan %s again)", corpus, workdir, root)
             continue
         try:

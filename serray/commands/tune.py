@@ -8,6 +8,7 @@ from serray.commands._common import (
     address_option, check_name_option, fail, fold_request, parse_assignments, run_options, run_spec_from_options,
     seed_option,
 )
+from serray.workdir import Workdir
 
 
 @click.command(name="tune")
@@ -94,6 +95,11 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
         )
     except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
         fail(str(exc))
+    _echo_search(out, model, run, objective)
+
+
+def _echo_search(out, model: str, run, objective: str) -> None:
+    """Print the leaderboard, the best trial and where the search's files are."""
     board = out.leaderboard
     shown = board.copy()
     for col in ("val_ua", "val_ua_fold_best", "test_ua", "test_wa"):
@@ -112,7 +118,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
         click.echo(f"note: {note}")
     click.echo(f"leaderboard: {out.path}/leaderboard.csv")
     click.echo(f"best config: {out.best_yaml}  (serray train {model} --workdir {run.workdir} --config {out.best_yaml})")
-    click.echo(f"predictions: run {out.experiment!r} in {run.workdir}/predictions; wall time {out.seconds:.0f} s")
+    click.echo(f"predictions: run {out.experiment!r} in {Workdir(run.workdir).predictions_dir}; wall time {out.seconds:.0f} s")
 
 
 def _set_keys(opts: dict) -> list[str]:
