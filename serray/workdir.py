@@ -8,7 +8,7 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       audio/<corpus>/                     synthetic corpora's audio (``serray data synth``)
       cache/audio_digests.parquet         audio content digests (duplicate checks)
       features/<set>-<key>/               cached feature sets (``serray features``)
-      predictions/<run>/<config>__seed<s>.parquet   the predictions store (logits of every run)
+      predictions/<run>/                  the predictions store: <config>__seed<s>.parquet (logits)
       runs/<run>/                         record.json, settings.json, folds.parquet, model_records/
       tune/<experiment>/                  a search: best.yaml, trials/<trial>.json, leaderboard.csv, Tune state
       ensemble/<name>/                    ensemble searches (``serray ensemble``)
