@@ -5,11 +5,17 @@ cache layout) for the utterances of a manifest, in manifest order; utterances wi
 features are listed, not fatal. For ``ssl`` it selects the stored layer(s).
 :func:`list_cached` is one row per cached set of a work directory (``serray features --list``).
 
-Example:
-    >>> from serray.features import load_features                   # doctest: +SKIP
-    >>> fs = load_features("W", "egemaps", manifest)                 # doctest: +SKIP
-    >>> fs.data.shape, len(fs.missing)                               # doctest: +SKIP
-    ((535, 88), 0)
+Example (a work directory where nothing is extracted yet)::
+
+    >>> import tempfile, pandas as pd
+    >>> w = tempfile.mkdtemp()
+    >>> list_cached(w).columns.tolist()[:4], len(list_cached(w))
+    (['set', 'key', 'params', 'kind'], 0)
+    >>> manifest = pd.DataFrame({"utt_id": ["u1"], "path": ["/nonexistent.wav"]})
+    >>> load_features(w, "mfcc", manifest)
+    Traceback (most recent call last):
+    ...
+    serray.features.cache.FeaturesNotExtractedError: feature set 'mfcc' (defaults) is not extracted in ...; run `serray features ... --set mfcc`
 """
 
 from __future__ import annotations

@@ -8,6 +8,17 @@ most :data:`LOCAL_POOL_MAX_FILES` files: no Ray start), or Ray actors (two chunk
 flight per started actor). A chunk whose worker dies comes back as failures with a
 reason, never as an exception, so the rest of the corpus is still extracted.
 :mod:`serray.features.runner` drives them.
+
+Example (in this process; a file that cannot be read is a failure for good, not an error)::
+
+    >>> pools = PoolHolder(address=None, num_actors=0, gpus_per_actor=0.0)
+    >>> pool = pools.get()
+    >>> pool.where
+    'this process'
+    >>> [(key, error, for_good) for key, _path, array, error, _reason, for_good
+    ...  in next(pool.map("mfcc", {}, [[("k1", "/nonexistent.wav")]]))]
+    [('k1', 'AudioError', True)]
+    >>> pools.close()
 """
 
 from __future__ import annotations
