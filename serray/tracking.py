@@ -214,13 +214,12 @@ def _log_train_run(lg: _Logger, record: Mapping[str, Any], name: str, files: lis
 
 
 def _log_tune(lg: _Logger, w: Workdir, experiment: str) -> str:
-    folder = w.tune(experiment)
     best = io.read_yaml(w.tune_best(experiment)) if w.tune_best(experiment).exists() else {}
     parent = lg.start(f"tune:{experiment}", "tune", caveat=_caveat(best) if best else None)
     params = _flatten("", {k: best.get(k) for k in (*_SETTINGS, "experiment", "trial_id", "selection")}, {})
     _flatten("best", best.get("config") or {}, params)
     lg.log(parent, params, _numbers(best, "best_"))
-    lg.files(parent, [w.tune_best(experiment), folder / "leaderboard.csv"])
+    lg.files(parent, [w.tune_best(experiment), w.tune_leaderboard(experiment)])
     for path in sorted(w.tune_trials(experiment).glob("*.json")):
         trial = io.read_json(path)
         child = lg.start(f"trial {trial.get('trial_id', path.stem)}", "trial", parent)
@@ -252,11 +251,11 @@ def _source_files(w: Workdir, source: str) -> tuple[str, str, list[Path]]:
     kind, _, name = source.partition(":") if source.startswith(("tune:", "ensemble:")) else ("run", "", source)
     if kind == "run":
         name = source
-        files = [w.run_record(name), w.run(name) / "settings.json"]
+        files = [w.run_record(name), w.run_settings(name)]
         if not files[0].exists():
             raise ValueError(f"track {source!r}: no run record {files[0]} (runs are folders under {w.runs_dir})")
     elif kind == "tune":
-        files = [w.tune_best(name), w.tune(name) / "leaderboard.csv", *sorted(w.tune_trials(name).glob("*.json"))]
+        files = [w.tune_best(name), w.tune_leaderboard(name), *sorted(w.tune_trials(name).glob("*.json"))]
         if not w.tune_trials(name).is_dir():
             raise ValueError(f"track {source!r}: no trial records under {w.tune_trials(name)} (run `serray tune` first)")
     else:

@@ -186,6 +186,10 @@ class Workdir:
         """``W/tune/<experiment>/trials``: one JSON record per trial."""
         return self.tune(experiment) / "trials"
 
+    def tune_leaderboard(self, experiment: str) -> Path:
+        """``W/tune/<experiment>/leaderboard.csv``."""
+        return self.tune(experiment) / "leaderboard.csv"
+
     def tune_trial(self, experiment: str, trial_id: str) -> Path:
         """``W/tune/<experiment>/trials/<trial_id>.json``."""
         return self.tune_trials(experiment) / f"{trial_id}.json"

@@ -69,7 +69,7 @@ def test_paths_follow_the_documented_layout(tmp_path):
         "digests": w.audio_digests, "features": w.feature_set("mfb", "1a2b"),
         "part": w.predictions_part("r", "c0", 2), "record": w.run_record("r"), "settings": w.run_settings("r"),
         "folds": w.run_folds("r"), "model_records": w.run_model_records("r", "c0", 2), "kept": w.models("r"),
-        "best": w.tune_best("t"), "trial": w.tune_trial("t", "t1"), "ensemble": w.ensemble("e"),
+        "best": w.tune_best("t"), "leaderboard": w.tune_leaderboard("t"), "trial": w.tune_trial("t", "t1"), "ensemble": w.ensemble("e"),
         "fusion": w.fusion("f"), "embeddings": w.fusion_embeddings("r"), "crosscorpus": w.crosscorpus("x"),
         "report": w.report("r"),
     }
@@ -79,7 +79,7 @@ def test_paths_follow_the_documented_layout(tmp_path):
         "digests": "cache/audio_digests.parquet", "features": "features/mfb-1a2b",
         "part": "predictions/r/c0__seed2.parquet", "record": "runs/r/record.json", "settings": "runs/r/settings.json",
         "folds": "runs/r/folds.parquet", "model_records": "runs/r/model_records/c0__seed2.json", "kept": "models/r",
-        "best": "tune/t/best.yaml", "trial": "tune/t/trials/t1.json", "ensemble": "ensemble/e", "fusion": "fusion/f",
+        "best": "tune/t/best.yaml", "leaderboard": "tune/t/leaderboard.csv", "trial": "tune/t/trials/t1.json", "ensemble": "ensemble/e", "fusion": "fusion/f",
         "embeddings": "fusion/embeddings/r", "crosscorpus": "crosscorpus/x", "report": "reports/r",
     }
     assert {w.top_level(tmp_path / v) for v in rel.values()} <= set(LAYOUT)
