@@ -54,7 +54,7 @@ from serray.workdir import Workdir
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["TrackTarget", "Tracked", "parse_target", "track", "TRACKERS"]
+__all__ = ["TrackTarget", "Tracked", "parse_target", "check_available", "track", "TRACKERS"]
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,18 @@ def parse_target(text: str, workdir: str | Path, experiment: str | None = None) 
                        (folder / "artifacts").as_uri())
 
 
-def _client(target: TrackTarget) -> "MlflowClient":
+def check_available(target: TrackTarget) -> None:
+    """Raise ``ValueError`` (with the fix) when the tracker's package is not installed."""
     try:
-        from mlflow.tracking import MlflowClient
+        import mlflow.tracking  # noqa: F401
     except ImportError as exc:
-        raise ValueError("--track mlflow needs MLflow: pip install 'serray[tracking]' (or mlflow-skinny)") from exc
+        raise ValueError(f"--track {target.kind} needs MLflow: pip install 'serray[tracking]' (or mlflow-skinny)") from exc
+
+
+def _client(target: TrackTarget) -> "MlflowClient":
+    check_available(target)
+    from mlflow.tracking import MlflowClient
+
     if target.uri.startswith("sqlite:///"):
         Path(target.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=target.uri)

@@ -121,3 +121,15 @@ def test_tracker_choice_and_missing_mlflow(tmp_path, monkeypatch):
     io.write_json({"metrics": {}}, Workdir(tmp_path).run_record("r"))
     with pytest.raises(ValueError, match=r"pip install 'serray\[tracking\]'"):
         track(tmp_path, ["r"], parse_target("mlflow", tmp_path))
+
+
+def test_train_track_option_logs_at_the_end_and_a_bad_tracker_fails_before_training(synth_copy):
+    w = synth_copy
+    bad = CliRunner().invoke(main, ["train", "logreg", "--workdir", str(w), "--features", "egemaps", "--protocol", "kfold",
+                                    "--k", "3", "--sequential", "--run", "never", "--track", "wandb"])
+    assert bad.exit_code == 1 and "choose from: mlflow" in bad.output
+    assert not Workdir(w).run("never").exists() and not Workdir(w).predictions("never").exists()
+    r = _train(w, "--run", "tracked", "--track", "mlflow")
+    assert "tracked tracked: logged" in r.output
+    _, runs = _runs(w, "tracked")
+    assert len(runs) == 4  # the run and its 3 folds

@@ -301,3 +301,39 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+track_option = click.option(
+    "--track", default=None, metavar="mlflow[:URI]",
+    help="When the command ends, also log its results to an experiment tracker: mlflow (a local store in "
+         "W/tracking, no server) or mlflow:URI (as `serray track`; checked before any work starts).",
+)
+
+
+def track_target(track: str | None, workdir: str | Path) -> Any:
+    """The parsed ``--track`` target (``None`` without one); a bad value or a missing MLflow fails now."""
+    if track is None:
+        return None
+    from serray.tracking import check_available, parse_target
+
+    try:
+        target = parse_target(track, workdir)
+        check_available(target)
+    except ValueError as exc:
+        fail(str(exc))
+    return target
+
+
+def track_results(workdir: str | Path, sources: list[str], target: Any) -> None:
+    """Log ``sources`` to ``target`` (results are already in the work directory; a failure says so)."""
+    if target is None:
+        return
+    from serray.tracking import track
+
+    try:
+        done = track(workdir, sources, target)
+    except Exception as exc:  # noqa: BLE001 - the results are stored; tracking them can be retried alone
+        fail(f"--track: {exc}; the results are stored in {workdir}: log them later with "
+             f"`serray track {workdir} {' '.join(sources)}`")
+    for t in done:
+        click.echo(f"tracked {t.source}: {t.action} (MLflow run {t.run_id} in {target.uri})")

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from serray.commands._common import (
-    address_option, fail, feature_param_option, parse_fold_resources, run_spec_from_options, workdir_option,
+    address_option, fail, feature_param_option, parse_fold_resources, run_spec_from_options, track_option,
+    track_results, track_target, workdir_option,
 )
 from serray.workdir import Workdir
 
@@ -54,8 +55,9 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M", help="Resources of the fold actor.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train in this process (no Ray).")
+@track_option
 def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_text: str, name: str | None, address: str | None,
-            fold_resources: str | None, device: str, sequential: bool, **opts: Any) -> None:
+            fold_resources: str | None, device: str, sequential: bool, track: str | None, **opts: Any) -> None:
     """Train MODEL on each corpus (or every corpus but one) and test on each other corpus.
 
     Validation speakers are held out inside the training corpora; the test corpora are
@@ -70,6 +72,7 @@ def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_t
     from serray.report.crosscorpus import run_crosscorpus, training_sets, write_crosscorpus
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
+    target = track_target(track, opts["workdir"])
     try:
         names = [c.strip() for c in corpora.split(",") if c.strip()]
         training_sets(names, leave_one_out)
@@ -89,3 +92,4 @@ def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_t
     click.echo((out / "matrix.md").read_text())
     click.echo(f"runs: {', '.join(result.runs)}")
     click.echo(f"written to {out} (matrix.csv, matrix.md, matrix.tex, heatmap.png)")
+    track_results(opts["workdir"], list(result.runs), target)

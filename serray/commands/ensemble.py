@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from serray.commands._common import address_option, check_name_option, fail, split_names
+from serray.commands._common import address_option, check_name_option, fail, split_names, track_option, track_results, track_target
 from serray.workdir import Workdir
 
 
@@ -109,7 +109,9 @@ def write_ensemble_folder(res, members, out_dir: Path):
 @click.option("--num-cpus", default=None, type=int, help="Cores to use (default all).")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "torch"]), default="auto", show_default=True)
 @address_option
-def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, top, name, num_cpus, backend, address) -> None:
+@track_option
+def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, top, name, num_cpus, backend, address,
+            track) -> None:
     """Search every k-subset of the runs' seeds for the best late-fusion ensemble.
 
     Writes under W/ensemble/NAME: leaderboard (members, k, validation UA, test UA, WA),
@@ -126,6 +128,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     run_list = split_names(runs, "--runs")
     check_name_option("--name", name)
+    target = track_target(track, workdir)
     k_values = parse_k(k_text)
     if nested and (method != "exhaustive" or selection != "validation"):
         fail("--nested estimates an exhaustive search selected on validation; drop --nested or use "
@@ -148,6 +151,7 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     _echo_result(res, members, run_list, single, mix)
     if nested:
         _echo_nested(members, k_values, fusion, out)
+    track_results(workdir, [f"ensemble:{out.name}"], target)
     click.echo(f"results: {out}")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from serray.commands._common import (
-    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options,
+    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options, track_option,
+    track_results, track_target,
 )
 
 
@@ -24,7 +25,8 @@ from serray.commands._common import (
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_resources, device, **opts) -> None:
+@track_option
+def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_resources, device, track, **opts) -> None:
     """Train MODEL with N seeds on every fold (in parallel on Ray) and store all predictions.
 
     Parts already in the predictions store are skipped, so an interrupted command can be
@@ -43,6 +45,7 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     if n_seeds < 1:
         fail(f"--n must be >= 1 (the number of seeds), got {n_seeds}")
     check_name_option("--run-prefix", run_prefix)
+    target = track_target(track, opts["workdir"])
     try:
         run = run_spec_from_options(model, opts)
         var = dict(parse_variant(v) for v in variants) if variants else None
@@ -77,3 +80,4 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     click.echo(f"runs: {', '.join(res.runs.values())}  ({res.seconds:.0f} s)")
     n_members = sum(len(h) for h in res.stored_seeds.values()) or t.groupby(["variant", "seed"]).ngroups
     click.echo(f"next: serray ensemble {run.workdir} --runs {','.join(res.runs.values())} --k 1-{min(5, n_members)}")
+    track_results(run.workdir, list(res.runs.values()), target)

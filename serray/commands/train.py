@@ -12,6 +12,7 @@ import click
 
 from serray.commands._common import (
     address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options, seed_option,
+    track_option, track_results, track_target,
 )
 
 __all__ = ["command"]
@@ -70,11 +71,13 @@ def _fmt(x: Any) -> str:
 @click.option("--folds-per-actor", type=int, default=None, help="Folds hosted by each actor (default: as needed to fit).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train the folds one after another in this process (no Ray).")
+@track_option
 @click.option("--ray", "use_ray", is_flag=True,
               help="Train the folds on Ray actors even for scikit-learn models (which otherwise run in this "
                    "process when no --address is given: the same numbers without Ray's start-up).")
 def command(model: str, seed: int, run_name: str | None, address: str | None, fold_resources: str | None,
-            folds_per_actor: int | None, device: str, sequential: bool, use_ray: bool, **opts: Any) -> None:
+            folds_per_actor: int | None, device: str, sequential: bool, use_ray: bool, track: str | None,
+            **opts: Any) -> None:
     """Train MODEL on every fold (folds in parallel on Ray) and write its predictions.
 
     Prints a per-fold table and the mean and pooled UA/WA; writes per-utterance logits of
@@ -98,6 +101,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
 
     progress = None
     check_name_option("--run", run_name)
+    target = track_target(track, opts["workdir"])
     try:
         if sequential and use_ray:
             raise ValueError("--sequential and --ray contradict each other; pass one of them")
@@ -119,6 +123,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
         if progress is not None:
             progress.close()
     _print_result(result)
+    track_results(opts["workdir"], [result.run], target)
 
 
 def _print_result(result: Any) -> None:

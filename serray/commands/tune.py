@@ -6,7 +6,7 @@ import click
 
 from serray.commands._common import (
     address_option, check_name_option, fail, fold_request, parse_assignments, run_options, run_spec_from_options,
-    seed_option,
+    seed_option, track_option, track_results, track_target,
 )
 from serray.workdir import Workdir
 
@@ -45,9 +45,10 @@ from serray.workdir import Workdir
               help="Nested estimate instead: one search (--num-samples trials) per outer fold on that fold's "
                    "validation speakers only; reports the pooled test UA of the per-fold winners, the honest "
                    "number for a tuned model (folds run as parallel Ray tasks of --fold-resources, default cpu=1).")
+@track_option
 def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
             grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, report_every_epoch, objective,
-            nested, **opts) -> None:
+            nested, track, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
@@ -72,6 +73,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     if num_samples < 1:
         fail(f"--num-samples must be >= 1 (the number of trials), got {num_samples}")
     check_name_option("--name", name)
+    target = track_target(track, opts["workdir"])
     try:
         resources = fold_request(fold_resources, address) or None
     except ValueError as exc:
@@ -86,7 +88,7 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
                                 ("--time-budget", time_budget), ("--tensorboard", tensorboard)) if v]
         if given:
             fail(f"{', '.join(given)} do(es) not apply to --nested (its folds are Ray tasks writing to W/tune/NAME)")
-        return _nested(model, opts, seed, options)
+        return _nested(model, opts, seed, options, target)
     try:
         run = run_spec_from_options(model, opts, seed=seed)
         out = tune_model(
@@ -96,6 +98,10 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     except (ValueError, FileExistsError, FileNotFoundError, LookupError, RuntimeError) as exc:
         fail(str(exc))
     _echo_search(out, model, run, objective)
+    if target is not None and Workdir(run.workdir).tune_trials(out.experiment).is_dir():
+        track_results(run.workdir, [f"tune:{out.experiment}"], target)
+    elif target is not None:
+        click.echo(f"--track: the trial records are in {out.path} (--storage), not in the work directory; not tracked")
 
 
 def _echo_search(out, model: str, run, objective: str) -> None:
@@ -130,7 +136,7 @@ def _set_keys(opts: dict) -> list[str]:
     return keys + (["domain"] if opts.get("domain") else [])
 
 
-def _nested(model: str, opts: dict, seed: int, options) -> None:
+def _nested(model: str, opts: dict, seed: int, options, target) -> None:
     import sys
 
     from serray.tune.nested import nested_tune
@@ -151,3 +157,4 @@ def _nested(model: str, opts: dict, seed: int, options) -> None:
         click.echo(f"note: {note}")
     click.echo(f"per-fold winners: {out.path}/nested.csv; record: {out.record_path} "
                f"(serray report {run.workdir} --runs {out.name},...); wall time {out.seconds:.0f} s")
+    track_results(run.workdir, [out.name], target)
