@@ -16,6 +16,8 @@ What one source becomes in MLflow (experiment ``serray`` unless named):
   artifacts), one nested run per trial (its configuration, objective, validation and test
   UA, the validation-UA curve as steps), and per trial one nested run per fold.
 - ``ensemble:NAME``: one run with the summary's numbers and the ensemble's tables.
+- ``report:NAME`` (a folder under ``W/reports``): one run holding the report's files
+  (report.md, report.html, summary.csv, table.tex, paired tests, figures) as artifacts.
 
 Transductive or optimistic results carry the tag ``serray_caveat`` with the record's own
 sentence, so they are named in the tracker too.
@@ -253,9 +255,18 @@ def _log_ensemble(lg: _Logger, w: Workdir, name: str) -> str:
     return parent
 
 
+def _log_report(lg: _Logger, w: Workdir, name: str, files: list[Path]) -> str:
+    run_id = lg.start(f"report:{name}", "report")
+    for f in files:
+        rel = f.parent.relative_to(w.report(name)).as_posix()
+        lg.client.log_artifact(run_id, str(f), None if rel == "." else rel)
+    lg.end(run_id)
+    return run_id
+
+
 def _source_files(w: Workdir, source: str) -> tuple[str, str, list[Path]]:
     """``(kind, name, files whose bytes define the source)``; a missing source is a ValueError."""
-    kind, _, name = source.partition(":") if source.startswith(("tune:", "ensemble:")) else ("run", "", source)
+    kind, _, name = source.partition(":") if source.startswith(("tune:", "ensemble:", "report:")) else ("run", "", source)
     if kind == "run":
         name = source
         files = [w.run_record(name), w.run_settings(name)]
@@ -265,6 +276,10 @@ def _source_files(w: Workdir, source: str) -> tuple[str, str, list[Path]]:
         files = [w.tune_best(name), w.tune_leaderboard(name), *sorted(w.tune_trials(name).glob("*.json"))]
         if not w.tune_trials(name).is_dir():
             raise ValueError(f"track {source!r}: no trial records under {w.tune_trials(name)} (run `serray tune` first)")
+    elif kind == "report":
+        files = sorted(p for p in w.report(name).rglob("*") if p.is_file())
+        if not files:
+            raise ValueError(f"track {source!r}: no report files under {w.report(name)} (run `serray report` first)")
     else:
         files = [w.ensemble(name) / "summary.json", *sorted(w.ensemble(name).glob("*.csv"))]
         if not files[0].exists():
@@ -302,6 +317,8 @@ def track(workdir: str | Path, sources: Iterable[str], target: TrackTarget) -> l
             run_id = _log_train_run(lg, io.read_json(files[0]), name, [f for f in files if f.exists()])
         elif kind == "tune":
             run_id = _log_tune(lg, w, name)
+        elif kind == "report":
+            run_id = _log_report(lg, w, name, files)
         else:
             run_id = _log_ensemble(lg, w, name)
         out.append(Tracked(source, run_id, "replaced" if old else "logged"))

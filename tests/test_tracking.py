@@ -133,3 +133,9 @@ def test_train_track_option_logs_at_the_end_and_a_bad_tracker_fails_before_train
     assert "tracked tracked: logged" in r.output
     _, runs = _runs(w, "tracked")
     assert len(runs) == 4  # the run and its 3 folds
+    rep = CliRunner().invoke(main, ["report", str(w), "--runs", "tracked", "--bootstrap", "10"])
+    assert rep.exit_code == 0, rep.output
+    (name,) = [p.name for p in Workdir(w).reports_dir.iterdir()]
+    client, (run,) = _runs(w, f"report:{name}") if track(w, [f"report:{name}"], parse_target("mlflow", w)) else None
+    stored = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "summary.csv"} <= stored

@@ -15,7 +15,7 @@ from serray.commands._common import fail
                    "(a tracking server, or another store such as sqlite:///path.db).")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: serray).")
 def command(workdir: str, sources: tuple[str, ...], target: str, experiment: str | None) -> None:
-    """Log SOURCES to an experiment tracker: RUN (a train or seeds run), tune:EXPERIMENT, ensemble:NAME.
+    """Log SOURCES to an experiment tracker: RUN (a train or seeds run), tune:EXPERIMENT, ensemble:NAME, report:NAME.
 
     One MLflow run per source with nested runs per fold (per seed for a seeds run, per trial
     and fold for a search); configuration as params, UA/WA/F1 and per-epoch curves as metrics,
@@ -25,7 +25,7 @@ def command(workdir: str, sources: tuple[str, ...], target: str, experiment: str
     \b
     Examples:
       serray track W svm-emodb dcnn-base tune:tune-mlp-egemaps-loso-native
-      serray track W ensemble:mlp-val --to mlflow:http://tracker:5000
+      serray track W ensemble:mlp-val report:comparison --to mlflow:http://tracker:5000
       mlflow ui --backend-store-uri sqlite:///W/tracking/mlflow.db
     """
     from serray.tracking import parse_target, track
