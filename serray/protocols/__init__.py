@@ -40,7 +40,7 @@ Example:
     'speaker'
 """
 
-from serray.protocols.folds import (
+from serray.protocols.folds import (  # noqa: F401 (PREDEFINED_*: importable as before)
     PREDEFINED_TRAIN,
     PREDEFINED_VALIDATION,
     PROTOCOLS,
