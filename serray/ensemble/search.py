@@ -34,6 +34,12 @@ by the sums of the k largest/smallest member margins) are counted once and dropp
 Margins are float64 by default; sums of float32 logits are then exact, so results
 equal a float64 brute force bit for bit.
 
+Where the parts live: :mod:`serray.ensemble.members` (:class:`Members`),
+:mod:`serray.ensemble.fusion` (the float64 reference fusion), :mod:`serray.ensemble.margins`
+and :mod:`serray.ensemble.walk` (the subset walk, numpy or torch). This module keeps the
+selection modes, the leaderboard and :func:`exhaustive_search`, and re-exports the
+others' public names.
+
 Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -45,7 +51,6 @@ Example:
     >>> board[["k", "position"]].values.tolist()
     [[2, 1], [2, 2], [3, 1], [3, 2]]
 """
-
 
 from __future__ import annotations
 

@@ -25,6 +25,11 @@ test speaker that also appears in training or validation is refused, and so is a
 utterance whose audio (the same file, or identical bytes; see :mod:`serray.duplicates`)
 is also in training or validation.
 
+Where the parts live: :mod:`serray.protocols.folds` (:class:`Fold`, the vocabulary and
+the fold table), :mod:`serray.protocols.partition` (:func:`make_folds`),
+:mod:`serray.protocols.validation` (the carve-out) and :mod:`serray.protocols.leakage`
+(the guard); every public name is importable from ``serray.protocols``.
+
 Example:
     >>> import pandas as pd
     >>> m = pd.DataFrame({
