@@ -90,68 +90,92 @@ def _walk_numpy(m: Margins, k: int, start: int, stop: int, top: int, batch: int)
     negated partial sum in one comparison over a contiguous slice of the margin matrix;
     ``batch`` subsets are then counted per class at once.
     """
-    mm, width = m.n_members, m.width
-    vote = m.fusion == "vote"
-    prim, sec = m.primary, m.secondary
-    dtype = prim.dtype
-    best = _TopM(top)
-    ok = np.empty((batch, width), dtype=bool)
-    if vote:
-        eq = np.empty((batch, width), dtype=bool)
-        sraw = np.empty((batch, width), dtype=bool)
-        flip = _flip_mask(m)
-    # negated prefix sums: neg[d] = -(sum of the first d+1 members of the prefix)
-    depth = k - 1
-    negp = np.zeros((max(depth, 1), width), dtype=dtype)
-    negs = np.zeros((max(depth, 1), width), dtype=dtype) if vote else None
-    zero = np.zeros(width, dtype=dtype)
-    combo = list(unrank(start, mm, k))
-    r, fill, block_start = start, 0, start
-
-    def rebuild(from_pos: int) -> None:
-        for d in range(from_pos, depth):
-            prevp = negp[d - 1] if d > 0 else zero
-            np.subtract(prevp, prim[combo[d]], out=negp[d])
-            if vote:
-                prevs = negs[d - 1] if d > 0 else zero
-                np.subtract(prevs, sec[combo[d]], out=negs[d])
-
-    def flush() -> None:
-        nonlocal fill, block_start
-        if fill == 0:
-            return
-        counts = _count_numpy(ok[:fill], m, entry_level=vote)
-        scores = ua_from_counts(counts + m.base_correct, m.support)
-        best.push(np.atleast_1d(scores), np.arange(block_start, block_start + fill, dtype=np.int64))
-        block_start += fill
-        fill = 0
-
-    rebuild(0)
+    mm = m.n_members
+    walk = _NumpyWalk(m, k, start, top, batch)
+    r = start
     while r < stop:
-        tp = negp[depth - 1] if depth > 0 else zero
-        q0 = combo[-1]
+        tp, ts = walk.prefix_sums()
+        q0 = walk.combo[-1]
         q_end = min(mm, q0 + (stop - r))
         q = q0
         while q < q_end:
-            n = min(q_end - q, batch - fill)
-            rows = slice(fill, fill + n)
-            np.less(prim[q : q + n], tp, out=ok[rows])
-            if vote:
-                ts = negs[depth - 1] if depth > 0 else zero
-                _vote_entries(prim[q : q + n], sec[q : q + n], tp, ts, flip, ok[rows], eq[rows], sraw[rows])
-            fill += n
+            n = min(q_end - q, batch - walk.fill)
+            walk.compare(q, n, tp, ts)
             q += n
-            if fill == batch:
-                flush()
         r += q_end - q0
         if r >= stop:
             break
-        i = _next_prefix(combo, mm, k)
+        i = _next_prefix(walk.combo, mm, k)
         if i < 0:
             break
-        rebuild(i)
-    flush()
-    return best.scores, best.ranks
+        walk.rebuild(i)
+    walk.flush()
+    return walk.best.scores, walk.best.ranks
+
+
+class _NumpyWalk:
+    """State of one :func:`_walk_numpy`: the current subset, its prefix sums and the block being filled.
+
+    ``negp[d]`` (``negs[d]`` for ``vote``'s logit margins) is the negated sum of the
+    first ``d + 1`` members of the prefix; rows ``[0, fill)`` of ``ok`` hold the entry
+    tests of the subsets of ranks ``[block_start, block_start + fill)``.
+    """
+
+    def __init__(self, m: Margins, k: int, start: int, top: int, batch: int) -> None:
+        width, dtype = m.width, m.primary.dtype
+        self.m, self.k, self.batch = m, k, batch
+        self.vote = m.fusion == "vote"
+        self.best = _TopM(top)
+        self.ok = np.empty((batch, width), dtype=bool)
+        if self.vote:
+            self.eq = np.empty((batch, width), dtype=bool)
+            self.sraw = np.empty((batch, width), dtype=bool)
+            self.flip = _flip_mask(m)
+        self.depth = k - 1
+        self.negp = np.zeros((max(self.depth, 1), width), dtype=dtype)
+        self.negs = np.zeros((max(self.depth, 1), width), dtype=dtype) if self.vote else None
+        self.zero = np.zeros(width, dtype=dtype)
+        self.combo = list(unrank(start, m.n_members, k))
+        self.fill, self.block_start = 0, start
+        self.rebuild(0)
+
+    def rebuild(self, from_pos: int) -> None:
+        """Recompute the prefix sums from prefix position ``from_pos`` on."""
+        prim, sec, zero = self.m.primary, self.m.secondary, self.zero
+        for d in range(from_pos, self.depth):
+            prevp = self.negp[d - 1] if d > 0 else zero
+            np.subtract(prevp, prim[self.combo[d]], out=self.negp[d])
+            if self.vote:
+                prevs = self.negs[d - 1] if d > 0 else zero
+                np.subtract(prevs, sec[self.combo[d]], out=self.negs[d])
+
+    def prefix_sums(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The negated prefix sums of the primary (and, for ``vote``, the logit) margins."""
+        if self.depth == 0:
+            return self.zero, self.zero if self.vote else None
+        return self.negp[self.depth - 1], self.negs[self.depth - 1] if self.vote else None
+
+    def compare(self, q: int, n: int, tp: np.ndarray, ts: np.ndarray | None) -> None:
+        """Entry tests of the ``n`` subsets whose last member is ``q .. q + n - 1``; flush a full block."""
+        prim = self.m.primary
+        rows = slice(self.fill, self.fill + n)
+        np.less(prim[q : q + n], tp, out=self.ok[rows])
+        if self.vote:
+            _vote_entries(prim[q : q + n], self.m.secondary[q : q + n], tp, ts, self.flip, self.ok[rows],
+                          self.eq[rows], self.sraw[rows])
+        self.fill += n
+        if self.fill == self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Score the block's subsets and keep the best."""
+        if self.fill == 0:
+            return
+        counts = _count_numpy(self.ok[: self.fill], self.m, entry_level=self.vote)
+        scores = ua_from_counts(counts + self.m.base_correct, self.m.support)
+        self.best.push(np.atleast_1d(scores), np.arange(self.block_start, self.block_start + self.fill, dtype=np.int64))
+        self.block_start += self.fill
+        self.fill = 0
 
 
 def _vote_entries(
