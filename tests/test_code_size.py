@@ -18,12 +18,25 @@ MAX_MODULE_LINES = 600
 #: Modules (paths relative to the repository) held to the limits; a package stands for its modules.
 COMPLIANT = (
     "serray/protocols",
+    "serray/corpora",
+    "serray/models",
     "serray/ensemble/fusion.py",
     "serray/ensemble/greedy.py",
     "serray/ensemble/margins.py",
     "serray/ensemble/members.py",
     "serray/ensemble/search.py",
     "serray/ensemble/walk.py",
+    "serray/training/batches.py",
+    "serray/training/config.py",
+    "serray/training/data.py",
+    "serray/training/interface.py",
+    "serray/training/label_table.py",
+    "serray/training/normalization.py",
+    "serray/training/packing.py",
+    "serray/training/sampling.py",
+    "serray/training/sklearn_trainer.py",
+    "serray/training/torch_trainer.py",
+    "serray/training/trainer.py",
 )
 
 

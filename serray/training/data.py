@@ -42,6 +42,11 @@ of 5,000 frames of 40 values takes 0.5 ms (global) or 0.7 ms (speaker normalisat
 longer to assemble than from a copy, against about 6 ms for a forward and backward pass
 of ``dcnn`` preset ``small`` (one core).
 
+Where the parts live: packing in :mod:`serray.training.packing`, labels in
+:mod:`serray.training.label_table`, normalisation (and :class:`LazyRows`) in
+:mod:`serray.training.normalization`; this module assembles a fold
+(:func:`build_fold_data`) and re-exports the others' public names.
+
 Example:
     >>> import numpy as np
     >>> packed = PackedFeatures("vector", np.array([[1.0], [3.0], [5.0]], dtype=np.float32), None)

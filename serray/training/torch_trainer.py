@@ -45,7 +45,7 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
 
 
-def _stage_selection(model: Any, config: Mapping[str, Any], name: str) -> str:
+def _stage_selection(model: torch.nn.Module, config: Mapping[str, Any], name: str) -> str:
     """``"all"`` or ``"last"``: the config's ``stage_selection``, ``"last"`` for a model
     whose later stages replace the earlier model (``LATER_STAGES_REPLACE``).
 
@@ -60,7 +60,7 @@ def _stage_selection(model: Any, config: Mapping[str, Any], name: str) -> str:
     return "last"
 
 
-def _frozen_modules(model: Any) -> list[Any]:
+def _frozen_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Sub-modules that have parameters, all frozen (kept in evaluation mode while training)."""
     out = []
     for module in model.modules():

@@ -39,6 +39,14 @@ Randomness: weights, dropout and shuffling come from the trainer's own seeded ge
 (the global torch RNG is saved and restored around every use), so a fixed seed gives the
 same numbers on CPU whether folds run one after another, interleaved, or in actors.
 
+Where the parts live: the interface (:class:`FoldTrainer`, :class:`FoldResult`) in
+:mod:`serray.training.interface`, config checks in :mod:`serray.training.config`, the
+epoch's sample order and class weights in :mod:`serray.training.sampling`, mini-batches in
+:mod:`serray.training.batches`, the trainers in :mod:`serray.training.torch_trainer` and
+:mod:`serray.training.sklearn_trainer`. This module builds a fold's trainer
+(:func:`make_trainer`, :func:`fold_trainer`, :func:`train_fold`) and re-exports the
+others' public names.
+
 Example:
     >>> trainer = TorchFoldTrainer("mlp", config, fold_data, seed=0)   # doctest: +SKIP
     >>> while not trainer.step()["stopped"]:                          # doctest: +SKIP
