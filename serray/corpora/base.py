@@ -35,7 +35,8 @@ import pandas as pd
 from serray import io
 from serray.audio import check_files
 from serray.labels import CANONICAL, EXTRA
-from serray.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, manifest_dir, validate_manifest, write_manifest
+from serray.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, validate_manifest, write_manifest
+from serray.workdir import Workdir
 
 __all__ = [
     "CorpusLayoutError",
@@ -191,15 +192,7 @@ def prepare_corpus(
         CorpusLayoutError: ``root`` is missing or does not have the corpus's layout.
         serray.manifest.ManifestError: The rows break the manifest contract.
     """
-    adapter = get_adapter(name)
-    unknown = sorted(set(options) - set(adapter.options))
-    if unknown:
-        accepted = ", ".join(adapter.options) if adapter.options else "none"
-        raise ValueError(f"corpus adapter {name!r} has no option(s) {unknown}; accepted options: {accepted}")
-    if corpus_name is not None and not _SAFE_NAME.match(corpus_name):
-        raise ValueError(
-            f"corpus_name {corpus_name!r} must be a plain name (letters, digits, '_', '-', '.'), e.g. 'emodb16k'"
-        )
+    adapter = _checked_adapter(name, corpus_name, options)
     t0 = time.perf_counter()
     scan = adapter.scan(Path(root), corpus_name, **options)
     rows = scan.rows.reset_index(drop=True)
@@ -211,16 +204,7 @@ def prepare_corpus(
     manifest = order_columns(manifest.sort_values("utt_id", kind="stable"))
     mname = _manifest_name(corpus_name, manifest, adapter)
 
-    bad_path = None
-    if workdir is not None:
-        bad_path = manifest_dir(workdir) / f"{mname}.bad.csv"
-        if len(bad):
-            with io.atomic_path(bad_path, suffix=".csv") as tmp:
-                bad.to_csv(tmp, index=False)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                bad_path.unlink()
-            bad_path = None
+    bad_path = _write_bad_report(bad, workdir, mname) if workdir is not None else None
     _warn_bad(mname, bad, len(rows) + len(scan.skipped), bad_path)
     if manifest.empty:
         raise CorpusLayoutError(
@@ -236,6 +220,32 @@ def prepare_corpus(
         f" -> {manifest_path}" if manifest_path else "", time.perf_counter() - t0,
     )
     return PrepareResult(manifest=manifest, bad=bad, manifest_path=manifest_path, bad_path=bad_path)
+
+
+def _checked_adapter(name: str, corpus_name: str | None, options: Mapping[str, Any]) -> Adapter:
+    """The adapter ``name``, with ``options`` and ``corpus_name`` checked for it."""
+    adapter = get_adapter(name)
+    unknown = sorted(set(options) - set(adapter.options))
+    if unknown:
+        accepted = ", ".join(adapter.options) if adapter.options else "none"
+        raise ValueError(f"corpus adapter {name!r} has no option(s) {unknown}; accepted options: {accepted}")
+    if corpus_name is not None and not _SAFE_NAME.match(corpus_name):
+        raise ValueError(
+            f"corpus_name {corpus_name!r} must be a plain name (letters, digits, '_', '-', '.'), e.g. 'emodb16k'"
+        )
+    return adapter
+
+
+def _write_bad_report(bad: pd.DataFrame, workdir: str | os.PathLike, mname: str) -> Path | None:
+    """Write ``W/manifests/<mname>.bad.csv`` when ``bad`` has rows (else remove a stale one); its path or ``None``."""
+    bad_path = Workdir(workdir).manifests_dir / f"{mname}.bad.csv"
+    if len(bad):
+        with io.atomic_path(bad_path, suffix=".csv") as tmp:
+            bad.to_csv(tmp, index=False)
+        return bad_path
+    with contextlib.suppress(FileNotFoundError):
+        bad_path.unlink()
+    return None
 
 
 # ---------------------------------------------------------------- helpers for adapters

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,33 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
          keep_unagreed: Any = False) -> Scan:
     """Scan an IEMOCAP release (see the module docstring for layout and options)."""
     corpus = corpus_name or NAME
+    filters = _filters(min_agreement, labels, keep_unagreed)
+    require_dir(root, ADAPTER, _FIX)
+    base = find_layout_dir(root, lambda d: bool(_session_dirs(d)), ADAPTER, "no Session1 ... Session5 folders found", _FIX)
+    records: list[dict[str, Any]] = []
+    tally = _Tally()
+    for sess in _session_dirs(base):
+        records += _scan_session(sess, filters, tally)
+    tally.log(filters)
+    if not records:
+        raise layout_error(NAME, base, "no labelled utterance with a wav file (after the filters)", LAYOUT, _FIX)
+    rows = build_rows(records, corpus, base, language="en", naturalness="natural")
+    rows.loc[~rows["improvised"].astype(bool), "naturalness"] = "acted"  # scripted: paper 002 splits IN / IA
+    rows["improvised"] = rows["improvised"].astype(bool)
+    rows["n_raters"] = rows["n_raters"].astype("int64")
+    return Scan(rows=rows, skipped=skipped_frame(tally.skipped))
+
+
+@dataclass(frozen=True)
+class _Filters:
+    """The adapter options that drop utterances (see the module docstring)."""
+
+    min_agreement: float | None
+    keep_labels: list[str] | None
+    keep_unagreed: bool
+
+
+def _filters(min_agreement: Any, labels: Any, keep_unagreed: Any) -> _Filters:
     keep_unagreed = opt_bool("keep_unagreed", keep_unagreed)
     min_agreement = opt_float("min_agreement", min_agreement, 0.0, 1.0)
     keep_labels = opt_list("labels", labels)
@@ -157,92 +185,111 @@ def scan(root: Path, corpus_name: str | None = None, min_agreement: Any = None, 
         bad = sorted(set(keep_labels) - set(CANONICAL) - set(EXTRA))
         if bad:
             raise ValueError(f"iemocap: labels {bad} are not canonical names; use names from {list(CANONICAL + EXTRA)}")
-    require_dir(root, ADAPTER, _FIX)
-    base = find_layout_dir(root, lambda d: bool(_session_dirs(d)), ADAPTER, "no Session1 ... Session5 folders found", _FIX)
+    return _Filters(min_agreement, keep_labels, keep_unagreed)
 
+
+@dataclass
+class _Tally:
+    """What a scan left out: counts per reason, skipped files, an example of a missing wav."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"xxx": 0, "unknown": 0, "no_wav": 0, "agreement": 0, "labels": 0})
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    missing_example: str = ""
+
+    def log(self, filters: _Filters) -> None:
+        counts = self.counts
+        if counts["xxx"]:
+            log.info("iemocap: %d utterance(s) labelled xxx (no evaluator agreement) dropped", counts["xxx"])
+        if counts["agreement"]:
+            log.info("iemocap: %d utterance(s) below min_agreement=%s dropped", counts["agreement"], filters.min_agreement)
+        if counts["labels"]:
+            log.info("iemocap: %d utterance(s) with labels outside %s dropped", counts["labels"], filters.keep_labels)
+        if counts["unknown"]:
+            log.warning("iemocap: %d utterance(s) with unknown label codes left out", counts["unknown"])
+        if counts["no_wav"]:
+            log.warning("iemocap: %d labelled utterance(s) have no wav file, e.g. %s", counts["no_wav"], self.missing_example)
+
+
+def _transcripts(sess: Path) -> dict[str, str]:
+    """Utterance id -> transcript of one session (empty without transcriptions)."""
+    texts: dict[str, str] = {}
+    tr_dir = sess / "dialog" / "transcriptions"
+    if tr_dir.is_dir():
+        for f in sorted(tr_dir.glob("*.txt")):
+            if not f.name.startswith("."):
+                for line in _read(f).splitlines():
+                    m = _TRANSCRIPT.match(line.strip())
+                    if m:
+                        texts[m[1]] = m[2].strip()
+    return texts
+
+
+def _scan_session(sess: Path, filters: _Filters, tally: _Tally) -> list[dict[str, Any]]:
+    """Records of one session's labelled utterances that pass the filters."""
+    wav_dir, eval_dir = sess / "sentences" / "wav", sess / "dialog" / "EmoEvaluation"
+    for d in (wav_dir, eval_dir):
+        if not d.is_dir():
+            raise layout_error(NAME, sess, f"missing folder {d.relative_to(sess)}", LAYOUT, _FIX)
+    wavs = {p.stem: p for p in list_audio(wav_dir)}
+    texts = _transcripts(sess)
+    labelled: set[str] = set()
     records: list[dict[str, Any]] = []
-    skipped: list[tuple[Path, str]] = []
-    counts = {"xxx": 0, "unknown": 0, "no_wav": 0, "agreement": 0, "labels": 0}
-    missing_example = ""
-    for sess in _session_dirs(base):
-        wav_dir, eval_dir = sess / "sentences" / "wav", sess / "dialog" / "EmoEvaluation"
-        for d in (wav_dir, eval_dir):
-            if not d.is_dir():
-                raise layout_error(NAME, sess, f"missing folder {d.relative_to(sess)}", LAYOUT, _FIX)
-        wavs = {p.stem: p for p in list_audio(wav_dir)}
-        texts: dict[str, str] = {}
-        tr_dir = sess / "dialog" / "transcriptions"
-        if tr_dir.is_dir():
-            for f in sorted(tr_dir.glob("*.txt")):
-                if not f.name.startswith("."):
-                    for line in _read(f).splitlines():
-                        m = _TRANSCRIPT.match(line.strip())
-                        if m:
-                            texts[m[1]] = m[2].strip()
-        labelled: set[str] = set()
-        for f in sorted(eval_dir.glob("*.txt")):
-            if f.name.startswith("."):
-                continue
-            for u in parse_evaluation(_read(f)):
-                utt, code = u["utt"], u["code"]
-                labelled.add(utt)
-                if code == "xxx" and not keep_unagreed:
-                    counts["xxx"] += 1
-                    continue
-                if code not in EMOTIONS and code != "xxx":
-                    counts["unknown"] += 1
-                    if utt in wavs:
-                        skipped.append((wavs[utt], f"unknown IEMOCAP label code {code!r} in {f}"))
-                    continue
-                if utt not in wavs:
-                    counts["no_wav"] += 1
-                    missing_example = missing_example or f"{utt} (labelled in {f})"
-                    continue
-                votes = u["votes"]
-                agreement = sum(code in v for v in votes) / len(votes) if votes else float("nan")
-                if min_agreement is not None and not agreement >= min_agreement:
-                    counts["agreement"] += 1
-                    continue
-                emotion = EMOTIONS.get(code, "other")  # xxx (kept with keep_unagreed): no consensus category
-                if keep_labels is not None and emotion not in keep_labels:
-                    counts["labels"] += 1
-                    continue
-                session = utt[:5]
-                who = utt.rsplit("_", 1)[-1][:1].upper()
-                if who not in {"F", "M"}:
-                    skipped.append((wavs[utt], f"cannot read the speaker's gender from {utt!r} (expected ..._F000/_M000)"))
-                    continue
-                dialog = utt.rsplit("_", 1)[0]
-                improvised = "_impro" in dialog
-                records.append({
-                    "path": wavs[utt], "speaker": f"{session}_{who}", "emotion": emotion, "gender": who.lower(),
-                    "session": session, "valence": u["valence"], "arousal": u["arousal"],
-                    "valence_ratings": _ratings(u, True), "valence_ratings_actors": _ratings(u, False),
-                    "emotion_native": code, "dialog": dialog, "improvised": improvised,
-                    "method": "impro" if improvised else "script", "dominance": u["dominance"],
-                    "agreement": agreement, "n_raters": len(votes), "start_s": u["start_s"], "end_s": u["end_s"],
-                    **({"text": texts.get(utt)} if texts else {}),
-                })
-        for stem, p in sorted(wavs.items()):
-            if stem not in labelled:
-                skipped.append((p, f"no label line for {stem} in {eval_dir}"))
-    if counts["xxx"]:
-        log.info("iemocap: %d utterance(s) labelled xxx (no evaluator agreement) dropped", counts["xxx"])
-    if counts["agreement"]:
-        log.info("iemocap: %d utterance(s) below min_agreement=%s dropped", counts["agreement"], min_agreement)
-    if counts["labels"]:
-        log.info("iemocap: %d utterance(s) with labels outside %s dropped", counts["labels"], keep_labels)
-    if counts["unknown"]:
-        log.warning("iemocap: %d utterance(s) with unknown label codes left out", counts["unknown"])
-    if counts["no_wav"]:
-        log.warning("iemocap: %d labelled utterance(s) have no wav file, e.g. %s", counts["no_wav"], missing_example)
-    if not records:
-        raise layout_error(NAME, base, "no labelled utterance with a wav file (after the filters)", LAYOUT, _FIX)
-    rows = build_rows(records, corpus, base, language="en", naturalness="natural")
-    rows.loc[~rows["improvised"].astype(bool), "naturalness"] = "acted"  # scripted: paper 002 splits IN / IA
-    rows["improvised"] = rows["improvised"].astype(bool)
-    rows["n_raters"] = rows["n_raters"].astype("int64")
-    return Scan(rows=rows, skipped=skipped_frame(skipped))
+    for f in sorted(eval_dir.glob("*.txt")):
+        if f.name.startswith("."):
+            continue
+        for u in parse_evaluation(_read(f)):
+            labelled.add(u["utt"])
+            record = _record(u, f, wavs, texts, filters, tally)
+            if record is not None:
+                records.append(record)
+    for stem, p in sorted(wavs.items()):
+        if stem not in labelled:
+            tally.skipped.append((p, f"no label line for {stem} in {eval_dir}"))
+    return records
+
+
+def _record(
+    u: dict[str, Any], f: Path, wavs: dict[str, Path], texts: dict[str, str], filters: _Filters, tally: _Tally
+) -> dict[str, Any] | None:
+    """The manifest record of one evaluated utterance ``u`` (from file ``f``), or ``None`` (counted) if left out."""
+    utt, code = u["utt"], u["code"]
+    if code == "xxx" and not filters.keep_unagreed:
+        tally.counts["xxx"] += 1
+        return None
+    if code not in EMOTIONS and code != "xxx":
+        tally.counts["unknown"] += 1
+        if utt in wavs:
+            tally.skipped.append((wavs[utt], f"unknown IEMOCAP label code {code!r} in {f}"))
+        return None
+    if utt not in wavs:
+        tally.counts["no_wav"] += 1
+        tally.missing_example = tally.missing_example or f"{utt} (labelled in {f})"
+        return None
+    votes = u["votes"]
+    agreement = sum(code in v for v in votes) / len(votes) if votes else float("nan")
+    if filters.min_agreement is not None and not agreement >= filters.min_agreement:
+        tally.counts["agreement"] += 1
+        return None
+    emotion = EMOTIONS.get(code, "other")  # xxx (kept with keep_unagreed): no consensus category
+    if filters.keep_labels is not None and emotion not in filters.keep_labels:
+        tally.counts["labels"] += 1
+        return None
+    session = utt[:5]
+    who = utt.rsplit("_", 1)[-1][:1].upper()
+    if who not in {"F", "M"}:
+        tally.skipped.append((wavs[utt], f"cannot read the speaker's gender from {utt!r} (expected ..._F000/_M000)"))
+        return None
+    dialog = utt.rsplit("_", 1)[0]
+    improvised = "_impro" in dialog
+    return {
+        "path": wavs[utt], "speaker": f"{session}_{who}", "emotion": emotion, "gender": who.lower(),
+        "session": session, "valence": u["valence"], "arousal": u["arousal"],
+        "valence_ratings": _ratings(u, True), "valence_ratings_actors": _ratings(u, False),
+        "emotion_native": code, "dialog": dialog, "improvised": improvised,
+        "method": "impro" if improvised else "script", "dominance": u["dominance"],
+        "agreement": agreement, "n_raters": len(votes), "start_s": u["start_s"], "end_s": u["end_s"],
+        **({"text": texts.get(utt)} if texts else {}),
+    }
 
 
 ADAPTER = Adapter(

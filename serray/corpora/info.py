@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serray.manifest import manifest_dir
+from serray.workdir import Workdir
 
 __all__ = ["summary_table", "speaker_table", "corpus_table", "bad_table"]
 
@@ -108,7 +108,8 @@ def bad_table(workdir: str | os.PathLike) -> pd.DataFrame:
     """The reported files of every prepared corpus: ``corpus``, ``path``, ``reason``,
     ``excluded`` (False: kept with a warning; a report written before that column was
     added lists excluded files only) from ``W/manifests/*.bad.csv``; empty when there are none."""
-    files = sorted(manifest_dir(workdir).glob("*.bad.csv")) if manifest_dir(workdir).is_dir() else []
+    manifests = Workdir(workdir).manifests_dir
+    files = sorted(manifests.glob("*.bad.csv")) if manifests.is_dir() else []
     parts = []
     for f in files:
         part = pd.read_csv(f, dtype=str).assign(corpus=Path(f).name[: -len(".bad.csv")])

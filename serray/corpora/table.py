@@ -101,6 +101,23 @@ def scan(
     if base_dir is not None and not base.is_dir():
         raise ValueError(f"option base_dir={str(base)!r} is not a folder")
 
+    df = _corpus_rows(df, root, corpus_name, corpus)
+    df = _canonical_emotions(df, root, mapping)
+    _paths_ids_speakers(df, base, prefix)
+    if "gender" in df.columns:
+        df["gender"] = _gender_column(df["gender"], root)
+    if language is not None and "language" not in df.columns:
+        df["language"] = language
+    if "naturalness" in df.columns:
+        df["naturalness"] = _naturalness_column(df["naturalness"], root)
+    elif naturalness is not None:
+        df["naturalness"] = naturalness
+    rows = order_columns(df.sort_values("utt_id", kind="stable"))
+    return Scan(rows=rows, skipped=skipped_frame([]))
+
+
+def _corpus_rows(df: pd.DataFrame, root: Path, corpus_name: str | None, corpus: str | None) -> pd.DataFrame:
+    """A copy of the table with its required columns checked and filled, and every row's ``corpus``."""
     need = ["path", "speaker", "emotion"] + ([] if (corpus_name or corpus) else ["corpus"])
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -121,7 +138,11 @@ def scan(
             raise layout_error(NAME, root, f"{int(empty.sum())} empty value(s) in column {col!r} (lines {rows} ...)",
                                LAYOUT, "fill or remove those rows")
     df["corpus"] = df["corpus"].astype(str).str.strip()
+    return df
 
+
+def _canonical_emotions(df: pd.DataFrame, root: Path, mapping: dict[str, str | None] | None) -> pd.DataFrame:
+    """The rows with canonical ``emotion`` names (``label_map`` applied; rows it maps to nothing dropped)."""
     emotion = df["emotion"].astype(str).str.strip()
     if mapping:
         emotion = emotion.map(lambda e: mapping.get(e, e))
@@ -138,7 +159,11 @@ def scan(
             "map them with the label_map option, e.g. label_map=ang:angry,hap:happy (an empty target drops a label)",
         )
     df["emotion"] = emotion
+    return df
 
+
+def _paths_ids_speakers(df: pd.DataFrame, base: Path, prefix: bool) -> None:
+    """In place: absolute ``path``, ``utt_id`` (given, else ``<corpus>/<path below base>``) and ``speaker``."""
     paths = [Path(str(p).strip()) for p in df["path"]]
     paths = [p if p.is_absolute() else base / p for p in paths]
     df["path"] = [os.path.abspath(p) for p in paths]
@@ -153,21 +178,16 @@ def scan(
             [s if s.startswith(f"{c}_") else f"{c}_{s}" for c, s in zip(df["corpus"], speaker)], index=df.index
         )
     df["speaker"] = speaker
-    if "gender" in df.columns:
-        g = df["gender"].where(_filled(df["gender"]))
-        norm = g.map(lambda v: _GENDER.get(str(v).strip().lower()) if isinstance(v, str) else None)
-        bad = sorted(g[norm.isna() & g.notna()].astype(str).unique())
-        if bad:
-            raise layout_error(NAME, root, f"gender values {bad} are not f/m (female/male)", LAYOUT, "fix or empty those cells")
-        df["gender"] = norm
-    if language is not None and "language" not in df.columns:
-        df["language"] = language
-    if "naturalness" in df.columns:
-        df["naturalness"] = _naturalness_column(df["naturalness"], root)
-    elif naturalness is not None:
-        df["naturalness"] = naturalness
-    rows = order_columns(df.sort_values("utt_id", kind="stable"))
-    return Scan(rows=rows, skipped=skipped_frame([]))
+
+
+def _gender_column(col: pd.Series, root: Path) -> pd.Series:
+    """``f``/``m`` (female/male, woman/man, w; case ignored); empty cells stay unknown."""
+    g = col.where(_filled(col))
+    norm = g.map(lambda v: _GENDER.get(str(v).strip().lower()) if isinstance(v, str) else None)
+    bad = sorted(g[norm.isna() & g.notna()].astype(str).unique())
+    if bad:
+        raise layout_error(NAME, root, f"gender values {bad} are not f/m (female/male)", LAYOUT, "fix or empty those cells")
+    return norm
 
 
 def _naturalness_column(col: pd.Series, root: Path) -> pd.Series:

@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from serray.ensemble.search import (
-    FUSIONS,
-    Members,
-    _check_choice,
-    _softmax64,
-    evaluate_subset,
-    selection_note,
-    selection_split,
-)
+from serray.ensemble.fusion import FUSIONS, _softmax64, evaluate_subset
+from serray.ensemble.members import Members, _check_choice
+from serray.ensemble.search import selection_note, selection_split
 from serray.metrics import batched_ua
 
 __all__ = ["greedy_selection"]
@@ -104,24 +99,7 @@ def greedy_selection(
         cur_values = cur_values + values[pick]
         if votes is not None:
             cur_votes = cur_votes + votes[pick]
-        idx = sorted(chosen)
-        ev = evaluate_subset(members, idx, fusion)
-        comp = Counter(members.variant[i] for i in idx)
-        rows.append(
-            {
-                "step": step,
-                "k": len(idx),
-                "added": members.names[pick],
-                "added_index": pick,
-                "indices": idx,
-                "members": [members.names[i] for i in idx],
-                "composition": ", ".join(f"{v} x{n}" for v, n in sorted(comp.items())),
-                "score": float(scores[pick]),
-                **ev,
-                "fusion": fusion,
-                "selection": selection,
-            }
-        )
+        rows.append(_step_row(members, step, pick, sorted(chosen), float(scores[pick]), fusion, selection))
         log.debug("greedy step %d: +%s -> %.4f", step, members.names[pick], scores[pick])
     df = pd.DataFrame(rows)
     best = int(df["score"].to_numpy().argmax())
@@ -131,3 +109,23 @@ def greedy_selection(
     df.attrs["selection"] = selection
     df.attrs["fusion"] = fusion
     return df
+
+
+def _step_row(
+    members: Members, step: int, pick: int, idx: list[int], score: float, fusion: str, selection: str
+) -> dict[str, Any]:
+    """One row of :func:`greedy_selection`'s path: the ensemble ``idx`` after adding member ``pick``."""
+    comp = Counter(members.variant[i] for i in idx)
+    return {
+        "step": step,
+        "k": len(idx),
+        "added": members.names[pick],
+        "added_index": pick,
+        "indices": idx,
+        "members": [members.names[i] for i in idx],
+        "composition": ", ".join(f"{v} x{n}" for v, n in sorted(comp.items())),
+        "score": score,
+        **evaluate_subset(members, idx, fusion),
+        "fusion": fusion,
+        "selection": selection,
+    }

@@ -96,19 +96,32 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import torch  # noqa: F401 (the docstring examples use it)
 from torch import Tensor, nn
 
 # The configs live in the torch-free spec module (which registers the spec); re-exported here.
+from serray.models.adarl_layers import (
+    ChannelwiseFC,
+    ConvPathway,
+    DomainAwareAttention,
+    DomainAwareEmbedding,
+    MultiScaleConv,
+    _Head,
+    _pair,
+    dead_units,
+)
+from serray.models.adarl_segments import average_features, average_segments
 from serray.models.adarl_spec import ADARL_CONFIG as DEFAULT_CONFIG
 from serray.models.adarl_spec import ADARL_REDUCED_PRESET as REDUCED_PRESET
 from serray.models.adarl_spec import ADARL_VARIANTS as VARIANTS
 from serray.models.contract import Batch, InputInfo
 from serray.models.layers import CenterLoss, SERModule, emotion_cross_entropy, grad_reverse, masked_cross_entropy
+
+if TYPE_CHECKING:  # the training package imports the models, not the other way round
+    from serray.training.data import SplitData
 
 __all__ = [
     "ADARL",
@@ -133,197 +146,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Variant = Literal["attention", "emotion_only", "adversarial"]
-
-
-def _pair(k: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(k, int):
-        k = (k, k)
-    k = tuple(int(v) for v in k)
-    if len(k) != 2 or min(k) < 1:
-        raise ValueError(f"{name} must be a positive int or a (freq, time) pair, got {k!r}")
-    return k  # type: ignore[return-value]
-
-
-class MultiScaleConv(nn.Module):
-    """One multi-scale layer (eq. 10): two convolutions, concat, BN, ReLU, average pool.
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels of *each* branch (the layer outputs twice this).
-        kernel_sizes: Kernel size of the two branches (int or ``(freq, time)``); both use
-            ``"same"`` padding.
-        pool: Average-pooling kernel and stride (int or ``(freq, time)``).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_sizes: tuple[int | Sequence[int], int | Sequence[int]],
-        pool: int | Sequence[int],
-    ) -> None:
-        super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"channels must be >= 1, got in={in_channels}, out={out_channels}")
-        k1, k2 = (_pair(k, "kernel size") for k in kernel_sizes)
-        self.branch1 = nn.Conv2d(in_channels, out_channels, k1, padding="same", bias=False)
-        self.branch2 = nn.Conv2d(in_channels, out_channels, k2, padding="same", bias=False)
-        self.bn = nn.BatchNorm2d(2 * out_channels)
-        self.pool = nn.AvgPool2d(_pair(pool, "pool size"))
-        for conv in (self.branch1, self.branch2):  # sec. 3.2: convolutions Xavier-initialised
-            nn.init.xavier_uniform_(conv.weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``[B, C_in, H, W] -> [B, 2 * C_out, H // p_h, W // p_w]``."""
-        y = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
-        return self.pool(F.relu(self.bn(y)))
-
-
-class ConvPathway(nn.Module):
-    """A stack of :class:`MultiScaleConv` layers (one pathway's feature extractor).
-
-    Args:
-        in_channels: Input channels (spectrogram window lengths).
-        channels: Per-branch output channels of each layer.
-        kernel_sizes: The two branch kernel sizes of each layer.
-        pools: Pool size of each layer.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        channels: Sequence[int],
-        kernel_sizes: Sequence[tuple[int | Sequence[int], int | Sequence[int]]],
-        pools: Sequence[int | Sequence[int]],
-    ) -> None:
-        super().__init__()
-        if not (len(channels) == len(kernel_sizes) == len(pools)) or not channels:
-            raise ValueError(
-                f"channels, kernel sizes and pools need one entry per layer, got "
-                f"{len(channels)}, {len(kernel_sizes)}, {len(pools)}"
-            )
-        layers = []
-        c_in = in_channels
-        for c, ks, p in zip(channels, kernel_sizes, pools):
-            layers.append(MultiScaleConv(c_in, c, ks, p))
-            c_in = 2 * c
-        self.layers = nn.ModuleList(layers)
-        self.out_channels = c_in
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``[B, C, F, T] -> [B, C4, F4, T4]`` (the paper's ``F_4``)."""
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-class DomainAwareAttention(nn.Module):
-    """Domain-aware attention layer (eq. 4): maps ``[B, C, H, W]`` to weights ``[B, H]``.
-
-    Time pooling (mean over W), channel pooling (mean over C), FC(H, H // r), ReLU,
-    FC(H // r, H), sigmoid.
-
-    Its input is a mean of non-negative (ReLU, average-pooled) maps, nearly the same
-    vector for every utterance, so with PyTorch's default uniform bias a hidden unit whose
-    ``w . x + b`` is negative at initialisation is negative for every utterance: it never
-    passes a gradient and stays dead. With all hidden units dead the weights are the
-    constant ``sigmoid(fc2.bias)`` and the domain pathway cannot reach the emotion
-    pathway (seen on EmoDB with the reduced preset's 2 hidden units, where the full model
-    then gave logits bit-identical to the ``g1 = 0`` backbone). ``fc1_bias`` (default of
-    the config key ``attention_fc1_bias``: 1.0) starts every hidden unit in ReLU's linear
-    range, the usual remedy of a positive ReLU bias (Goodfellow et al., Deep Learning,
-    sec. 6.3.1); ``None`` keeps PyTorch's default initialisation. The random draws are
-    the same either way (the bias is overwritten after its draw).
-
-    Example:
-        >>> _ = torch.manual_seed(0)
-        >>> att = DomainAwareAttention(4, fc1_bias=1.0)
-        >>> maps = torch.rand(5, 8, 4, 6)
-        >>> weights = att(maps)
-        >>> tuple(weights.shape), bool(((weights > 0) & (weights < 1)).all())
-        ((5, 4), True)
-        >>> dead_units(att.hidden(maps))
-        0
-    """
-
-    def __init__(self, n_rows: int, reduction: int = 2, fc1_bias: float | None = 1.0) -> None:
-        super().__init__()
-        if n_rows < 1 or reduction < 1:
-            raise ValueError(f"n_rows and reduction must be >= 1, got {n_rows}, {reduction}")
-        hidden = max(1, n_rows // reduction)
-        self.fc1 = nn.Linear(n_rows, hidden)
-        self.fc2 = nn.Linear(hidden, n_rows)
-        if fc1_bias is not None:
-            with torch.no_grad():
-                self.fc1.bias.fill_(float(fc1_bias))
-
-    def hidden(self, maps: Tensor) -> Tensor:
-        """Pre-activations of the hidden layer: ``[B, H // reduction]``."""
-        return self.fc1(maps.mean(dim=3).mean(dim=1))  # TP then CP
-
-    def weights_and_hidden(self, maps: Tensor) -> tuple[Tensor, Tensor]:
-        """``(weights [B, H], hidden pre-activations [B, H // reduction])``."""
-        hidden = self.hidden(maps)
-        return torch.sigmoid(self.fc2(F.relu(hidden))), hidden
-
-    def forward(self, maps: Tensor) -> Tensor:
-        """Return one weight in ``(0, 1)`` per frequency row: ``[B, H]``."""
-        return self.weights_and_hidden(maps)[0]
-
-
-def dead_units(hidden: Tensor) -> int:
-    """How many hidden units of the attention are <= 0 for every sample (no gradient at all)."""
-    return int((hidden <= 0).all(dim=0).sum())
-
-
-class DomainAwareEmbedding(nn.Module):
-    """Domain-aware attention embedding (eq. 5): ``f_emb^k = diag(I_D) f^k`` for every channel k.
-
-    Scales frequency row ``h`` of every channel by ``weights[:, h]``.
-    """
-
-    def forward(self, maps: Tensor, weights: Tensor) -> Tensor:
-        """``maps [B, C, H, W]``, ``weights [B, H]`` -> ``[B, C, H, W]``."""
-        if weights.shape != (maps.shape[0], maps.shape[2]):
-            raise ValueError(f"weights must be [B, H] = {(maps.shape[0], maps.shape[2])}, got {tuple(weights.shape)}")
-        return maps * weights[:, None, :, None]
-
-
-class ChannelwiseFC(nn.Module):
-    """Channel-wise FC over frequency (eq. 2): ``[B, C, H] -> [B, C]``, one FC(H, 1) per channel."""
-
-    def __init__(self, channels: int, n_rows: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(channels, n_rows))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        bound = 1.0 / n_rows**0.5  # nn.Linear's default for FC(H, 1)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        return (x * self.weight).sum(dim=-1) + self.bias
-
-
-class _Head(nn.Module):
-    """FC, ReLU, BN, dropout, FC (eq. 1 and 3); also returns the embedding.
-
-    ``embedding="pre_bn"`` returns the FC + ReLU output, ``"post_bn"`` the BN output (the
-    input of the last FC).
-    """
-
-    def __init__(self, in_dim: int, hidden: int, n_out: int, dropout: float, embedding: str = "pre_bn") -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, hidden)
-        self.bn = nn.BatchNorm1d(hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden, n_out)
-        self.embedding = embedding
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(logits, center-loss embedding, the last FC's input)``."""
-        h = F.relu(self.fc1(x))
-        z = self.bn(h)
-        return self.fc2(self.dropout(z)), (h if self.embedding == "pre_bn" else z), z
 
 
 class ADARL(SERModule):
@@ -381,66 +203,20 @@ class ADARL(SERModule):
         time_pool: int = 1,
     ) -> None:
         super().__init__()
-        if len(in_shape) != 3 or min(in_shape) < 1:
-            raise ValueError(f"in_shape must be (channels, freq, time), got {tuple(in_shape)}")
-        if variant == "backbone":
-            raise ValueError(
-                "adarl variant 'backbone' is gone: the paper's backbone (Table 3) is variant 'attention' with g1=0 "
-                "(serray seeds --variant backbone); the pathway-free network is variant 'emotion_only'"
-            )
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-        if variant != "emotion_only" and n_domains < 2:
-            raise ValueError(
-                f"variant {variant!r} needs >= 2 domain classes (InputInfo.n_domains), got {n_domains}; "
-                "set a domain column with two or more values or use variant 'emotion_only'"
-            )
-        if min(g1, g2, g3) < 0:
-            raise ValueError(f"loss weights g1, g2, g3 must be >= 0, got {g1}, {g2}, {g3}")
-        if center_feature not in ("pre_bn", "post_bn"):
-            raise ValueError(f"center_feature must be 'pre_bn' or 'post_bn', got {center_feature!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        for key, val in (("freq_pool", freq_pool), ("time_pool", time_pool)):
-            if int(val) != val or val < 1:
-                raise ValueError(f"{key} must be a positive int, got {val!r}")
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
-        n_layers = len(conv_channels)
-        if len(pool_sizes) != n_layers:
-            raise ValueError(f"pool_sizes needs {n_layers} entries (one per layer), got {list(pool_sizes)}")
-        k2 = kernel_sizes_second_branch
-        if isinstance(k2, int) or (len(k2) == 2 and all(isinstance(v, int) for v in k2) and n_layers != 2):
-            k2s: list[Any] = [k2] * n_layers
-        else:
-            k2s = list(k2)
-            if len(k2s) != n_layers:
-                raise ValueError(
-                    f"kernel_sizes_second_branch must be one size or {n_layers} sizes, got {kernel_sizes_second_branch!r}"
-                )
-        kernels = [(kernel_size_first_branch, k) for k in k2s]
+        _check_arguments(in_shape, n_classes, n_domains, variant, (g1, g2, g3), center_feature, dropout,
+                         freq_pool, time_pool, embedding_dim)
+        kernels = _layer_kernels(kernel_size_first_branch, kernel_sizes_second_branch, len(conv_channels), pool_sizes)
 
         self.variant = variant
         self.g1, self.g2, self.g3 = float(g1), float(g2), float(g3)
         self.grl_lambda = float(grl_lambda)
         self.n_classes, self.n_domains = int(n_classes), int(n_domains)
-        c_in, f_in, t_in = (int(v) for v in in_shape)
+        c_in = int(in_shape[0])
         self.input_pool = (
             nn.AvgPool2d((int(freq_pool), int(time_pool))) if freq_pool > 1 or time_pool > 1 else nn.Identity()
         )
 
-        # spatial size after the stack ("same" convolutions, floor pooling)
-        h, w = f_in // int(freq_pool), t_in // int(time_pool)
-        for p in pool_sizes:
-            ph, pw = _pair(p, "pool size")
-            h, w = h // ph, w // pw
-        if h < 1 or w < 1:
-            raise ValueError(
-                f"input {tuple(in_shape)} with freq_pool={freq_pool}, time_pool={time_pool} is too small for "
-                f"pool_sizes={list(pool_sizes)}: lower freq_pool/time_pool or the pool sizes"
-            )
+        h, w = _pooled_size(in_shape, freq_pool, time_pool, pool_sizes)
         self.feature_shape = (2 * int(conv_channels[-1]), h, w)
         c4 = self.feature_shape[0]
 
@@ -516,7 +292,7 @@ class ADARL(SERModule):
             total = total + self.g1 * parts["domain"]
         return total, parts
 
-    def prepare(self, part: Any) -> None:
+    def prepare(self, part: SplitData) -> None:
         """Trainer hook: keep the training utterances' domain codes for :meth:`after_training`."""
         self._train_domain = None if part.domain is None else np.asarray(part.domain).copy()
 
@@ -537,6 +313,73 @@ class ADARL(SERModule):
     def fold_record(self) -> dict[str, Any]:
         """Trainer hook: what :meth:`after_training` measured (JSON-able)."""
         return dict(self._record)
+
+
+def _check_arguments(
+    in_shape: Sequence[int], n_classes: int, n_domains: int, variant: str, weights: tuple[float, float, float],
+    center_feature: str, dropout: float, freq_pool: int, time_pool: int, embedding_dim: int,
+) -> None:
+    """Refuse a bad :class:`ADARL` argument with one clear line (``weights``: g1, g2, g3)."""
+    if len(in_shape) != 3 or min(in_shape) < 1:
+        raise ValueError(f"in_shape must be (channels, freq, time), got {tuple(in_shape)}")
+    if variant == "backbone":
+        raise ValueError(
+            "adarl variant 'backbone' is gone: the paper's backbone (Table 3) is variant 'attention' with g1=0 "
+            "(serray seeds --variant backbone); the pathway-free network is variant 'emotion_only'"
+        )
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if variant != "emotion_only" and n_domains < 2:
+        raise ValueError(
+            f"variant {variant!r} needs >= 2 domain classes (InputInfo.n_domains), got {n_domains}; "
+            "set a domain column with two or more values or use variant 'emotion_only'"
+        )
+    g1, g2, g3 = weights
+    if min(g1, g2, g3) < 0:
+        raise ValueError(f"loss weights g1, g2, g3 must be >= 0, got {g1}, {g2}, {g3}")
+    if center_feature not in ("pre_bn", "post_bn"):
+        raise ValueError(f"center_feature must be 'pre_bn' or 'post_bn', got {center_feature!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    for key, val in (("freq_pool", freq_pool), ("time_pool", time_pool)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"{key} must be a positive int, got {val!r}")
+    if embedding_dim < 1:
+        raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+
+
+def _layer_kernels(
+    first: int | Sequence[int], second: int | Sequence[int] | Sequence[Sequence[int]], n_layers: int,
+    pool_sizes: Sequence[int | Sequence[int]],
+) -> list[tuple[Any, Any]]:
+    """``(first branch kernel, second branch kernel)`` of every layer (``second``: one size or one per layer)."""
+    if len(pool_sizes) != n_layers:
+        raise ValueError(f"pool_sizes needs {n_layers} entries (one per layer), got {list(pool_sizes)}")
+    if isinstance(second, int) or (len(second) == 2 and all(isinstance(v, int) for v in second) and n_layers != 2):
+        k2s: list[Any] = [second] * n_layers
+    else:
+        k2s = list(second)
+        if len(k2s) != n_layers:
+            raise ValueError(f"kernel_sizes_second_branch must be one size or {n_layers} sizes, got {second!r}")
+    return [(first, k) for k in k2s]
+
+
+def _pooled_size(
+    in_shape: Sequence[int], freq_pool: int, time_pool: int, pool_sizes: Sequence[int | Sequence[int]]
+) -> tuple[int, int]:
+    """``(freq, time)`` size of the maps after the stack ("same" convolutions, floor pooling)."""
+    h, w = int(in_shape[1]) // int(freq_pool), int(in_shape[2]) // int(time_pool)
+    for p in pool_sizes:
+        ph, pw = _pair(p, "pool size")
+        h, w = h // ph, w // pw
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"input {tuple(in_shape)} with freq_pool={freq_pool}, time_pool={time_pool} is too small for "
+            f"pool_sizes={list(pool_sizes)}: lower freq_pool/time_pool or the pool sizes"
+        )
+    return h, w
 
 
 def attention_summary(weights: Tensor, hidden: Tensor) -> dict[str, Any]:
@@ -565,18 +408,6 @@ def attention_summary(weights: Tensor, hidden: Tensor) -> dict[str, Any]:
             "and the domain pathway does not reach the emotion pathway; raise attention_fc1_bias", dead, h.shape[1]
         )
     return summary
-
-
-def average_features(feats: Tensor, owner: Tensor, n_utts: int) -> Tensor:
-    """Mean of each utterance's segment features: ``[S, E]`` -> ``[n_utts, E]``.
-
-    Example:
-        >>> average_features(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([0, 0, 1]), 2).tolist()
-        [[2.0], [5.0]]
-    """
-    idx = owner.long().to(feats.device)
-    sums = torch.zeros(n_utts, feats.shape[1], dtype=feats.dtype, device=feats.device).index_add_(0, idx, feats)
-    return sums / torch.bincount(idx, minlength=n_utts).clamp_min(1).unsqueeze(1).to(feats.dtype)
 
 
 def domain_centre_distances(feats: np.ndarray, y: np.ndarray, domain: np.ndarray, n_classes: int) -> dict[str, list[float]] | None:
@@ -610,62 +441,6 @@ def domain_centre_distances(feats: np.ndarray, y: np.ndarray, domain: np.ndarray
         l2.append(d)
         rel.append(d / spread if spread > 0 else float("nan"))
     return {"l2": l2, "relative": rel}
-
-
-def average_segments(
-    scores: Tensor,
-    utt_index: Tensor,
-    n_utts: int | None = None,
-    *,
-    inputs: Literal["logits", "probs"] = "logits",
-) -> Tensor:
-    """Utterance scores from segment scores: the mean of the segments' softmax probabilities.
-
-    Args:
-        scores: ``[S_total, C]`` segment logits (``inputs="logits"``, softmaxed first) or
-            probabilities (``inputs="probs"``).
-        utt_index: ``[S_total]`` integer utterance index (``0 .. n_utts - 1``) of each segment.
-        n_utts: Number of utterances; default ``utt_index.max() + 1``.
-        inputs: Whether ``scores`` are logits or probabilities.
-
-    Returns:
-        ``[n_utts, C]`` log of the mean segment probability: valid utterance logits
-        (``softmax`` of them gives the mean probabilities back; ``argmax`` is the
-        predicted class).
-
-    Raises:
-        ValueError: Bad shapes or indices, or an utterance without any segment.
-
-    Example:
-        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
-        >>> out = average_segments(logits, torch.tensor([0, 0, 1]))
-        >>> [[round(p, 3) for p in row] for row in out.exp().tolist()]
-        [[0.5, 0.5], [0.731, 0.269]]
-    """
-    if inputs not in ("logits", "probs"):
-        raise ValueError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [segments, classes], got shape {tuple(scores.shape)}")
-    if utt_index.dim() != 1 or utt_index.shape[0] != scores.shape[0]:
-        raise ValueError(f"utt_index must be [{scores.shape[0]}] (one index per segment), got {tuple(utt_index.shape)}")
-    if utt_index.dtype.is_floating_point or utt_index.dtype == torch.bool:
-        raise ValueError(f"utt_index must be an integer tensor, got {utt_index.dtype}")
-    if scores.shape[0] == 0:
-        raise ValueError("average_segments: no segments given")
-    if int(utt_index.min()) < 0:
-        raise ValueError("utt_index must be >= 0")
-    n = int(utt_index.max()) + 1 if n_utts is None else int(n_utts)
-    if int(utt_index.max()) >= n:
-        raise ValueError(f"utt_index has values >= n_utts={n}")
-    probs = scores.softmax(dim=1) if inputs == "logits" else scores
-    idx = utt_index.long().to(scores.device)
-    sums = torch.zeros(n, scores.shape[1], dtype=probs.dtype, device=probs.device).index_add_(0, idx, probs)
-    counts = torch.bincount(idx, minlength=n)
-    if bool((counts == 0).any()):
-        missing = torch.nonzero(counts == 0).flatten()[:5].tolist()
-        raise ValueError(f"utterances without segments (first: {missing}); every index 0..{n - 1} needs one")
-    mean = sums / counts.unsqueeze(1).to(probs.dtype)
-    return mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
 
 
 _MODEL_KEYS = (

@@ -53,7 +53,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,9 @@ from serray.models.mgnas_contrastive import CentroidContrastiveLoss, balanced_ba
 from serray.models.mgnas_experts import SequenceExpert, VectorExpert
 from serray.models.mgnas_gates import NASConnections, SoftmaxGates
 from serray.models.mgnas_spec import ACTIVATIONS, GATING_MODES, MGNAS_CONFIG
+
+if TYPE_CHECKING:  # the training package imports the models, not the other way round
+    from serray.training.data import SplitData
 
 __all__ = ["MGNAS", "Tower", "build", "domain_alphas"]
 
@@ -139,7 +142,7 @@ class MGNAS(SERModule):
         self._gates: dict[str, tuple[dict, dict]] = {}
 
     # -- forward -----------------------------------------------------------------------
-    def _domain(self, batch: Batch, n: int, device: Any) -> Tensor:
+    def _domain(self, batch: Batch, n: int, device: torch.device) -> Tensor:
         """Domain code per sample, -1 where unknown (all 0 without a domain role)."""
         if "domain" not in batch.aux:
             return torch.zeros(n, dtype=torch.long, device=device)
@@ -218,7 +221,7 @@ class MGNAS(SERModule):
             return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         return balanced_batches(y, batch_size, self.per_class, rng)
 
-    def prepare(self, part: Any) -> None:
+    def prepare(self, part: SplitData) -> None:
         """Which emotions each domain's training utterances have (``domain_classes``)."""
         domain = part.aux.get("domain")
         if not self.domain_classes or domain is None:

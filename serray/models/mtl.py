@@ -52,7 +52,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from serray.models.contract import Batch, InputInfo
 from serray.models.elm import ELM
 from serray.models.layers import SERModule, emotion_cross_entropy, length_mask, masked_cross_entropy
 from serray.models.mtl_spec import check_mtl_config
+
+if TYPE_CHECKING:  # the training package imports the models, not the other way round
+    from serray.training.data import SplitData
 
 __all__ = ["AUX_ROLES", "FUNCTIONALS", "context_window", "posterior_functionals", "FrameDNN", "FrameLSTM", "MTLNet", "build"]
 
@@ -203,7 +206,7 @@ class MTLNet(SERModule):
         self.GROUPS = {"encoder": ("encoder",), "emotion": ("emotion",), **{r: (f"aux_heads.{r}",) for r in roles}}
 
     # -- trainer hooks -------------------------------------------------------------------
-    def prepare(self, part: Any) -> None:
+    def prepare(self, part: SplitData) -> None:
         """Which auxiliary terms are active in this fold (>= 2 known classes in the training part)."""
         self.elm = None
         for role in self.aux_heads:

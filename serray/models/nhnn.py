@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from serray.models.contract import Batch, InputInfo, Stage
 from serray.models.layers import SERModule, emotion_cross_entropy, length_mask, masked_max, masked_mean
 from serray.models.nhnn_spec import COVARIANCES, FREEZE_CHOICES
 from serray.models.nhnn_groups import DPGroups, fit_groups
+
+if TYPE_CHECKING:  # the training package imports the models, not the other way round
+    from serray.training.data import SplitData
 
 __all__ = ["GroupHead", "NHNN", "build", "mixture_log_probs"]
 
@@ -217,7 +220,7 @@ class NHNN(SERModule):
         return total, {"emotion": total}
 
     # -- trainer hooks -----------------------------------------------------------------
-    def prepare(self, part: Any) -> None:
+    def prepare(self, part: SplitData) -> None:
         """Fit the groups on the training part's ``cluster`` vectors; create one head each."""
         seed = int(torch.initial_seed()) % (2**32 - 1)  # the trainer's seed; no RNG draw
         self.groups = fit_groups(np.asarray(part.inputs[CLUSTER_ROLE].data), random_state=seed, **self.mixture_args)

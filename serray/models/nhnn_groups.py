@@ -40,9 +40,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.mixture import BayesianGaussianMixture
+
+    from serray.training.data import SplitData
 
 __all__ = ["DPGroups", "fit_groups", "weighted_log_density"]
 
@@ -95,7 +100,7 @@ class DPGroups:
         """Hard group of every row: the survivor with the highest posterior."""
         return self.posterior(x).argmax(axis=1)
 
-    def record(self, part: Any, aux_names: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    def record(self, part: SplitData, aux_names: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         """JSON-able summary: group count, weights, shares, and per group the training
         utterances, gender counts and ratio, and the speakers (utterances each).
 
@@ -126,7 +131,7 @@ class DPGroups:
         }
 
 
-def weighted_log_density(mixture: Any, x: np.ndarray) -> np.ndarray:
+def weighted_log_density(mixture: BayesianGaussianMixture, x: np.ndarray) -> np.ndarray:
     """``[N, K]`` ``log w_k + log N(x | mu_k, Sigma_k)`` of a fitted scikit-learn Gaussian
     mixture, from its public attributes (``weights_``, ``means_``,
     ``precisions_cholesky_``; any ``covariance_type``).
@@ -199,7 +204,7 @@ def fit_groups(
     return groups
 
 
-def _check_fit(mixture: Any, shape: tuple[int, int]) -> None:
+def _check_fit(mixture: BayesianGaussianMixture, shape: tuple[int, int]) -> None:
     """Warn about a fit that did not converge, or whose updates never left their start."""
     if not mixture.converged_:
         log.warning("nhnn: the mixture did not converge within dp_max_iter=%d iterations; raise dp_max_iter", mixture.max_iter)
