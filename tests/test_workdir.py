@@ -16,12 +16,10 @@ from serray.workdir import LAYOUT, Workdir
 REPO = Path(__file__).resolve().parents[1]
 
 #: Modules that still join layout names themselves. The executor's files are converted to
-#: Workdir on their own branch (the lead removes them from this list at merge);
-#: corpora/synth.py (``out_dir / "audio"``) belongs to the long-functions branch.
+#: Workdir on their own branch (the lead removes them from this list at merge).
 NOT_YET_CONVERTED = {
     "serray/training/run.py", "serray/training/seeds.py", "serray/training/actors.py", "serray/tune/runner.py",
     "serray/tune/nested.py", "serray/tune/pool.py", "serray/tune/state.py", "serray/ensemble/intermediate.py",
-    "serray/corpora/synth.py",
 }
 
 _NAMES = "|".join(LAYOUT)
