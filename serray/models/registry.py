@@ -54,6 +54,11 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "refit": False,  # retrain on training + validation for the best epoch count; test logits from it
     "sampler": "shuffle",  # shuffle | balanced (each epoch draws every class about equally often)
     "class_weight": "none",  # none | balanced (emotion cross-entropy weighted n / (C * n_c) on the training part)
+    # SpecAugment-style masking of training frame inputs (serray.training.augment): masks per sample, max widths
+    "time_masks": 0,
+    "time_mask_width": 20,
+    "freq_masks": 0,
+    "freq_mask_width": 8,
 }
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from serray.models import registry
 from serray.models.contract import InputInfo, parse_stages, stage_epochs
 from serray.models.registry import TORCH_TRAINING_DEFAULTS, ModelSpec
+from serray.training.augment import AUGMENT_DEFAULTS, check_augment
 from serray.training.sampling import CLASS_WEIGHTS, SAMPLERS
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ __all__ = ["TRAINING_DEFAULTS", "check_config", "check_stage_plans", "total_epoc
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight")
+_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight", *AUGMENT_DEFAULTS)
 
 
 def _spec(model: ModelSpec | str) -> ModelSpec:
@@ -68,6 +69,7 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {cfg['sampler']!r}")
     if cfg.get("class_weight", "none") not in CLASS_WEIGHTS:
         raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {cfg['class_weight']!r}")
+    check_augment(cfg)
     if cfg.get("stage_selection", "all") not in ("all", "last"):
         raise ValueError(f"stage_selection must be 'all' or 'last', got {cfg['stage_selection']!r}")
     parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build

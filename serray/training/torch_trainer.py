@@ -12,6 +12,7 @@ import numpy as np
 
 from serray.models.contract import Batch, parse_stages
 from serray.models.registry import ModelSpec
+from serray.training.augment import augment_enabled, check_augment, mask_batch
 from serray.training.batches import PartBatches
 from serray.training.config import _check_kind, _input_info, _spec, check_config
 from serray.training.data import FoldData, SplitData
@@ -155,6 +156,7 @@ class TorchFoldTrainer(FoldTrainer):
         t_start = time.perf_counter()
         self._rng_state: tuple | None = None
         self._np_rng = np.random.default_rng(self.seed)
+        self._augment = check_augment(self.config)
         with self._own_rng():
             self.model = self.spec.build(self.config, _input_info(data.shapes, data.classes, data.aux_names, data.kinds)).to(self.device)
             if hasattr(self.model, "prepare"):
@@ -288,6 +290,8 @@ class TorchFoldTrainer(FoldTrainer):
             if len(idx) < 2 and t.n > 1:
                 continue  # a batch of one breaks batch norm; its sample is seen next epoch
             batch = t.batch(idx, max_frames, self._np_rng)
+            if augment_enabled(self._augment):
+                batch.inputs = mask_batch(batch.inputs, batch.lengths, t.kinds, self._augment, self._np_rng)
             batch.class_weights = self._class_weights
             out = self.model.forward_batch(batch)
             loss, parts = self.model.loss(batch, out)
