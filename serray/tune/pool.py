@@ -138,9 +138,9 @@ def start_pool(
     """
     import ray
 
-    from serray.training.actors import _fold_actor_class
+    from serray.training.actors import fold_actor_class
 
-    actor = _fold_actor_class().options(num_cpus=0)
+    actor = fold_actor_class().options(num_cpus=0)
     config, epochs = (dict(ahead[0]), int(ahead[1])) if ahead is not None else (None, 0)
     sets = [[actor.remote(model, config if k == 0 else None, shared, [folds[i] for i in g], normalize, seed, device, threads,
                           epochs if k == 0 else 0) for g in groups]
