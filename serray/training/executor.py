@@ -161,6 +161,18 @@ class FoldActors:
         ]
         return cls(actors, groups, folds)
 
+    @classmethod
+    def warm(cls, model: ModelSpec | str, shared: SharedInputs, folds: Sequence[Any], groups: Sequence[Sequence[int]], *,
+             normalize: str, seed: int, device: str, threads: int, config: Mapping[str, Any] | None = None,
+             ahead: int = 0) -> "FoldActors":
+        """Start warm actors for a search's pool (:mod:`serray.tune.pool`): no CPU asked (the
+        trials' placement groups hold it); without ``config`` they wait for their first
+        :meth:`reset`, with it they train ``ahead`` epochs of it at once."""
+        actor = fold_actor_class().options(num_cpus=0)
+        actors = [actor.remote(model, config, shared, [folds[i] for i in g], normalize, seed, device, threads, ahead)
+                  for g in groups]
+        return cls(actors, groups, folds)
+
     def reset(self, model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> int:
         """Give every actor this configuration; the epochs all of them had trained ahead for it."""
         import ray
