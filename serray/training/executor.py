@@ -1,6 +1,7 @@
 """The fold executor: the one place that decides where folds train and trains them.
 
-Every driver trains its folds through this module: ``serray train``
+Every driver trains its folds through this module (and ``serray train`` asks
+:func:`choose_execution` where its folds should go): ``serray train``
 (:func:`serray.training.run.train_run`), ``serray seeds``
 (:func:`serray.training.seeds.train_seeds`), a tune trial
 (:class:`serray.tune.trainable.FoldsTrainable`), a nested search
@@ -32,6 +33,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from serray.models import registry
@@ -40,7 +42,7 @@ from serray.training.actors import SharedInputs, fold_actor_class, fold_groups, 
 from serray.training.data import TrainingInputs
 from serray.training.trainer import FoldResult, FoldTrainer, check_config, fold_trainer
 
-__all__ = ["EpochCallback", "set_threads", "torch_threads", "in_process_threads", "train_here", "run_folds",
+__all__ = ["EpochCallback", "IN_PROCESS_WORK_S", "choose_execution", "set_threads", "torch_threads", "in_process_threads", "train_here", "run_folds",
            "FoldActors", "fold_task", "run_tasks"]
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,44 @@ def in_process_threads(n_folds: int) -> int:
     """
     cpus = os.cpu_count() or 1
     return max(1, int(cpus / max(1, min(n_folds, cpus))))
+
+
+#: Estimated training seconds (all folds one after another, every epoch of the budget)
+#: below which a job without ``--address`` trains in this process: a local Ray and its
+#: fold actors cost about 6 s to start, after which 2 cores halve the rest, so Ray only
+#: pays for itself above about 12 s of work.
+IN_PROCESS_WORK_S = 12.0
+#: Features larger than this skip the estimate and go to Ray (the probe epoch would be long).
+PROBE_MAX_BYTES = 64 * 2**20
+
+
+def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
+                     address: str | None, device: str = "auto") -> tuple[bool, str]:
+    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
+
+    scikit-learn models always train here. For a torch model, one epoch of the first fold
+    is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
+    depend on the choice) and multiplied by the epoch budget and the number of folds.
+    """
+    from serray.training.trainer import resolve_device, total_epochs
+
+    if address is not None:
+        return True, "on Ray fold actors (joining a cluster)"
+    if spec.backend == "sklearn":
+        return False, "in this process (a scikit-learn model without --address)"
+    if resolve_device(device) != "cpu":
+        return True, "on Ray fold actors (GPU)"
+    size = sum(p.data.nbytes + (p.offsets.nbytes if p.offsets is not None else 0) for p in exp.inputs.packed.values())
+    if size > PROBE_MAX_BYTES:
+        return True, f"on Ray fold actors ({size / 2**20:.0f} MB of features)"
+    with torch_threads(in_process_threads(len(exp.folds))):
+        trainer = fold_trainer(spec, cfg, exp.inputs, exp.folds[0], normalize=normalize, seed=seed, device="cpu")
+        t0 = time.perf_counter()
+        trainer.step()
+        estimate = (time.perf_counter() - t0) * int(total_epochs(spec, cfg) or 1) * len(exp.folds)
+    if estimate < IN_PROCESS_WORK_S:
+        return False, f"in this process (estimated {estimate:.1f} s of training, under {IN_PROCESS_WORK_S:.0f} s)"
+    return True, f"on Ray fold actors (estimated {estimate:.0f} s of training)"
 
 
 def train_here(

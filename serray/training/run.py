@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from serray import metrics
-from serray.training.executor import in_process_threads, run_folds
+from serray.training.executor import IN_PROCESS_WORK_S, choose_execution, in_process_threads, run_folds
 from serray.training.records import aux_summary, run_record, write_fold_predictions, write_run
 from serray.training.trainer import FoldResult
 from serray.workdir import Workdir
@@ -182,50 +182,6 @@ def pooled_metrics(
     return out
 
 
-#: Estimated training seconds (all folds one after another, every epoch of the budget)
-#: below which a job without ``--address`` trains in this process: a local Ray and its
-#: fold actors cost about 6 s to start, after which 2 cores halve the rest, so Ray only
-#: pays for itself above about 12 s of work.
-IN_PROCESS_WORK_S = 12.0
-#: Features larger than this skip the estimate and go to Ray (the probe epoch would be long).
-PROBE_MAX_BYTES = 64 * 2**20
-
-
-def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
-                     address: str | None, device: str = "auto") -> tuple[bool, str]:
-    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
-
-    scikit-learn models always train here. For a torch model, one epoch of the first fold
-    is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
-    depend on the choice) and multiplied by the epoch budget and the number of folds.
-    """
-    from serray.training.trainer import fold_trainer, resolve_device, total_epochs
-
-    if address is not None:
-        return True, "on Ray fold actors (joining a cluster)"
-    if spec.backend == "sklearn":
-        return False, "in this process (a scikit-learn model without --address)"
-    if resolve_device(device) != "cpu":
-        return True, "on Ray fold actors (GPU)"
-    size = sum(p.data.nbytes + (p.offsets.nbytes if p.offsets is not None else 0) for p in exp.inputs.packed.values())
-    if size > PROBE_MAX_BYTES:
-        return True, f"on Ray fold actors ({size / 2**20:.0f} MB of features)"
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(in_process_threads(len(exp.folds)))
-    try:
-        trainer = fold_trainer(spec, cfg, exp.inputs, exp.folds[0], normalize=normalize, seed=seed, device="cpu")
-        t0 = time.perf_counter()
-        trainer.step()
-        estimate = (time.perf_counter() - t0) * int(total_epochs(spec, cfg) or 1) * len(exp.folds)
-    finally:
-        torch.set_num_threads(threads)
-    if estimate < IN_PROCESS_WORK_S:
-        return False, f"in this process (estimated {estimate:.1f} s of training, under {IN_PROCESS_WORK_S:.0f} s)"
-    return True, f"on Ray fold actors (estimated {estimate:.0f} s of training)"
-
-
 def train_run(
     run: Any,
     *,
@@ -250,7 +206,7 @@ def train_run(
         address: Ray cluster to join; default a local Ray.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         parallel: Fold actors on Ray (``True``) or in this process (``False``). Default
-            (:func:`choose_execution`): in this process without ``address`` for
+            (:func:`serray.training.executor.choose_execution`): in this process without ``address`` for
             scikit-learn models and for torch jobs estimated under
             :data:`IN_PROCESS_WORK_S` seconds on CPU (less than starting Ray would cost;
             the numbers are the same either way), on Ray otherwise.

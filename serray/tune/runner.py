@@ -202,24 +202,30 @@ def tune_model(
     prep = load_search(run, options, "tune")
     path, local_path, settings = _check_experiment(prep, options, objective, storage)
     launch: _Launch | None = None
+    sizes = {"max_concurrent_trials": max_concurrent_trials, "time_budget_s": time_budget_s}
     try:
         if ray.is_initialized():  # warm fold actors boot while this process checks the model (and imports torch)
-            launch = _launch(prep, options, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s)
+            launch = _launch(prep, options, **sizes)
         check_search(prep)
         init_ray(options.address)
-        launch = launch or _launch(prep, options, max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s)
+        launch = launch or _launch(prep, options, **sizes)
         record_dir = Workdir(Path(prep.run.workdir).resolve()).tune_trials(prep.name) if local_path is None else local_path / "trials"
         trainable = _trainable(prep, options, launch, record_dir, objective, tensorboard, on_result_write)
         notes: list[str] = []
-        tuner, unknown = _tuner(prep, options, trainable, path, local_path, record_dir, settings, notes,
-                                max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
+        tuner, unknown = _tuner(prep, options, trainable, path, local_path, record_dir, settings, notes, **sizes,
                                 max_failures=max_failures, tensorboard=tensorboard, verbose=verbose)
         results = _fit(tuner, local_path)
     finally:
         if launch is not None and launch.pool is not None:
             launch.pool.shutdown()
-    board = leaderboard(results, record_dir, prep.space.names(), prep.space, extra=unknown)
     out_dir = Path(path) if local_path is not None else Workdir(prep.run.workdir).tune(prep.name)
+    return _outcome(results, prep, path, out_dir, record_dir, unknown, objective, notes, max_failures, t0)
+
+
+def _outcome(results: Any, prep: PreparedSearch, path: str, out_dir: Path, record_dir: Path, unknown: list[str],
+             objective: str, notes: list[str], max_failures: int, t0: float) -> TuneOutcome:
+    """The leaderboard and best.yaml written (:func:`serray.tune.outputs.write_outcome`); the outcome."""
+    board = leaderboard(results, record_dir, prep.space.names(), prep.space, extra=unknown)
     best, best_yaml = write_outcome(board, prep, out_dir, record_dir, objective, path, notes)
     n_errors = int(board["status"].str.startswith("error").sum())
     if n_errors:
