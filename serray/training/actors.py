@@ -172,9 +172,10 @@ class _FoldActorImpl:
 
         return ray.get_runtime_context().get_node_id()
 
-    def finalize(self) -> list[FoldResult]:
-        """Best-epoch logits of the validation and test parts of every hosted fold."""
-        return [t.finalize() for t in self.trainers]
+    def finalize(self, keep: bool = False) -> list[FoldResult]:
+        """Best-epoch logits of the validation and test parts of every hosted fold (and the
+        trained models, ``FoldResult.kept``, when ``keep``)."""
+        return [t.result(keep) for t in self.trainers]
 
 
 def _config_key(model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> tuple:

@@ -124,17 +124,19 @@ def train_here(
     *,
     threads: int | None = None,
     after: Callable[[Any, FoldTrainer, FoldResult], None] | None = None,
+    keep: bool = False,
 ) -> list[FoldResult]:
     """Train each fold's trainer (``build(fold)``) to the end in this process, one fold after
     another (only one fold's data in memory at a time), with ``threads`` torch threads.
 
-    ``after(fold, trainer, result)`` runs after each fold (e.g. to read the trained model).
+    ``after(fold, trainer, result)`` runs after each fold (e.g. to read the trained model);
+    ``keep`` puts each fold's trained model in ``FoldResult.kept``.
     """
     results = []
     with torch_threads(threads):
         for i, fold in enumerate(folds, 1):
             trainer = build(fold)
-            res = trainer.run()
+            res = trainer.run(keep)
             if after is not None:
                 after(fold, trainer, res)
             results.append(res)
@@ -233,12 +235,12 @@ class FoldActors:
 
         _lockstep([a.step.remote for a in self.actors], self.groups, self.folds, ray.get, on_epoch)
 
-    def finalize(self) -> list[FoldResult]:
-        """Every fold's best-epoch logits, in fold position order."""
+    def finalize(self, keep: bool = False) -> list[FoldResult]:
+        """Every fold's best-epoch logits, in fold position order (with the trained models when ``keep``)."""
         import ray
 
         results: list[FoldResult | None] = [None] * len(self.folds)
-        for group, res in zip(self.groups, ray.get([a.finalize.remote() for a in self.actors])):
+        for group, res in zip(self.groups, ray.get([a.finalize.remote(keep) for a in self.actors])):
             for pos, r in zip(group, res):
                 results[pos] = r
         return list(results)  # type: ignore[arg-type]
@@ -272,6 +274,7 @@ def run_folds(
     folds_per_actor: int | None = None,
     actor_options: Mapping[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
+    keep_models: bool = False,
 ) -> list[FoldResult]:
     """Train every fold of one configuration and return their results in fold order.
 
@@ -300,6 +303,9 @@ def run_folds(
             has one dict per fold (``fold``, ``fold_name`` and the keys of a trainer's
             ``step()``; a stopped fold repeats its last dict). Returning ``True`` stops
             all folds; they are finalised at their best epoch so far.
+        keep_models: Return each fold's trained model in ``FoldResult.kept``
+            (:meth:`~serray.training.interface.FoldTrainer.kept_state`; written by
+            :mod:`serray.artifacts`). Changes no number.
 
     Raises:
         ValueError: Bad config, no folds, or an actor size larger than the cluster.
@@ -314,16 +320,16 @@ def run_folds(
         # torch: what a fold actor would use, for the same numbers
         threads = in_process_threads(len(folds)) if spec.backend == "torch" else None
         return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, threads=threads,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, keep=keep_models)
     return _run_on_actors(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, num_cpus=num_cpus,
                           num_gpus=num_gpus, folds_per_actor=folds_per_actor, actor_options=actor_options,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, keep=keep_models)
 
 
 def _run_on_actors(spec: ModelSpec, config: Mapping[str, Any], inputs: TrainingInputs | SharedInputs,
                    folds: Sequence[Any], *, normalize: str, seed: int, device: str, num_cpus: float | None,
                    num_gpus: float | None, folds_per_actor: int | None, actor_options: Mapping[str, Any] | None,
-                   on_epoch: EpochCallback | None) -> list[FoldResult]:
+                   on_epoch: EpochCallback | None, keep: bool = False) -> list[FoldResult]:
     """:func:`run_folds` on :class:`FoldActors` sized by :func:`fold_resources` (killed at the end)."""
     from serray.raycluster import init_ray
 
@@ -341,31 +347,32 @@ def _run_on_actors(spec: ModelSpec, config: Mapping[str, Any], inputs: TrainingI
             actors.run(None)
         else:
             actors.lockstep(on_epoch)
-        return actors.finalize()
+        return actors.finalize(keep)
     finally:
         actors.kill()
 
 
 def _run_local(spec: ModelSpec, config: Mapping[str, Any], inputs: TrainingInputs, folds: Sequence[Any], *,
                normalize: str, seed: int, device: str, threads: int | None,
-               on_epoch: EpochCallback | None) -> list[FoldResult]:
+               on_epoch: EpochCallback | None, keep: bool = False) -> list[FoldResult]:
     def build(fold: Any) -> FoldTrainer:
         return fold_trainer(spec, config, inputs, fold, normalize=normalize, seed=seed, device=device)
 
     if on_epoch is None:
-        return train_here(folds, build, threads=threads)
+        return train_here(folds, build, threads=threads, keep=keep)
     with torch_threads(threads):
         built = [build(f) for f in folds]
         _lockstep([(lambda tr=tr: [tr.step()]) for tr in built], [[i] for i in range(len(folds))], folds,
                   lambda outs: outs, on_epoch)
-        return [tr.finalize() for tr in built]
+        return [tr.result(keep) for tr in built]
 
 
 def fold_task(model: ModelSpec | str, config: Mapping[str, Any], shared: SharedInputs, fold: Any, normalize: str,
-              seed: int, device: str, threads: int) -> FoldResult:
-    """One fold trained to the end inside a Ray task, with ``threads`` torch threads."""
+              seed: int, device: str, threads: int, keep: bool = False) -> FoldResult:
+    """One fold trained to the end inside a Ray task, with ``threads`` torch threads (its
+    trained model in ``FoldResult.kept`` when ``keep``)."""
     set_threads(threads)
-    return fold_trainer(model, config, shared.resolve(), fold, normalize=normalize, seed=seed, device=device).run()
+    return fold_trainer(model, config, shared.resolve(), fold, normalize=normalize, seed=seed, device=device).run(keep)
 
 
 def run_tasks(fn: Callable[..., Any], jobs: Iterable[tuple[Any, tuple]], *, num_cpus: float, num_gpus: float = 0.0,

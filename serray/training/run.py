@@ -195,6 +195,7 @@ def train_run(
     feature_sets: Mapping[str, Any] | None = None,
     on_epoch: Any | None = None,
     command_line: str | None = None,
+    keep_models: bool = True,
 ) -> RunResult:
     """Train one configuration of a model on every fold and write predictions and record.
 
@@ -216,6 +217,8 @@ def train_run(
         feature_sets: Role -> an already loaded feature set (skips ``load_features``).
         on_epoch: Callback passed to :func:`serray.training.executor.run_folds`.
         command_line: Recorded in the run record.
+        keep_models: Keep every fold's trained model under ``W/models/<run>``
+            (:mod:`serray.artifacts`; ``serray predict`` and ``export`` read them).
 
     Raises:
         ValueError: Unknown model, feature kind not matching the model, a run name that
@@ -231,6 +234,7 @@ def train_run(
     results = run_folds(
         spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
         num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
+        keep_models=keep_models,
     )
     meta = {
         "device": device,
@@ -291,6 +295,7 @@ def _finish_run(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: lis
                 t_start: float) -> RunResult:
     """Score the folds, write the predictions part, the run record and the fold membership."""
     pred_path, _ = write_fold_predictions(run.workdir, results, run=name, config_id=cid, seed=run.seed, classes=exp.classes)
+    _keep_models(run, exp, name, cid, run.seed, results)
     manifest = exp.manifest
     groups = {c: dict(zip(manifest["utt_id"], manifest[c].astype(str))) for c in ("gender", "corpus") if c in manifest}
     pooled = pooled_metrics(results, exp.classes, groups)
@@ -309,3 +314,11 @@ def _finish_run(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: lis
         table=tab, pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")}, mean=mean, record=record,
         record_path=record_path, predictions_path=pred_path, seconds=total,
     )
+
+
+def _keep_models(run: Any, exp: Any, name: str, cid: str, seed: int, results: Sequence[FoldResult]) -> None:
+    """Write the folds' kept models (those the executor returned) under ``W/models/<run>``."""
+    if any(r.kept is not None for r in results):
+        from serray.artifacts.keep import feature_inputs, write_kept_models
+
+        write_kept_models(run.workdir, name, cid, seed, results, feature_inputs(exp.features, run.params_for))

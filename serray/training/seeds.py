@@ -146,6 +146,7 @@ def train_seeds(
     num_gpus: float = 0.0,
     device: str = "auto",
     progress: bool = True,
+    keep_models: bool = True,
 ) -> SeedsResult:
     """Train ``run``'s config (x ``variants``) with every seed on every fold, in parallel on Ray.
 
@@ -160,7 +161,8 @@ def train_seeds(
             other settings (another config, k, validation rule, corpora, normalisation,
             ...) is refused before any training.
         num_cpus, num_gpus: Resources of each fold task.
-        address, device: as for :func:`serray.training.run.train_run`.
+        address, device, keep_models: as for :func:`serray.training.run.train_run`
+            (models under ``W/models/<prefix>-<variant>/<config>__seed<s>``).
 
     A part in the store that cannot be read (truncated or damaged) is trained again,
     with a warning naming it. The result's table covers ``seeds``; each run's record
@@ -192,7 +194,7 @@ def train_seeds(
 
     if todo:
         _train_parts(run, exp, todo, cfgs, runs, cids, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-                     device=device, progress=progress)
+                     device=device, progress=progress, keep=keep_models)
 
     stored = _stored_table(workdir, variants, runs, cids, exp.classes)
     for name in variants:
@@ -235,7 +237,7 @@ def _held_seeds(stored: pd.DataFrame, runs: Mapping[str, str], seeds: Sequence[i
 
 def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]], cfgs: Mapping[str, dict],
                  runs: Mapping[str, str], cids: Mapping[str, str], *, address: str | None, num_cpus: float,
-                 num_gpus: float, device: str, progress: bool) -> None:
+                 num_gpus: float, device: str, progress: bool, keep: bool = True) -> None:
     """Every fold of every (variant, seed) of ``todo`` as one Ray task (:func:`serray.training.executor.run_tasks`);
     each (variant, seed)'s predictions part and model records are written when its last fold is done."""
     from tqdm import tqdm
@@ -248,7 +250,7 @@ def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]],
     check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
     shared = put_inputs(exp.inputs)
     threads = max(1, int(num_cpus))
-    jobs = [((name, s), (exp.spec, cfgs[name], shared, fold, run.normalize, s, device, threads))
+    jobs = [((name, s), (exp.spec, cfgs[name], shared, fold, run.normalize, s, device, threads, keep))
             for name, s in todo for fold in exp.folds]
     done: dict[tuple[str, int], list] = {}
     bar = tqdm(total=len(jobs), desc="seed folds", unit="fold", disable=not progress)
@@ -259,6 +261,10 @@ def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]],
             results = sorted(done.pop((name, s)), key=lambda r: r.index)
             write_fold_predictions(run.workdir, results, run=runs[name], config_id=cids[name], seed=s, classes=exp.classes)
             write_model_records(run.workdir, runs[name], cids[name], s, results)
+            if keep:
+                from serray.artifacts.keep import feature_inputs, write_kept_models
+
+                write_kept_models(run.workdir, runs[name], cids[name], s, results, feature_inputs(exp.features, run.params_for))
     bar.close()
 
 
