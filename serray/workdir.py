@@ -17,7 +17,7 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       crosscorpus/<prefix>/               cross-corpus matrices (``serray crosscorpus``)
       reports/<name>/                     reports (``serray report``)
       tracking/                           the local MLflow store (``--track mlflow``, ``serray track``)
-      models/<run>/                       kept fold models (model artifacts)
+      models/<run>/<config>__seed<s>/fold<k>/  kept fold models (serray train/seeds; serray.artifacts)
 
 No other module joins these names: code asks a :class:`Workdir` for the path it needs.
 

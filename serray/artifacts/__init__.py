@@ -15,17 +15,17 @@ from serray.artifacts.fold_model import FoldModel, read_fold_model, write_fold_m
 from serray.artifacts.keep import feature_inputs, write_kept_models
 
 __all__ = ["ArtifactError", "FoldModel", "read_fold_model", "write_fold_model", "feature_inputs", "write_kept_models",
-           "load", "Predictor", "export"]
+           "load", "Predictor", "export_models"]
 
 
 def __getattr__(name: str):
-    """``load``, ``Predictor`` and ``export`` (imported on first use)."""
+    """``load``, ``Predictor`` and ``export_models`` (imported on first use)."""
     if name in ("load", "Predictor"):
         from serray.artifacts import predictor
 
         return getattr(predictor, name)
-    if name == "export":
-        from serray.artifacts.export import export
+    if name == "export_models":
+        from serray.artifacts.export import export_models
 
-        return export
+        return export_models
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
