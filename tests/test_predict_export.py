@@ -93,3 +93,34 @@ def test_no_keep_models_keeps_nothing(synth_copy):
     assert not Workdir(synth_copy).models("svm-nokeep").exists()
     with pytest.raises(ValueError, match="no kept fold models"):
         serray.artifacts.export_models(synth_copy, "svm-nokeep", synth_copy / "x")
+
+
+def test_exported_ensemble_reproduces_the_stored_fused_test_scores(trained, tmp_path):
+    """Two seeds as members, a validation-selected k=2 subset exported: per fold, the members'
+    models of that fold on the fold's test audio give the fused test logits the store holds."""
+    from click.testing import CliRunner
+
+    from serray.cli import main
+    from serray.predictions import read_predictions
+    from serray.training.run import train_run
+
+    w, _ = trained
+    spec = dict(features="egemaps", protocol="kfold", k=2, corpora=["synth_a"], config={"C": 0.5})
+    for seed in (0, 1):
+        train_run(RunSpec(str(w), "logreg", seed=seed, **spec), run_name=f"lr{seed}", parallel=False)
+    r = CliRunner().invoke(main, ["ensemble", str(w), "--runs", "lr0,lr1", "--k", "1-2", "--name", "lr", "--num-cpus", "1"])
+    assert r.exit_code == 0, r.output
+    out = serray.artifacts.export_models(w, "ensemble:lr:k=2", tmp_path / "exp")
+    assert "chosen on **validation**" in (out / "README.md").read_text()
+    pred = serray.load(out)
+    assert len(pred.members) == 4  # 2 members x 2 folds
+    store = read_predictions(w, runs=["lr0", "lr1"], split="test")
+    fused = store.groupby(["fold", "utt_id"])["logits"].apply(lambda s: np.sum(np.stack(s.to_numpy()), axis=0))
+    paths = load_manifests(w).set_index("utt_id")["path"]
+    for fold in sorted(store["fold"].unique()):
+        ids = sorted(store.loc[store["fold"] == fold, "utt_id"].unique())
+        got = pred.fold(fold).predict(paths.loc[ids].tolist())
+        want = np.stack([fused.loc[(fold, u)] for u in ids])
+        z = want - want.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        assert np.abs(got[[f"prob_{c}" for c in pred.classes]].to_numpy() - probs).max() <= 1e-5

@@ -144,6 +144,19 @@ class Predictor:
                 raise ArtifactError(f"{m.folder / MODEL_FILE}: classes {m.classes} differ from {classes} of the other members")
         self.folder, self.members, self.fusion, self.classes = Path(folder), list(members), fusion, list(classes)
 
+    def fold(self, index: int) -> "Predictor":
+        """The members kept from fold ``index`` only (each member's model of that fold): applied
+        to that fold's test utterances they reproduce the stored (fused) test scores.
+
+        Raises:
+            ValueError: No member of that fold.
+        """
+        members = [m for m in self.members if int(m.meta["fold"]["index"]) == int(index)]
+        if not members:
+            have = sorted({int(m.meta["fold"]["index"]) for m in self.members})
+            raise ValueError(f"{self.folder}: no kept model of fold {index}; folds: {have}")
+        return Predictor(self.folder, members, self.fusion)
+
     @property
     def transductive(self) -> bool:
         """Whether some member standardises inputs with the scored speakers' own statistics."""
