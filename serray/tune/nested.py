@@ -106,23 +106,14 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
     """
     import optuna
 
-    from serray.training.trainer import fold_trainer
-
     from serray.models import registry
+    from serray.training.trainer import fold_trainer
 
     if hasattr(inputs, "resolve"):
         inputs = inputs.resolve()
     if registry.get(search.model).backend == "torch":
         set_threads(search.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=int(search.seed) * 1000 + int(fold.index)),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=search.grace_period, reduction_factor=search.reduction_factor),
-    )
-    point = search.space.point(search.base_config)
-    if point:
-        study.enqueue_trial(point)
+    study = _study(search, fold)
     best: dict[str, Any] = {"value": -math.inf, "result": None}
     t0 = time.perf_counter()
     fitted = bool(registry.get(search.model).fitted_after_training)
@@ -159,6 +150,23 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
         "test_ua": best["result"].metrics()["test_ua"], "seconds": time.perf_counter() - t0, "trials": trials,
     }
     return summary, best["result"]
+
+
+def _study(search: NestedSearch, fold: Any) -> Any:
+    """The fold's Optuna study: TPE seeded by ``seed`` and the fold index, successive-halving
+    pruning, the model's defaults (where the space holds them) enqueued first."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=int(search.seed) * 1000 + int(fold.index)),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=search.grace_period, reduction_factor=search.reduction_factor),
+    )
+    point = search.space.point(search.base_config)
+    if point:
+        study.enqueue_trial(point)
+    return study
 
 
 def _last(trial: Any) -> float | None:

@@ -224,9 +224,10 @@ def recording(path: Path | None) -> Iterator[None]:
     from ray.tune.execution.tune_controller import TuneController
 
     # Ray 2.60 offers no public hook between Tune writing its state files to the staging
-    # folder and copying them to the experiment folder (a Callback's save_to_dir runs
-    # before the callback-states file is written, and on_checkpoint is for trials'
-    # checkpoints), so the controller's two methods are wrapped for the block only.
+    # folder and copying them to the experiment folder (the only callback code that runs
+    # inside a state save is each Callback's get_state, before the callback-states file is
+    # written; on_checkpoint is about trials' checkpoints), so the controller's two
+    # methods are wrapped for the block only.
     save, checkpoint = TuneController.save_to_dir, TuneController.checkpoint
 
     def save_to_dir(self: Any) -> None:
