@@ -124,3 +124,34 @@ def test_exported_ensemble_reproduces_the_stored_fused_test_scores(trained, tmp_
         z = want - want.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         assert np.abs(got[[f"prob_{c}" for c in pred.classes]].to_numpy() - probs).max() <= 1e-5
+
+
+def test_seeds_keep_each_seeds_fold_models(trained):
+    """serray seeds (Ray tasks) keeps every (seed, fold) model; one of them applied to its fold's
+    test audio reproduces the stored test logits."""
+    import ray
+
+    from serray.predictions import read_predictions
+    from serray.raycluster import init_ray
+    from serray.training.seeds import train_seeds
+
+    w, _ = trained
+    started = not ray.is_initialized()
+    init_ray(num_cpus=2)
+    try:
+        res = train_seeds(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"]),
+                          seeds=[0, 1], run_prefix="sv", progress=False)
+    finally:
+        if started:
+            ray.shutdown()
+    run, cid = res.runs["base"], res.config_id["base"]
+    assert all((Workdir(w).fold_model(run, cid, s, k) / "model.json").is_file() for s in (0, 1) for k in (0, 1))
+    store = read_predictions(w, runs=[run], split="test")
+    part = store[(store["seed"] == 1) & (store["fold"] == 1)].sort_values("utt_id")
+    paths = load_manifests(w).set_index("utt_id")["path"]
+    pred = serray.load(Workdir(w).fold_model(run, cid, 1, 1))
+    got = pred.predict(paths.loc[part["utt_id"]].tolist())
+    want = np.stack(part["logits"].to_numpy())
+    z = want - want.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    assert np.abs(got[[f"prob_{c}" for c in pred.classes]].to_numpy() - probs).max() <= 1e-5
