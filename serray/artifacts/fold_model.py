@@ -126,9 +126,24 @@ def read_fold_model(folder: str | Path) -> "FoldModel":
         raise ArtifactError(f"{path}: not a {FORMAT} of version <= {FORMAT_VERSION} (got {meta.get('format')!r} "
                             f"{meta.get('format_version')!r}); update serray")
     check_files(folder, meta.get("files", {}))
+    _warn_versions(path, meta)
     with np.load(folder / ARRAYS_FILE, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return FoldModel(folder, meta, arrays)
+
+
+def _warn_versions(path: Path, meta: Mapping[str, Any]) -> None:
+    """Log when the library that computes the scores differs in version from the one that trained them."""
+    from importlib import metadata
+
+    dist = "torch" if meta.get("backend") == "torch" else "scikit-learn"
+    saved = dict(meta.get("versions") or {}).get(dist)
+    try:
+        now = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        now = "absent"
+    if saved and saved != now:
+        log.warning("%s: trained with %s %s, loaded with %s; scores may differ slightly", path, dist, saved, now)
 
 
 class FoldModel:
