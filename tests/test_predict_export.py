@@ -155,3 +155,23 @@ def test_seeds_keep_each_seeds_fold_models(trained):
     z = want - want.max(axis=1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     assert np.abs(got[[f"prob_{c}" for c in pred.classes]].to_numpy() - probs).max() <= 1e-5
+
+
+def test_speaker_normalised_models_need_a_speaker_column_and_are_marked_transductive(trained, tmp_path):
+    from serray.training.run import train_run
+
+    w, _ = trained
+    res = train_run(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"],
+                            normalize="speaker"), run_name="svm-spk", parallel=False)
+    fold = res.folds[0]
+    m = load_manifests(w).set_index("utt_id").loc[list(fold.test_ids)].reset_index()
+    pred = serray.load(next(Workdir(w).models("svm-spk").glob("*/fold0")))
+    with pytest.raises(ValueError, match="give a manifest with a 'speaker' column"):
+        pred.predict(m["path"].tolist())
+    manifest = tmp_path / "m.csv"
+    m[["utt_id", "path", "speaker"]].to_csv(manifest, index=False)
+    got = pred.predict([manifest])
+    assert got["transductive"].all() and list(got["utt_id"]) == list(fold.test_ids)
+    z = fold.test_logits - fold.test_logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    assert np.abs(got[[f"prob_{c}" for c in pred.classes]].to_numpy() - probs).max() <= 1e-5
