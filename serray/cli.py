@@ -23,6 +23,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("fuse", "serray.commands.fuse"),
     ("report", "serray.commands.report"),
     ("crosscorpus", "serray.commands.crosscorpus"),
+    ("export", "serray.commands.export"),
+    ("predict", "serray.commands.predict"),
     ("track", "serray.commands.track"),
     ("pipeline", "serray.commands.pipeline"),
     ("demo", "serray.commands.demo"),

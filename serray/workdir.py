@@ -17,7 +17,7 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       crosscorpus/<prefix>/               cross-corpus matrices (``serray crosscorpus``)
       reports/<name>/                     reports (``serray report``)
       tracking/                           the local MLflow store (``--track mlflow``, ``serray track``)
-      models/<run>/                       kept fold models (model artifacts)
+      models/<run>/<config>__seed<s>/fold<k>/  kept fold models (serray train/seeds; serray.artifacts)
 
 No other module joins these names: code asks a :class:`Workdir` for the path it needs.
 
@@ -168,6 +168,10 @@ class Workdir:
     def models(self, run: str) -> Path:
         """``W/models/<run>``: the kept fold models of one run."""
         return self.models_dir / run
+
+    def fold_model(self, run: str, config_id: str, seed: int, fold: int) -> Path:
+        """``W/models/<run>/<config_id>__seed<seed>/fold<fold>``: one kept fold model."""
+        return self.models(run) / f"{config_id}__seed{int(seed)}" / f"fold{int(fold)}"
 
     # ---- searches, ensembles, fusion, reports ---------------------------------------
     @property

@@ -15,7 +15,7 @@ from serray.models.contract import Batch, InputInfo, InputSpec, parse_stages
 from serray.models.layers import SERModule, masked_cross_entropy
 from serray.models.registry import ModelSpec
 from serray.protocols import make_folds
-from serray.training.actors import run_folds
+from serray.training.executor import run_folds
 from serray.training.data import TrainingInputs, build_fold_data, class_list, make_label_table, pack_features
 from serray.training.trainer import TorchFoldTrainer, make_trainer, total_epochs
 

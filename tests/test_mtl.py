@@ -304,7 +304,7 @@ def test_tune_trial_objective_comes_from_the_finalized_logits(manifest):
     finalized (ELM) predictions, so elm_ridge changes it; other models keep the epochs' value."""
     import pandas as pd
 
-    from serray.tune.runner import _finalized_objective
+    from serray.tune.trial import finalized_objective as _finalized_objective
 
     classes = class_list(manifest["emotion"])
     objectives = {}

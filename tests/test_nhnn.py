@@ -397,7 +397,7 @@ def test_search_scores_the_finalized_mixture_not_an_epochs_logits(manifest):
     """Each group's head is installed at its own best epoch after training, so a search must
     score the finalized predictions (the mixture keys and freeze count), as for mtl's ELM."""
     from serray.training.data import class_list
-    from serray.tune.runner import _finalized_objective
+    from serray.tune.trial import finalized_objective as _finalized_objective
 
     data, _ = _fold(manifest)
     res = TorchFoldTrainer("nhnn", _config(), data, seed=0).run()

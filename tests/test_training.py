@@ -15,7 +15,7 @@ from serray.models.contract import InputSpec
 from serray.models.layers import SERModule
 from serray.models.registry import InputInfo, ModelSpec
 from serray.protocols import Fold, make_folds
-from serray.training.actors import run_folds
+from serray.training.executor import run_folds
 from serray.training.data import (
     PackedFeatures,
     TrainingInputs,

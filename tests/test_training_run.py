@@ -272,7 +272,7 @@ def test_small_torch_job_trains_in_process_with_rays_numbers(workdir, monkeypatc
     """A torch job estimated under IN_PROCESS_WORK_S trains here, with the threads of a fold
     actor, and gives Ray's logits bit for bit; a large estimate goes to Ray."""
     import serray.raycluster
-    import serray.training.run as run_mod
+    import serray.training.executor as executor
 
     w, _ = workdir
     spec = RunSpec(w, "mlp", features="vec", config={"epochs": 4, "patience": 2})
@@ -288,7 +288,7 @@ def test_small_torch_job_trains_in_process_with_rays_numbers(workdir, monkeypatc
     a, b = read_predictions(w, ["auto"]), read_predictions(w, ["on-ray"])
     assert a["utt_id"].tolist() == b["utt_id"].tolist()
     assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
-    monkeypatch.setattr(run_mod, "IN_PROCESS_WORK_S", 0.0)
+    monkeypatch.setattr(executor, "IN_PROCESS_WORK_S", 0.0)
     big = train_run(spec, run_name="big")
     assert big.record["parallel"] is True and big.record["execution"].startswith("on Ray")
 

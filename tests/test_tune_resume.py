@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 
 from serray import io
-from serray.tune.runner import PAUSE_ENV, _reconcile_for_resume
+from serray.tune.outputs import reconcile_for_resume
+
+from _tune_pause import PAUSE_ENV
+
+#: ``serray`` with the result-write pause of :mod:`_tune_pause` in every tune trial.
+SERRAY_PAUSED = [sys.executable, str(Path(__file__).parent / "_tune_pause.py")]
 
 N_TRIALS = 6
 TUNE = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--max-epochs", "3", "--seed", "0",
@@ -66,7 +71,7 @@ def test_sigkill_of_the_driver_at_three_points_then_resume(synth_copy, tmp_path)
     pause = tmp_path / "pause"
     pause.mkdir()
     env = {**os.environ, PAUSE_ENV: str(pause), "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "serray", *TUNE, "--workdir", str(w)]
+    args = [*SERRAY_PAUSED, *TUNE, "--workdir", str(w)]
     seen: dict[str, bytes] = {}
 
     def check_unchanged() -> None:
@@ -129,7 +134,7 @@ def test_resume_keeps_finished_trials_unknown_to_tunes_state(tmp_path):
         io.write_json({"trial_id": tid}, exp / "trials" / f"{tid}.json")
         io.write_text("x", tmp_path / "predictions" / "exp" / f"{tid}__seed0.parquet")
     io.write_text("x", tmp_path / "predictions" / "exp" / "bbb__seed0.parquet")  # cut short before its record
-    line, unknown = _reconcile_for_resume(exp, exp / "trials", tmp_path, "exp")
+    line, unknown = reconcile_for_resume(exp, exp / "trials", tmp_path, "exp")
     assert "2 finished trial(s) kept, 1 restart" in line and "ccc" in line and unknown == ["ccc"]
     assert sorted(p.name for p in (exp / "trials").iterdir()) == ["aaa.json", "ccc.json"]
     assert sorted(p.name for p in (tmp_path / "predictions" / "exp").iterdir()) == ["aaa__seed0.parquet", "ccc__seed0.parquet"]
@@ -145,7 +150,7 @@ def test_trials_stopped_as_the_search_ends_keep_their_results(synth_copy, tmp_pa
     pause.mkdir()
     (pause / "pause_trial").write_text("all")
     (pause / "pause_seconds").write_text("12")
-    args = [sys.executable, "-m", "serray", "tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3",
+    args = [*SERRAY_PAUSED, "tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "3",
             "--max-epochs", "4", "--seed", "0", "--num-samples", "4", "--max-concurrent-trials", "1",
             "--grace-period", "1", "--reduction-factor", "4", "--name", "exp", "--workdir", str(w)]
     r = subprocess.run(args, env={**os.environ, PAUSE_ENV: str(pause)}, capture_output=True, text=True, timeout=900)

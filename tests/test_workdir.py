@@ -4,6 +4,8 @@ joins those names."""
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -107,9 +109,12 @@ def test_pipeline_writes_only_where_workdir_says(synth_copy):
 
     files = [p for p in w.root.rglob("*") if p.is_file()]
     assert sorted({w.top_level(p) for p in files}) == sorted(
-        ["manifests", "audio", "features", "predictions", "runs", "fusion", "reports", "crosscorpus"])
+        ["manifests", "audio", "features", "predictions", "runs", "fusion", "reports", "crosscorpus", "models"])
     for run in ("a", "b"):
         assert w.run_record(run).is_file() and w.run_settings(run).is_file() and w.run_folds(run).is_file()
+        cid = json.loads(w.run_record(run).read_text())["config_id"]
+        seed = 0 if run == "a" else 1
+        assert all((w.fold_model(run, cid, seed, k) / "model.json").is_file() for k in (0, 1))
         assert len(list(w.predictions(run).glob("*__seed*.parquet"))) == 1
     assert (w.fusion("ab") / "summary.json").is_file()
     assert (w.report("a") / "report.md").is_file()

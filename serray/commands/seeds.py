@@ -25,8 +25,10 @@ from serray.commands._common import (
 @address_option
 @click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--keep-models/--no-keep-models", default=True, show_default=True,
+              help="Keep every fold's trained model under W/models/RUN/CONFIG__seedS (for serray predict and export).")
 @track_option
-def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_resources, device, track, **opts) -> None:
+def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_resources, device, keep_models, track, **opts) -> None:
     """Train MODEL with N seeds on every fold (in parallel on Ray) and store all predictions.
 
     Parts already in the predictions store are skipped, so an interrupted command can be
@@ -54,7 +56,7 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
         res_ = fold_request(fold_resources, address)
         res = train_seeds(
             run, seeds=range(seed_start, seed_start + n_seeds), variants=var, run_prefix=run_prefix, address=address,
-            num_cpus=res_.get("cpu", 1.0), num_gpus=res_.get("gpu", 0.0), device=device,
+            num_cpus=res_.get("cpu", 1.0), num_gpus=res_.get("gpu", 0.0), device=device, keep_models=keep_models,
         )
     except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -71,11 +71,13 @@ def _fmt(x: Any) -> str:
 @click.option("--folds-per-actor", type=int, default=None, help="Folds hosted by each actor (default: as needed to fit).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train the folds one after another in this process (no Ray).")
+@click.option("--keep-models/--no-keep-models", default=True, show_default=True,
+              help="Keep every fold's trained model under W/models/RUN (for serray predict and export).")
 @track_option
 @click.option("--ray", "use_ray", is_flag=True,
               help="Train the folds on Ray actors even for scikit-learn models (which otherwise run in this "
                    "process when no --address is given: the same numbers without Ray's start-up).")
-def command(model: str, seed: int, run_name: str | None, address: str | None, fold_resources: str | None,
+def command(model: str, seed: int, run_name: str | None, address: str | None, fold_resources: str | None, keep_models: bool,
             folds_per_actor: int | None, device: str, sequential: bool, use_ray: bool, track: str | None,
             **opts: Any) -> None:
     """Train MODEL on every fold (folds in parallel on Ray) and write its predictions.
@@ -116,6 +118,7 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
                 run, run_name=run_name, address=address, device=device, parallel=parallel,
                 num_cpus=res.get("cpu"), num_gpus=res.get("gpu"), folds_per_actor=folds_per_actor,
                 command_line=" ".join(shlex.quote(a) for a in ["serray", *sys.argv[1:]]), on_epoch=progress,
+                keep_models=keep_models,
             )
     except (ValueError, LookupError, FileNotFoundError) as exc:  # LookupError: features not extracted
         fail(str(exc))

@@ -23,15 +23,17 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from serray.training.executor import torch_threads, train_here
+from serray.workdir import Workdir
 
 __all__ = ["EC_CONFIG", "System", "SystemEmbeddings", "torch_threads", "load_systems", "system_embeddings", "fuse_intermediate"]
 
@@ -41,19 +43,6 @@ log = logging.getLogger(__name__)
 EC_CONFIG: dict[str, Any] = {
     "hidden_sizes": [256], "dropout": 0.1, "epochs": 50, "patience": 10, "lr": 1e-3, "batch_size": 32, "early_stop": "ua",
 }
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` torch intra-op threads (``serray seeds`` trains with 1 per task)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass(frozen=True)
@@ -98,12 +87,11 @@ def load_systems(workdir: str, runs: Sequence[str], stored: pd.DataFrame | None 
     """
     from serray import io
     from serray.predictions import read_predictions
-    from serray.training.run import runs_dir
 
     df = stored if stored is not None else read_predictions(workdir, runs)
     out = []
     for run in runs:
-        path = runs_dir(workdir) / run / "record.json"
+        path = Workdir(workdir).run_record(run)
         if not path.exists():
             raise FileNotFoundError(f"run {run!r} has no record {path}; intermediate fusion retrains from it (runs of serray seeds / train)")
         rec = io.read_json(path)
@@ -146,7 +134,7 @@ def _compare(result: Any, stored: Mapping[str, pd.Series], system: System) -> fl
 
 
 def _cache_path(workdir: str, system: System) -> Path:
-    return Path(workdir) / "fusion" / "embeddings" / system.run / f"{system.config_id}__seed{system.seed}.npz"
+    return Workdir(workdir).fusion_embeddings(system.run) / f"{system.config_id}__seed{system.seed}.npz"
 
 
 def _read_cache(path: Path, system: System) -> SystemEmbeddings | None:
@@ -196,18 +184,22 @@ def system_embeddings(
     log.info("%s: retraining %d folds for its FE outputs", system.name, len(exp.folds))
     pos = {u: i for i, u in enumerate(ids)}
     out = SystemEmbeddings(system, ids)
-    with torch_threads(threads):
-        for fold in exp.folds:
-            tr = fold_trainer(system.model, run.resolved_config(), exp.inputs, fold, normalize=run.normalize, seed=system.seed, device="cpu")
-            result = tr.run()
-            out.max_logit_diff = max(out.max_logit_diff, _compare(result, _stored_logits(stored, system, fold.index), system))
-            emb = None
-            for part in (tr.data.train, tr.data.validation, tr.data.test):
-                if len(part):
-                    z = _embed_part(tr, part)
-                    emb = np.full((len(ids), z.shape[1]), np.nan, dtype=np.float32) if emb is None else emb
-                    emb[[pos[u] for u in part.utt_ids]] = z
-            out.folds[fold.index] = emb
+
+    def build(fold: Any) -> Any:
+        return fold_trainer(system.model, run.resolved_config(), exp.inputs, fold, normalize=run.normalize,
+                            seed=system.seed, device="cpu")
+
+    def embed(fold: Any, tr: Any, result: Any) -> None:
+        out.max_logit_diff = max(out.max_logit_diff, _compare(result, _stored_logits(stored, system, fold.index), system))
+        emb = None
+        for part in (tr.data.train, tr.data.validation, tr.data.test):
+            if len(part):
+                z = _embed_part(tr, part)
+                emb = np.full((len(ids), z.shape[1]), np.nan, dtype=np.float32) if emb is None else emb
+                emb[[pos[u] for u in part.utt_ids]] = z
+        out.folds[fold.index] = emb
+
+    train_here(exp.folds, build, threads=threads, after=embed)
     _write_cache(path, out)
     return out, exp
 
@@ -249,9 +241,8 @@ def fuse_intermediate(
             raise ValueError(f"{e.system.name} and {first.system.name} are not trained on the same utterances and folds")
     spec = registry.get("mlp")
     cfg = spec.config(overrides={**EC_CONFIG, **dict(ec_config or {})})
-    results = []
-    with torch_threads(threads):
-        for fold in exp.folds:
-            data = build_fold_data(_fold_features(embeddings, fold.index), exp.inputs.table, fold, "global")
-            results.append(make_trainer(spec, cfg, data, seed=seed).run())
-    return results, time.perf_counter() - t0
+    def build(fold: Any) -> Any:
+        data = build_fold_data(_fold_features(embeddings, fold.index), exp.inputs.table, fold, "global")
+        return make_trainer(spec, cfg, data, seed=seed)
+
+    return train_here(exp.folds, build, threads=threads), time.perf_counter() - t0

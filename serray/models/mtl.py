@@ -222,6 +222,22 @@ class MTLNet(SERModule):
         x = outputs["functionals"].detach().cpu().double().numpy()
         self.elm = ELM(self.elm_hidden, self.elm_ridge, seed).fit(x, batch.y.cpu().numpy(), n_classes=self.n_classes)
 
+    def kept_arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`after_training` fitted (the ELM's arrays), kept with the fold's model."""
+        if self.elm is None or not self.elm.fitted:
+            return {}
+        return {"elm.weights": self.elm.weights, "elm.bias": self.elm.bias, "elm.beta": self.elm.beta,
+                "elm.seed": np.asarray(self.elm.seed, dtype=np.int64)}
+
+    def load_kept_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Install a kept ELM (:meth:`kept_arrays`); nothing when none was fitted."""
+        if "elm.beta" not in arrays:
+            return
+        self.elm = ELM(self.elm_hidden, self.elm_ridge, int(arrays["elm.seed"]))
+        self.elm.weights = np.asarray(arrays["elm.weights"], dtype=np.float64)
+        self.elm.bias = np.asarray(arrays["elm.bias"], dtype=np.float64)
+        self.elm.beta = np.asarray(arrays["elm.beta"], dtype=np.float64)
+
     def fold_record(self) -> dict[str, Any]:
         """ELM size and every auxiliary task: weight, whether it has a head (>= 2 classes in the
         run), known/unknown training utterances and classes seen there, and whether it was active."""

@@ -263,6 +263,36 @@ class NHNN(SERModule):
         for head, sel in zip(self.heads, self._selection):
             head.load_state_dict(sel["state"])
 
+    def kept_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted groups (standardisation, mixture arrays, survivors) and whether the group
+        stage ran, kept with the fold's model (the heads' weights are in the state dict)."""
+        if self.groups is None:
+            return {}
+        g, m = self.groups, self.groups.mixture
+        return {"groups.mean": np.asarray(g.mean), "groups.scale": np.asarray(g.scale),
+                "groups.survivors": np.asarray(g.survivors, dtype=np.int64), "groups.shares": np.asarray(g.shares),
+                "mixture.weights": np.asarray(m.weights_), "mixture.means": np.asarray(m.means_),
+                "mixture.precisions_cholesky": np.asarray(m.precisions_cholesky_),
+                "mixture.covariance_type": np.asarray(str(m.covariance_type)),
+                "grouped": np.asarray(bool(self.grouped))}
+
+    def load_kept_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Install kept groups (:meth:`kept_arrays`) and one head per group, before the state
+        dict is loaded. The mixture is its arrays only (all that prediction reads)."""
+        from types import SimpleNamespace
+
+        if "groups.mean" not in arrays:
+            return
+        mixture = SimpleNamespace(weights_=arrays["mixture.weights"], means_=arrays["mixture.means"],
+                                  precisions_cholesky_=arrays["mixture.precisions_cholesky"],
+                                  covariance_type=str(arrays["mixture.covariance_type"]))
+        self.groups = DPGroups(arrays["groups.mean"], arrays["groups.scale"], mixture,
+                               np.asarray(arrays["groups.survivors"], dtype=np.int64),
+                               [float(v) for v in arrays["groups.shares"]], np.zeros(0, dtype=np.int64))
+        device = next(self.shared.parameters()).device
+        self.heads = nn.ModuleList([GroupHead(self.shared, self.first_conv) for _ in range(self.groups.n_groups)]).to(device)
+        self.grouped = bool(arrays["grouped"])
+
     def fold_record(self) -> dict[str, Any]:
         """Groups of this fold: weights, shares, per group gender counts, speakers, and
         which heads kept the shared weights (JSON-able)."""

@@ -46,7 +46,8 @@ _WHERE = {
     ),
     **dict.fromkeys(("FoldResult", "TorchFoldTrainer", "SklearnFoldTrainer", "make_trainer", "check_config", "train_fold"),
                     "serray.training.trainer"),
-    **dict.fromkeys(("FoldActor", "SharedInputs", "put_inputs", "run_folds", "fold_resources"), "serray.training.actors"),
+    **dict.fromkeys(("FoldActor", "SharedInputs", "put_inputs", "fold_resources"), "serray.training.actors"),
+    "run_folds": "serray.training.executor",
     **dict.fromkeys(("RunResult", "train_run", "config_id"), "serray.training.run"),
     "RunSpec": "serray.training.spec",
 }

@@ -3,13 +3,14 @@
 The packed features and the label table go to Ray's object store once
 (:func:`put_inputs`); each :class:`FoldActor` receives the object references as
 top-level constructor arguments, so Ray hands it a zero-copy read-only view, and builds
-its own normalised fold data from them. With an ``on_epoch`` callback, :func:`run_folds`
-then calls ``step()`` on every actor with unfinished folds, waits for all of them, hands
+its own normalised fold data from them. The fold executor
+(:mod:`serray.training.executor`) places and drives them: with an ``on_epoch`` callback
+it calls ``step()`` on every actor with unfinished folds, waits for all of them, hands
 the per-fold metrics of that epoch to the callback, and repeats until every fold has
 stopped (lock-step). Without one, each actor trains its folds to the end in one
-``run()`` call, and no actor waits for another between epochs. The tuner
-(:mod:`serray.tune.runner`) calls ``run(n)`` for the epochs up to ASHA's next decision,
-which needs one cross-fold number at that epoch.
+``run()`` call, and no actor waits for another between epochs. A tune trial
+(:mod:`serray.tune.trainable`) calls ``run(n)`` for the epochs up to ASHA's next
+decision, which needs one cross-fold number at that epoch.
 
 Resources and packing: every fold is alive at once, and each actor is a
 process with its own torch (about 0.5 GB before any data). So folds are packed onto as
@@ -21,7 +22,9 @@ steps them one after another within each epoch. Each actor runs torch with
 actors of 5 folds; on a 16-core node in 10 actors of one fold each.
 
 Example:
-    >>> results = run_folds("mlp", config, TrainingInputs(packed, table), folds)  # doctest: +SKIP
+    >>> from types import SimpleNamespace as F
+    >>> fold_groups([F(train=range(30), validation=range(5)) for _ in range(4)], 2)
+    [[0, 2], [1, 3]]
 """
 
 from __future__ import annotations
@@ -29,21 +32,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from serray.models import registry
 from serray.models.registry import ModelSpec
 from serray.training.data import PackedFeatures, TrainingInputs
-from serray.training.trainer import FoldResult, FoldTrainer, check_config, fold_trainer, train_fold
+from serray.training.trainer import FoldResult, FoldTrainer, fold_trainer
 
-__all__ = ["SharedInputs", "FoldActor", "put_inputs", "fold_resources", "fold_groups", "run_folds"]
+__all__ = ["SharedInputs", "FoldActor", "put_inputs", "set_threads", "fold_actor_class", "fold_resources", "fold_groups"]
 
 log = logging.getLogger(__name__)
-
-#: ``on_epoch(epoch, per_fold_metrics)``; return ``True`` to stop every fold now.
-EpochCallback = Callable[[int, list[dict]], Any]
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,8 @@ def put_inputs(inputs: TrainingInputs) -> SharedInputs:
     return SharedInputs(features=features, table=ray.put(inputs.table), n=len(inputs.table.utt_ids))
 
 
-def _set_threads(num_threads: int) -> None:
+def set_threads(num_threads: int) -> None:
+    """Torch intra-op threads of this process (at least 1)."""
     import torch
 
     torch.set_num_threads(max(1, int(num_threads)))
@@ -99,7 +97,7 @@ class _FoldActorImpl:
         num_threads: int,
         ahead: int = 0,
     ) -> None:
-        _set_threads(num_threads)
+        set_threads(num_threads)
         self._inputs = (shared.resolve(), list(folds), normalize, device)
         self.trainers: list[FoldTrainer] = []
         self._ahead: list[list[dict]] = []  # epochs trained before a trial asked for them
@@ -174,9 +172,10 @@ class _FoldActorImpl:
 
         return ray.get_runtime_context().get_node_id()
 
-    def finalize(self) -> list[FoldResult]:
-        """Best-epoch logits of the validation and test parts of every hosted fold."""
-        return [t.finalize() for t in self.trainers]
+    def finalize(self, keep: bool = False) -> list[FoldResult]:
+        """Best-epoch logits of the validation and test parts of every hosted fold (and the
+        trained models, ``FoldResult.kept``, when ``keep``)."""
+        return [t.result(keep) for t in self.trainers]
 
 
 def _config_key(model: ModelSpec | str, config: Mapping[str, Any], seed: int) -> tuple:
@@ -190,11 +189,12 @@ def __getattr__(name: str) -> Any:
     Its constructor takes object references as top-level arguments.
     """
     if name == "FoldActor":
-        return _fold_actor_class()
+        return fold_actor_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _fold_actor_class() -> Any:
+def fold_actor_class() -> Any:
+    """The Ray actor class of :class:`_FoldActorImpl` (made once, on first use)."""
     import ray
 
     if "FoldActor" not in globals():
@@ -255,36 +255,6 @@ def fold_resources(
     return int(folds_per_actor), float(num_cpus), float(num_gpus)
 
 
-def _metrics_row(fold: Any, m: dict) -> dict:
-    return {"fold": int(fold.index), "fold_name": str(fold.name), **m}
-
-
-def _lockstep(
-    steppers: Sequence[Callable[[], Any]],
-    members: Sequence[Sequence[int]],
-    folds: Sequence[Any],
-    gather: Callable[[list[Any]], list[list[dict]]],
-    on_epoch: EpochCallback | None,
-) -> None:
-    """Step every group with unfinished folds, gather, report; until all stop or the
-    callback says stop. ``members[g]`` lists the fold positions group ``g`` hosts."""
-    last: list[dict] = [{} for _ in folds]
-    active = list(range(len(steppers)))
-    epoch = 0
-    while active:
-        epoch += 1
-        outs = gather([steppers[g]() for g in active])
-        for g, ms in zip(active, outs):
-            for pos, m in zip(members[g], ms):
-                last[pos] = m
-        active = [g for g in active if not all(last[pos]["stopped"] for pos in members[g])]
-        if on_epoch is not None:
-            stop = on_epoch(epoch, [_metrics_row(f, m) for f, m in zip(folds, last)])
-            if stop is True:
-                log.info("on_epoch asked to stop after epoch %d; finalising every fold at its best epoch", epoch)
-                break
-
-
 def fold_groups(folds: Sequence[Any], per_actor: int) -> list[list[int]]:
     """Fold positions per actor: ``ceil(len(folds) / per_actor)`` actors of at most
     ``per_actor`` folds, balanced by each fold's work per epoch (3 x its training
@@ -310,129 +280,3 @@ def fold_groups(folds: Sequence[Any], per_actor: int) -> list[list[int]]:
         groups[g].append(pos)
         load[g] += work[pos]
     return sorted(sorted(g) for g in groups)
-
-
-def run_folds(
-    model: ModelSpec | str,
-    config: Mapping[str, Any],
-    inputs: TrainingInputs | SharedInputs,
-    folds: Sequence[Any],
-    *,
-    normalize: str = "global",
-    seed: int = 0,
-    device: str = "auto",
-    parallel: bool = True,
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    folds_per_actor: int | None = None,
-    actor_options: Mapping[str, Any] | None = None,
-    on_epoch: EpochCallback | None = None,
-) -> list[FoldResult]:
-    """Train every fold of one configuration and return their results in fold order.
-
-    Args:
-        model: Registry name or :class:`ModelSpec`.
-        config: The model's full config.
-        inputs: Features and labels (:class:`TrainingInputs`), or their object-store
-            references from :func:`put_inputs` (reuse them across configurations).
-        folds: Folds with ``index``, ``name``, ``train``, ``validation``, ``test``.
-        normalize: ``"speaker"``, ``"global"`` or ``"none"`` (see
-            :mod:`serray.training.data`).
-        seed: Seed of every fold's trainer (each fold trains from the same seed).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (resolved inside each actor).
-        parallel: ``True``: Ray fold actors (in lock-step when ``on_epoch`` is given).
-            ``False``: in this process;
-            folds run one after another, or in lock-step when ``on_epoch`` is given, with
-            the torch threads a fold actor would get
-            (:func:`serray.training.run.in_process_threads`).
-        num_cpus: CPUs per fold actor (default: the cluster's CPUs shared evenly by one
-            actor per CPU, see :func:`fold_resources`).
-        num_gpus: GPUs per fold actor (default: an even share when ``device`` is not
-            ``"cpu"`` and the cluster has GPUs).
-        folds_per_actor: Folds hosted by each actor (default: as many as needed for
-            all actors to fit at once).
-        actor_options: Extra ``.options()`` for the actors (e.g. a placement-group
-            ``scheduling_strategy`` inside a Tune trial).
-        on_epoch: ``on_epoch(epoch, metrics)`` after every lock-step epoch; ``metrics``
-            has one dict per fold (``fold``, ``fold_name`` and the keys of a trainer's
-            ``step()``; a stopped fold repeats its last dict). Returning ``True`` stops
-            all folds; they are finalised at their best epoch so far.
-
-    Raises:
-        ValueError: Bad config, no folds, or an actor size larger than the cluster.
-    """
-    spec = registry.get(model) if isinstance(model, str) else model
-    config = check_config(spec, config)
-    if not folds:
-        raise ValueError("run_folds needs at least one fold")
-    if not parallel:
-        if isinstance(inputs, SharedInputs):
-            inputs = inputs.resolve()
-        if spec.backend != "torch":
-            return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
-        import torch
-
-        from serray.training.run import in_process_threads
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(in_process_threads(len(folds)))  # what a fold actor would use: the same numbers
-        try:
-            return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, on_epoch=on_epoch)
-        finally:
-            torch.set_num_threads(threads)
-
-    import ray
-
-    from serray.raycluster import init_ray
-
-    init_ray()
-    shared = inputs if isinstance(inputs, SharedInputs) else put_inputs(inputs)
-    opts = dict(actor_options or {})
-    if "scheduling_strategy" in opts and folds_per_actor is None:
-        folds_per_actor = 1  # the placement group was sized by the caller
-    per_actor, cpus, gpus = fold_resources(len(folds), num_cpus, num_gpus, device, folds_per_actor)
-    n_actors = math.ceil(len(folds) / per_actor)
-    members = fold_groups(folds, per_actor)
-    log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), n_actors, cpus, gpus)
-    actors = [
-        _fold_actor_class().options(**{"num_cpus": cpus, "num_gpus": gpus, **opts}).remote(
-            spec, config, shared, [folds[i] for i in group], normalize, seed, device, max(1, int(cpus)),
-        )
-        for group in members
-    ]
-    try:
-        if on_epoch is None:  # nothing to report per epoch: each actor trains its folds to the end in one call
-            ray.get([a.run.remote(None) for a in actors])
-        else:
-            _lockstep([a.step.remote for a in actors], members, folds, ray.get, on_epoch)
-        results: list[FoldResult | None] = [None] * len(folds)
-        for group, res in zip(members, ray.get([a.finalize.remote() for a in actors])):
-            for pos, r in zip(group, res):
-                results[pos] = r
-        return list(results)  # type: ignore[arg-type]
-    finally:
-        for a in actors:
-            ray.kill(a)
-
-
-def _run_local(
-    spec: ModelSpec,
-    config: Mapping[str, Any],
-    inputs: TrainingInputs,
-    folds: Sequence[Any],
-    *,
-    normalize: str,
-    seed: int,
-    device: str,
-    on_epoch: EpochCallback | None,
-) -> list[FoldResult]:
-    if on_epoch is None:  # one fold after another: only one fold's data in memory at a time
-        results = []
-        for i, fold in enumerate(folds, 1):
-            res = train_fold(spec, config, inputs, fold, normalize=normalize, seed=seed, device=device)
-            results.append(res)
-            log.info("fold %d/%d (%s) done in %.1f s: test UA %.3f", i, len(folds), res.name, res.seconds, res.metrics()["test_ua"])
-        return results
-    built = [fold_trainer(spec, config, inputs, f, normalize=normalize, seed=seed, device=device) for f in folds]
-    _lockstep([(lambda tr=tr: [tr.step()]) for tr in built], [[i] for i in range(len(folds))], folds, lambda outs: outs, on_epoch)
-    return [tr.finalize() for tr in built]

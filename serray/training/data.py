@@ -169,6 +169,11 @@ class FoldData:
         aux_names: Auxiliary-label role -> class names.
         kinds: Input role -> feature kind (the first role is the primary input).
         normalize: Normalisation used.
+        norm_stats: Input role -> ``{"mode": ..., "mean": ..., "std": ...}``: the
+            normalisation each input got (``global``: the training part's float64
+            statistics; ``speaker``/``utterance``/``none``: ``mean``/``std`` ``None``, the
+            statistics being each test speaker's or utterance's own). Kept with a fold's
+            model (:mod:`serray.artifacts`).
     """
 
     index: int
@@ -180,6 +185,7 @@ class FoldData:
     aux_names: dict[str, tuple[str, ...]]
     kinds: dict[str, str]
     normalize: str
+    norm_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def primary(self) -> str:
@@ -223,8 +229,10 @@ def _fold_parts(table: LabelTable, fold: Fold) -> dict[str, np.ndarray]:
 
 def _part_features(
     packed: PackedFeatures, parts: dict[str, np.ndarray], speakers: np.ndarray, normalize: str, lazy: bool | None
-) -> dict[str, Any]:
-    """One input's features of every part: normalised copies or :class:`LazyRows` views."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One input's features of every part (normalised copies or :class:`LazyRows` views) and
+    its normalisation (``FoldData.norm_stats`` entry)."""
+    role_mode = normalize
     normalize, speakers = _own_groups(normalize, speakers)
     all_idx = np.concatenate(list(parts.values()))
     stats = None
@@ -243,7 +251,8 @@ def _part_features(
             out[part] = packed.take(idx)
             if stats is not None:
                 _normalize_part(out[part], speakers[idx], stats, normalize)
-    return out
+    mean, std = stats[None] if normalize == "global" and stats is not None else (None, None)
+    return out, {"mode": role_mode, "mean": mean, "std": std}
 
 
 def _role_mode(normalize: str, kind: str, reads_speakers: bool) -> str:
@@ -302,7 +311,8 @@ def build_fold_data(
     if modes != {role: normalize for role in inputs}:
         log.debug("fold %s: inputs %s standardised globally (speaker differences read, or utterance vectors)",
                   fold.name, [r for r, m in modes.items() if m != normalize])
-    features = {role: _part_features(p, parts, speakers, modes[role], lazy) for role, p in inputs.items()}
+    built = {role: _part_features(p, parts, speakers, modes[role], lazy) for role, p in inputs.items()}
+    features = {role: b[0] for role, b in built.items()}
     splits = _split_data(table, parts, features)
     return FoldData(
         index=int(fold.index),
@@ -314,6 +324,7 @@ def build_fold_data(
         aux_names=dict(table.aux_names),
         kinds={role: p.kind for role, p in inputs.items()},
         normalize=normalize,
+        norm_stats={role: b[1] for role, b in built.items()},
     )
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from serray.models.registry import ModelSpec
     from serray.training.data import FoldData
 
-__all__ = ["FoldResult", "FoldTrainer", "pooled_val_ua", "softmax"]
+__all__ = ["FoldResult", "FoldTrainer", "kept_base", "pooled_val_ua", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -51,6 +51,8 @@ class FoldResult:
             CPU results are bit-identical for the same seed and the same thread count.
         model_record: What the model reports of this fold (its optional ``fold_record()``,
             JSON-able: e.g. groups found, gate or layer weights); kept in the run record.
+        kept: The trained model's state (:meth:`FoldTrainer.kept_state`) when the driver
+            asked to keep fold models, else ``None``; written by :mod:`serray.artifacts`.
     """
 
     index: int
@@ -69,6 +71,7 @@ class FoldResult:
     n_train: int = 0
     threads: int | None = None
     model_record: dict = field(default_factory=dict)
+    kept: dict | None = None
 
     def metrics(self) -> dict[str, float]:
         """UA, WA and macro F1 of the validation and test parts (``val_ua``, ``test_ua``, ...)."""
@@ -112,11 +115,34 @@ class FoldResult:
         return pd.concat(frames, ignore_index=True)
 
 
+def kept_base(trainer: "FoldTrainer") -> dict[str, Any]:
+    """The part of :meth:`FoldTrainer.kept_state` both backends share: model, config, seed,
+    fold, classes, input kinds and shapes, and the fold's normalisation
+    (:attr:`serray.training.data.FoldData.norm_stats`)."""
+    d = trainer.data
+    return {
+        "backend": trainer.spec.backend,
+        "model": trainer.spec.name,
+        "config": dict(trainer.config),
+        "seed": int(trainer.seed),
+        "fold": {"index": int(d.index), "name": str(d.name)},
+        "classes": [str(c) for c in d.classes],
+        "aux_names": {k: [str(v) for v in vs] for k, vs in d.aux_names.items()},
+        "kinds": dict(d.kinds),
+        "shapes": {k: [int(v) for v in shape] for k, shape in d.shapes.items()},
+        "normalize": d.normalize,
+        "norm_stats": {k: dict(v) for k, v in d.norm_stats.items()},
+        "n_train": int(len(d.train)),
+    }
+
+
 class FoldTrainer:
     """Common interface of the fold trainers (see the module docstring)."""
 
     data: FoldData
     spec: ModelSpec
+    config: dict
+    seed: int
     _seconds: float
 
     def charge(self, seconds: float) -> None:
@@ -133,11 +159,23 @@ class FoldTrainer:
     def stopped(self) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def run(self) -> FoldResult:
-        """Step until stopped, then :meth:`finalize`."""
+    def kept_state(self) -> dict[str, Any]:  # pragma: no cover - interface
+        """After :meth:`finalize`: what scoring new utterances needs of the model that produced
+        the test logits (see :func:`serray.artifacts.kept_state_keys`)."""
+        raise NotImplementedError
+
+    def result(self, keep: bool = False) -> FoldResult:
+        """:meth:`finalize`, with :meth:`kept_state` in ``FoldResult.kept`` when ``keep``."""
+        res = self.finalize()
+        if keep:
+            res.kept = self.kept_state()
+        return res
+
+    def run(self, keep: bool = False) -> FoldResult:
+        """Step until stopped, then :meth:`finalize` (and keep the model when ``keep``)."""
         while not self.stopped:
             self.step()
-        return self.finalize()
+        return self.result(keep)
 
 
 def _empty_metrics(epoch: int) -> dict:

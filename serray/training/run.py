@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from serray import io, metrics
+from serray import metrics
+from serray.training.executor import IN_PROCESS_WORK_S, choose_execution, in_process_threads, run_folds
+from serray.training.records import aux_summary, run_record, write_fold_predictions, write_run
 from serray.training.trainer import FoldResult
+from serray.workdir import Workdir
 
 __all__ = ["RunResult", "config_id", "default_run_name", "runs_dir", "train_run", "fold_table", "pooled_metrics", "aux_summary",
            "choose_execution", "in_process_threads", "IN_PROCESS_WORK_S"]
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 
 def runs_dir(workdir: str | Path) -> Path:
     """``W/runs``."""
-    return Path(workdir) / "runs"
+    return Workdir(workdir).runs_dir
 
 
 def config_id(model: str, config: Mapping[str, Any]) -> str:
@@ -180,142 +182,6 @@ def pooled_metrics(
     return out
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for dist in ("serray", "torch", "scikit-learn", "ray", "numpy", "pandas"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
-
-
-def _clean(value: Any) -> Any:
-    """NaN -> None recursively, for JSON."""
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def aux_summary(table: Any) -> dict[str, dict[str, Any]]:
-    """Per auxiliary label: its column, classes and on how many utterances it is known."""
-    return {
-        role: {
-            "column": table.aux_columns.get(role),
-            "classes": list(table.aux_names.get(role, ())),
-            "known": int((codes >= 0).sum()),
-            "unknown": int((codes < 0).sum()),
-        }
-        for role, codes in table.aux.items()
-    }
-
-
-def _fold_metrics(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
-    """Per fold: epochs, best epoch, stage and loss terms at the best epoch, val/test metrics."""
-    rows = []
-    for r in results:
-        best = r.history[r.best_epoch - 1] if 0 < r.best_epoch <= len(r.history) else {}
-        extra = {"loss_parts": best.get("loss_parts") or {}, "stage": best.get("stage")} if "stage" in best else {}
-        if r.model_record:
-            extra["model"] = r.model_record
-        rows.append({"fold": r.index, "name": r.name, "epochs": r.epochs, "best_epoch": r.best_epoch, **extra, **r.metrics()})
-    return rows
-
-
-def _record(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: list, pooled: dict, mean: dict, extra: dict) -> dict:
-    spec = exp.spec
-    return {
-        "run": name,
-        "model": spec.name,
-        "backend": spec.backend,
-        "config": cfg,
-        "config_id": cid,
-        "preset": run.preset,
-        "seed": int(run.seed),
-        **run.record(),  # features, feature_params, protocol, labels, normalize, k, fold_seed
-        "feature_sets": dict(exp.features),
-        "feature_kind": exp.feature_kind,
-        "domain_column": exp.domain_column,
-        "aux_labels": aux_summary(exp.inputs.table),
-        "classes": exp.classes,
-        "corpora": sorted(exp.manifest["corpus"].unique().tolist()),
-        "n_utterances": int(len(exp.manifest)),
-        "excluded_without_features": exp.excluded,
-        # CPU numbers are reproducible for the same seed *and* thread count; record it
-        "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
-        "versions": _versions(),
-        **extra,
-        "metrics": {"pooled": pooled, "mean": mean, "folds": _fold_metrics(results)},
-        "history": {str(r.index): r.history for r in results},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-#: Estimated training seconds (all folds one after another, every epoch of the budget)
-#: below which a job without ``--address`` trains in this process: a local Ray and its
-#: fold actors cost about 6 s to start, after which 2 cores halve the rest, so Ray only
-#: pays for itself above about 12 s of work.
-IN_PROCESS_WORK_S = 12.0
-#: Features larger than this skip the estimate and go to Ray (the probe epoch would be long).
-PROBE_MAX_BYTES = 64 * 2**20
-
-
-def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
-                     address: str | None, device: str = "auto") -> tuple[bool, str]:
-    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
-
-    scikit-learn models always train here. For a torch model, one epoch of the first fold
-    is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
-    depend on the choice) and multiplied by the epoch budget and the number of folds.
-    """
-    from serray.training.trainer import fold_trainer, resolve_device, total_epochs
-
-    if address is not None:
-        return True, "on Ray fold actors (joining a cluster)"
-    if spec.backend == "sklearn":
-        return False, "in this process (a scikit-learn model without --address)"
-    if resolve_device(device) != "cpu":
-        return True, "on Ray fold actors (GPU)"
-    size = sum(p.data.nbytes + (p.offsets.nbytes if p.offsets is not None else 0) for p in exp.inputs.packed.values())
-    if size > PROBE_MAX_BYTES:
-        return True, f"on Ray fold actors ({size / 2**20:.0f} MB of features)"
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(in_process_threads(len(exp.folds)))
-    try:
-        trainer = fold_trainer(spec, cfg, exp.inputs, exp.folds[0], normalize=normalize, seed=seed, device="cpu")
-        t0 = time.perf_counter()
-        trainer.step()
-        estimate = (time.perf_counter() - t0) * int(total_epochs(spec, cfg) or 1) * len(exp.folds)
-    finally:
-        torch.set_num_threads(threads)
-    if estimate < IN_PROCESS_WORK_S:
-        return False, f"in this process (estimated {estimate:.1f} s of training, under {IN_PROCESS_WORK_S:.0f} s)"
-    return True, f"on Ray fold actors (estimated {estimate:.0f} s of training)"
-
-
-def in_process_threads(n_folds: int) -> int:
-    """Torch threads of in-process training: what each fold actor of a local Ray would get
-    (the machine's CPUs shared by one actor per CPU, at most one per fold), so that a run
-    gives the same numbers in this process and on Ray.
-
-    Example:
-        >>> in_process_threads(10) >= 1
-        True
-    """
-    import os
-
-    cpus = os.cpu_count() or 1
-    return max(1, int(cpus / max(1, min(n_folds, cpus))))
-
-
 def train_run(
     run: Any,
     *,
@@ -329,6 +195,7 @@ def train_run(
     feature_sets: Mapping[str, Any] | None = None,
     on_epoch: Any | None = None,
     command_line: str | None = None,
+    keep_models: bool = True,
 ) -> RunResult:
     """Train one configuration of a model on every fold and write predictions and record.
 
@@ -340,7 +207,7 @@ def train_run(
         address: Ray cluster to join; default a local Ray.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         parallel: Fold actors on Ray (``True``) or in this process (``False``). Default
-            (:func:`choose_execution`): in this process without ``address`` for
+            (:func:`serray.training.executor.choose_execution`): in this process without ``address`` for
             scikit-learn models and for torch jobs estimated under
             :data:`IN_PROCESS_WORK_S` seconds on CPU (less than starting Ray would cost;
             the numbers are the same either way), on Ray otherwise.
@@ -348,8 +215,10 @@ def train_run(
             sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`).
         folds_per_actor: Folds hosted by each actor (default: as many as needed to fit).
         feature_sets: Role -> an already loaded feature set (skips ``load_features``).
-        on_epoch: Callback passed to :func:`serray.training.actors.run_folds`.
+        on_epoch: Callback passed to :func:`serray.training.executor.run_folds`.
         command_line: Recorded in the run record.
+        keep_models: Keep every fold's trained model under ``W/models/<run>``
+            (:mod:`serray.artifacts`; ``serray predict`` and ``export`` read them).
 
     Raises:
         ValueError: Unknown model, feature kind not matching the model, a run name that
@@ -357,14 +226,38 @@ def train_run(
             (:func:`serray.training.identity.check_run`), fold resources this machine lacks, or any
             argument error from the protocol and label set.
     """
-    from serray.predictions import check_name, write_predictions
-    from serray.protocols import folds_to_frame
-    from serray.training.actors import run_folds
+    t_start = time.perf_counter()
+    spec, cfg, cid, exp, settings, name = _prepare_run(run, run_name, feature_sets, address)
+    parallel, execution, t_prep = _placement(spec, cfg, exp, run, parallel, address=address, device=device,
+                                             resources={"cpu": num_cpus, "gpu": num_gpus})
+    t_train = time.perf_counter()
+    results = run_folds(
+        spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
+        num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
+        keep_models=keep_models,
+    )
+    meta = {
+        "device": device,
+        "parallel": parallel,
+        "execution": execution,
+        "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
+        "timings": {"total_s": 0.0, "prepare_s": t_prep - t_start, "train_s": time.perf_counter() - t_train,
+                    "folds_s": {str(r.index): r.seconds for r in results}},
+        "command_line": command_line,
+        "settings": settings,
+    }
+    return _finish_run(run, exp, name, cfg, cid, results, meta, t_start)
+
+
+def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any] | None,
+                 address: str | None) -> tuple[Any, dict, str, Any, dict, str]:
+    """Check the config, prepare the experiment, name the run and claim its folder (before any
+    training): ``(spec, config, config_id, experiment, settings, run name)``."""
+    from serray.predictions import check_name
     from serray.training.experiment import prepare_experiment
     from serray.training.identity import check_run, run_settings, write_settings
     from serray.training.trainer import check_config, check_stage_plans
 
-    t_start = time.perf_counter()
     spec = run.model_spec()
     cfg = run.resolved_config()
     check_config(spec, cfg)  # bad training keys are found before any feature loading or Ray
@@ -376,48 +269,56 @@ def train_run(
                                                             run.normalize, cid, run.seed, settings))
     check_run(run.workdir, name, settings, "--run name")  # before any training (or probe)
     write_settings(run.workdir, name, settings)
+    return spec, cfg, cid, exp, settings, name
+
+
+def _placement(spec: Any, cfg: Mapping[str, Any], exp: Any, run: Any, parallel: bool | None, *, address: str | None,
+               device: str, resources: Mapping[str, float | None]) -> tuple[bool, str, float]:
+    """``(parallel, how, when)``: where the folds train (:func:`choose_execution` unless
+    ``parallel`` is given) and when that was decided; then Ray is started (or joined) for
+    fold actors, the resources checked around it."""
     execution = "in this process (--sequential)" if parallel is False else "Ray fold actors"
     if parallel is None:
         parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, address, device)
         log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
-    t_prep = time.perf_counter() - t_start
+    decided = time.perf_counter()
     if parallel:
         from serray.raycluster import check_request, init_ray
 
-        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before a local Ray starts
+        check_request(dict(resources), address)  # before a local Ray starts
         init_ray(address)
-        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
-    t_train = time.perf_counter()
-    results = run_folds(
-        spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
-        num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
-    )
-    train_seconds = time.perf_counter() - t_train
-    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
-    pred_path = write_predictions(run.workdir, preds, run=name, config_id=cid, seed=run.seed, classes=exp.classes)
+        check_request(dict(resources), address)  # a joined cluster's nodes
+    return parallel, execution, decided
+
+
+def _finish_run(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: list[FoldResult], meta: dict,
+                t_start: float) -> RunResult:
+    """Score the folds, write the predictions part, the run record and the fold membership."""
+    pred_path, _ = write_fold_predictions(run.workdir, results, run=name, config_id=cid, seed=run.seed, classes=exp.classes)
+    _keep_models(run, exp, name, cid, run.seed, results)
     manifest = exp.manifest
     groups = {c: dict(zip(manifest["utt_id"], manifest[c].astype(str))) for c in ("gender", "corpus") if c in manifest}
     pooled = pooled_metrics(results, exp.classes, groups)
     tab = fold_table(results, dict(zip(manifest["utt_id"].astype(str), manifest["speaker"].astype(str))))
     mean = {k_: float(tab[f"test_{k_}"].mean()) for k_ in ("ua", "wa", "f1")}
     total = time.perf_counter() - t_start
-    extra = {
-        "device": device,
-        "parallel": parallel,
-        "execution": execution,
-        "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
-        "timings": {"total_s": total, "prepare_s": t_prep, "train_s": train_seconds, "folds_s": {str(r.index): r.seconds for r in results}},
-        "predictions": str(pred_path.relative_to(Path(run.workdir))),
-        "command_line": command_line,
-        "settings": settings,
-    }
-    record = _clean(_record(run, exp, name, cfg, cid, results, pooled, mean, extra))
-    rdir = runs_dir(run.workdir) / name
-    io.write_parquet(folds_to_frame(exp.folds), rdir / "folds.parquet")
-    io.write_json(record, rdir / "record.json")
+    meta["timings"]["total_s"] = total
+    extra = {**meta, "predictions": str(pred_path.relative_to(Path(run.workdir)))}
+    extra = {k: extra[k] for k in ("device", "parallel", "execution", "fold_resources", "timings", "predictions",
+                                   "command_line", "settings")}
+    record = run_record(run, exp, name, cfg, cid, results, pooled, mean, extra)
+    record_path = write_run(run.workdir, name, exp.folds, record)
     log.info("finished run %s: pooled UA %.4f WA %.4f; mean UA %.4f", name, pooled["ua"], pooled["wa"], mean["ua"])
     return RunResult(
-        run=name, model=spec.name, config=cfg, config_id=cid, seed=int(run.seed), classes=exp.classes, folds=results,
+        run=name, model=exp.spec.name, config=cfg, config_id=cid, seed=int(run.seed), classes=exp.classes, folds=results,
         table=tab, pooled={k_: pooled[k_] for k_ in ("ua", "wa", "f1")}, mean=mean, record=record,
-        record_path=rdir / "record.json", predictions_path=pred_path, seconds=total,
+        record_path=record_path, predictions_path=pred_path, seconds=total,
     )
+
+
+def _keep_models(run: Any, exp: Any, name: str, cid: str, seed: int, results: Sequence[FoldResult]) -> None:
+    """Write the folds' kept models (those the executor returned) under ``W/models/<run>``."""
+    if any(r.kept is not None for r in results):
+        from serray.artifacts.keep import feature_inputs, write_kept_models
+
+        write_kept_models(run.workdir, name, cid, seed, results, feature_inputs(exp.features, run.params_for))

@@ -17,13 +17,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serray import io, metrics
+from serray.training.executor import fold_task, run_tasks
+from serray.training.records import seed_record, write_fold_predictions, write_model_records
+from serray.workdir import Workdir
+
+if TYPE_CHECKING:
+    from serray.training.experiment import Experiment
+    from serray.training.spec import RunSpec
 
 __all__ = ["SeedsResult", "train_seeds", "seeds_run_name", "stored_parts", "parse_variant", "variant_overrides", "seed_metrics"]
 
@@ -98,15 +104,6 @@ def seed_metrics(part: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]
     return m
 
 
-def _fold_task_impl(spec, config, shared, fold, normalize, seed, device, threads):
-    import torch
-
-    from serray.training.trainer import train_fold
-
-    torch.set_num_threads(max(1, int(threads)))
-    return train_fold(spec, config, shared.resolve(), fold, normalize=normalize, seed=seed, device=device)
-
-
 @dataclass
 class SeedsResult:
     """Per-variant run names, the per-seed metrics table (the seeds asked for) and, per
@@ -149,6 +146,7 @@ def train_seeds(
     num_gpus: float = 0.0,
     device: str = "auto",
     progress: bool = True,
+    keep_models: bool = True,
 ) -> SeedsResult:
     """Train ``run``'s config (x ``variants``) with every seed on every fold, in parallel on Ray.
 
@@ -163,7 +161,8 @@ def train_seeds(
             other settings (another config, k, validation rule, corpora, normalisation,
             ...) is refused before any training.
         num_cpus, num_gpus: Resources of each fold task.
-        address, device: as for :func:`serray.training.run.train_run`.
+        address, device, keep_models: as for :func:`serray.training.run.train_run`
+            (models under ``W/models/<prefix>-<variant>/<config>__seed<s>``).
 
     A part in the store that cannot be read (truncated or damaged) is trained again,
     with a warning naming it. The result's table covers ``seeds``; each run's record
@@ -173,15 +172,7 @@ def train_seeds(
         ValueError: Unknown override keys, no seeds, run names that are not single path
             components, fold resources no node has, or preparation errors.
     """
-    import ray
-    from tqdm import tqdm
-
-    from serray.predictions import check_name, write_predictions
-    from serray.raycluster import check_request, init_ray
-    from serray.training.actors import put_inputs
     from serray.training.experiment import prepare_experiment
-    from serray.training.identity import check_run, run_settings, write_settings
-    from serray.training.run import config_id as make_config_id
     from serray.training.trainer import check_config, check_stage_plans
 
     t0 = time.perf_counter()
@@ -189,64 +180,92 @@ def train_seeds(
     if not seeds:
         raise ValueError("train_seeds needs at least one seed")
     spec = run.model_spec()
-    workdir, normalize, labels, protocol = run.workdir, run.normalize, run.labels, run.protocol
+    workdir = run.workdir
     variants = dict(variants or {"base": {}})
     base = run.resolved_config()
     cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
     exp = prepare_experiment(run, base, address=address)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
-    cids = {name: make_config_id(spec.name, cfg) for name, cfg in cfgs.items()}
-    settings = {name: run_settings(run, exp, spec.name, cfgs[name], cid) for name, cid in cids.items()}
-    runs = {name: check_name("run (--run-prefix-VARIANT)", seeds_run_name(run_prefix, exp, run, name, settings[name]))
-            for name in variants}
-    for name in variants:  # before any training: a run folder never holds results of two settings
-        check_run(workdir, runs[name], settings[name], "--run-prefix")
-    for name in variants:
-        write_settings(workdir, runs[name], settings[name])
+    cids, settings, runs = _claim_runs(run, exp, cfgs, run_prefix)
 
     todo, skipped = stored_parts(workdir, runs, cids, seeds)
     if skipped:
         log.info("%d (variant, seed) pair(s) already in the predictions store are skipped", len(skipped))
 
     if todo:
-        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before Ray starts (local)
-        init_ray(address)
-        check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
-        shared = put_inputs(exp.inputs)
-        task = ray.remote(_fold_task_impl).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)
-        pending: dict[Any, tuple[str, int, int]] = {}
-        for name, s in todo:
-            for fold in exp.folds:
-                ref = task.remote(
-                    spec, cfgs[name], shared, fold, normalize, s, device,
-                    max(1, int(num_cpus)),
-                )
-                pending[ref] = (name, s, fold.index)
-        done: dict[tuple[str, int], list] = {}
-        bar = tqdm(total=len(pending), desc="seed folds", unit="fold", disable=not progress)
-        remaining = list(pending)
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
-            for ref in ready:
-                name, s, _ = pending[ref]
-                done.setdefault((name, s), []).append(ray.get(ref))
-                bar.update(1)
-                if len(done[(name, s)]) == len(exp.folds):
-                    results = sorted(done.pop((name, s)), key=lambda r: r.index)
-                    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
-                    write_predictions(workdir, preds, run=runs[name], config_id=cids[name], seed=s, classes=exp.classes)
-                    _write_model_records(workdir, runs[name], cids[name], s, results)
-        bar.close()
+        _train_parts(run, exp, todo, cfgs, runs, cids, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                     device=device, progress=progress, keep=keep_models)
 
     stored = _stored_table(workdir, variants, runs, cids, exp.classes)
-    _write_records(run, exp, variants, runs, cfgs, cids, stored, settings)
+    for name in variants:
+        record = seed_record(run, exp, name=runs[name], variant=name, cfg=cfgs[name], cid=cids[name], table=stored,
+                             settings=settings[name])
+        io.write_json(record, Workdir(run.workdir).run_record(runs[name]))
     table = stored[stored["seed"].isin(seeds)].reset_index(drop=True)
-    held = {name: sorted(int(x) for x in stored.loc[stored["variant"] == name, "seed"].unique()) for name in variants}
+    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0, _held_seeds(stored, runs, seeds))
+
+
+def _claim_runs(run: RunSpec, exp: Experiment, cfgs: Mapping[str, dict],
+                run_prefix: str | None) -> tuple[dict[str, str], dict[str, dict], dict[str, str]]:
+    """``(config ids, settings, run names)`` per variant; each run folder is checked to hold no
+    results of other settings and claimed, all before any training."""
+    from serray.predictions import check_name
+    from serray.training.identity import check_run, run_settings, write_settings
+    from serray.training.run import config_id as make_config_id
+
+    name_of = exp.spec.name
+    cids = {name: make_config_id(name_of, cfg) for name, cfg in cfgs.items()}
+    settings = {name: run_settings(run, exp, name_of, cfgs[name], cid) for name, cid in cids.items()}
+    runs = {name: check_name("run (--run-prefix-VARIANT)", seeds_run_name(run_prefix, exp, run, name, settings[name]))
+            for name in cfgs}
+    for name in cfgs:  # before any training: a run folder never holds results of two settings
+        check_run(run.workdir, runs[name], settings[name], "--run-prefix")
+    for name in cfgs:
+        write_settings(run.workdir, runs[name], settings[name])
+    return cids, settings, runs
+
+
+def _held_seeds(stored: pd.DataFrame, runs: Mapping[str, str], seeds: Sequence[int]) -> dict[str, list[int]]:
+    """Per variant, every seed its run holds (logged where that is more than asked)."""
+    held = {name: sorted(int(x) for x in stored.loc[stored["variant"] == name, "seed"].unique()) for name in runs}
     for name, have in held.items():
         if set(have) - set(seeds):
             log.info("run %s holds %d seeds (%s), more than the %d asked; its record describes all of them",
                      runs[name], len(have), _seed_text(have), len(seeds))
-    return SeedsResult(runs, cids, table, skipped, time.perf_counter() - t0, held)
+    return held
+
+
+def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]], cfgs: Mapping[str, dict],
+                 runs: Mapping[str, str], cids: Mapping[str, str], *, address: str | None, num_cpus: float,
+                 num_gpus: float, device: str, progress: bool, keep: bool = True) -> None:
+    """Every fold of every (variant, seed) of ``todo`` as one Ray task (:func:`serray.training.executor.run_tasks`);
+    each (variant, seed)'s predictions part and model records are written when its last fold is done."""
+    from tqdm import tqdm
+
+    from serray.raycluster import check_request, init_ray
+    from serray.training.actors import put_inputs
+
+    check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before Ray starts (local)
+    init_ray(address)
+    check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
+    shared = put_inputs(exp.inputs)
+    threads = max(1, int(num_cpus))
+    jobs = [((name, s), (exp.spec, cfgs[name], shared, fold, run.normalize, s, device, threads, keep))
+            for name, s in todo for fold in exp.folds]
+    done: dict[tuple[str, int], list] = {}
+    bar = tqdm(total=len(jobs), desc="seed folds", unit="fold", disable=not progress)
+    for (name, s), result in run_tasks(fold_task, jobs, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2):
+        done.setdefault((name, s), []).append(result)
+        bar.update(1)
+        if len(done[(name, s)]) == len(exp.folds):
+            results = sorted(done.pop((name, s)), key=lambda r: r.index)
+            write_fold_predictions(run.workdir, results, run=runs[name], config_id=cids[name], seed=s, classes=exp.classes)
+            write_model_records(run.workdir, runs[name], cids[name], s, results)
+            if keep:
+                from serray.artifacts.keep import feature_inputs, write_kept_models
+
+                write_kept_models(run.workdir, runs[name], cids[name], s, results, feature_inputs(exp.features, run.params_for))
+    bar.close()
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
@@ -284,57 +303,3 @@ def _stored_table(workdir: Any, variants: Mapping, runs: Mapping[str, str], cids
                 m = seed_metrics(g[g["split"] == split], classes)
                 rows.append({"variant": name, "run": runs[name], "seed": int(s), "split": split, **m})
     return pd.DataFrame(rows, columns=["variant", "run", "seed", "split"] if not rows else None)
-
-
-def _model_record_path(workdir: Any, run_name: str, cid: str, seed: int) -> Path:
-    """``W/runs/<run>/model_records/<config>__seed<s>.json``: what the model reported per fold."""
-    from serray.training.run import runs_dir
-
-    return runs_dir(workdir) / run_name / "model_records" / f"{cid}__seed{seed}.json"
-
-
-def _write_model_records(workdir: Any, run_name: str, cid: str, seed: int, results: Sequence[Any]) -> None:
-    """What the model reported per fold (``fold_record()``), one file per (config, seed)."""
-    folds = [{"fold": r.index, "name": r.name, **r.model_record} for r in results if r.model_record]
-    if folds:
-        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds}, _model_record_path(workdir, run_name, cid, seed))
-
-
-def _read_model_records(workdir: Any, run_name: str, cid: str, seeds: Sequence[int]) -> dict[str, list]:
-    paths = {s: _model_record_path(workdir, run_name, cid, s) for s in seeds}
-    return {str(s): io.read_json(p)["folds"] for s, p in paths.items() if p.exists()}
-
-
-def _write_records(run: Any, exp: Any, variants: Mapping, runs: dict, cfgs: dict, cids: dict, table: pd.DataFrame,
-                   settings: Mapping[str, Mapping[str, Any]]) -> None:
-    """One record per variant: config, data, per-seed test metrics and their mean and spread,
-    over every seed the run holds (``table``: the store's, not only the seeds asked for)."""
-    from serray.training.run import aux_summary, runs_dir
-
-    for name in variants:
-        t = table[(table["variant"] == name) & (table["split"] == "test")]
-        seeds = sorted(int(s) for s in t["seed"])
-        record = {
-            "run": runs[name],
-            "model": exp.spec.name,
-            "variant": name,
-            "config": cfgs[name],
-            "config_id": cids[name],
-            "seeds": seeds,
-            **run.record(),
-            "aux_labels": aux_summary(exp.inputs.table),
-            "classes": exp.classes,
-            "n_utterances": int(len(exp.manifest)),
-            "metrics": {
-                "test_ua_mean": float(t["ua"].mean()),
-                "test_ua_std": float(t["ua"].std(ddof=1)) if len(t) > 1 else 0.0,
-                "test_wa_mean": float(t["wa"].mean()),
-                "test_ua_fold_mean": float(t["ua_fold"].mean()),
-                "test_wa_fold_mean": float(t["wa_fold"].mean()),
-                "per_seed": t[["seed", "ua", "wa", "f1", "ua_fold", "wa_fold"]].to_dict(orient="records"),
-            },
-            **({"model_records": m} if (m := _read_model_records(run.workdir, runs[name], cids[name], seeds)) else {}),
-            "settings": dict(settings[name]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        io.write_json(record, runs_dir(run.workdir) / runs[name] / "record.json")

@@ -10,7 +10,7 @@ import numpy as np
 from serray.models.registry import ModelSpec
 from serray.training.config import _check_kind, _input_info, _spec
 from serray.training.data import FoldData
-from serray.training.interface import FoldResult, FoldTrainer, _empty_metrics, _fold_result, _val_hits, _val_scores
+from serray.training.interface import FoldResult, FoldTrainer, kept_base, _empty_metrics, _fold_result, _val_hits, _val_scores
 
 __all__ = ["SklearnFoldTrainer", "sklearn_logits"]
 
@@ -70,6 +70,7 @@ class SklearnFoldTrainer(FoldTrainer):
                 self.estimator.set_params(**{key: self.seed})
         self._last = _empty_metrics(0)
         self._stopped = False
+        self._final: Any = None  # the train+validation refit that scored the test part
         self._seconds = 0.0
         self.history: list[dict] = []
 
@@ -134,6 +135,16 @@ class SklearnFoldTrainer(FoldTrainer):
                 np.concatenate([d.train.features.data, d.validation.features.data]), np.concatenate([d.train.y, d.validation.y])
             )
             parts["test"] = sklearn_logits(final, d.test.features.data, self.n_classes)
+            self._final = final
             record = {"refit": "train+validation", "n_fit": int(len(d.train) + len(d.validation))}
         self._seconds += time.perf_counter() - t0
         return _fold_result(d, parts["validation"], parts["test"], self.history, 1, 1, self._seconds, None, record)
+
+    def kept_state(self) -> dict[str, Any]:
+        """The fitted estimator that scored the test part (the refit one after a refit) with the
+        fold's facts (:func:`~serray.training.interface.kept_base`). A refit fits the
+        features as the training part's statistics normalised them, so those stay."""
+        base = kept_base(self)
+        if self._final is not None:
+            base["n_train"] = int(len(self.data.train) + len(self.data.validation))
+        return {**base, "estimator": self._final if self._final is not None else self.estimator}

@@ -16,13 +16,13 @@ from serray.training.augment import augment_enabled, check_augment, mask_batch
 from serray.training.batches import PartBatches
 from serray.training.config import _check_kind, _input_info, _spec, check_config
 from serray.training.data import FoldData, SplitData
-from serray.training.interface import FoldResult, FoldTrainer, _empty_metrics, _fold_result, _val_hits, _val_scores
+from serray.training.interface import FoldResult, FoldTrainer, kept_base, _empty_metrics, _fold_result, _val_hits, _val_scores
 from serray.training.sampling import class_weights, epoch_order
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TorchFoldTrainer", "resolve_device"]
+__all__ = ["TorchFoldTrainer", "resolve_device", "forward_part"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,23 @@ def _frozen_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
         if module is not model and params and not any(p.requires_grad for p in params):
             out.append(module)
     return out
+
+
+def forward_part(model: torch.nn.Module, t: PartBatches, batch_size: int) -> tuple[Batch, dict]:
+    """Eval-mode outputs of a whole part in mini-batches of ``batch_size`` (per-sample
+    tensors concatenated), and the part's whole batch: the trainer's final predictions and
+    a kept model's (:mod:`serray.artifacts`) go through this one function."""
+    import torch
+
+    model.eval()
+    chunks: dict[str, list] = {}
+    with torch.no_grad():
+        for start in range(0, t.n, batch_size):
+            idx = np.arange(start, min(start + batch_size, t.n))
+            for key, value in model.forward_batch(t.batch(idx, labels=False)).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == len(idx):
+                    chunks.setdefault(key, []).append(value)
+    return t.whole(), {k: torch.cat(v) for k, v in chunks.items()}
 
 
 class TorchFoldTrainer(FoldTrainer):
@@ -177,6 +194,7 @@ class TorchFoldTrainer(FoldTrainer):
         #: ``() -> FoldData`` of the fold with validation merged into training (set by
         #: :func:`fold_trainer`; used by ``refit``).
         self.refit_data: Callable[[], FoldData] | None = None
+        self._refit_trainer: TorchFoldTrainer | None = None  # the refit model that scored the test part
         self._start_stage(0)
         self._seconds = time.perf_counter() - t_start
 
@@ -310,19 +328,7 @@ class TorchFoldTrainer(FoldTrainer):
 
     def _forward_part(self, part: SplitData) -> tuple[Batch, dict]:
         """Eval-mode outputs of a whole part (per-sample tensors concatenated), and its batch."""
-        import torch
-
-        t = self._part(part)
-        bs = int(self.config["eval_batch_size"])
-        self.model.eval()
-        chunks: dict[str, list] = {}
-        with torch.no_grad():
-            for start in range(0, t.n, bs):
-                idx = np.arange(start, min(start + bs, t.n))
-                for key, value in self.model.forward_batch(t.batch(idx, labels=False)).items():
-                    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == len(idx):
-                        chunks.setdefault(key, []).append(value)
-        return t.whole(), {k: torch.cat(v) for k, v in chunks.items()}
+        return forward_part(self.model, self._part(part), int(self.config["eval_batch_size"]))
 
     def predict_logits(self, part: SplitData, *, validation: bool = False) -> np.ndarray:
         """Utterance-level logits ``[N, C]`` of a part with the current weights
@@ -452,5 +458,17 @@ class TorchFoldTrainer(FoldTrainer):
         epochs = int((self._best or {"epoch": self._epoch})["epoch"])
         data = self.refit_data()
         cfg = {**self.config, "epochs": max(1, epochs), "patience": 0, "refit": False}
-        res = TorchFoldTrainer(self.spec, cfg, data, seed=self.seed, device=str(self.device)).run()
+        self._refit_trainer = TorchFoldTrainer(self.spec, cfg, data, seed=self.seed, device=str(self.device))
+        res = self._refit_trainer.run()
         return res.test_logits, {"refit": "train+validation", "refit_epochs": max(1, epochs), "n_fit": int(len(data.train))}
+
+    def kept_state(self) -> dict[str, Any]:
+        """After :meth:`finalize`: the weights (CPU tensors of the state dict), what the model
+        fitted outside it (its optional ``kept_arrays()``, e.g. an ELM back-end or mixture),
+        and the fold's facts (:func:`~serray.training.interface.kept_base`); of the refit
+        model, with its own statistics, when a refit scored the test part."""
+        if self._refit_trainer is not None:
+            return self._refit_trainer.kept_state()
+        weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in self.model.state_dict().items()}
+        extra = dict(self.model.kept_arrays()) if hasattr(self.model, "kept_arrays") else {}
+        return {**kept_base(self), "weights": weights, "extra": extra}

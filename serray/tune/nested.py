@@ -43,8 +43,11 @@ import numpy as np
 import pandas as pd
 
 from serray import io
+from serray.training.executor import run_tasks, set_threads
+from serray.training.records import clean, run_record, write_fold_predictions, write_nested_summary, write_run
 from serray.tune.options import SearchOptions, prepare_search
 from serray.tune.state import check_settings, search_settings, write_search
+from serray.workdir import Workdir
 
 __all__ = ["NestedSearch", "NestedOutcome", "nested_tune", "search_fold"]
 
@@ -103,25 +106,14 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
     """
     import optuna
 
-    from serray.training.trainer import fold_trainer
-
     from serray.models import registry
+    from serray.training.trainer import fold_trainer
 
     if hasattr(inputs, "resolve"):
         inputs = inputs.resolve()
     if registry.get(search.model).backend == "torch":
-        from serray.training.actors import _set_threads
-
-        _set_threads(search.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=int(search.seed) * 1000 + int(fold.index)),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=search.grace_period, reduction_factor=search.reduction_factor),
-    )
-    point = search.space.point(search.base_config)
-    if point:
-        study.enqueue_trial(point)
+        set_threads(search.threads)
+    study = _study(search, fold)
     best: dict[str, Any] = {"value": -math.inf, "result": None}
     t0 = time.perf_counter()
     fitted = bool(registry.get(search.model).fitted_after_training)
@@ -158,6 +150,23 @@ def search_fold(search: NestedSearch, inputs: Any, fold: Any) -> tuple[dict, Any
         "test_ua": best["result"].metrics()["test_ua"], "seconds": time.perf_counter() - t0, "trials": trials,
     }
     return summary, best["result"]
+
+
+def _study(search: NestedSearch, fold: Any) -> Any:
+    """The fold's Optuna study: TPE seeded by ``seed`` and the fold index, successive-halving
+    pruning, the model's defaults (where the space holds them) enqueued first."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=int(search.seed) * 1000 + int(fold.index)),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=search.grace_period, reduction_factor=search.reduction_factor),
+    )
+    point = search.space.point(search.base_config)
+    if point:
+        study.enqueue_trial(point)
+    return study
 
 
 def _last(trial: Any) -> float | None:
@@ -218,19 +227,16 @@ def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: P
         for fold in todo:
             done(*search_fold(search, exp.inputs, fold))
         return out
-    import ray
-
     from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
 
     init_ray(address)
     check_request(resources, address)  # a task no node can hold would wait forever
     shared = put_inputs(exp.inputs)
-    task = ray.remote(search_fold).options(num_cpus=float(resources.get("cpu", 1.0)), num_gpus=float(resources.get("gpu", 0.0)))
-    pending = [task.remote(search, shared, fold) for fold in todo]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        done(*ray.get(ready[0]))
+    jobs = [(fold.index, (search, shared, fold)) for fold in todo]
+    for _, (summary, res) in run_tasks(search_fold, jobs, num_cpus=float(resources.get("cpu", 1.0)),
+                                       num_gpus=float(resources.get("gpu", 0.0))):
+        done(summary, res)
     return out
 
 
@@ -274,7 +280,7 @@ def nested_tune(
     options = options or SearchOptions()
     prep = prepare_search(run, options, "nested")
     spec, sp, run, exp, name = prep.spec, prep.space, prep.run, prep.exp, prep.name
-    out_dir = Path(run.workdir) / "tune" / name
+    out_dir = Workdir(run.workdir).tune(name)
     folder = out_dir / "folds"
     if folder.exists() and any(folder.glob("*.json")) and not options.resume:
         raise FileExistsError(f"{out_dir}: nested experiment {name!r} exists; pass --resume to continue it or --name NEW")
@@ -305,9 +311,7 @@ def _check_nested_settings(out_dir: Path, settings: dict, resumed: bool) -> None
 def _write_nested(prep: Any, options: SearchOptions, found: Mapping[int, tuple[dict, Any]], out_dir: Path,
                   notes: list[str], command_line: str | None, t0: float) -> NestedOutcome:
     """Pool the winners' test predictions; write predictions, run record, nested.csv and nested.yaml."""
-    from serray.predictions import write_predictions
-    from serray.protocols import folds_to_frame
-    from serray.training.run import _clean, _record, fold_table, pooled_metrics, runs_dir
+    from serray.training.run import fold_table, pooled_metrics
 
     spec, sp, run, exp, name = prep.spec, prep.space, prep.run, prep.exp, prep.name
     results = [found[f.index][1] for f in exp.folds]
@@ -316,23 +320,19 @@ def _write_nested(prep: Any, options: SearchOptions, found: Mapping[int, tuple[d
     pooled = pooled_metrics(results, exp.classes, {c: dict(zip(m["utt_id"], m[c].astype(str))) for c in ("gender", "corpus") if c in m})
     tab = fold_table(results)
     mean = {k: float(tab[f"test_{k}"].mean()) for k in ("ua", "wa", "f1")}
-    preds = pd.concat([r.predictions_frame() for r in results], ignore_index=True)
-    pred_path = write_predictions(run.workdir, preds, run=name, config_id="nested", seed=run.seed, classes=exp.classes)
+    pred_path, _ = write_fold_predictions(run.workdir, results, run=name, config_id="nested", seed=run.seed,
+                                          classes=exp.classes)
     selection = ("nested: each outer fold's configuration was selected by its own search on that fold's validation "
                  "speakers (carved from its training part); its test speakers were never seen by the search")
     nested = {"num_samples": int(options.num_samples), "grace_period": prep.grace, "reduction_factor": int(options.reduction_factor),
               "space": str(sp.source), "folds": [{k: v for k, v in found[f.index][0].items() if k != "trials"} for f in exp.folds]}
-    extra = {"selection": selection, "nested": _clean(nested), "predictions": str(pred_path.relative_to(Path(run.workdir))),
+    extra = {"selection": selection, "nested": clean(nested), "predictions": str(pred_path.relative_to(Path(run.workdir))),
              "command_line": command_line, "timings": {"total_s": time.perf_counter() - t0}}
-    record = _clean(_record(run, exp, name, {}, "nested", results, pooled, mean, extra))
-    rdir = runs_dir(run.workdir) / name
-    io.write_parquet(folds_to_frame(exp.folds), rdir / "folds.parquet")
-    io.write_json(record, rdir / "record.json")
-    io.write_text(table.to_csv(index=False), out_dir / "nested.csv")
+    record_path = write_run(run.workdir, name, exp.folds, run_record(run, exp, name, {}, "nested", results, pooled, mean, extra))
     summary = {"model": spec.name, **run.record(), "experiment": name, "selection": selection,
                "test_ua_pooled": pooled["ua"], "test_wa_pooled": pooled["wa"], "test_ua_fold_mean": mean["ua"],
-               "test_wa_fold_mean": mean["wa"], "folds": _clean(table.to_dict(orient="records"))}
-    io.write_yaml(summary, out_dir / "nested.yaml")
+               "test_wa_fold_mean": mean["wa"], "folds": clean(table.to_dict(orient="records"))}
+    write_nested_summary(out_dir, table, summary)
     log.info("nested estimate of %s: pooled test UA %.4f WA %.4f (fold mean UA %.4f)", name, pooled["ua"], pooled["wa"], mean["ua"])
-    return NestedOutcome(name, out_dir, table, {k: pooled[k] for k in ("ua", "wa", "f1")}, mean, rdir / "record.json",
+    return NestedOutcome(name, out_dir, table, {k: pooled[k] for k in ("ua", "wa", "f1")}, mean, record_path,
                          time.perf_counter() - t0, notes)

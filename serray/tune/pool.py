@@ -138,12 +138,11 @@ def start_pool(
     """
     import ray
 
-    from serray.training.actors import _fold_actor_class
+    from serray.training.executor import FoldActors
 
-    actor = _fold_actor_class().options(num_cpus=0)
     config, epochs = (dict(ahead[0]), int(ahead[1])) if ahead is not None else (None, 0)
-    sets = [[actor.remote(model, config if k == 0 else None, shared, [folds[i] for i in g], normalize, seed, device, threads,
-                          epochs if k == 0 else 0) for g in groups]
+    sets = [FoldActors.warm(model, shared, folds, groups, normalize=normalize, seed=seed, device=device, threads=threads,
+                            config=config if k == 0 else None, ahead=epochs if k == 0 else 0).actors
             for k in range(n_sets)]
     log.info("started %d warm set(s) of %d fold actor(s)%s", n_sets, len(groups),
              f"; set 0 trains the first trial's first {ahead[1]} epoch(s) while Tune starts" if ahead else "")

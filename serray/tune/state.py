@@ -57,7 +57,7 @@ from typing import Any, Iterator, Mapping
 from serray import io
 
 __all__ = ["STATE_RECORD", "SEARCH_FILE", "KEY_ENV", "StateError", "state_files", "record_files", "add_pending",
-           "settle", "verify_state", "search_settings", "check_resume", "check_settings", "recording", "write_search", "state_key"]
+           "settle", "verify_state", "search_settings", "check_resume", "check_settings", "recording", "replaced", "write_search", "state_key"]
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +221,14 @@ def recording(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    from unittest import mock
+    from ray.tune.execution.tune_controller import TuneController
 
-    from ray.tune.execution import tune_controller
-
-    ctl = tune_controller.TuneController
-    save, checkpoint = ctl.save_to_dir, ctl.checkpoint
+    # Ray 2.60 offers no public hook between Tune writing its state files to the staging
+    # folder and copying them to the experiment folder (the only callback code that runs
+    # inside a state save is each Callback's get_state, before the callback-states file is
+    # written; on_checkpoint is about trials' checkpoints), so the controller's two
+    # methods are wrapped for the block only.
+    save, checkpoint = TuneController.save_to_dir, TuneController.checkpoint
 
     def save_to_dir(self: Any) -> None:
         save(self)
@@ -243,5 +245,28 @@ def recording(path: Path | None) -> Iterator[None]:
                 return
             settle(path)
 
-    with mock.patch.object(ctl, "save_to_dir", save_to_dir), mock.patch.object(ctl, "checkpoint", patched_checkpoint):
+    with replaced(TuneController, save_to_dir=save_to_dir, checkpoint=patched_checkpoint):
         yield
+
+
+@contextlib.contextmanager
+def replaced(cls: type, **attributes: Any) -> Iterator[None]:
+    """Set class attributes (e.g. wrapped methods) for the duration of a block, then restore them.
+
+    Example:
+        >>> class A:
+        ...     def f(self): return 1
+        >>> with replaced(A, f=lambda self: 2):
+        ...     A().f()
+        2
+        >>> A().f()
+        1
+    """
+    old = {name: cls.__dict__[name] for name in attributes}
+    for name, value in attributes.items():
+        setattr(cls, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(cls, name, value)

@@ -1,0 +1,35 @@
+"""`serray export`: a self-contained folder of a run's or an ensemble's kept fold models."""
+
+from __future__ import annotations
+
+import click
+
+from serray.commands._common import fail
+
+
+@click.command(name="export")
+@click.argument("workdir", type=click.Path(exists=True, file_okay=False))
+@click.option("--runs", "source", required=True, metavar="RUN|ensemble:NAME[:k=K]",
+              help="A run (all its kept fold models) or an ensemble search's validation-selected subset "
+                   "(of size K; default the search's best).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="New folder to write.")
+def command(workdir: str, source: str, out: str) -> None:
+    """Export kept fold models of WORKDIR with their fusion rule, a model card and checksums.
+
+    The folder holds the members (kept fold models: safetensors weights, npz arrays,
+    model.json), export.json (members, fusion = sum of logits, sha256 of every file) and
+    README.md (data, protocol, label set, the test estimate and how it was selected,
+    what is transductive, library versions). `serray predict OUT AUDIO...` and
+    `serray.load(OUT)` read it without the work directory.
+
+    \b
+    Example:
+      serray export W --runs ensemble:mlp10:k=5 --out mlp10-export
+    """
+    from serray.artifacts.export import export_models
+
+    try:
+        path = export_models(workdir, source, out)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    click.echo(f"exported {source} to {path} (model card: {path / 'README.md'})")
