@@ -17,12 +17,8 @@ from serray.workdir import LAYOUT, Workdir
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Modules that still join layout names themselves. The executor's files are converted to
-#: Workdir on their own branch (the lead removes them from this list at merge).
-NOT_YET_CONVERTED = {
-    "serray/training/run.py", "serray/training/seeds.py", "serray/training/actors.py", "serray/tune/runner.py",
-    "serray/tune/nested.py", "serray/tune/pool.py", "serray/tune/state.py", "serray/ensemble/intermediate.py",
-}
+#: Modules that still join layout names themselves (none: every module asks Workdir).
+NOT_YET_CONVERTED: set[str] = set()
 
 _NAMES = "|".join(LAYOUT)
 #: A quoted layout name joined to a path: ``x / "runs"``, ``"runs" / x``, ``os.path.join(x, "runs")``,
