@@ -13,12 +13,17 @@ ends with :data:`YAML_END`; :func:`read_yaml` refuses a file that starts with th
 but lacks the end line (a file cut short). Hand-written YAML without the header is read
 as it is.
 
-Files whose bytes must not change unnoticed (cached features, predictions parts) are
-written with ``checksum=True``: a sidecar ``<file>.sha256`` (the ``sha256sum`` format,
+Files whose bytes must not change unnoticed are written with ``checksum=True``: cached
+features and predictions parts, and every JSON, YAML and Parquet file serray writes
+through :func:`write_json`, :func:`write_yaml` and :func:`write_parquet` (run and trial
+records, settings, manifests, best.yaml, leaderboards, summaries): a sidecar ``<file>.sha256`` (the ``sha256sum`` format,
 so ``sha256sum -c`` checks it too) is written before the file is renamed into place, and
 :func:`verify_checksum` (run by :func:`read_parquet` and the feature cache before every
-read) refuses a file whose bytes differ, naming it. A file without a sidecar (written
-before checksums existed) is read unverified.
+read, and by :func:`read_json` and :func:`read_yaml`) refuses a file whose bytes differ,
+naming it. A file without a sidecar (written before checksums existed, or by hand) is read
+unverified; a file serray wrote that was edited by hand on purpose is used again once its
+sidecar is deleted (the error says so). A file written without a checksum loses any
+sidecar an earlier version had.
 
 Example:
     >>> import tempfile, pathlib
@@ -112,6 +117,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", checksum: bool = Fals
                 write_text(f"{digest}  {dest.name}\n", checksum_path(dest))
                 os.replace(tmp_path, dest)
         else:
+            checksum_path(dest).unlink(missing_ok=True)  # an earlier version's checksum no longer holds
             os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -229,15 +235,22 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> None:
         tmp.write_bytes(data)
 
 
-def write_text(text: str, path: str | os.PathLike) -> None:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    with atomic_path(path) as tmp:
+def write_text(text: str, path: str | os.PathLike, checksum: bool = False) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path`` (with ``checksum``, and its sidecar)."""
+    with atomic_path(path, checksum=checksum) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Atomically write ``obj`` as indented JSON (numpy scalars become Python numbers)."""
-    write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+def write_json(obj: Any, path: str | os.PathLike, checksum: bool = True) -> None:
+    """Atomically write ``obj`` as indented JSON (numpy scalars become Python numbers),
+    with its checksum sidecar unless ``checksum=False``."""
+    write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", path, checksum=checksum)
+
+
+def _edited_fix(path: str | os.PathLike, fix: str | None) -> str:
+    """The fix of a checksum mismatch of a text file a user may have edited on purpose."""
+    return (f"if you edited it by hand on purpose, delete {checksum_path(path)} to use it as it is; otherwise "
+            + (fix or "delete it and re-run the command that writes it"))
 
 
 def read_json(path: str | os.PathLike, fix: str | None = None) -> Any:
@@ -247,18 +260,19 @@ def read_json(path: str | os.PathLike, fix: str | None = None) -> Any:
         CorruptFileError: The file is not valid JSON (e.g. truncated); the message names
             it and ``fix`` (default: delete it and re-run the command that writes it).
     """
+    verify_checksum(path, _edited_fix(path, fix))
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(path, f"not valid JSON, the file is truncated or damaged ({exc})", fix) from None
 
 
-def write_yaml(obj: Any, path: str | os.PathLike) -> None:
+def write_yaml(obj: Any, path: str | os.PathLike, checksum: bool = True) -> None:
     """Atomically write ``obj`` as YAML (block style, key order kept), between
-    :data:`YAML_HEADER` and :data:`YAML_END`."""
+    :data:`YAML_HEADER` and :data:`YAML_END`, with its checksum sidecar unless ``checksum=False``."""
     import yaml
 
-    write_text(f"{YAML_HEADER}\n{yaml.safe_dump(_plain(obj), sort_keys=False)}{YAML_END}\n", path)
+    write_text(f"{YAML_HEADER}\n{yaml.safe_dump(_plain(obj), sort_keys=False)}{YAML_END}\n", path, checksum=checksum)
 
 
 def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
@@ -271,6 +285,7 @@ def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
     """
     import yaml
 
+    verify_checksum(path, _edited_fix(path, fix))
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -287,7 +302,7 @@ def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
 
 
 def write_parquet(df: "pandas.DataFrame", path: str | os.PathLike, metadata: Mapping[str, str] | None = None,  # noqa: F821
-                  checksum: bool = False) -> None:
+                  checksum: bool = True) -> None:
     """Atomically write a DataFrame as Parquet, with optional key/value schema metadata
     (and with ``checksum``, its sidecar checksum: see :func:`atomic_path`)."""
     import pyarrow as pa

@@ -21,7 +21,7 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("interrupted")
     assert io.read_json(p) == {"v": 1}
-    assert [f.name for f in tmp_path.iterdir()] == ["x.json"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["x.json", "x.json.sha256"]
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
