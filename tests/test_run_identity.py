@@ -71,6 +71,7 @@ def test_run_written_before_settings_files_is_checked_on_its_record(synth_copy):
     rec = json.loads(rec_path.read_text())
     rec.pop("settings", None)
     rec_path.write_text(json.dumps(rec))
+    (w / "runs" / "old" / "record.json.sha256").unlink()  # older serray wrote no checksums
     (w / "runs" / "old" / "settings.json").unlink(missing_ok=True)
     r = _cli(*SVM, "--workdir", w, "--k", "2", "--normalize", "speaker", "--run", "old")
     assert r.exit_code != 0 and "normalize: global -> speaker" in r.output, r.output

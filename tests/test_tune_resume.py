@@ -136,7 +136,7 @@ def test_resume_keeps_finished_trials_unknown_to_tunes_state(tmp_path):
     io.write_text("x", tmp_path / "predictions" / "exp" / "bbb__seed0.parquet")  # cut short before its record
     line, unknown = reconcile_for_resume(exp, exp / "trials", tmp_path, "exp")
     assert "2 finished trial(s) kept, 1 restart" in line and "ccc" in line and unknown == ["ccc"]
-    assert sorted(p.name for p in (exp / "trials").iterdir()) == ["aaa.json", "ccc.json"]
+    assert sorted(p.name for p in (exp / "trials").glob("*.json")) == ["aaa.json", "ccc.json"]
     assert sorted(p.name for p in (tmp_path / "predictions" / "exp").iterdir()) == ["aaa__seed0.parquet", "ccc__seed0.parquet"]
     assert sorted(p.name for p in (exp / "orphaned").iterdir()) == ["bbb__seed0.parquet"]
 

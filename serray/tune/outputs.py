@@ -131,6 +131,8 @@ def reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experiment
         if part.name.split("__")[0] not in records:
             (path / "orphaned").mkdir(parents=True, exist_ok=True)
             part.replace(path / "orphaned" / part.name)
+            if io.checksum_path(part).exists():  # its checksum goes with it
+                io.checksum_path(part).replace(path / "orphaned" / io.checksum_path(part).name)
     line = f"resuming {path}: {len(kept) + len(unknown)} finished trial(s) kept, {len(restart)} restart from their first epoch"
     if unknown:
         line += (f" ({len(unknown)} of the finished trials, {', '.join(unknown)}, ended after Tune's last saved state: "
