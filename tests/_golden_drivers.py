@@ -19,25 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
+from _training_helpers import (  # TINY: the conformance tests' settings (2 epochs added below)
+    SEGMENT_SHAPE, TINY, segment_features, sequence_features, serve_feature_sets, synth_manifest, vector_features,
+)
 
 GOLDEN = Path(__file__).parent / "data" / "golden_drivers_v1.npz"
 SEED = 3
-#: Tiny settings per model (those of tests/test_model_contract.py) and 2 epochs.
-TINY: dict[str, dict[str, Any]] = {
-    "mlp": {"hidden_sizes": [8]},
-    "dcnn": {"channels": 8, "hidden": 8},
-    "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
-    "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
-    "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
-    "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
-    "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
-    "dmf": {"fe_hidden": [8], "head_hidden": 8},
-    "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
-    "mgnas": {"seq_experts": {"default": {"conv": 2, "hidden": 3}}, "att_dim": 4,
-              "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
-}
-SEGMENT_SHAPE = (2, 8, 12)
 #: Feature-set names the replaced loader serves, per kind.
 SET_OF_KIND = {"vector": "vec", "sequence": "seq", "segments": "seg"}
 #: Models with a slow-accumulating recurrent layer (tolerance on another CPU).
@@ -66,17 +53,8 @@ def install_loader(m: pd.DataFrame) -> Any:
     """Replace ``serray.features.load_features`` by one serving the synthetic sets; returns the old one."""
     import serray.features
 
-    sets = feature_sets(m)
-
-    def fake_load(workdir, set_name, manifest, params=None):
-        fs = sets[set_name]
-        keep = set(manifest["utt_id"])
-        idx = [i for i, u in enumerate(fs.utt_ids) if u in keep]
-        data = fs.data[idx] if fs.kind == "vector" else [fs.data[i] for i in idx]
-        return type(fs)(fs.kind, [fs.utt_ids[i] for i in idx], data, missing=sorted(keep - set(fs.utt_ids)))
-
     old = serray.features.load_features
-    serray.features.load_features = fake_load
+    serray.features.load_features = serve_feature_sets(feature_sets(m))
     return old
 
 

@@ -81,3 +81,44 @@ def segment_features(manifest: pd.DataFrame, shape: tuple[int, int, int] = (1, 6
         a[:, :, c] += 1.5
         data.append(a.astype(np.float32))
     return FakeFeatureSet("segments", manifest["utt_id"].tolist(), data)
+
+
+#: Small settings per model so that every conformance check trains in well under a second
+#: (also the golden driver outputs' and the kept-model tests' settings).
+TINY = {
+    "mlp": {"hidden_sizes": [8]},
+    "dcnn": {"channels": 8, "hidden": 8},
+    "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
+    "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
+    "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
+    "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
+    "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
+    "dmf": {"fe_hidden": [8], "head_hidden": 8},
+    "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
+    "mgnas": {"seq_experts": {"default": {"conv": 2, "hidden": 3}}, "att_dim": 4,
+              "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
+}
+SEGMENT_SHAPE = (2, 8, 12)
+
+
+def features_of_kind(manifest: pd.DataFrame, kind: str) -> FakeFeatureSet:
+    """Synthetic features of one input kind (``vector``, ``sequence`` or segments of :data:`SEGMENT_SHAPE`)."""
+    if kind == "vector":
+        return vector_features(manifest)
+    if kind == "sequence":
+        return sequence_features(manifest)
+    return segment_features(manifest, shape=SEGMENT_SHAPE)
+
+
+def serve_feature_sets(sets: dict[str, FakeFeatureSet]) -> Any:
+    """A stand-in for ``serray.features.load_features`` serving ``sets`` by name (restricted to the manifest)."""
+
+    def load(workdir, set_name, manifest, params=None):
+        fs = sets[set_name]
+        keep = set(manifest["utt_id"])
+        idx = [i for i, u in enumerate(fs.utt_ids) if u in keep]
+        data = fs.data[idx] if fs.kind == "vector" else [fs.data[i] for i in idx]
+        return type(fs)(fs.kind, [fs.utt_ids[i] for i in idx], data, missing=sorted(keep - set(fs.utt_ids)))
+
+    return load
+

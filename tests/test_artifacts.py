@@ -15,8 +15,7 @@ from serray.protocols import make_folds
 from serray.training.data import TrainingInputs, class_list, make_label_table, pack_features
 from serray.training.executor import run_folds
 
-from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
-from test_model_contract import SEGMENT_SHAPE, TINY
+from _training_helpers import TINY, features_of_kind, synth_manifest, vector_features
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +25,12 @@ def manifest():
     return m
 
 
-def _features(manifest, kind):
-    if kind == "vector":
-        return vector_features(manifest)
-    if kind == "sequence":
-        return sequence_features(manifest)
-    return segment_features(manifest, shape=SEGMENT_SHAPE)
-
-
 def _train_kept(manifest, name, normalize="global", **extra):
     """One fold of ``name`` trained through the executor with its model kept; (result, inputs, fold)."""
     spec = registry.get(name)
     cfg = spec.config(overrides={**TINY.get(name, {}), **({"epochs": 2} if spec.backend == "torch" else {}), **extra})
     table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(cfg))
-    packed = {r: pack_features(_features(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
+    packed = {r: pack_features(features_of_kind(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
     fold = make_folds(manifest, "loso", seed=0, validation="fraction")[0]
     inputs = TrainingInputs(packed, table)
     res = run_folds(spec, cfg, inputs, [fold], normalize=normalize, seed=0, device="cpu", parallel=False, keep_models=True)[0]

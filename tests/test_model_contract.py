@@ -19,24 +19,11 @@ from serray.training.executor import run_folds
 from serray.training.data import TrainingInputs, build_fold_data, class_list, make_label_table, pack_features
 from serray.training.trainer import TorchFoldTrainer, make_trainer, total_epochs
 
-from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
+from _training_helpers import (
+    SEGMENT_SHAPE, TINY, features_of_kind, segment_features, sequence_features, synth_manifest, vector_features,
+)
 
 GOLDEN = Path(__file__).parent / "data" / "golden_logits_v0.npz"
-#: Small settings per model so that every conformance check trains in well under a second.
-TINY = {
-    "mlp": {"hidden_sizes": [8]},
-    "dcnn": {"channels": 8, "hidden": 8},
-    "mtl_cnn": {"channels": 8, "hidden": 8, "gender_hidden": 8},
-    "cnn_lstm": {"channels": [4, 4], "lstm_hidden": 6},
-    "adarl": {"conv_channels": [2, 2, 2, 4], "pool_sizes": [2, 2, 1, 1], "embedding_dim": 8},
-    "nhnn": {"channels": 8, "hidden": 8, "max_components": 3, "dp_max_iter": 100},
-    "mtl": {"hidden": 8, "context": 2, "dnn_layers": 1, "elm_hidden": 8},
-    "dmf": {"fe_hidden": [8], "head_hidden": 8},
-    "dmf_seq": {"fe_hidden": [8], "head_hidden": 8},
-    "mgnas": {"seq_experts": {"default": {"conv": 2, "hidden": 3}}, "att_dim": 4,
-              "proj_dim": 4, "units": 6, "gating": "nas", "batch_size": 12, "samples_per_class": 4},
-}
-SEGMENT_SHAPE = (2, 8, 12)
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +34,9 @@ def manifest():
     return m
 
 
-def _features(manifest, kind):
-    if kind == "vector":
-        return vector_features(manifest)
-    if kind == "sequence":
-        return sequence_features(manifest)
-    return segment_features(manifest, shape=SEGMENT_SHAPE)
-
-
 def _fold(manifest, spec, config, fold_index=0):
     table = make_label_table(manifest, class_list(manifest["emotion"]), aux_columns=spec.aux_columns(config))
-    packed = {r: pack_features(_features(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
+    packed = {r: pack_features(features_of_kind(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
     fold = make_folds(manifest, "loso", seed=0, validation="fraction")[fold_index]  # the golden file's design
     return build_fold_data(packed, table, fold, "global"), fold
 

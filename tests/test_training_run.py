@@ -18,7 +18,7 @@ from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
 from serray.training.run import config_id, train_run
 
-from _training_helpers import sequence_features, synth_manifest, vector_features
+from _training_helpers import sequence_features, serve_feature_sets, synth_manifest, vector_features
 
 
 @pytest.fixture()
@@ -31,16 +31,9 @@ def workdir(tmp_path, monkeypatch):
     vec = sets["vec"]
     sets["vec"] = type(vec)("vector", vec.utt_ids[1:], vec.data[1:], missing=[vec.utt_ids[0]])
 
-    def fake_load(workdir, set_name, manifest, params=None):
-        fs = sets[set_name]
-        keep = set(manifest["utt_id"])
-        idx = [i for i, u in enumerate(fs.utt_ids) if u in keep]
-        data = fs.data[idx] if fs.kind == "vector" else [fs.data[i] for i in idx]
-        return type(fs)(fs.kind, [fs.utt_ids[i] for i in idx], data, missing=sorted(keep - set(fs.utt_ids)))
-
     import serray.features
 
-    monkeypatch.setattr(serray.features, "load_features", fake_load)
+    monkeypatch.setattr(serray.features, "load_features", serve_feature_sets(sets))
     return tmp_path, m
 
 
