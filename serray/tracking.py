@@ -175,10 +175,10 @@ class _Logger:
         for key, curve in (steps or {}).items():
             ms += [Metric(key, float(v), now, i + 1) for i, v in enumerate(curve) if v is not None and math.isfinite(float(v))]
         ps = [Param(k, v) for k, v in (params or {}).items()]
-        for i in range(0, max(len(ms), len(ps), 1), 900):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=ms[i:i + 900], params=ps[i:i + 90] if i == 0 else [])
-        for j in range(90, len(ps), 90):
-            self.client.log_batch(run_id, params=ps[j:j + 90])
+        for i in range(0, len(ps), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+            self.client.log_batch(run_id, params=ps[i:i + 100])
+        for i in range(0, len(ms), 1000):
+            self.client.log_batch(run_id, metrics=ms[i:i + 1000])
 
     def files(self, run_id: str, paths: Iterable[Path]) -> None:
         for p in paths:
@@ -247,9 +247,10 @@ def _log_ensemble(lg: _Logger, w: Workdir, name: str) -> str:
     folder = w.ensemble(name)
     summary = io.read_json(folder / "summary.json")
     parent = lg.start(f"ensemble:{name}", "ensemble", caveat=_caveat(summary))
+    metrics = _numbers(summary)
     params = _flatten("", {k: v for k, v in summary.items() if isinstance(v, (str, int, float, list))
-                           and not isinstance(v, bool) and k not in _numbers(summary)}, {})
-    lg.log(parent, params, _numbers(summary))
+                           and not isinstance(v, bool) and k not in metrics}, {})
+    lg.log(parent, params, metrics)
     lg.files(parent, [folder / "summary.json", *sorted(folder.glob("*.csv"))])
     lg.end(parent)
     return parent
@@ -268,7 +269,6 @@ def _source_files(w: Workdir, source: str) -> tuple[str, str, list[Path]]:
     """``(kind, name, files whose bytes define the source)``; a missing source is a ValueError."""
     kind, _, name = source.partition(":") if source.startswith(("tune:", "ensemble:", "report:")) else ("run", "", source)
     if kind == "run":
-        name = source
         files = [w.run_record(name), w.run_settings(name)]
         if not files[0].exists():
             raise ValueError(f"track {source!r}: no run record {files[0]} (runs are folders under {w.runs_dir})")
