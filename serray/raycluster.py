@@ -15,9 +15,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     """Start local Ray or connect to a running cluster; a second call is a no-op.
 
     Args:
-        address: ``None`` for a local single-node Ray (token authentication off unless
-            ``RAY_AUTH_MODE`` is set); ``"auto"`` or ``"HOST:PORT"`` to join a cluster
-            started with ``ray start`` / ``ray up``, with the authentication the
+        address: ``None`` for a new local single-node Ray of this process's own (token
+            authentication off unless ``RAY_AUTH_MODE`` is set), never a Ray that already
+            runs on the machine, unless ``RAY_ADDRESS`` names one; ``"auto"`` or
+            ``"HOST:PORT"`` to join a cluster started with ``ray start`` / ``ray up``, with the authentication the
             environment gives (``RAY_AUTH_MODE=token`` and the token on cluster nodes).
         num_cpus: CPUs for a local Ray (default: all). Ignored when joining a cluster.
         num_gpus: GPUs for a local Ray (default: detected). Ignored when joining.
@@ -30,6 +31,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     if ray.is_initialized():
         return
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
+    # RAY_ADDRESS (set e.g. by `ray job submit` for its driver) names the cluster to join.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         # Never weaken a cluster's authentication: RAY_AUTH_MODE and the token come from
         # the environment (cluster.yaml sets RAY_AUTH_MODE=token on every node).
@@ -44,7 +47,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         # RAY_worker_niceness=15 restores Ray's default.
         os.environ.setdefault("RAY_worker_niceness", "0")
         log.info("starting local Ray (workers at nice %s)", os.environ["RAY_worker_niceness"])
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+        # address="local": a new Ray of its own. Without an address ray.init() would join
+        # the latest cluster started on this machine (/tmp/ray/ray_current_cluster, written
+        # by `ray start --head` and Ray's test clusters), with its resources and its fate.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
 
 
