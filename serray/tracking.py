@@ -28,15 +28,22 @@ artifacts under ``W/tracking/artifacts``; no server needed; browse it with
 a tracking server or another store instead. A source already logged with the same content
 is left as it is; one whose record changed is replaced (never duplicated).
 
+``wandb[:PROJECT]`` logs the same runs to Weights & Biases instead, offline into
+``W/tracking/wandb`` (``wandb sync`` uploads them; project ``serray`` unless named): W&B
+has no nested runs, so the source is the run group and fold/seed/trial the job type (see
+:mod:`serray.tracking_wandb`).
+
 Example:
     >>> parse_target("mlflow", "/tmp/w").uri
     'sqlite:////tmp/w/tracking/mlflow.db'
     >>> parse_target("mlflow:http://tracker:5000", "/tmp/w").uri
     'http://tracker:5000'
+    >>> parse_target("wandb:ser", "/tmp/w").experiment
+    'ser'
     >>> parse_target("tensorboard", "/tmp/w")
     Traceback (most recent call last):
     ...
-    ValueError: --track 'tensorboard': unknown tracker (choose from: mlflow, mlflow:URI)
+    ValueError: --track 'tensorboard': unknown tracker (choose from: mlflow, mlflow:URI, wandb, wandb:PROJECT)
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ __all__ = ["TrackTarget", "Tracked", "parse_target", "check_available", "track",
 log = logging.getLogger(__name__)
 
 #: The trackers ``--track`` accepts.
-TRACKERS: tuple[str, ...] = ("mlflow", "mlflow:URI")
+TRACKERS: tuple[str, ...] = ("mlflow", "mlflow:URI", "wandb", "wandb:PROJECT")
 _EXPERIMENT = "serray"
 #: Settings of a run record logged as params beside its configuration.
 _SETTINGS = ("model", "features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed",
@@ -80,19 +87,24 @@ class TrackTarget:
 
 @dataclass(frozen=True)
 class Tracked:
-    """One source logged: its MLflow run id and what happened (``logged``, ``unchanged``, ``replaced``)."""
+    """One source logged: its run id and what happened (``logged``, ``unchanged``, ``replaced``)."""
 
     source: str
     run_id: str
     action: str
+    tracker: str = "MLflow"
 
 
 def parse_target(text: str, workdir: str | Path, experiment: str | None = None) -> TrackTarget:
-    """``--track`` text -> :class:`TrackTarget` (``mlflow`` is the local store in ``W/tracking``)."""
+    """``--track`` text -> :class:`TrackTarget` (``mlflow`` is the local store in ``W/tracking``;
+    ``wandb[:PROJECT]`` the offline W&B store in ``W/tracking/wandb``, ``experiment`` the project)."""
     kind, _, uri = text.strip().partition(":")
-    if kind != "mlflow":
+    if kind not in ("mlflow", "wandb"):
         raise ValueError(f"--track {text!r}: unknown tracker (choose from: {', '.join(TRACKERS)})")
-    folder = Workdir(Path(workdir).resolve()).tracking_dir
+    w = Workdir(Path(workdir).resolve())
+    if kind == "wandb":
+        return TrackTarget("wandb", str(w.wandb_dir), uri or experiment or _EXPERIMENT)
+    folder = w.tracking_dir
     if uri:
         return TrackTarget("mlflow", uri, experiment or _EXPERIMENT)
     return TrackTarget("mlflow", f"sqlite:///{folder / 'mlflow.db'}", experiment or _EXPERIMENT,
@@ -101,6 +113,11 @@ def parse_target(text: str, workdir: str | Path, experiment: str | None = None) 
 
 def check_available(target: TrackTarget) -> None:
     """Raise ``ValueError`` (with the fix) when the tracker's package is not installed."""
+    if target.kind == "wandb":
+        from serray.tracking_wandb import check_wandb
+
+        check_wandb()
+        return
     try:
         import mlflow.tracking  # noqa: F401
     except ImportError as exc:
@@ -185,8 +202,37 @@ class _Logger:
             if p.is_file():
                 self.client.log_artifact(run_id, str(p))
 
+    def file(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        """One file, stored under ``folder`` of the run's artifacts (``None``: at the top)."""
+        self.client.log_artifact(run_id, str(path), folder)
+
     def end(self, run_id: str) -> None:
         self.client.set_terminated(run_id)
+
+
+class _MlflowStore:
+    """The MLflow store of a target: earlier runs of a source, their removal, new loggers."""
+
+    label = "MLflow"
+
+    def __init__(self, target: TrackTarget) -> None:
+        self.client = _client(target)
+        self.exp_id = _experiment_id(self.client, target)
+
+    def previous(self, source: str) -> tuple[str | None, set[str]]:
+        old = _already(self.client, self.exp_id, source)
+        roots = [r.info.run_id for r in old if "mlflow.parentRunId" not in r.data.tags]
+        return (roots[0] if roots else None), {r.data.tags.get("serray_digest", "") for r in old}
+
+    def remove(self, source: str) -> None:
+        for r in _already(self.client, self.exp_id, source):
+            self.client.delete_run(r.info.run_id)
+
+    def logger(self, source: str, digest: str) -> _Logger:
+        return _Logger(self.client, self.exp_id, source, digest)
+
+    def commit(self, lg: _Logger, root: str) -> None:
+        """Nothing to record: MLflow's own tags name the source and digest."""
 
 
 def _digest(paths: Iterable[Path]) -> str:
@@ -260,7 +306,7 @@ def _log_report(lg: _Logger, w: Workdir, name: str, files: list[Path]) -> str:
     run_id = lg.start(f"report:{name}", "report")
     for f in files:
         rel = f.parent.relative_to(w.report(name)).as_posix()
-        lg.client.log_artifact(run_id, str(f), None if rel == "." else rel)
+        lg.file(run_id, f, None if rel == "." else rel)
     lg.end(run_id)
     return run_id
 
@@ -291,28 +337,34 @@ def _already(client: "MlflowClient", exp_id: str, source: str) -> list[Any]:
     return client.search_runs([exp_id], filter_string=f"tags.serray_source = '{source}'", max_results=50000)
 
 
+def _store(target: TrackTarget, workdir: str | Path) -> Any:
+    if target.kind == "wandb":
+        check_available(target)
+        from serray.tracking_wandb import WandbStore
+
+        return WandbStore(workdir, target.experiment)
+    return _MlflowStore(target)
+
+
 def track(workdir: str | Path, sources: Iterable[str], target: TrackTarget) -> list[Tracked]:
-    """Log each source (``RUN``, ``tune:EXPERIMENT``, ``ensemble:NAME``) to the tracker.
+    """Log each source (``RUN``, ``tune:EXPERIMENT``, ``ensemble:NAME``, ``report:NAME``) to the tracker.
 
     A source whose files are unchanged since it was last logged is not logged again; one
-    whose files changed replaces its earlier MLflow runs. Every source is checked before
+    whose files changed replaces its earlier runs. Every source is checked before
     anything is logged, so a misspelt name logs nothing.
     """
     w = Workdir(workdir)
     plan = [(s, *_source_files(w, s)) for s in sources]
-    client = _client(target)
-    exp_id = _experiment_id(client, target)
+    store = _store(target, workdir)
     out = []
     for source, kind, name, files in plan:
         digest = _digest(files)
-        old = _already(client, exp_id, source)
-        roots = [r for r in old if "mlflow.parentRunId" not in r.data.tags]
-        if roots and all(r.data.tags.get("serray_digest") == digest for r in old):
-            out.append(Tracked(source, roots[0].info.run_id, "unchanged"))
+        root, digests = store.previous(source)
+        if root is not None and digests == {digest}:
+            out.append(Tracked(source, root, "unchanged", store.label))
             continue
-        for r in old:
-            client.delete_run(r.info.run_id)
-        lg = _Logger(client, exp_id, source, digest)
+        store.remove(source)
+        lg = store.logger(source, digest)
         if kind == "run":
             run_id = _log_train_run(lg, io.read_json(files[0]), name, [f for f in files if f.exists()])
         elif kind == "tune":
@@ -321,6 +373,7 @@ def track(workdir: str | Path, sources: Iterable[str], target: TrackTarget) -> l
             run_id = _log_report(lg, w, name, files)
         else:
             run_id = _log_ensemble(lg, w, name)
-        out.append(Tracked(source, run_id, "replaced" if old else "logged"))
+        store.commit(lg, run_id)
+        out.append(Tracked(source, run_id, "replaced" if digests else "logged", store.label))
         log.info("tracked %s -> %s run %s (%s)", source, target.uri, run_id, out[-1].action)
     return out

@@ -17,6 +17,7 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       crosscorpus/<prefix>/               cross-corpus matrices (``serray crosscorpus``)
       reports/<name>/                     reports (``serray report``)
       tracking/                           the local MLflow store (``--track mlflow``, ``serray track``)
+      tracking/wandb/                     W&B's offline runs (``--track wandb``; upload with ``wandb sync``)
       models/<run>/<config>__seed<s>/fold<k>/  kept fold models (serray train/seeds; serray.artifacts)
 
 No other module joins these names: code asks a :class:`Workdir` for the path it needs.
@@ -238,3 +239,8 @@ class Workdir:
     def tracking_dir(self) -> Path:
         """``W/tracking``: the local experiment-tracking store (MLflow)."""
         return self.root / "tracking"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """``W/tracking/wandb``: Weights & Biases' offline runs (``--track wandb``), ``offline-run-*`` folders."""
+        return self.tracking_dir / "wandb"

@@ -262,14 +262,38 @@ def build_msppodcast(tmp: Path) -> tuple[Path, dict]:
     }
 
 
+def build_audformat(tmp: Path) -> tuple[Path, dict]:
+    """A database saved with audformat's API: split tables of emotions, speakers (with gender) in another table."""
+    pytest.importorskip("audformat", reason="the audformat adapter needs audformat (pip install 'serray[audformat]')")
+    from tests._audformat_db import write_audformat_db
+
+    root = tmp / "db"
+    files = {"wav/s1_a.wav": ("s1", "anger", "train"), "wav/s1_b.wav": ("s1", "happiness", "train"),
+             "wav/s2_a.wav": ("s2", "neutral", "dev"), "wav/s3_a.wav": ("s3", "sadness", "test"),
+             "wav/s3_b.wav": ("s3", "Boredom", None)}
+    for i, f in enumerate(files):
+        _wav(root / f, seed=i)
+    write_audformat_db(root, files, {"s1": "female", "s2": "male", "s3": "male"})
+    return tmp, {
+        "n": 5, "options": {"naturalness": "acted"},
+        "speakers": {"audformat_s1": "f", "audformat_s2": "m", "audformat_s3": "m"},
+        "emotions": {"angry": 1, "happy": 1, "neutral": 1, "sad": 1, "boredom": 1},
+        "checks": [("audformat/wav/s1_a", "emotion_native", "anger"), ("audformat/wav/s2_a", "split", "development"),
+                   ("audformat/wav/s3_a", "split", "test"), ("audformat/wav/s3_b", "split", None),
+                   ("audformat/wav/s1_b", "language", "de"), ("audformat/wav/s3_b", "emotion", "boredom")],
+    }
+
+
 BUILDERS = {
     "emodb": build_emodb, "emovo": build_emovo, "ravdess": build_ravdess, "iemocap": build_iemocap,
     "cremad": build_cremad, "tess": build_tess, "cafe": build_cafe, "msppodcast": build_msppodcast, "table": build_table,
+    "audformat": build_audformat,
 }
 
 
 def test_adapter_names_cover_every_builder():
-    assert adapter_names() == ["emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table"]
+    assert adapter_names() == ["emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table",
+                               "audformat"]
     assert set(BUILDERS) == set(adapter_names())
     assert all(get_adapter(n).name == n for n in adapter_names())
 

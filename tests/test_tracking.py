@@ -114,8 +114,8 @@ def test_tune_and_ensemble_sources(tmp_path):
 
 
 def test_tracker_choice_and_missing_mlflow(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="choose from: mlflow"):
-        parse_target("wandb", tmp_path)
+    with pytest.raises(ValueError, match="choose from: mlflow, mlflow:URI, wandb, wandb:PROJECT"):
+        parse_target("neptune", tmp_path)
     assert parse_target("mlflow:sqlite:///x.db", tmp_path).uri == "sqlite:///x.db"
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
     io.write_json({"metrics": {}}, Workdir(tmp_path).run_record("r"))
@@ -126,7 +126,7 @@ def test_tracker_choice_and_missing_mlflow(tmp_path, monkeypatch):
 def test_train_track_option_logs_at_the_end_and_a_bad_tracker_fails_before_training(synth_copy):
     w = synth_copy
     bad = CliRunner().invoke(main, ["train", "logreg", "--workdir", str(w), "--features", "egemaps", "--protocol", "kfold",
-                                    "--k", "3", "--sequential", "--run", "never", "--track", "wandb"])
+                                    "--k", "3", "--sequential", "--run", "never", "--track", "neptune"])
     assert bad.exit_code == 1 and "choose from: mlflow" in bad.output
     assert not Workdir(w).run("never").exists() and not Workdir(w).predictions("never").exists()
     r = _train(w, "--run", "tracked", "--track", "mlflow")

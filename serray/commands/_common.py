@@ -304,9 +304,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 track_option = click.option(
-    "--track", default=None, metavar="mlflow[:URI]",
+    "--track", default=None, metavar="mlflow[:URI]|wandb[:PROJECT]",
     help="When the command ends, also log its results to an experiment tracker: mlflow (a local store in "
-         "W/tracking, no server) or mlflow:URI (as `serray track`; checked before any work starts).",
+         "W/tracking, no server), mlflow:URI, or wandb[:PROJECT] (Weights & Biases offline runs in "
+         "W/tracking/wandb, grouped per run; upload with `wandb sync`) (as `serray track`; checked before any "
+         "work starts).",
 )
 
 
@@ -336,4 +338,4 @@ def track_results(workdir: str | Path, sources: list[str], target: Any) -> None:
         fail(f"--track: {exc}; the results are stored in {workdir}: log them later with "
              f"`serray track {workdir} {' '.join(sources)}`")
     for t in done:
-        click.echo(f"tracked {t.source}: {t.action} (MLflow run {t.run_id} in {target.uri})")
+        click.echo(f"tracked {t.source}: {t.action} ({t.tracker} run {t.run_id} in {target.uri})")

@@ -11,7 +11,7 @@ from serray.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
-_ADAPTERS = ("emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table")
+_ADAPTERS = ("emodb", "emovo", "ravdess", "iemocap", "cremad", "tess", "cafe", "msppodcast", "table", "audformat")
 
 
 @click.group(name="data")
@@ -28,7 +28,8 @@ def command() -> None:
 @click.option("--exclude-out-of-range", is_flag=True,
               help="Exclude float files with samples beyond full scale (peak > 1.0); by default they are kept, "
                    "listed in W/manifests/NAME.bad.csv with excluded=False and a warning.")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Adapter option, e.g. -o corpus=mycorpus for 'table'.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Adapter option, e.g. -o corpus=mycorpus for 'table', -o table=emotion "
+                   "-o emotion_column=COL for 'audformat'.")
 def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bool, exclude_out_of_range: bool,
             options: tuple[str, ...]) -> None:
     """Scan a corpus folder (or table file, for 'table') and write its manifest.
@@ -41,6 +42,7 @@ def prepare(corpus: str, root: str, workdir: str, name: str | None, no_check: bo
       serray data prepare emodb ../shared/data/emodb/wav --workdir W
       serray data prepare emovo ../shared/data/emovo --workdir W
       serray data prepare table my_corpus.csv -o corpus=mine --workdir W
+      serray data prepare audformat ~/audb/emodb/1.4.1 -o table=emotion --workdir W
     """
     from serray.corpora import CorpusLayoutError, prepare_corpus
     from serray.corpora.info import summary_table

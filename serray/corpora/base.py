@@ -61,6 +61,7 @@ _ADAPTER_MODULES: dict[str, str] = {
     "cafe": "serray.corpora.cafe",
     "msppodcast": "serray.corpora.msppodcast",
     "table": "serray.corpora.table",
+    "audformat": "serray.corpora.audformat_db",
 }
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
