@@ -87,6 +87,9 @@ def test_draws_are_deterministic_and_the_signal_changes_as_drawn(tmp_path):
     clean = apply_draw(x, SR, {"speed": 0.9})
     noise = y / 10 ** (6 / 20) - clean
     assert 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2)) == pytest.approx(10, abs=0.1)
+    pink = np.abs(np.fft.rfft(apply_draw(np.ones(40091, np.float32), SR, {"snr_db": 0.0, "noise": "pink", "noise_seed": 1,
+                                                                           "noise_offset": 0.0}) - 1)) ** 2
+    assert 5 < pink[100:1000].mean() / pink[1000:10000].mean() < 20  # 1/f: a decade down, ten times the power
     sf.write(tmp_path / "n.wav", np.random.default_rng(0).normal(size=4000).astype(np.float32) * 0.1, SR)
     folder = parse_augment([f"noise=0:0@{tmp_path}"], copies=1, seed=0)
     assert folder.tag != parse_augment(["noise=0:0"], copies=1, seed=0).tag
