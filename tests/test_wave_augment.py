@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from serray.features import extract_features, load_features
+from serray.features import extract_features, list_cached, load_features
 from serray.features.augment import apply_draw, parse_augment
 from serray.features.copies import load_copies
 from serray.protocols import LeakageError, check_copies
@@ -121,6 +121,8 @@ def test_copies_are_keyed_cached_and_never_mixed(workdir, extracted):
     fs1, _ = load_copies(workdir, "egemaps", manifest.head(2), other.tag)
     assert not np.allclose(fs1.data, fs.data[:4])
     np.testing.assert_array_equal(load_copies(workdir, "egemaps", manifest, aug.tag)[0].data, fs.data)
+    row = list_cached(workdir).set_index("set").loc["egemaps"]
+    assert (row["n_utterances"], row["n_copies"]) == (n, 2 * n + 4)
 
 
 # ---------------------------------------------------------------------- training

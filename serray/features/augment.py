@@ -255,8 +255,9 @@ def read_spec(workdir: str | os.PathLike, tag: str) -> dict[str, Any] | None:
 
 
 def copy_key(file_key: str, tag: str, copy: int) -> str:
-    """Cache key of copy ``copy`` of the file with identity ``file_key`` under ``tag``."""
-    return hashlib.sha1(f"{file_key}|{tag}|{int(copy)}".encode()).hexdigest()[:20]
+    """Cache key of copy ``copy`` of the file with identity ``file_key`` under ``tag`` (24 hex
+    digits: a file's own key has 20, so a listing tells copies from utterances)."""
+    return hashlib.sha1(f"{file_key}|{tag}|{int(copy)}".encode()).hexdigest()[:24]
 
 
 def copy_id(utt_id: str, tag: str, copy: int) -> str:
