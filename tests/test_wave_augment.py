@@ -235,3 +235,24 @@ def test_emodb_copies_are_speed_perturbed_noisy_log_mel(tmp_path):
         n = len(orig.data[orig.utt_ids.index(row["source"])])
         assert abs(len(arr) - n / speed) <= 3
         assert np.isfinite(arr).all()
+
+
+@pytest.mark.slow
+def test_a_search_space_searches_wave_augment(workdir, extracted, tmp_path):
+    """A tune whose space chooses between no copies and a tag loads that tag's copies once and
+    trains trials of both values (leaderboard and trial records name the value)."""
+    import yaml
+
+    from serray.cli import main
+
+    aug, _ = extracted
+    space = tmp_path / "svm-wave.yaml"
+    space.write_text(yaml.safe_dump({"model": "svm", "params": {
+        "wave_augment": {"type": "choice", "values": ["none", aug.tag]}, "C": {"type": "fixed", "value": 1.0}}}))
+    args = ["tune", "svm", "--features", "egemaps", "--protocol", "loso", "--seed", "0", "--workdir", str(workdir),
+            "--space", str(space), "--num-samples", "3", "--name", "wave-search"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    board = pd.read_csv(Workdir(workdir).tune_leaderboard("wave-search"))
+    assert set(board["config/wave_augment"]) == {"none", aug.tag}
+    assert (board["status"] == "completed").all(), board[["config/wave_augment", "status"]]
