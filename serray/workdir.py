@@ -7,7 +7,8 @@ Every command reads and writes below one folder, the work directory ``W``. Its l
       manifests/<corpus>.bad.csv          its unusable audio files, when there are any
       audio/<corpus>/                     synthetic corpora's audio (``serray data synth``)
       cache/audio_digests.parquet         audio content digests (duplicate checks)
-      features/<set>-<key>/               cached feature sets (``serray features``)
+      features/<set>-<key>/               cached feature sets (``serray features``), with augmented copies
+      features/augment/<tag>.json         a waveform augmentation's spec (``serray features --augment``)
       predictions/<run>/                  the predictions store: <config>__seed<s>.parquet (logits)
       runs/<run>/                         record.json, settings.json, folds.parquet, model_records/
       tune/<experiment>/                  a search: best.yaml, trials/<trial>.json, leaderboard.csv, Tune state
@@ -124,6 +125,11 @@ class Workdir:
     def feature_set(self, name: str, key: str) -> Path:
         """``W/features/<name>-<key>`` (``key``: the extractor's parameter fingerprint)."""
         return self.features_dir / f"{name}-{key}"
+
+    def augment_spec(self, tag: str) -> Path:
+        """``W/features/augment/<tag>.json``: the spec of a waveform augmentation (its copies
+        live in the feature sets' folders, keyed by the tag)."""
+        return self.features_dir / "augment" / f"{tag}.json"
 
     # ---- training -------------------------------------------------------------------
     @property

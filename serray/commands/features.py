@@ -39,13 +39,18 @@ def _parse_params(items: tuple[str, ...], sets: list[str]) -> dict[str, dict[str
 @click.option("--chunk-size", type=int, default=None, help="Files per work item (default: about 32 chunks per actor, at most 64 files each).")
 @click.option("--retry-failed", is_flag=True, help="Retry files an earlier run recorded as failing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--augment", "augment", multiple=True, metavar="NAME=VALUE",
+              help="Also extract augmented copies of every utterance: speed=0.9,1.1 | noise=5:20[@pink|@white|@DIR] "
+                   "(SNR dB) | gain=-6:6 (dB); repeatable, each copy applies all. Prints the tag for wave_augment.")
+@click.option("--augment-copies", type=int, default=1, show_default=True, help="Augmented copies per utterance (with --augment).")
+@click.option("--augment-seed", type=int, default=0, show_default=True, help="Seed of the augmentation draws (with --augment).")
 @click.option("--ray/--no-ray", "use_ray", default=None,
               help="Force Ray actors (--ray) or a local process pool (--no-ray); default: a local process pool "
                    "for small CPU jobs without --address (at most 5000 files to extract), Ray otherwise.")
 def command(
     workdir: str, sets: str | None, list_: bool, params: tuple[str, ...], corpora: tuple[str, ...], address: str | None,
     num_actors: int | None, gpus_per_actor: float, chunk_size: int | None, retry_failed: bool, no_progress: bool,
-    use_ray: bool | None,
+    augment: tuple[str, ...], augment_copies: int, augment_seed: int, use_ray: bool | None,
 ) -> None:
     """Extract feature sets for every utterance of WORKDIR's manifests, or list the cache.
 
@@ -62,7 +67,14 @@ def command(
     Examples:
       serray features W --set egemaps,mfb,spectrogram
       serray features W --set ssl --param ssl.model=/models/hubert-base --gpus-per-actor 0.5
+      serray features W --set mfb --augment speed=0.9,1.1 --augment noise=5:20 --augment-copies 2
       serray features W --list
+
+    With --augment, every utterance also gets --augment-copies augmented copies
+    (speed perturbation, additive noise at a drawn SNR, gain), cached beside its
+    features under the augmentation's tag (aug-xxxxxxxx: spec, copies and seed), so
+    specs never mix and a second run extracts nothing. Train on them with the config
+    key wave_augment=TAG (training utterances' copies only).
     """
     from serray.features import extract_features, extractor_names
     from serray.manifest import ManifestError, load_manifests
@@ -77,17 +89,35 @@ def command(
             fail(f"unknown feature set(s) {unknown}; available: {', '.join(known)}")
         set_params = _parse_params(params, names)
         try:
+            aug = _augmentation(augment, augment_copies, augment_seed)
             manifest = load_manifests(workdir, corpora or None)
             reports = extract_features(
                 workdir, names, manifest, params=set_params, address=address, num_actors=num_actors,
                 gpus_per_actor=gpus_per_actor, progress=not no_progress, chunk_size=chunk_size, retry_failed=retry_failed,
-                use_ray=use_ray,
+                use_ray=use_ray, augment=aug,
             )
         except (ManifestError, ValueError) as exc:
             fail(str(exc))
         _echo_reports(reports)
+        if aug is not None:
+            click.echo(f"augmented copies: tag {aug.tag} ({aug.cli()}); train on them with --set wave_augment={aug.tag}")
     if list_:
         _echo_cached(workdir)
+
+
+def _augmentation(items: tuple[str, ...], copies: int, seed: int) -> Any:
+    """The :class:`~serray.features.augment.WaveAugment` of ``--augment`` (``None`` without it).
+
+    Raises:
+        ValueError: A bad item, copy count or noise folder (one line).
+    """
+    if not items:
+        if copies != 1 or seed != 0:
+            raise ValueError("--augment-copies and --augment-seed need --augment NAME=VALUE, e.g. --augment speed=0.9,1.1")
+        return None
+    from serray.features.augment import parse_augment
+
+    return parse_augment(items, copies=copies, seed=seed)
 
 
 def _echo_reports(reports: dict) -> None:

@@ -467,11 +467,18 @@ class FeatureCache:
             "params": _short_params(self.extractor.params, type(self.extractor).defaults),
             "kind": self.kind,
             "dims": "x".join(str(d) for d in meta.get("dims", [])) or "?",
-            "n_utterances": len(self.cached_keys()),
+            **_key_counts(self.cached_keys()),
             "n_failed": len(fails),
             "size_mb": round(self.size_bytes() / 2**20, 2),
             "path": str(self.dir),
         }
+
+
+def _key_counts(keys: set[str]) -> dict[str, int]:
+    """``n_utterances`` (files' own keys, 20 characters) and ``n_copies`` (augmented copies'
+    keys, :func:`serray.features.augment.copy_key`) among cached keys."""
+    own = sum(1 for k in keys if len(k) == 20)
+    return {"n_utterances": own, "n_copies": len(keys) - own}
 
 
 def npy_problem(path: str | os.PathLike) -> str | None:

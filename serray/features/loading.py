@@ -253,7 +253,8 @@ def load_features(
 
 def list_cached(workdir: str | os.PathLike) -> pd.DataFrame:
     """One row per cached feature set in ``W/features``: set, key, params, kind, dims,
-    n_utterances, n_failed, size_mb, path (sets whose extractor is unknown are skipped)."""
+    n_utterances, n_copies (augmented copies), n_failed, size_mb, path (sets whose
+    extractor is unknown are skipped)."""
     root = Workdir(workdir).features_dir
     rows = []
     for meta_path in sorted(root.glob("*/meta.json")) if root.is_dir() else []:
@@ -269,5 +270,5 @@ def list_cached(workdir: str | os.PathLike) -> pd.DataFrame:
         row = cache.summary()
         row["key"] = meta.get("key", meta_path.parent.name.rsplit("-", 1)[-1])
         rows.append(row)
-    cols = ["set", "key", "params", "kind", "dims", "n_utterances", "n_failed", "size_mb", "path"]
+    cols = ["set", "key", "params", "kind", "dims", "n_utterances", "n_copies", "n_failed", "size_mb", "path"]
     return pd.DataFrame(rows, columns=cols)

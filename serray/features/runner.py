@@ -345,6 +345,7 @@ def extract_features(
     chunk_size: int | None = None,
     retry_failed: bool = False,
     use_ray: bool | None = None,
+    augment: Any = None,
 ) -> dict[str, ExtractionReport]:
     """Extract every named feature set for every utterance of ``manifest`` into W's cache.
 
@@ -363,9 +364,12 @@ def extract_features(
         use_ray: ``True``: Ray actors; ``False``: a local process pool (not with
             ``address`` or GPUs); ``None``: the pool for small local CPU jobs (module
             docstring), Ray otherwise.
+        augment: A :class:`serray.features.augment.WaveAugment`: also extract its
+            augmented copies of every utterance (:mod:`serray.features.copies`), reported
+            as ``<set>@<tag>``.
 
     Returns:
-        ``{set name: ExtractionReport}``.
+        ``{set name: ExtractionReport}`` (and ``{"<set>@<tag>": ...}`` for copies).
 
     Raises:
         ValueError: Unknown set or parameter, empty ``sets``, bad counts, or a manifest
@@ -381,6 +385,13 @@ def extract_features(
                 Path(workdir), s, per_set[s], manifest, pools, progress=progress, chunk_size=chunk_size,
                 retry_failed=retry_failed,
             )
+            if augment is not None:
+                from serray.features.copies import extract_copies
+
+                reports[f"{s}@{augment.tag}"] = extract_copies(
+                    workdir, s, per_set[s], manifest, augment, pools, progress=progress, chunk_size=chunk_size,
+                    retry_failed=retry_failed,
+                )
     finally:
         pools.close()
     return reports

@@ -58,6 +58,7 @@ class ExtractionWorker:
         self._device = device
         self._extractors: dict[str, Extractor] = {}
         self._errors: dict[str, Exception] = {}
+        self._noise: dict[str, np.ndarray] = {}  # noise recordings of augmented copies, read once
 
     def ready(self) -> dict[str, Any]:
         """Where the worker runs."""
@@ -79,18 +80,27 @@ class ExtractionWorker:
             self._extractors[ident] = ext
         return self._extractors[ident]
 
-    def run(self, name: str, params: Mapping[str, Any], items: Sequence[tuple[str, str]]) -> list[Result]:
-        """Load and extract ``(file_key, path)`` items with extractor ``name``; one result per item."""
+    def run(self, name: str, params: Mapping[str, Any], items: Sequence[tuple]) -> list[Result]:
+        """Load and extract ``(file_key, path)`` items with extractor ``name``; one result per item.
+
+        An item ``(copy_key, path, draw)`` is an augmented copy: the audio is changed by
+        :func:`serray.features.augment.apply_draw` with ``draw`` before extraction.
+        """
         try:
             ext = self._get(name, params)
         except Exception as exc:
             reason = f"extractor failed to start: {type(exc).__name__}: {exc}"
-            return [(k, p, None, "SetupError", reason, False) for k, p in items]
+            return [(k, p, None, "SetupError", reason, False) for k, p, *_ in items]
         results: list[Result | None] = [None] * len(items)
         audios, where = [], []
-        for i, (key, path) in enumerate(items):
+        for i, (key, path, *draw) in enumerate(items):
             try:
-                audios.append(load_audio(path, sample_rate=ext.sample_rate))
+                audio = load_audio(path, sample_rate=ext.sample_rate)
+                if draw:
+                    from serray.features.augment import apply_draw
+
+                    audio = apply_draw(audio, ext.sample_rate, draw[0], self._noise)
+                audios.append(audio)
                 where.append(i)
             except AudioError as exc:
                 results[i] = (key, path, None, "AudioError", exc.reason, True)
@@ -98,7 +108,7 @@ class ExtractionWorker:
                 results[i] = (key, path, None, type(exc).__name__, str(exc), False)
         outs = ext.extract_batch(audios) if audios else []
         for i, out in zip(where, outs):
-            key, path = items[i]
+            key, path = items[i][:2]
             if isinstance(out, Exception):
                 persistent = isinstance(out, (AudioError, FeatureError))
                 results[i] = (key, path, None, type(out).__name__, str(out) or repr(out), persistent)
@@ -152,7 +162,7 @@ class _ProcessPool:
             except Exception as exc:  # a dead worker breaks the pool: its chunks fail, retried next run
                 reason = f"worker failed: {type(exc).__name__}: {exc}"
                 log.warning("%s: chunk of %d file(s) failed: %s", name, len(chunk), reason)
-                yield [(k, p, None, "WorkerError", reason, False) for k, p in chunk]
+                yield [(k, p, None, "WorkerError", reason, False) for k, p, *_ in chunk]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -247,10 +257,10 @@ class _RayPool:
             except Exception as exc:  # the worker crashed on this chunk; the rest goes on
                 reason = f"worker failed: {_cause(exc)}"
                 log.warning("%s: chunk of %d file(s) failed: %s", name, len(chunk), reason)
-                yield [(k, p, None, "WorkerError", reason, False) for k, p in chunk]
+                yield [(k, p, None, "WorkerError", reason, False) for k, p, *_ in chunk]
             submit(actor)
         for chunk in queue:  # only when no actor could start
-            yield [(k, p, None, "WorkerError", "no worker could start", False) for k, p in chunk]
+            yield [(k, p, None, "WorkerError", "no worker could start", False) for k, p, *_ in chunk]
 
     def close(self) -> None:
         import ray

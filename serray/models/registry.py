@@ -59,6 +59,8 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "time_mask_width": 20,
     "freq_masks": 0,
     "freq_mask_width": 8,
+    # augmented copies of the training utterances (serray.training.wave): none | aug-<tag>[+aug-<tag>...]
+    "wave_augment": "none",
 }
 
 
@@ -67,7 +69,8 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
 #: fit again on training + validation for the test predictions (a fixed configuration
 #: selects nothing by validation, so holding those speakers out of its final fit only
 #: loses data; the validation logits stay out-of-sample for ensemble and Tune selection).
-SKLEARN_TRAINING_DEFAULTS: dict[str, Any] = {"refit": True}
+#: ``wave_augment``: as for torch models (:mod:`serray.training.wave`).
+SKLEARN_TRAINING_DEFAULTS: dict[str, Any] = {"refit": True, "wave_augment": "none"}
 
 
 class Lazy:

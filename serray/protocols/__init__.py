@@ -57,7 +57,7 @@ from serray.protocols.folds import (  # noqa: F401 (PREDEFINED_*: importable as 
     folds_from_frame,
     folds_to_frame,
 )
-from serray.protocols.leakage import FoldClassError, LeakageError, check_fold_classes, check_leakage
+from serray.protocols.leakage import FoldClassError, LeakageError, check_copies, check_fold_classes, check_leakage
 from serray.protocols.partition import make_folds
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "make_folds",
     "check_leakage",
     "check_fold_classes",
+    "check_copies",
     "folds_to_frame",
     "folds_from_frame",
 ]

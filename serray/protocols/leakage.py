@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serray.protocols.folds import SPLITS, Fold, _require_columns
 
-__all__ = ["LeakageError", "FoldClassError", "check_leakage", "check_fold_classes"]
+__all__ = ["LeakageError", "FoldClassError", "check_leakage", "check_fold_classes", "check_copies"]
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +170,38 @@ def check_fold_classes(
             log.warning("fold %s: %s part has no utterances of class(es) %s; UA averages over the classes present",
                         fold.name, split, missing)
 
+
+
+def check_copies(fold: Any, utt_ids: Sequence[str], copy_of: Sequence[str | None] | None, speakers: Sequence[str]) -> None:
+    """Refuse augmented copies (:mod:`serray.training.wave`) that could leak into evaluation.
+
+    A copy may only be in the training part of a fold whose training part holds its source
+    utterance; and (speaker-independent folds) its speaker, its source's, is no test
+    speaker. Copies are rows of the run's label table: ``utt_ids``, their ``copy_of``
+    (source utterance, ``None`` for corpus utterances) and ``speakers``.
+
+    Raises:
+        LeakageError: Names the fold, the part and example copies.
+    """
+    if copy_of is None:
+        return
+    source = pd.Series(list(copy_of), index=pd.Index(list(utt_ids), dtype=object), dtype=object)
+    speaker = pd.Series(list(speakers), index=source.index, dtype=object)
+    copies = source[source.notna()]
+    for part in ("validation", "test"):
+        inside = copies.index.intersection(pd.Index(fold.split(part) if hasattr(fold, "split") else getattr(fold, part)))
+        if len(inside):
+            raise LeakageError(f"fold {fold.name!r}: {len(inside)} augmented copies in the {part} part, e.g. "
+                               f"{list(inside[:3])}; copies only ever enter training")
+    train = pd.Index(np.asarray(fold.train, dtype=object))
+    in_train = copies[copies.index.isin(train)]
+    stray = in_train[~in_train.isin(train)]
+    if len(stray):
+        raise LeakageError(f"fold {fold.name!r}: training holds copies of utterances outside its training part, e.g. "
+                           f"{list(stray.index[:3])} of {list(stray.iloc[:3])}; a copy trains only with its source")
+    if getattr(fold, "validation_mode", "speaker") == "speaker-dependent":
+        return
+    test_speakers = set(speaker.reindex(pd.Index(np.asarray(fold.test, dtype=object))).dropna())
+    leaked = sorted(set(speaker.loc[in_train.index]) & test_speakers)
+    if leaked:
+        raise LeakageError(f"fold {fold.name!r}: augmented copies of test speaker(s) {leaked} are in training")

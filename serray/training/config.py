@@ -13,6 +13,7 @@ from serray.models.contract import InputInfo, parse_stages, stage_epochs
 from serray.models.registry import TORCH_TRAINING_DEFAULTS, ModelSpec
 from serray.training.augment import AUGMENT_DEFAULTS, check_augment
 from serray.training.sampling import CLASS_WEIGHTS, SAMPLERS
+from serray.training.wave import wave_tags
 
 if TYPE_CHECKING:
     from serray.training.data import FoldData, TrainingInputs
@@ -23,7 +24,7 @@ __all__ = ["TRAINING_DEFAULTS", "check_config", "check_stage_plans", "total_epoc
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
-_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight", *AUGMENT_DEFAULTS)
+_FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight", *AUGMENT_DEFAULTS, "wave_augment")
 
 
 def _spec(model: ModelSpec | str) -> ModelSpec:
@@ -70,6 +71,7 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
     if cfg.get("class_weight", "none") not in CLASS_WEIGHTS:
         raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {cfg['class_weight']!r}")
     check_augment(cfg)
+    wave_tags(cfg.get("wave_augment"))
     if cfg.get("stage_selection", "all") not in ("all", "last"):
         raise ValueError(f"stage_selection must be 'all' or 'last', got {cfg['stage_selection']!r}")
     parse_stages(str(cfg.get("stages", "all")), None, spec.stage_plans)  # syntax; groups are checked on build

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from serray.training.data import TrainingInputs, class_list, make_label_table, pack_features
+from serray.training.wave import WAVE_AUGMENT_KEY, add_copies, config_tags
 
 __all__ = ["Experiment", "prepare_experiment", "feature_tag"]
 
@@ -67,6 +68,8 @@ class Experiment:
         aux_columns: Auxiliary-label role -> manifest column.
         excluded: utt_ids left out for lack of features.
         feature_tag: The features' name in run names (:func:`feature_tag` per set, ``+``-joined).
+        wave_augment: Augmentation tag -> its spec, options and copies loaded, for the tags
+            whose copies ``inputs`` holds after the run's utterances (:mod:`serray.training.wave`).
     """
 
     spec: Any
@@ -79,6 +82,7 @@ class Experiment:
     aux_columns: dict[str, str]
     excluded: list[str]
     feature_tag: str = ""
+    wave_augment: dict = field(default_factory=dict)
 
     @property
     def feature_kind(self) -> str:
@@ -188,7 +192,7 @@ def _warn_speaker_normalisation(manifest: pd.DataFrame) -> list[str]:
 
 def prepare_experiment(
     run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None,
-    *, extract: bool = True, address: str | None = None,
+    *, extract: bool = True, address: str | None = None, wave_augment: Sequence[str] = (),
 ) -> Experiment:
     """Load manifests, apply the label set, load every input's features, make and check folds.
 
@@ -200,6 +204,9 @@ def prepare_experiment(
             extracted (on the Ray feature pool, with progress; files recorded as failing
             are not retried), instead of failing.
         address: Ray cluster the extraction joins (default a local Ray).
+        wave_augment: Augmentation tags whose copies are loaded besides those of
+            ``config``'s ``wave_augment`` (e.g. a search space's choices): the copies
+            follow the run's utterances in ``inputs`` (:func:`serray.training.wave.add_copies`).
 
     Raises:
         ValueError: Feature kind not matching the model, nothing left to train on, or
@@ -239,4 +246,8 @@ def prepare_experiment(
     packed = {role: pack_features(fs, ids) for role, fs in loaded.items()}
     tag = "+".join(feature_tag(sets[r], run.params_for(sets[r]), getattr(fs, "key", "")) for r, fs in loaded.items())
     kinds = {role: fs.kind for role, fs in loaded.items()}
-    return Experiment(spec, sets, kinds, manifest, classes, folds, TrainingInputs(packed, table), aux, missing, tag)
+    copies: dict = {}
+    tags = config_tags([config, *({WAVE_AUGMENT_KEY: t} for t in wave_augment)])
+    if tags:
+        packed, table, copies = add_copies(run, sets, manifest, packed, classes, aux, tags, extract=extract, address=address)
+    return Experiment(spec, sets, kinds, manifest, classes, folds, TrainingInputs(packed, table), aux, missing, tag, copies)

@@ -28,6 +28,9 @@ class LabelTable:
         aux_columns: Role -> the manifest column (or ``a*b`` derivation) it came from.
         groups: Extra per-utterance grouping columns reported as per-group UA
             (``gender``, ``corpus`` when present).
+        copy_of: Per row, the source utterance of an augmented copy (config key
+            ``wave_augment``, :mod:`serray.training.wave`) and ``None`` for an utterance
+            of the manifest; ``None`` when the table holds no copies.
     """
 
     utt_ids: np.ndarray
@@ -38,6 +41,7 @@ class LabelTable:
     aux_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     aux_columns: dict[str, str] = field(default_factory=dict)
     groups: dict[str, np.ndarray] | None = None
+    copy_of: np.ndarray | None = None
 
     @property
     def domain(self) -> np.ndarray | None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from serray.training.spec import RunSpec
     from serray.training.trainer import FoldResult
 
-__all__ = ["versions", "clean", "aux_summary", "fold_metrics", "write_fold_predictions", "run_record", "write_run",
+__all__ = ["versions", "clean", "aux_summary", "wave_record", "fold_metrics", "write_fold_predictions", "run_record", "write_run",
            "model_record_path", "write_model_records", "read_model_records", "seed_record", "write_trial_record",
            "write_search_outcome", "write_nested_summary"]
 
@@ -69,16 +69,29 @@ def clean(value: Any) -> Any:
 
 
 def aux_summary(table: Any) -> dict[str, dict[str, Any]]:
-    """Per auxiliary label: its column, classes and on how many utterances it is known."""
+    """Per auxiliary label: its column, classes and on how many utterances it is known
+    (corpus utterances: augmented copies are not counted)."""
+    copy_of = getattr(table, "copy_of", None)
+    own = slice(None) if copy_of is None else np.asarray([c is None for c in copy_of], dtype=bool)
     return {
         role: {
             "column": table.aux_columns.get(role),
             "classes": list(table.aux_names.get(role, ())),
-            "known": int((codes >= 0).sum()),
-            "unknown": int((codes < 0).sum()),
+            "known": int((codes[own] >= 0).sum()),
+            "unknown": int((codes[own] < 0).sum()),
         }
         for role, codes in table.aux.items()
     }
+
+
+def wave_record(exp: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"wave_augment": {tag: spec, options, copies loaded}}`` for the tags ``cfg`` trains on
+    (:mod:`serray.training.wave`); empty without any, so such records stay as they were."""
+    from serray.training.wave import wave_tags
+
+    tags = wave_tags(cfg.get("wave_augment"))
+    known = getattr(exp, "wave_augment", None) or {}
+    return {"wave_augment": {t: known.get(t) for t in tags}} if tags else {}
 
 
 def fold_metrics(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
@@ -124,6 +137,7 @@ def run_record(run: RunSpec, exp: Experiment, name: str, cfg: dict, cid: str, re
         "corpora": sorted(exp.manifest["corpus"].unique().tolist()),
         "n_utterances": int(len(exp.manifest)),
         "excluded_without_features": exp.excluded,
+        **wave_record(exp, cfg),
         # CPU numbers are reproducible for the same seed *and* thread count; record it
         "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
         "versions": versions(),
@@ -180,6 +194,7 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
         "aux_labels": aux_summary(exp.inputs.table),
         "classes": exp.classes,
         "n_utterances": int(len(exp.manifest)),
+        **wave_record(exp, cfg),
         "metrics": {
             "test_ua_mean": float(t["ua"].mean()),
             "test_ua_std": float(t["ua"].std(ddof=1)) if len(t) > 1 else 0.0,

@@ -184,7 +184,7 @@ def train_seeds(
     variants = dict(variants or {"base": {}})
     base = run.resolved_config()
     cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
-    exp = prepare_experiment(run, base, address=address)
+    exp = prepare_experiment(run, base, address=address, wave_augment=[c.get("wave_augment", "none") for c in cfgs.values()])
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     cids, settings, runs = _claim_runs(run, exp, cfgs, run_prefix)
 

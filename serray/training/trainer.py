@@ -116,15 +116,19 @@ def fold_trainer(
     and seed tasks. The set-up time is charged to the trainer, so its result's
     ``seconds`` include it. Inputs the model declares ``speaker_norm=False`` are
     standardised with the training part's statistics under ``normalize="speaker"``.
+    The config's ``wave_augment`` copies of the fold's training utterances join its
+    training part (:func:`serray.training.wave.augmented_fold`).
 
     Args:
         inputs: :class:`~serray.training.data.TrainingInputs` of the run.
         fold: A fold (``index``, ``name``, ``train``, ``validation``, ``test``).
     """
     from serray.training.data import build_fold_data
+    from serray.training.wave import augmented_fold
 
     t0 = time.perf_counter()
     spec = _spec(model)
+    fold = augmented_fold(fold, inputs.table, config)
     kept = tuple(r for r in inputs.packed if (r in spec.inputs or spec.variadic) and not spec.input_spec(r).speaker_norm)
     data = build_fold_data(inputs.packed, inputs.table, fold, normalize, global_roles=kept)
     built = time.perf_counter() - t0  # the trainer counts its own construction
