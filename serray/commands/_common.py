@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn
 
 import click
+
+if TYPE_CHECKING:
+    from serray.training.resources import Resources
 
 __all__ = [
     "workdir_option", "address_option", "seed_option", "feature_param_option", "run_options", "fail",
     "parse_value", "parse_assignments", "parse_feature_params", "parse_fold_resources", "read_config_file",
     "read_run_defaults", "run_spec_from_options", "RUN_KEYS", "RUN_OPTION_NAMES", "check_name_option",
-    "fold_request", "split_names",
+    "resources_from_flags", "split_names",
 ]
 
 #: Keys of ``serray tune``'s best.yaml that ``train``, ``tune`` and ``seeds`` take as
@@ -153,18 +156,30 @@ def parse_fold_resources(text: str | None) -> dict[str, float]:
     return res
 
 
-def fold_request(text: str | None, address: str | None) -> dict[str, float]:
-    """``--fold-resources`` parsed and checked against this machine (a local Ray) before
-    anything starts (:func:`serray.raycluster.check_request`); a joined cluster is
-    checked once Ray has joined it.
+def resources_from_flags(*, address: str | None = None, fold_resources: str | None = None,
+                         folds_per_actor: int | None = None, device: str = "auto", sequential: bool = False,
+                         use_ray: bool = False, num_cpus: int | None = None) -> Resources:
+    """The one mapping of the execution flags (``--address``, ``--fold-resources``,
+    ``--folds-per-actor``, ``--device``, ``--sequential``, ``--ray``, ``--num-cpus``) to a
+    :class:`~serray.training.resources.Resources`, checked against this machine before
+    anything starts (a joined cluster's nodes are checked once Ray has joined it).
+
+    ``--sequential`` trains in this process (``--fold-resources`` does not apply and is
+    not read), ``--ray`` on Ray; neither lets the driver decide.
 
     Raises:
-        ValueError: Bad syntax, or more CPUs/GPUs per fold than a node has.
+        ValueError: Bad syntax, both ``--sequential`` and ``--ray``, a bad value, or more
+            CPUs/GPUs per fold than this machine has (for a local Ray).
     """
-    from serray.raycluster import check_request
+    from serray.training.resources import Resources
 
-    res = parse_fold_resources(text)
-    check_request(res, address)
+    if sequential and use_ray:
+        raise ValueError("--sequential and --ray contradict each other; pass one of them")
+    request = {} if sequential else parse_fold_resources(fold_resources)
+    res = Resources(address=address, device=device, fold_cpus=request.get("cpu"), fold_gpus=request.get("gpu"),
+                    folds_per_actor=folds_per_actor, parallel=True if use_ray else (False if sequential else None),
+                    num_cpus=num_cpus)
+    res.check()
     return res
 
 
