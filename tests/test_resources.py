@@ -45,8 +45,12 @@ def test_resources_defaults_and_request():
         res.device = "cpu"  # frozen
 
 
-def test_cli_flags_map_to_one_resources():
+def test_cli_flags_map_to_one_resources(monkeypatch):
+    import ray
+
     from serray.commands._common import resources_from_flags
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a cluster to join is checked once joined
 
     res = resources_from_flags(address="auto", fold_resources="cpu=2,gpu=0.5", folds_per_actor=2, device="cpu")
     assert res == Resources(address="auto", device="cpu", fold_cpus=2.0, fold_gpus=0.5, folds_per_actor=2)
