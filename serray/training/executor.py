@@ -91,8 +91,9 @@ PROBE_MAX_BYTES = 64 * 2**20
 
 
 def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
-                     address: str | None, device: str = "auto") -> tuple[bool, str]:
-    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
+                     resources: Resources | None = None) -> tuple[bool, str]:
+    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``
+    (``resources``: its ``address`` and ``device``; default a local Ray, device ``auto``).
 
     scikit-learn models always train here. For a torch model, one epoch of the first fold
     is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
@@ -100,6 +101,7 @@ def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str
     """
     from serray.training.trainer import resolve_device, total_epochs
 
+    address, device = (resources.address, resources.device) if resources is not None else (None, "auto")
     if address is not None:
         return True, "on Ray fold actors (joining a cluster)"
     if spec.backend == "sklearn":

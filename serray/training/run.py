@@ -224,7 +224,7 @@ def train_run(
     """
     t_start = time.perf_counter()
     res = resources if resources is not None else Resources()
-    spec, cfg, cid, exp, settings, name = _prepare_run(run, run_name, feature_sets, res.address)
+    spec, cfg, cid, exp, settings, name = _prepare_run(run, run_name, feature_sets, res)
     res, execution, t_prep = _placement(spec, cfg, exp, run, res)
     t_train = time.perf_counter()
     results = run_folds(spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, resources=res,
@@ -243,7 +243,7 @@ def train_run(
 
 
 def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any] | None,
-                 address: str | None) -> tuple[Any, dict, str, Any, dict, str]:
+                 resources: Resources) -> tuple[Any, dict, str, Any, dict, str]:
     """Check the config, prepare the experiment, name the run and claim its folder (before any
     training): ``(spec, config, config_id, experiment, settings, run name)``."""
     from serray.predictions import check_name
@@ -255,7 +255,7 @@ def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any]
     cfg = run.resolved_config()
     check_config(spec, cfg)  # bad training keys are found before any feature loading or Ray
     cid = config_id(spec.name, cfg)
-    exp = prepare_experiment(run, cfg, feature_sets, address=address)
+    exp = prepare_experiment(run, cfg, feature_sets, resources=resources)
     check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
     settings = run_settings(run, exp, spec.name, cfg, cid, seed=run.seed)
     name = check_name("--run", run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels,
@@ -274,7 +274,7 @@ def _placement(spec: Any, cfg: Mapping[str, Any], exp: Any, run: Any,
     parallel = resources.parallel
     execution = "in this process (--sequential)" if parallel is False else "Ray fold actors"
     if parallel is None:
-        parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, resources.address, resources.device)
+        parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, resources)
         log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
     decided = time.perf_counter()
     resources = resources.replace(parallel=parallel)

@@ -185,7 +185,7 @@ def train_seeds(
     base = run.resolved_config()
     cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
     res = (resources if resources is not None else Resources()).with_defaults(fold_cpus=1.0, fold_gpus=0.0)
-    exp = prepare_experiment(run, base, address=res.address)
+    exp = prepare_experiment(run, base, resources=res)
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     cids, settings, runs = _claim_runs(run, exp, cfgs, run_prefix)
 

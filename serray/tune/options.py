@@ -186,7 +186,7 @@ def load_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearch:
     from serray.training.experiment import prepare_experiment
 
     spec, sp, run, base = resolve_space(run, options.space, options.pinned)
-    exp = prepare_experiment(run, base, address=options.resources.address)
+    exp = prepare_experiment(run, base, resources=options.resources)
     name = options.name or f"{kind}-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     budget = max_t(sp, spec, base, options.max_epochs)
     return PreparedSearch(spec, sp, run, base, exp, name, budget, asha_grace_period(budget, options.grace_period))
