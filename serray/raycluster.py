@@ -1,12 +1,39 @@
-"""Starting or joining Ray: local by default, ``--address`` to join a cluster."""
+"""Starting or joining Ray: local by default, ``--address`` to join a cluster.
+
+:func:`start_ray` (also :meth:`serray.training.resources.Resources.start_ray`) is the one
+place where serray decides how Ray starts: it checks the fold request of a
+:class:`~serray.training.resources.Resources` against this machine before a local Ray
+starts, starts it or joins the cluster (:func:`init_ray`), and then checks the request
+against every alive node, so a fold that fits the cluster's total but no single node is
+refused with one line instead of waiting forever for resources Ray cannot give.
+
+The entry points that start Ray, all through :func:`start_ray`:
+
+* :func:`serray.training.run.train_run` (``serray train``, ``crosscorpus``), when its
+  folds train on Ray fold actors;
+* :func:`serray.training.seeds.train_seeds` (``serray seeds``), for its fold tasks;
+* :func:`serray.training.executor.run_folds` with ``parallel`` (called directly);
+* :func:`serray.tune.runner.tune_model` (``serray tune``) and
+  :func:`serray.tune.nested.nested_tune` (``serray tune --nested``, when parallel);
+* :func:`serray.ensemble.runner.distributed_search` (``serray ensemble``);
+* the feature-extraction actor pool (:mod:`serray.features.workers`, ``serray features``
+  and the extraction a training command triggers);
+* ``serray demo``, once for its whole pipeline.
+
+Commands that never need Ray (scikit-learn models, small CPU jobs, ``--sequential``)
+never start it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-__all__ = ["init_ray", "cluster_resources", "local_resources", "check_request"]
+if TYPE_CHECKING:
+    from serray.training.resources import Resources
+
+__all__ = ["start_ray", "init_ray", "cluster_resources", "local_resources", "check_request"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +79,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         # by `ray start --head` and Ray's test clusters), with its resources and its fate.
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
     log.info("Ray resources: %s", ray.cluster_resources())
+
+
+def start_ray(resources: "Resources | None" = None) -> None:
+    """Start a local Ray or join ``resources.address`` (default: a local Ray of all CPUs),
+    with the fold request checked before (this machine, for a local Ray) and after (every
+    alive node of the cluster, for a joined one); a second call only checks.
+
+    Raises:
+        ValueError: A fold request no node can hold: one line naming ``--fold-resources``,
+            what was asked, the largest node and the fix (:func:`check_request`).
+    """
+    from serray.training.resources import Resources
+
+    res = resources if resources is not None else Resources()
+    request = res.request()
+    check_request(request, res.address)  # this machine, before a local Ray starts
+    init_ray(res.address, num_cpus=res.num_cpus)
+    check_request(request, res.address)  # a joined cluster's nodes (the total is not enough)
 
 
 def cluster_resources() -> dict:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serray.training.resources import Resources
+
 from _training_helpers import (  # TINY: the conformance tests' settings (2 epochs added below)
     SEGMENT_SHAPE, TINY, segment_features, sequence_features, serve_feature_sets, synth_manifest, vector_features,
 )
@@ -97,8 +99,8 @@ def train_runs(w: Path, model: str, parallel: bool) -> dict[str, np.ndarray]:
     from serray.training.run import train_run
 
     path = "ray" if parallel else "local"
-    kw = {"num_cpus": 1.0, "folds_per_actor": 2} if parallel else {}
-    res = train_run(run_spec(w, model), run_name=f"{model}-{path}", parallel=parallel, device="cpu", **kw)
+    kw = {"fold_cpus": 1.0, "folds_per_actor": 2} if parallel else {}
+    res = train_run(run_spec(w, model), run_name=f"{model}-{path}", resources=Resources(parallel=parallel, device="cpu", **kw))
     return _logits(f"train/{model}/{path}", res.folds)
 
 
@@ -118,7 +120,8 @@ def seeds(w: Path) -> dict[str, np.ndarray]:
     """``train_seeds`` of mlp with 2 seeds (Ray tasks, 1 CPU each)."""
     from serray.training.seeds import train_seeds
 
-    res = train_seeds(run_spec(w, "mlp"), seeds=[0, 1], run_prefix="golden", device="cpu", progress=False)
+    res = train_seeds(run_spec(w, "mlp"), seeds=[0, 1], run_prefix="golden", resources=Resources(device="cpu"),
+                      progress=False)
     run = res.runs["base"]
     return {f"seeds/{k.split('/', 1)[1]}": v for k, v in stored_logits(w, run).items()}
 
@@ -133,8 +136,8 @@ def tune(w: Path) -> dict[str, np.ndarray]:
     from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
-    opts = SearchOptions(num_samples=4, max_epochs=4, grace_period=2, name="golden-tune", fold_resources={"cpu": 1.0},
-                         device="cpu")
+    opts = SearchOptions(num_samples=4, max_epochs=4, grace_period=2, name="golden-tune",
+                         resources=Resources(fold_cpus=1.0, device="cpu"))
     out = tune_model(run_spec(w, "mlp"), opts, max_concurrent_trials=1, verbose=0)
     board = out.leaderboard.sort_values(["val_ua", "config/lr"], ascending=[False, True]).reset_index(drop=True)
     rank = {tid: i for i, tid in enumerate(board["trial_id"])}
@@ -156,7 +159,7 @@ def nested(w: Path) -> dict[str, np.ndarray]:
     for path, parallel in (("local", False), ("ray", True)):
         name = f"golden-nested-{path}"
         res = nested_tune(run_spec(w, "mlp"), SearchOptions(num_samples=2, max_epochs=3, grace_period=1, name=name,
-                                                            device="cpu"), parallel=parallel)
+                                                            resources=Resources(device="cpu", parallel=parallel)))
         out[f"nested/{path}/val_ua"] = res.table["val_ua"].to_numpy(float)
         out[f"nested/{path}/test_ua"] = res.table["test_ua"].to_numpy(float)
         out[f"nested/{path}/winner"] = res.table["winner"].to_numpy(float)
@@ -172,7 +175,7 @@ def intermediate(w: Path) -> dict[str, np.ndarray]:
     from serray.training.seeds import train_seeds
 
     res = train_seeds(run_spec(w, "dmf", {"patience": 0}), seeds=[0, 1],
-                      run_prefix="golden-dmf", device="cpu", progress=False)
+                      run_prefix="golden-dmf", resources=Resources(device="cpu"), progress=False)
     run = res.runs["base"]
     stored = read_predictions(w, [run])
     systems = load_systems(str(w), [run], stored)

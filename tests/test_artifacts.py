@@ -14,6 +14,7 @@ from serray.models import registry
 from serray.protocols import make_folds
 from serray.training.data import TrainingInputs, class_list, make_label_table, pack_features
 from serray.training.executor import run_folds
+from serray.training.resources import Resources
 
 from _training_helpers import TINY, features_of_kind, synth_manifest, vector_features
 
@@ -33,7 +34,7 @@ def _train_kept(manifest, name, normalize="global", **extra):
     packed = {r: pack_features(features_of_kind(manifest, i.kind), manifest["utt_id"].tolist()) for r, i in spec.inputs.items()}
     fold = make_folds(manifest, "loso", seed=0, validation="fraction")[0]
     inputs = TrainingInputs(packed, table)
-    res = run_folds(spec, cfg, inputs, [fold], normalize=normalize, seed=0, device="cpu", parallel=False, keep_models=True)[0]
+    res = run_folds(spec, cfg, inputs, [fold], normalize=normalize, seed=0, resources=Resources(device="cpu", parallel=False), keep_models=True)[0]
     return res, inputs, fold
 
 
@@ -76,7 +77,7 @@ def test_keeping_models_changes_no_number(manifest):
     table = make_label_table(manifest, class_list(manifest["emotion"]))
     inputs = TrainingInputs({"x": pack_features(vector_features(manifest), manifest["utt_id"].tolist())}, table)
     fold = make_folds(manifest, "loso", seed=0, validation="fraction")[0]
-    b = run_folds(spec, cfg, inputs, [fold], normalize="global", seed=0, device="cpu", parallel=False)[0]
+    b = run_folds(spec, cfg, inputs, [fold], normalize="global", seed=0, resources=Resources(device="cpu", parallel=False))[0]
     assert b.kept is None
     assert np.array_equal(a.test_logits, b.test_logits) and np.array_equal(a.validation_logits, b.validation_logits)
 

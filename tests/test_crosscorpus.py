@@ -13,6 +13,7 @@ from serray.manifest import write_manifest
 from serray.predictions import read_predictions
 from serray.report.crosscorpus import run_crosscorpus, training_sets, write_crosscorpus
 from serray.training.spec import RunSpec
+from serray.training.resources import Resources
 
 from _training_helpers import synth_manifest, vector_features
 
@@ -44,7 +45,7 @@ def test_training_sets_and_bad_corpora():
 def test_matrix_equals_store_and_validation_inside_training_corpora(workdir):
     w, m = workdir
     base = RunSpec(w, "svm", features="vec")
-    res = run_crosscorpus(base, ["ca", "cb", "cc"], leave_one_out=True, parallel=False)
+    res = run_crosscorpus(base, ["ca", "cb", "cc"], leave_one_out=True, resources=Resources(parallel=False))
     mat = res.matrix()
     assert list(mat.index) == ["cb+cc", "ca+cc", "ca+cb"] and sorted(mat.columns) == ["ca", "cb", "cc"]
     corpus = dict(zip(m["utt_id"], m["corpus"]))

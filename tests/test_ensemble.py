@@ -25,6 +25,7 @@ from serray.ensemble import (
 )
 from serray.ensemble import combinatorics as cb
 from serray.ensemble.search import merge_top
+from serray.training.resources import Resources
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 K_VALUES = [1, 2, 3, 5, 9, 10]
@@ -347,7 +348,7 @@ def test_bad_search_arguments(members):
 
 
 def test_run_ensemble_search_in_process_and_greedy(members, reference, tmp_path):
-    res = run_ensemble_search(members, [2, 3], parallel=False, top=10, selection="validation")
+    res = run_ensemble_search(members, [2, 3], resources=Resources(parallel=False), top=10, selection="validation")
     assert_matches(res.leaderboard, reference["logits"], ks=(2, 3))
     assert res.note == VALIDATION_NOTE
     assert res.best_per_k["k"].tolist() == [2, 3]
@@ -391,7 +392,7 @@ def test_distributed_search_equals_brute_force(members, reference, local_ray):
         assert_matches(board, reference[fusion], ks=ks)
         assert board.attrs["stats"]["tasks"] == 3 * len(ks)
         assert board.attrs["stats"]["subsets"] == sum(cb.n_choose_k(10, k) for k in ks)
-    one_core = distributed_search(members, [3], num_tasks=4, num_cpus=1, progress=False)
+    one_core = distributed_search(members, [3], num_tasks=4, resources=Resources(num_cpus=1), progress=False)
     assert one_core.attrs["stats"]["cores"] == 1
     assert_matches(one_core, reference["logits"], ks=[3])
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import serray.commands.ensemble as ens_cmd
 from serray.ensemble import Members, run_ensemble_search
+from serray.training.resources import Resources
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 FOLDER_FILES = ("leaderboard.csv", "summary.json", "best_per_k.csv", "single_members.csv", "membership_mix.csv",
@@ -36,7 +37,7 @@ def _members(m: int = 5, seed: int = 0) -> Members:
 @pytest.mark.parametrize("selection", ["validation", "test-optimistic"])
 def test_ua_vs_k_legend_names_the_selection_split(tmp_path, monkeypatch, selection):
     members = _members()
-    res = run_ensemble_search(members, [1, 2, 3], selection=selection, parallel=False, progress=False)
+    res = run_ensemble_search(members, [1, 2, 3], selection=selection, resources=Resources(parallel=False), progress=False)
     seen: list[list[str]] = []
     real_plot = ens_cmd.plot_ua_vs_k
     monkeypatch.setattr(ens_cmd, "plot_ua_vs_k", lambda *a, **kw: seen.append(real_plot(*a, **kw)) or seen[-1])
@@ -83,14 +84,14 @@ def _fake_stages(monkeypatch, workdir_seen: list) -> None:
                                path=path, best_yaml=path / "best.yaml")
 
     monkeypatch.setattr("serray.corpora.synth.generate_synthetic_corpus", synth)
-    monkeypatch.setattr("serray.raycluster.init_ray", lambda address=None: None)
+    monkeypatch.setattr("serray.raycluster.start_ray", lambda resources=None: None)
     monkeypatch.setattr("serray.features.extract_features",
                         lambda *a, **kw: {"egemaps": SimpleNamespace(n_extracted=24, n_cached=0, n_failed=0)})
     monkeypatch.setitem(sys.modules, "serray.tune.runner", types.SimpleNamespace(tune_model=tune_model))
     monkeypatch.setitem(sys.modules, "serray.training.seeds", types.SimpleNamespace(train_seeds=train_seeds))
     monkeypatch.setattr("serray.report.write_report", lambda w, runs: Path(w) / "reports" / runs[0])
     monkeypatch.setattr("serray.ensemble.run_ensemble_search",
-                        lambda members, ks, **kw: run_ensemble_search(members, ks, parallel=False, progress=False))
+                        lambda members, ks, **kw: run_ensemble_search(members, ks, resources=Resources(parallel=False), progress=False))
 
 
 def test_demo_ensemble_folder_and_absolute_summary_paths(tmp_path, monkeypatch):

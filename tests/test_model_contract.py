@@ -18,6 +18,7 @@ from serray.protocols import make_folds
 from serray.training.executor import run_folds
 from serray.training.data import TrainingInputs, build_fold_data, class_list, make_label_table, pack_features
 from serray.training.trainer import TorchFoldTrainer, make_trainer, total_epochs
+from serray.training.resources import Resources
 
 from _training_helpers import (
     SEGMENT_SHAPE, TINY, features_of_kind, segment_features, sequence_features, synth_manifest, vector_features,
@@ -122,7 +123,7 @@ def test_logits_unchanged_by_the_contract_redesign(manifest):
         cfg = spec.config(overrides=over)
         table = make_label_table(man, classes, aux_columns=spec.aux_columns(cfg))
         inputs = TrainingInputs(pack_features(fs, man["utt_id"].tolist()), table)
-        for r in run_folds(spec, cfg, inputs, folds, normalize=norm, seed=3, parallel=False):
+        for r in run_folds(spec, cfg, inputs, folds, normalize=norm, seed=3, resources=Resources(parallel=False)):
             for part, got in (("val", r.validation_logits), ("test", r.test_logits)):
                 atol = 5e-4 if name == "cnn_lstm" else 1e-6
                 np.testing.assert_allclose(got, golden[f"{name}/{r.index}/{part}"], rtol=1e-5, atol=atol, err_msg=name)

@@ -15,6 +15,7 @@ from serray.artifacts import ArtifactError
 from serray.manifest import load_manifests
 from serray.training.spec import RunSpec
 from serray.workdir import Workdir
+from serray.training.resources import Resources
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def trained(synth_workdir, tmp_path_factory):
     w = tmp_path_factory.mktemp("pred") / "w"
     shutil.copytree(synth_workdir, w, symlinks=True)
     res = train_run(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"]),
-                    run_name="svm-kept", parallel=False)
+                    run_name="svm-kept", resources=Resources(parallel=False))
     return w, res
 
 
@@ -89,7 +90,7 @@ def test_no_keep_models_keeps_nothing(synth_copy):
     from serray.training.run import train_run
 
     train_run(RunSpec(str(synth_copy), "svm", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"]),
-              run_name="svm-nokeep", parallel=False, keep_models=False)
+              run_name="svm-nokeep", resources=Resources(parallel=False), keep_models=False)
     assert not Workdir(synth_copy).models("svm-nokeep").exists()
     with pytest.raises(ValueError, match="no kept fold models"):
         serray.artifacts.export_models(synth_copy, "svm-nokeep", synth_copy / "x")
@@ -107,7 +108,7 @@ def test_exported_ensemble_reproduces_the_stored_fused_test_scores(trained, tmp_
     w, _ = trained
     spec = dict(features="egemaps", protocol="kfold", k=2, corpora=["synth_a"], config={"C": 0.5})
     for seed in (0, 1):
-        train_run(RunSpec(str(w), "logreg", seed=seed, **spec), run_name=f"lr{seed}", parallel=False)
+        train_run(RunSpec(str(w), "logreg", seed=seed, **spec), run_name=f"lr{seed}", resources=Resources(parallel=False))
     r = CliRunner().invoke(main, ["ensemble", str(w), "--runs", "lr0,lr1", "--k", "1-2", "--name", "lr", "--num-cpus", "1"])
     assert r.exit_code == 0, r.output
     out = serray.artifacts.export_models(w, "ensemble:lr:k=2", tmp_path / "exp")
@@ -162,7 +163,7 @@ def test_speaker_normalised_models_need_a_speaker_column_and_are_marked_transduc
 
     w, _ = trained
     res = train_run(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"],
-                            normalize="speaker"), run_name="svm-spk", parallel=False)
+                            normalize="speaker"), run_name="svm-spk", resources=Resources(parallel=False))
     fold = res.folds[0]
     m = load_manifests(w).set_index("utt_id").loc[list(fold.test_ids)].reset_index()
     pred = serray.load(next(Workdir(w).models("svm-spk").glob("*/fold0")))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serray.training.resources import Resources
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,7 @@ def test_emodb_export_predicts_emovo_in_a_fresh_process(emodb_dir, emovo_dir, tm
     small = m[m["speaker"].isin(sorted(m["speaker"].unique())[:4])].groupby(["speaker", "emotion"]).head(3)
     write_manifest(small.reset_index(drop=True), w, "emodb")  # 4 speakers x 7 emotions x <= 3 utterances
     extract_features(w, ["egemaps"], num_actors=0, progress=False)
-    res = train_run(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2), run_name="emodb-svm", parallel=False)
+    res = train_run(RunSpec(str(w), "svm", features="egemaps", protocol="kfold", k=2), run_name="emodb-svm", resources=Resources(parallel=False))
     out = export_models(w, "emodb-svm", tmp_path / "export")
     files = sorted(str(p) for p in Path(emovo_dir).rglob("*.wav"))[:12]
     csv = tmp_path / "emovo.csv"

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from serray import io, predictions
 from serray.cli import main
+from serray.training.resources import Resources
 
 from _report_helpers import store_manifest, write_record, write_system
 
@@ -24,7 +25,7 @@ def _ensemble(w, selection):
 
     df = predictions.read_predictions(w, ["m1", "m2"])
     members = members_from_predictions(df, predictions.run_classes(w, "m1"))
-    res = run_ensemble_search(members, [1, 2, 3], parallel=False, progress=False, selection=selection)
+    res = run_ensemble_search(members, [1, 2, 3], resources=Resources(parallel=False), progress=False, selection=selection)
     write_ensemble_folder(res, members, w / "ensemble" / f"ens-{selection}")
 
 

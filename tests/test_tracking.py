@@ -13,6 +13,7 @@ from serray import io
 from serray.cli import main
 from serray.tracking import parse_target, track
 from serray.workdir import Workdir
+from serray.training.resources import Resources
 
 mlflow = pytest.importorskip("mlflow", reason="tracking needs MLflow (pip install 'serray[tracking]')")
 
@@ -97,7 +98,7 @@ def test_tune_and_ensemble_sources(tmp_path):
     lv, lt = rng.normal(size=(3, 40, 2)).astype(np.float32), rng.normal(size=(3, 30, 2)).astype(np.float32)
     members = Members.from_arrays(lv, rng.integers(0, 2, 40), lt, rng.integers(0, 2, 30), ["a", "b"],
                                   names=[f"r/c0/{i}" for i in range(3)], variant=["r"] * 3)
-    res = run_ensemble_search(members, [1, 2], selection="test-optimistic", parallel=False, progress=False)
+    res = run_ensemble_search(members, [1, 2], selection="test-optimistic", resources=Resources(parallel=False), progress=False)
     write_ensemble_folder(res, members, w.ensemble("opt"))
     done = track(tmp_path, ["tune:e1", "ensemble:opt"], parse_target("mlflow", tmp_path))
     assert [d.action for d in done] == ["logged", "logged"]

@@ -25,6 +25,7 @@ from serray.training.data import (
     pack_features,
 )
 from serray.training.trainer import SklearnFoldTrainer, TorchFoldTrainer, make_trainer, softmax
+from serray.training.resources import Resources
 
 from _training_helpers import segment_features, sequence_features, synth_manifest, vector_features
 
@@ -427,13 +428,13 @@ def test_run_folds_lockstep_callback_and_stop(manifest, folds):
         seen.append((epoch, [m["fold"] for m in per_fold], [m["epoch"] for m in per_fold]))
         return epoch == 2
 
-    res = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu", on_epoch=on_epoch)
+    res = run_folds("mlp", cfg, inp, folds[:3], resources=Resources(parallel=False, device="cpu"), on_epoch=on_epoch)
     assert seen == [(1, [0, 1, 2], [1, 1, 1]), (2, [0, 1, 2], [2, 2, 2])]
     assert [r.epochs for r in res] == [2, 2, 2]
     # without a callback folds run one after another, to the same numbers
-    full = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu")
+    full = run_folds("mlp", cfg, inp, folds[:3], resources=Resources(parallel=False, device="cpu"))
     assert [r.epochs for r in full] == [4, 4, 4]
-    again = run_folds("mlp", cfg, inp, folds[:3], parallel=False, device="cpu", on_epoch=lambda e, m: None)
+    again = run_folds("mlp", cfg, inp, folds[:3], resources=Resources(parallel=False, device="cpu"), on_epoch=lambda e, m: None)
     for a, b in zip(full, again):
         np.testing.assert_array_equal(a.test_logits, b.test_logits)
 
@@ -447,11 +448,11 @@ def test_run_folds_parallel_actors_match_local(manifest, folds):
     cfg = registry.get("mlp").config(overrides=MLP_FAST)
     folds = folds[:3]
     epochs = []
-    par = run_folds("mlp", cfg, inp, folds, parallel=True, device="cpu", on_epoch=lambda e, m: epochs.append(e))
+    par = run_folds("mlp", cfg, inp, folds, resources=Resources(parallel=True, device="cpu"), on_epoch=lambda e, m: epochs.append(e))
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # actors run one thread each
     try:
-        loc = run_folds("mlp", cfg, inp, folds, parallel=False, device="cpu")
+        loc = run_folds("mlp", cfg, inp, folds, resources=Resources(parallel=False, device="cpu"))
     finally:
         torch.set_num_threads(torch_threads)
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) == max(r.epochs for r in par)
@@ -459,13 +460,13 @@ def test_run_folds_parallel_actors_match_local(manifest, folds):
         assert a.index == b.index and a.epochs == b.epochs
         np.testing.assert_allclose(a.test_logits, b.test_logits, rtol=1e-5, atol=1e-5)
     # without a callback each actor trains its folds to the end in one call: the same numbers
-    free = run_folds("mlp", cfg, inp, folds, parallel=True, device="cpu")
+    free = run_folds("mlp", cfg, inp, folds, resources=Resources(parallel=True, device="cpu"))
     for a, b in zip(free, par):
         assert a.index == b.index and a.epochs == b.epochs
         np.testing.assert_array_equal(a.test_logits, b.test_logits)
     # one actor per fold (fractional CPUs) gives the same numbers as packed actors
-    svm_par = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=True, folds_per_actor=1)
-    svm_loc = run_folds("svm", registry.get("svm").config(), inp, folds, parallel=False)
+    svm_par = run_folds("svm", registry.get("svm").config(), inp, folds, resources=Resources(parallel=True, folds_per_actor=1))
+    svm_loc = run_folds("svm", registry.get("svm").config(), inp, folds, resources=Resources(parallel=False))
     for a, b in zip(svm_par, svm_loc):
         np.testing.assert_array_equal(a.test_logits, b.test_logits)
 

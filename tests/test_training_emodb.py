@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from serray.predictions import read_predictions
+from serray.training.resources import Resources
 
 
 @pytest.mark.slow
@@ -18,8 +19,8 @@ def test_emodb_svm_egemaps_loso(emodb_dir, tmp_path):
 
     prepare_corpus("emodb", emodb_dir, tmp_path, check_audio=False)
     extract_features(tmp_path, ["egemaps"], num_actors=0, progress=False)
-    res = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="global"), parallel=False, run_name="g")
-    spk = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="speaker"), parallel=False, run_name="s")
+    res = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="global"), resources=Resources(parallel=False), run_name="g")
+    spk = train_run(RunSpec(tmp_path, "svm", features="egemaps", protocol="loso", normalize="speaker"), resources=Resources(parallel=False), run_name="s")
     # a plain scikit-learn script on this copy gives pooled UA 0.56-0.58 with global normalisation
     assert res.pooled["ua"] >= 0.56, res.pooled
     assert spk.pooled["ua"] >= res.pooled["ua"], (spk.pooled, res.pooled)

@@ -17,6 +17,7 @@ from serray.training.spec import RunSpec
 from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
 from serray.training.run import config_id, train_run
+from serray.training.resources import Resources
 
 from _training_helpers import sequence_features, serve_feature_sets, synth_manifest, vector_features
 
@@ -39,7 +40,7 @@ def workdir(tmp_path, monkeypatch):
 
 def test_train_run_writes_predictions_record_and_folds(workdir):
     w, m = workdir
-    res = train_run(RunSpec(w, "svm", features="vec", protocol="loso", normalize="speaker"), parallel=False, run_name="r1")
+    res = train_run(RunSpec(w, "svm", features="vec", protocol="loso", normalize="speaker"), resources=Resources(parallel=False), run_name="r1")
     assert res.run == "r1" and len(res.folds) == 5
     preds = read_predictions(w, runs=["r1"])
     test = preds[preds["split"] == "test"]
@@ -74,8 +75,8 @@ def test_train_run_writes_predictions_record_and_folds(workdir):
 def test_train_run_same_seed_same_numbers(workdir):
     w, _ = workdir
     run = RunSpec(w, "dcnn", features="seq", protocol="kfold", k=3, preset="small", config={"epochs": 2}, seed=5)
-    a = train_run(run, parallel=False, device="cpu", run_name="a")
-    b = train_run(run, parallel=False, device="cpu", run_name="b")
+    a = train_run(run, resources=Resources(parallel=False, device="cpu"), run_name="a")
+    b = train_run(run, resources=Resources(parallel=False, device="cpu"), run_name="b")
     pa = read_predictions(w, runs=["a"]).sort_values(["split", "utt_id"])
     pb = read_predictions(w, runs=["b"]).sort_values(["split", "utt_id"])
     assert np.array_equal(np.stack(pa["logits"]), np.stack(pb["logits"]))
@@ -85,28 +86,28 @@ def test_train_run_same_seed_same_numbers(workdir):
 def test_train_run_argument_errors(workdir):
     w, _ = workdir
     with pytest.raises(ValueError, match="takes sequence features"):
-        train_run(RunSpec(w, "dcnn", features="vec"), parallel=False)
+        train_run(RunSpec(w, "dcnn", features="vec"), resources=Resources(parallel=False))
     with pytest.raises(ValueError, match="normalize"):
-        train_run(RunSpec(w, "svm", features="vec", normalize="minmax"), parallel=False)
+        train_run(RunSpec(w, "svm", features="vec", normalize="minmax"), resources=Resources(parallel=False))
     with pytest.raises(ValueError, match="no hyperparameter"):
-        train_run(RunSpec(w, "svm", features="vec", config={"gamma_typo": 1}), parallel=False)
+        train_run(RunSpec(w, "svm", features="vec", config={"gamma_typo": 1}), resources=Resources(parallel=False))
     with pytest.raises(ValueError, match="unknown model"):
-        train_run(RunSpec(w, "nope", features="vec"), parallel=False)
+        train_run(RunSpec(w, "nope", features="vec"), resources=Resources(parallel=False))
     with pytest.raises(ValueError, match=r"unknown parameter group\(s\) \['lstm'\]; this model has \['conv1', 'conv2', 'fc', 'out'\]"):
-        train_run(RunSpec(w, "dcnn", features="seq", config={"stages": "all;lstm"}), parallel=True, address="ray://unreachable:1")
+        train_run(RunSpec(w, "dcnn", features="seq", config={"stages": "all;lstm"}), resources=Resources(parallel=True, address="ray://unreachable:1"))
     with pytest.raises(ValueError, match="takes 1 input"):
-        train_run(RunSpec(w, "svm", features="vec+vec"), parallel=False)
+        train_run(RunSpec(w, "svm", features="vec+vec"), resources=Resources(parallel=False))
     # value types are checked against the defaults before features load or Ray starts
     bad = {"lr": "abc", "epochs": 2.5, "hidden_sizes": 5, "early_stop_typo": None}
     for key, value in bad.items():
         what = "no hyperparameter" if key.endswith("typo") else f"hyperparameter '{key}' must be"
         with pytest.raises(ValueError, match=what):
-            train_run(RunSpec(w, "mlp", features="vec", config={key: value}), address="ray://unreachable:1")
+            train_run(RunSpec(w, "mlp", features="vec", config={key: value}), resources=Resources(address="ray://unreachable:1"))
     with pytest.raises(ValueError, match="hyperparameter 'C' must be a number"):
-        train_run(RunSpec(w, "svm", features="vec", config={"C": "abc"}), address="ray://unreachable:1")
+        train_run(RunSpec(w, "svm", features="vec", config={"C": "abc"}), resources=Resources(address="ray://unreachable:1"))
     # a value only the model's builder knows is wrong is found by building it once, before Ray
     with pytest.raises(ValueError, match="pooling must be 'mean' or 'max'"):
-        train_run(RunSpec(w, "dcnn", features="seq", config={"pooling": "median"}), address="ray://unreachable:1")
+        train_run(RunSpec(w, "dcnn", features="seq", config={"pooling": "median"}), resources=Resources(address="ray://unreachable:1"))
 
 
 def test_cli_helpers(tmp_path):
@@ -194,9 +195,9 @@ def test_cli_type_error_names_the_key_before_ray(workdir):
         "error: model 'mlp': hyperparameter 'lr' must be a number (default 0.001), got 'abc'")
     run = RunSpec(w, "mlp", features="vec", config={"lr": "abc"})
     with pytest.raises(ValueError, match="'lr' must be a number"):
-        train_seeds(run, seeds=[0], address="ray://unreachable:1")
+        train_seeds(run, seeds=[0], resources=Resources(address="ray://unreachable:1"))
     with pytest.raises(ValueError, match="'lr' must be a number"):
-        tune_model(run, SearchOptions(num_samples=1, address="ray://unreachable:1"))
+        tune_model(run, SearchOptions(num_samples=1, resources=Resources(address="ray://unreachable:1")))
 
 
 def test_train_extracts_a_feature_set_the_cache_lacks(synth_copy):
@@ -252,7 +253,7 @@ def test_sklearn_runs_in_process_by_default_with_rays_numbers(workdir, monkeypat
         m.setattr(serray.raycluster, "init_ray", no_ray)
         auto = train_run(RunSpec(w, "svm", features="vec"), run_name="auto")
     assert auto.record["parallel"] is False
-    on_ray = train_run(RunSpec(w, "svm", features="vec"), run_name="on-ray", parallel=True)
+    on_ray = train_run(RunSpec(w, "svm", features="vec"), run_name="on-ray", resources=Resources(parallel=True))
     assert on_ray.record["parallel"] is True
     a, b = read_predictions(w, ["auto"]), read_predictions(w, ["on-ray"])
     assert a["utt_id"].tolist() == b["utt_id"].tolist()
@@ -277,7 +278,7 @@ def test_small_torch_job_trains_in_process_with_rays_numbers(workdir, monkeypatc
         m.setattr(serray.raycluster, "init_ray", no_ray)
         auto = train_run(spec, run_name="auto")
     assert auto.record["parallel"] is False and "estimated" in auto.record["execution"]
-    on_ray = train_run(spec, run_name="on-ray", parallel=True)
+    on_ray = train_run(spec, run_name="on-ray", resources=Resources(parallel=True))
     a, b = read_predictions(w, ["auto"]), read_predictions(w, ["on-ray"])
     assert a["utt_id"].tolist() == b["utt_id"].tolist()
     assert np.array_equal(np.stack(a["logits"]), np.stack(b["logits"]))
@@ -325,7 +326,7 @@ def test_train_run_protocol_split_trains_on_the_manifests_partitions(workdir):
     w, m = workdir
     part = dict(zip(sorted(m["speaker"].unique()), ["train", "Train", "Development", "Test1", "Test2"]))
     write_manifest(m.assign(split=m["speaker"].map(part)), w, "syn")
-    res = train_run(RunSpec(w, "svm", features="vec", protocol="split"), parallel=False, run_name="official")
+    res = train_run(RunSpec(w, "svm", features="vec", protocol="split"), resources=Resources(parallel=False), run_name="official")
     assert len(res.folds) == 2
     folds = pd.read_parquet(w / "runs" / "official" / "folds.parquet")
     folds["part"] = folds["utt_id"].map(dict(zip(m["utt_id"], m["speaker"].map(part).str.lower())))

@@ -13,10 +13,11 @@ from serray.manifest import manifest_dir
 from serray.training.spec import RunSpec
 from serray.tune.nested import nested_tune
 from serray.tune.options import SearchOptions
+from serray.training.resources import Resources
 
 
 def _run(w, **kw):
-    return nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, **kw), parallel=False)
+    return nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, resources=Resources(parallel=False), **kw))
 
 
 def test_nested_reports_one_winner_per_outer_fold_and_resumes(synth_copy):
@@ -38,7 +39,8 @@ def test_nested_reports_one_winner_per_outer_fold_and_resumes(synth_copy):
     (folder / "2.json").unlink()
     with pytest.raises(ValueError, match=r"started with other settings \(num_samples: 4 -> 2\)"):  # issue 40 item 5
         nested_tune(RunSpec(w, "svm", features="egemaps", protocol="loso"),
-                    SearchOptions(num_samples=2, name="n", resume=True), parallel=False)
+                    SearchOptions(num_samples=2, name="n", resume=True,
+                                  resources=Resources(parallel=False)))
     again = _run(w, name="n", resume=True)
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.stem != "2"} == kept
     assert (folder / "2.json").exists() and again.notes and "already searched" in again.notes[0]
@@ -76,7 +78,7 @@ def test_cli_nested_prints_the_estimate_and_refuses_tune_only_options(synth_copy
 
 def test_nested_on_ray_tasks_gives_the_in_process_result(synth_copy):
     local = _run(synth_copy, name="here")
-    remote = nested_tune(RunSpec(synth_copy, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, name="ray"),
-                         parallel=True)
+    remote = nested_tune(RunSpec(synth_copy, "svm", features="egemaps", protocol="loso"), SearchOptions(num_samples=4, name="ray",
+                                                                                                           resources=Resources(parallel=True)))
     pd.testing.assert_frame_equal(local.table, remote.table)
     assert local.pooled == remote.pooled

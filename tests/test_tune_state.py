@@ -11,6 +11,7 @@ import pytest
 from serray.training.spec import RunSpec
 from serray.tune import state
 from serray.tune.options import SearchOptions, load_search
+from serray.training.resources import Resources
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +62,7 @@ def test_planted_pickle_is_refused_before_ray_starts(synth_copy, tmp_path):
     _no_ray_left_running()
 
     w, marker = synth_copy, tmp_path / "payload-ran"
-    options = SearchOptions(num_samples=2, name="exp", resume=True, device="cpu")
+    options = SearchOptions(num_samples=2, name="exp", resume=True, resources=Resources(device="cpu"))
     exp = _recorded_experiment(w, _run(w), options)
     (exp / "tuner.pkl").write_bytes(pickle.dumps(_Planted(marker)))
     with pytest.raises(ValueError, match=r"tuner\.pkl: differs from the checksum serray recorded.*--name NEW"):
@@ -82,10 +83,10 @@ def test_resume_with_other_settings_is_refused_before_ray_starts(synth_copy, cha
     _no_ray_left_running()
 
     w = synth_copy
-    options = SearchOptions(num_samples=2, name="exp", resume=True, device="cpu")
+    options = SearchOptions(num_samples=2, name="exp", resume=True, resources=Resources(device="cpu"))
     _recorded_experiment(w, _run(w), options)
     run = _run(w, **{k: v for k, v in change.items() if k in ("k", "validation")})
-    new = SearchOptions(num_samples=change.get("num_samples", 2), name="exp", resume=True, device="cpu")
+    new = SearchOptions(num_samples=change.get("num_samples", 2), name="exp", resume=True, resources=Resources(device="cpu"))
     with pytest.raises(ValueError, match=f"started with other settings \\({expected}\\).*--name NEW"):
         tune_model(run, new, objective=change.get("objective", "common-epoch"))
     assert not ray.is_initialized()

@@ -1,25 +1,32 @@
-"""Options and helpers shared by CLI commands: the run options, declared once, and the
-one function that turns them (and a best.yaml's defaults) into a :class:`RunSpec`."""
+"""Options and helpers shared by CLI commands: the run options, declared once, and the maps
+from flags to the library's objects: :func:`run_spec_from_options` (the run options to a
+:class:`~serray.training.spec.RunSpec`, resolved by :func:`serray.training.resolve.resolve_run_spec`)
+and :func:`resources_from_flags` (the execution flags to a
+:class:`~serray.training.resources.Resources`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn
 
 import click
+
+from serray.training.resolve import (
+    RUN_KEYS, RUN_OPTION_NAMES, parse_assignments, parse_feature_params, parse_value, read_config_file, read_run_defaults,
+    resolve_run_spec,
+)
+
+if TYPE_CHECKING:
+    from serray.training.resources import Resources
+    from serray.training.spec import RunSpec
 
 __all__ = [
     "workdir_option", "address_option", "seed_option", "feature_param_option", "run_options", "fail",
     "parse_value", "parse_assignments", "parse_feature_params", "parse_fold_resources", "read_config_file",
     "read_run_defaults", "run_spec_from_options", "RUN_KEYS", "RUN_OPTION_NAMES", "check_name_option",
-    "fold_request", "split_names",
+    "resources_from_flags", "split_names",
 ]
-
-#: Keys of ``serray tune``'s best.yaml that ``train``, ``tune`` and ``seeds`` take as
-#: defaults (an explicit option wins), so a tuned configuration trains on the data it was
-#: tuned on.
-RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed", "validation")
 
 workdir_option = click.option(
     "--workdir", "-w", required=True, type=click.Path(file_okay=False), help="Work directory holding manifests, features, runs and results."
@@ -89,50 +96,6 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-RUN_OPTION_NAMES = (
-    "workdir", "features", "feature_params", "protocol", "labels", "normalize", "assignments", "config_file",
-    "preset", "corpora", "k", "train_corpora", "test_corpora", "domain", "validation",
-)
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value as a YAML scalar (``3`` -> 3, ``[6, 12]`` -> list); plain text if not YAML."""
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
-    return text if parsed is None and text.strip() not in ("null", "~") else parsed
-
-
-def parse_assignments(items: tuple[str, ...] | list[str], option: str = "--set") -> dict[str, Any]:
-    """``["lr=0.01", "hidden_sizes=[64, 32]"]`` -> ``{"lr": 0.01, "hidden_sizes": [64, 32]}``.
-
-    Values are YAML scalars/lists (``null`` is None, ``true`` a bool, bare words and
-    text that is not YAML strings). The one ``KEY=VALUE`` parser of the CLI.
-
-    Raises:
-        ValueError: An item without ``=`` or with an empty key.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = parse_value(value)
-    return out
-
-
-def parse_feature_params(items: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
-    """``--feature-param [SET.]KEY=VALUE`` items -> ``{key: value}`` (``None`` when there are none)."""
-    try:
-        out = parse_assignments(items, "--feature-param")
-    except ValueError as exc:
-        fail(f"{exc}, e.g. model=/models/hubert-base or ssl.layer=6")
-    return out or None
-
-
 def parse_fold_resources(text: str | None) -> dict[str, float]:
     """``"cpu=1,gpu=0.5"`` -> ``{"cpu": 1.0, "gpu": 0.5}``; a missing part is absent (even share).
 
@@ -153,18 +116,30 @@ def parse_fold_resources(text: str | None) -> dict[str, float]:
     return res
 
 
-def fold_request(text: str | None, address: str | None) -> dict[str, float]:
-    """``--fold-resources`` parsed and checked against this machine (a local Ray) before
-    anything starts (:func:`serray.raycluster.check_request`); a joined cluster is
-    checked once Ray has joined it.
+def resources_from_flags(*, address: str | None = None, fold_resources: str | None = None,
+                         folds_per_actor: int | None = None, device: str = "auto", sequential: bool = False,
+                         use_ray: bool = False, num_cpus: int | None = None) -> Resources:
+    """The one mapping of the execution flags (``--address``, ``--fold-resources``,
+    ``--folds-per-actor``, ``--device``, ``--sequential``, ``--ray``, ``--num-cpus``) to a
+    :class:`~serray.training.resources.Resources`, checked against this machine before
+    anything starts (a joined cluster's nodes are checked once Ray has joined it).
+
+    ``--sequential`` trains in this process (``--fold-resources`` does not apply and is
+    not read), ``--ray`` on Ray; neither lets the driver decide.
 
     Raises:
-        ValueError: Bad syntax, or more CPUs/GPUs per fold than a node has.
+        ValueError: Bad syntax, both ``--sequential`` and ``--ray``, a bad value, or more
+            CPUs/GPUs per fold than this machine has (for a local Ray).
     """
-    from serray.raycluster import check_request
+    from serray.training.resources import Resources
 
-    res = parse_fold_resources(text)
-    check_request(res, address)
+    if sequential and use_ray:
+        raise ValueError("--sequential and --ray contradict each other; pass one of them")
+    request = {} if sequential else parse_fold_resources(fold_resources)
+    res = Resources(address=address, device=device, fold_cpus=request.get("cpu"), fold_gpus=request.get("gpu"),
+                    folds_per_actor=folds_per_actor, parallel=True if use_ray else (False if sequential else None),
+                    num_cpus=num_cpus)
+    res.check()
     return res
 
 
@@ -196,105 +171,17 @@ def split_names(text: str, option: str) -> list[str]:
     return unique
 
 
-#: What to do about a config YAML that serray wrote and that is cut short or damaged.
-_CONFIG_FIX = "re-create it (`serray tune ... --resume` rewrites best.yaml) or restore an intact copy"
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Hyperparameters from a YAML file: a flat mapping, or one under a ``config:`` key
-    (an empty file is no hyperparameters).
+def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, announce: bool = True) -> RunSpec:
+    """The :class:`~serray.training.spec.RunSpec` of a command's run options: the options
+    named in :data:`RUN_OPTION_NAMES` handed to the library's one resolution
+    (:func:`serray.training.resolve.resolve_run_spec`), its note on a best.yaml's defaults
+    printed when ``announce``.
 
     Raises:
-        ValueError: The file does not hold a mapping.
-        serray.io.CorruptFileError: The file is not YAML, or a serray-written one is
-            cut short (:func:`serray.io.read_yaml`).
+        ValueError, serray.io.CorruptFileError: As :func:`~serray.training.resolve.resolve_run_spec`.
     """
-    from serray import io
-
-    data = io.read_yaml(path, _CONFIG_FIX)
-    if data is None:
-        return {}
-    if isinstance(data, dict) and isinstance(data.get("config"), dict):
-        data = data["config"]
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of hyperparameters (optionally under 'config:')")
-    return dict(data)
-
-
-def read_run_defaults(path: str | Path, model: str) -> dict[str, Any]:
-    """The :data:`RUN_KEYS` of a best.yaml (``{}`` for a flat hyperparameter file).
-
-    Raises:
-        ValueError: The file was written for another model.
-    """
-    from serray import io
-
-    data = io.read_yaml(path, _CONFIG_FIX)
-    if not (isinstance(data, dict) and isinstance(data.get("config"), dict)):
-        return {}
-    if data.get("model") not in (None, model):
-        raise ValueError(f"{path} is for model {data.get('model')!r}, not {model!r}")
-    return {k: data[k] for k in RUN_KEYS if data.get(k) not in (None, {})}
-
-
-def run_spec_from_options(model: str, opts: Mapping[str, Any], seed: int = 0, announce: bool = True) -> Any:
-    """The :class:`~serray.training.spec.RunSpec` of a command's run options.
-
-    Merges in one place: the model's defaults, ``--preset``, the ``--config`` file, then
-    ``--set``; and for the data options the command line, then a best.yaml's
-    :data:`RUN_KEYS`, then the built-in defaults.
-
-    Raises:
-        ValueError: Unknown model, bad ``--set``, a best.yaml of another model, or a bad
-            protocol/normalisation.
-    """
-    from serray.models import registry
-    from serray.training.spec import RunSpec
-
-    registry.get(model)  # an unknown model fails first, with the registered names
-    path = opts.get("config_file")
-    config = read_config_file(path) if path else {}
-    meta = read_run_defaults(path, model) if path else {}
-    config.update(parse_assignments(opts.get("assignments") or ()))
-    if opts.get("domain"):
-        _set_domain(model, config, str(opts["domain"]))
-    taken = {k: v for k, v in meta.items() if not opts.get(k)}
-    if announce and taken:
-        click.echo(f"defaults from {path}: " + ", ".join(f"{k}={v}" for k, v in taken.items())
-                   + " (options given on the command line win)")
-    params = parse_feature_params(opts.get("feature_params") or ()) if opts.get("feature_params") else meta.get("feature_params")
-    spec = RunSpec(
-        workdir=opts["workdir"], model=model,
-        features=opts.get("features") or meta.get("features"), feature_params=params,
-        protocol=opts.get("protocol") or meta.get("protocol", "loso"),
-        labels=opts.get("labels") or meta.get("labels", "native"),
-        normalize=opts.get("normalize") or meta.get("normalize", "global"),
-        corpora=list(opts.get("corpora") or ()) or None, k=opts["k"] if opts.get("k") is not None else meta.get("k", 5),
-        fold_seed=meta.get("fold_seed", 0), validation=opts.get("validation") or meta.get("validation", "coverage"),
-        train_corpora=list(opts.get("train_corpora") or ()) or None,
-        test_corpora=list(opts.get("test_corpora") or ()) or None, preset=opts.get("preset"), config=config, seed=seed,
-    )
-    spec.resolved_config()  # unknown hyperparameter keys and feature-parameter scopes fail here, before Ray starts
-    for name in spec.feature_sets().values():
-        spec.params_for(name)
-    return spec
-
-
-def _set_domain(model: str, config: dict[str, Any], column: str) -> None:
-    """``--domain COLUMN``: the config key ``domain`` (a clash with ``--set domain=`` fails).
-
-    Raises:
-        ValueError: The model has no ``domain`` key, or ``--set domain=`` says otherwise.
-    """
-    from serray.models import registry
-
-    spec = registry.get(model)
-    if "domain" not in spec.default_config:
-        raise ValueError(f"--domain: model {model!r} has no domain; models with one: "
-                         + ", ".join(n for n in registry.names() if "domain" in registry.get(n).default_config))
-    if config.get("domain") not in (None, column):
-        raise ValueError(f"--domain {column} contradicts domain={config['domain']} from --set/--config")
-    config["domain"] = column
+    return resolve_run_spec(model, {k: opts[k] for k in RUN_OPTION_NAMES if k in opts}, seed=seed,
+                            announce=click.echo if announce else None)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from serray.commands._common import (
-    address_option, fail, feature_param_option, parse_fold_resources, run_spec_from_options, track_option,
+    address_option, fail, feature_param_option, resources_from_flags, run_spec_from_options, track_option,
     track_results, track_target, workdir_option,
 )
 from serray.workdir import Workdir
@@ -80,11 +80,12 @@ def command(model: str, corpora: str, leave_one_out: bool, within: bool, seeds_t
             raise ValueError("--within fills the diagonal of single-corpus rows; it does not apply with --leave-one-out")
         seeds = parse_seeds(seeds_text)
         base = run_spec_from_options(model, {**opts, "protocol": "cross-corpus"}, seed=seeds[0])
-        res = parse_fold_resources(fold_resources)
+        resources = resources_from_flags(address=address, fold_resources=fold_resources, device=device,
+                                         sequential=sequential, use_ray=not sequential)
         prefix = name or f"crosscorpus-{model}-{base.labels}{'-loo' if leave_one_out else ''}"
         result = run_crosscorpus(
-            base, names, leave_one_out=leave_one_out, seeds=seeds, within=within, run_prefix=prefix, address=address, device=device,
-            parallel=not sequential, num_cpus=res.get("cpu"), num_gpus=res.get("gpu"),
+            base, names, leave_one_out=leave_one_out, seeds=seeds, within=within, run_prefix=prefix,
+            resources=resources,
         )
     except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from serray.commands._common import address_option
+from serray.commands._common import address_option, fail, resources_from_flags
 from serray.workdir import Workdir
+
+if TYPE_CHECKING:
+    from serray.training.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,6 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     """
     from serray.corpora.synth import generate_synthetic_corpus
     from serray.features import extract_features
-    from serray.raycluster import init_ray
     from serray.report import write_report
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
@@ -47,19 +50,23 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     m = generate_synthetic_corpus(w.root, seed=seed)
     click.echo(f"{len(m)} utterances, {m['speaker'].nunique()} speakers, corpora {sorted(m['corpus'].unique())}")
 
-    init_ray(address)
+    try:
+        resources = resources_from_flags(address=address)
+        resources.start_ray()  # once, for every stage
+    except ValueError as exc:
+        fail(str(exc))
     stage(2, "eGeMAPS features on a Ray actor pool")
-    rep = extract_features(w.root, ["egemaps"], m, address=address)["egemaps"]
+    rep = extract_features(w.root, ["egemaps"], m, address=resources.address)["egemaps"]
     click.echo(f"{rep.n_extracted} extracted, {rep.n_cached} cached, {rep.n_failed} failed")
 
     stage(3, f"tune {model}: {trials} trials, Optuna TPE + ASHA, leave-one-speaker-out")
-    tuned = _tune(w, model, trials, seed, address)
+    tuned = _tune(w, model, trials, seed, resources)
 
     stage(4, f"{n_seeds} seeds of the best configuration (trial {tuned.best['trial_id']})")
-    run = _seeds(w, model, tuned.best["config"], seed, n_seeds, address)
+    run = _seeds(w, model, tuned.best["config"], seed, n_seeds, resources)
 
     stage(5, f"ensemble search over the seeds, k = 1..{max_k}, selection on validation")
-    ens, ens_dir, single = _ensemble(w, model, run, max_k, address)
+    ens, ens_dir, single = _ensemble(w, model, run, max_k, resources)
 
     stage(6, "report")
     report_dir = write_report(w.root, [run])
@@ -73,30 +80,32 @@ def command(workdir: str, model: str, trials: int, n_seeds: int, max_k: int, see
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
 
 
-def _tune(w: Workdir, model: str, trials: int, seed: int, address: str | None):
+def _tune(w: Workdir, model: str, trials: int, seed: int, resources: Resources):
     """Stage 3: tune ``model`` leave-one-speaker-out (resuming an earlier demo's search); print its leaderboard."""
     from serray.training.spec import RunSpec
     from serray.tune.options import SearchOptions
     from serray.tune.runner import tune_model
 
     name = f"demo-tune-{model}"
-    options = SearchOptions(num_samples=trials, max_epochs=20, name=name, resume=w.tune(name).exists(), address=address)
+    options = SearchOptions(num_samples=trials, max_epochs=20, name=name, resume=w.tune(name).exists(),
+                            resources=resources)
     tuned = tune_model(RunSpec(w.root, model, features="egemaps", protocol="loso", seed=seed), options, verbose=0)
     click.echo(tuned.leaderboard[["trial_id", "val_ua", "test_ua", "epochs", "status"]].round(3).to_string(index=False))
     return tuned
 
 
-def _seeds(w: Workdir, model: str, config: dict, seed: int, n_seeds: int, address: str | None) -> str:
+def _seeds(w: Workdir, model: str, config: dict, seed: int, n_seeds: int, resources: Resources) -> str:
     """Stage 4: ``n_seeds`` seeds of ``config``; returns the run holding them."""
     from serray.training.seeds import train_seeds
     from serray.training.spec import RunSpec
 
     seeds = train_seeds(RunSpec(w.root, model, features="egemaps", protocol="loso", config=config),
-                        seeds=range(seed, seed + n_seeds), run_prefix=f"demo-seeds-{model}", address=address, progress=True)
+                        seeds=range(seed, seed + n_seeds), run_prefix=f"demo-seeds-{model}", resources=resources,
+                        progress=True)
     return next(iter(seeds.runs.values()))
 
 
-def _ensemble(w: Workdir, model: str, run: str, max_k: int, address: str | None):
+def _ensemble(w: Workdir, model: str, run: str, max_k: int, resources: Resources):
     """Stage 5: ensemble search over the run's seeds; returns ``(result, its folder, single members' test UA)``."""
     from serray.commands.ensemble import write_ensemble_folder
     from serray.ensemble import members_from_predictions, run_ensemble_search
@@ -104,7 +113,7 @@ def _ensemble(w: Workdir, model: str, run: str, max_k: int, address: str | None)
 
     members = members_from_predictions(read_predictions(w.root, [run]), run_classes(w.root, run))
     k_max = min(max_k, len(members.names))
-    ens = run_ensemble_search(members, range(1, k_max + 1), address=address, progress=False)
+    ens = run_ensemble_search(members, range(1, k_max + 1), resources=resources, progress=False)
     ens_dir, single_members, _ = write_ensemble_folder(ens, members, w.ensemble(f"demo-{model}"))
     return ens, ens_dir, single_members["test_ua"].tolist()
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from serray.commands._common import address_option, check_name_option, fail, split_names, track_option, track_results, track_target
+from serray.commands._common import (
+    address_option, check_name_option, fail, resources_from_flags, split_names, track_option, track_results, track_target,
+)
 from serray.workdir import Workdir
 
 
@@ -140,7 +142,8 @@ def command(workdir, runs, k_text, fusion, selection, method, max_size, nested, 
     try:
         res = run_ensemble_search(
             members, k_values if method == "exhaustive" else None, method=method, fusion=fusion, selection=selection,
-            top=top, address=address, num_cpus=num_cpus, backend=backend, max_size=max_size,
+            top=top, resources=resources_from_flags(address=address, num_cpus=num_cpus), backend=backend,
+            max_size=max_size,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -65,6 +65,7 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
     from serray.commands.ensemble import parse_k
     from serray.ensemble import members_from_predictions, run_ensemble_search
     from serray.predictions import read_predictions, run_classes
+    from serray.training.resources import Resources
 
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     run_list = split_names(runs, "--runs")
@@ -80,7 +81,8 @@ def command(workdir, runs, mode, k_text, seed, corpora, threads, name) -> None:
         fail(f"--k {k_text} asks for subsets of up to {max(k_values)} systems but the runs hold only {n}; use --k 1-{n}")
     subsets = {f"all {n}": list(range(n))}
     if k_values:
-        res = run_ensemble_search(members, k_values, selection="validation", top=1, parallel=False, progress=False)
+        res = run_ensemble_search(members, k_values, selection="validation", top=1, resources=Resources(parallel=False),
+                                  progress=False)
         best = res.best
         subsets[f"best k={int(best['k'])} (validation-selected)"] = [int(i) for i in best["indices"]]
     rows = _late_rows(members, subsets)

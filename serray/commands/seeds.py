@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from serray.commands._common import (
-    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options, track_option,
+    address_option, check_name_option, fail, resources_from_flags, run_options, run_spec_from_options, track_option,
     track_results, track_target,
 )
 
@@ -53,10 +53,10 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
         var = dict(parse_variant(v) for v in variants) if variants else None
         for variant in var or ():
             check_name_option("--variant", variant)
-        res_ = fold_request(fold_resources, address)
+        resources = resources_from_flags(address=address, fold_resources=fold_resources, device=device)
         res = train_seeds(
-            run, seeds=range(seed_start, seed_start + n_seeds), variants=var, run_prefix=run_prefix, address=address,
-            num_cpus=res_.get("cpu", 1.0), num_gpus=res_.get("gpu", 0.0), device=device, keep_models=keep_models,
+            run, seeds=range(seed_start, seed_start + n_seeds), variants=var, run_prefix=run_prefix,
+            resources=resources, keep_models=keep_models,
         )
     except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))

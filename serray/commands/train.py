@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from serray.commands._common import (
-    address_option, check_name_option, fail, fold_request, run_options, run_spec_from_options, seed_option,
+    address_option, check_name_option, fail, resources_from_flags, run_options, run_spec_from_options, seed_option,
     track_option, track_results, track_target,
 )
 
@@ -105,18 +105,15 @@ def command(model: str, seed: int, run_name: str | None, address: str | None, fo
     check_name_option("--run", run_name)
     target = track_target(track, opts["workdir"])
     try:
-        if sequential and use_ray:
-            raise ValueError("--sequential and --ray contradict each other; pass one of them")
-        parallel = True if use_ray else (False if sequential else None)
+        resources = resources_from_flags(address=address, fold_resources=fold_resources, folds_per_actor=folds_per_actor,
+                                         device=device, sequential=sequential, use_ray=use_ray)
         run = run_spec_from_options(model, opts, seed=seed)
-        res = fold_request(fold_resources, address) if not sequential else {}
         spec = run.model_spec()
         if spec.backend == "torch" and not sequential:
             progress = _EpochProgress(total_epochs(spec, run.resolved_config()))
         with logging_redirect_tqdm() if progress is not None else contextlib.nullcontext():
             result = train_run(
-                run, run_name=run_name, address=address, device=device, parallel=parallel,
-                num_cpus=res.get("cpu"), num_gpus=res.get("gpu"), folds_per_actor=folds_per_actor,
+                run, run_name=run_name, resources=resources,
                 command_line=" ".join(shlex.quote(a) for a in ["serray", *sys.argv[1:]]), on_epoch=progress,
                 keep_models=keep_models,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from serray.commands._common import (
-    address_option, check_name_option, fail, fold_request, parse_assignments, run_options, run_spec_from_options,
+    address_option, check_name_option, fail, parse_assignments, resources_from_flags, run_options, run_spec_from_options,
     seed_option, track_option, track_results, track_target,
 )
 from serray.workdir import Workdir
@@ -75,12 +75,12 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     check_name_option("--name", name)
     target = track_target(track, opts["workdir"])
     try:
-        resources = fold_request(fold_resources, address) or None
+        resources = resources_from_flags(address=address, fold_resources=fold_resources, device=device)
     except ValueError as exc:
         fail(str(exc))
     options = SearchOptions(
-        space=space, num_samples=num_samples, name=name, address=address, fold_resources=resources,
-        grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume, device=device,
+        space=space, num_samples=num_samples, name=name, resources=resources,
+        grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume,
         pinned=tuple(_set_keys(opts)), report_every_epoch=report_every_epoch,
     )
     if nested:

@@ -44,6 +44,7 @@ from serray.ensemble.search import (
     selection_note,
     selection_split,
 )
+from serray.training.resources import Resources
 
 __all__ = ["METHODS", "EnsembleResult", "distributed_search", "run_ensemble_search"]
 
@@ -100,8 +101,7 @@ def distributed_search(
     top: int = 10,
     backend: str = "numpy",
     num_tasks: int | None = None,
-    num_cpus: int | None = None,
-    address: str | None = None,
+    resources: Resources | None = None,
     batch: int | None = None,
     dtype: str = "float64",
     device: str | None = None,
@@ -123,11 +123,12 @@ def distributed_search(
         top: Subsets kept per k.
         backend: Evaluator inside each task (``"numpy"``, ``"torch"``, ``"auto"``).
         num_tasks: Tasks per k; default ``min(4 x CPUs, C(M, k) / min_task_subsets)``.
-        num_cpus: Cores to use: at most this many tasks run at once. When Ray is not
-            running yet, a local Ray is started with this many CPUs. Default: all CPUs
-            of the cluster.
-        address: Ray address to join (``"auto"``, ``"HOST:PORT"``); None starts or
-            reuses a local Ray (see :func:`serray.raycluster.init_ray`).
+        resources: Where the tasks run (:class:`~serray.training.resources.Resources`):
+            its ``address`` is the Ray cluster to join (``"auto"``, ``"HOST:PORT"``;
+            None starts or reuses a local Ray, :meth:`~serray.training.resources.Resources.start_ray`);
+            its ``num_cpus`` the cores to use: at most this many tasks run at once, and
+            a local Ray not running yet starts with this many CPUs. Default: all CPUs of
+            the cluster.
         batch: Subsets per array operation inside a task.
         dtype: ``"float64"`` (exact) or ``"float32"``.
         device: Torch device for ``backend="torch"``.
@@ -144,12 +145,10 @@ def distributed_search(
     """
     import ray
 
-    from serray.raycluster import init_ray
-
     ks = _check_search_args(members, k_values, fusion, selection, top)
-    if num_cpus is not None and num_cpus < 1:
-        raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
-    init_ray(address=address, num_cpus=num_cpus)
+    res = resources if resources is not None else Resources()
+    res.start_ray()
+    num_cpus = res.num_cpus
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
     cpus = min(num_cpus, cluster_cpus) if num_cpus else cluster_cpus
     base = build_margins(members, fusion, selection_split(selection), dtype)
@@ -303,10 +302,8 @@ def run_ensemble_search(
     fusion: str = "logits",
     selection: str = "validation",
     top: int = 10,
-    address: str | None = None,
-    parallel: bool = True,
+    resources: Resources | None = None,
     num_tasks: int | None = None,
-    num_cpus: int | None = None,
     backend: str = "auto",
     max_size: int | None = None,
     progress: bool = True,
@@ -321,10 +318,11 @@ def run_ensemble_search(
         fusion: ``"logits"``, ``"prob"`` or ``"vote"``.
         selection: ``"validation"`` or ``"test-optimistic"`` (flagged as optimistic).
         top: Subsets kept per k (exhaustive).
-        address: Ray cluster address; None = local Ray.
-        parallel: Exhaustive only: run on Ray tasks (True) or in this process (False).
+        resources: Where the search runs (:class:`~serray.training.resources.Resources`):
+            ``address`` (None: a local Ray), ``num_cpus`` (cores to use; default all)
+            and, for the exhaustive search, ``parallel``: on Ray tasks (``True`` or
+            ``None``, the default) or in this process (``False``).
         num_tasks: Ray tasks per k (default: automatic).
-        num_cpus: Cores to use (default: all).
         backend: Evaluator backend (``"auto"`` picks torch on CUDA, else numpy).
         max_size: Greedy only: number of additions (default: number of members).
         progress: Show progress bars.
@@ -339,10 +337,11 @@ def run_ensemble_search(
         return _greedy_result(members, max_size, fusion, selection, note)
     if k_values is None:
         raise ValueError("k_values is required for method='exhaustive' (e.g. [1, 2, 3, 5, 9])")
-    if parallel:
+    res = resources if resources is not None else Resources()
+    if res.parallel is not False:
         board = distributed_search(
             members, k_values, fusion=fusion, selection=selection, top=top, backend=backend,
-            num_tasks=num_tasks, num_cpus=num_cpus, address=address, progress=progress,
+            num_tasks=num_tasks, resources=res, progress=progress,
         )  # fmt: skip
         stats = dict(board.attrs.get("stats", {}))
     else:

@@ -313,9 +313,10 @@ class PoolHolder:
             elif self._process_pool(n_files):
                 self.pool = _ProcessPool(self.num_actors or max(1, len(os.sched_getaffinity(0))))
             else:
-                from serray.raycluster import init_ray
+                from serray.raycluster import start_ray
+                from serray.training.resources import Resources
 
-                init_ray(self.address)
+                start_ray(Resources(address=self.address))
                 import ray
 
                 total_gpus = ray.cluster_resources().get("GPU", 0.0)

@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from serray import io, metrics
+
+if TYPE_CHECKING:
+    from serray.training.resources import Resources
 
 __all__ = ["CrossCorpusResult", "training_sets", "score_by_corpus", "run_crosscorpus", "write_crosscorpus"]
 
@@ -88,7 +91,7 @@ def run_crosscorpus(
     within: bool = False,
     train: Callable[..., Any] | None = None,
     run_prefix: str | None = None,
-    **train_kwargs: Any,
+    resources: Resources | None = None,
 ) -> CrossCorpusResult:
     """Train and test every (training set, seed); see the module docstring.
 
@@ -101,7 +104,8 @@ def run_crosscorpus(
             (single-corpus training sets only).
         train: The training function (default :func:`serray.training.run.train_run`).
         run_prefix: Run names ``<prefix>-train=<corpora>-seed<s>``.
-        train_kwargs: Passed to ``train`` (``parallel``, ``device``, ``address``, ...).
+        resources: Where every run trains (:class:`~serray.training.resources.Resources`),
+            passed to ``train``.
     """
     from serray.manifest import load_manifests
     from serray.predictions import read_predictions
@@ -119,7 +123,7 @@ def run_crosscorpus(
         for s in seeds:
             spec = base.replace(protocol="cross-corpus", corpora=tuple(corpora), train_corpora=tr, test_corpora=tuple(test), seed=int(s))
             name = f"{prefix}-train={'+'.join(tr)}-seed{int(s)}"
-            res = train(spec, run_name=name, **train_kwargs)
+            res = train(spec, run_name=name, resources=resources)
             preds = read_predictions(base.workdir, [name])
             frames.append(score_by_corpus(preds, corpus_of, res.classes).assign(train="+".join(tr), run=name))
             runs.append(name)
@@ -127,7 +131,7 @@ def run_crosscorpus(
             if within and len(tr) == 1:
                 spec = base.replace(protocol="loso", corpora=tr, train_corpora=None, test_corpora=None, seed=int(s))
                 name = f"{prefix}-within={tr[0]}-seed{int(s)}"
-                res = train(spec, run_name=name, **train_kwargs)
+                res = train(spec, run_name=name, resources=resources)
                 preds = read_predictions(base.workdir, [name])
                 frames.append(score_by_corpus(preds, corpus_of, res.classes).assign(train=tr[0], run=name))
                 runs.append(name)

@@ -3,8 +3,8 @@
 Heavy modules (torch, Ray) are imported on first use of the names below.
 
 Example:
-    >>> from serray.training import RunSpec, train_run              # doctest: +SKIP
-    >>> train_run(RunSpec("W", "svm", features="egemaps"))          # doctest: +SKIP
+    >>> from serray.training import Resources, RunSpec, train_run  # doctest: +SKIP
+    >>> train_run(RunSpec("W", "svm", features="egemaps"), resources=Resources(device="cpu"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ __all__ = [
     "run_folds",
     "fold_resources",
     "RunSpec",
+    "resolve_run_spec",
+    "Resources",
     "RunResult",
     "train_run",
     "config_id",
@@ -50,6 +52,8 @@ _WHERE = {
     "run_folds": "serray.training.executor",
     **dict.fromkeys(("RunResult", "train_run", "config_id"), "serray.training.run"),
     "RunSpec": "serray.training.spec",
+    "resolve_run_spec": "serray.training.resolve",
+    "Resources": "serray.training.resources",
 }
 
 

@@ -68,7 +68,7 @@ def put_inputs(inputs: TrainingInputs) -> SharedInputs:
     import ray
 
     if not ray.is_initialized():
-        raise RuntimeError("Ray is not running; call serray.raycluster.init_ray() first")
+        raise RuntimeError("Ray is not running; call serray.raycluster.start_ray() first")
     features = {
         role: (p.kind, ray.put(p.data), None if p.offsets is None else ray.put(p.offsets)) for role, p in inputs.packed.items()
     }

@@ -40,6 +40,7 @@ from serray.models import registry
 from serray.models.registry import ModelSpec
 from serray.training.actors import SharedInputs, fold_actor_class, fold_groups, fold_resources, put_inputs, set_threads
 from serray.training.data import TrainingInputs
+from serray.training.resources import Resources
 from serray.training.trainer import FoldResult, FoldTrainer, check_config, fold_trainer
 
 __all__ = ["EpochCallback", "IN_PROCESS_WORK_S", "choose_execution", "set_threads", "torch_threads", "in_process_threads", "train_here", "run_folds",
@@ -90,8 +91,9 @@ PROBE_MAX_BYTES = 64 * 2**20
 
 
 def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str, seed: int,
-                     address: str | None, device: str = "auto") -> tuple[bool, str]:
-    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``.
+                     resources: Resources | None = None) -> tuple[bool, str]:
+    """``(parallel, why)``: Ray fold actors, or this process for small work without ``--address``
+    (``resources``: its ``address`` and ``device``; default a local Ray, device ``auto``).
 
     scikit-learn models always train here. For a torch model, one epoch of the first fold
     is timed (a throw-away trainer; the run itself starts afresh, so the numbers do not
@@ -99,6 +101,7 @@ def choose_execution(spec: Any, cfg: Mapping[str, Any], exp: Any, normalize: str
     """
     from serray.training.trainer import resolve_device, total_epochs
 
+    address, device = (resources.address, resources.device) if resources is not None else (None, "auto")
     if address is not None:
         return True, "on Ray fold actors (joining a cluster)"
     if spec.backend == "sklearn":
@@ -267,11 +270,7 @@ def run_folds(
     *,
     normalize: str = "global",
     seed: int = 0,
-    device: str = "auto",
-    parallel: bool = True,
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    folds_per_actor: int | None = None,
+    resources: Resources | None = None,
     actor_options: Mapping[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     keep_models: bool = False,
@@ -286,17 +285,18 @@ def run_folds(
         folds: Folds with ``index``, ``name``, ``train``, ``validation``, ``test``.
         normalize: ``"speaker"``, ``"global"`` or ``"none"`` (:mod:`serray.training.data`).
         seed: Seed of every fold's trainer (each fold trains from the same seed).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (resolved inside each actor).
-        parallel: ``True``: Ray fold actors (:class:`FoldActors`; in lock-step when
-            ``on_epoch`` is given). ``False``: in this process; folds run one after
-            another, or in lock-step when ``on_epoch`` is given, with the torch threads a
-            fold actor would get (:func:`in_process_threads`).
-        num_cpus: CPUs per fold actor (default: the cluster's CPUs shared evenly by one
-            actor per CPU, see :func:`fold_resources`).
-        num_gpus: GPUs per fold actor (default: an even share when ``device`` is not
-            ``"cpu"`` and the cluster has GPUs).
-        folds_per_actor: Folds hosted by each actor (default: as many as needed for
-            all actors to fit at once).
+        resources: Where the folds train (:class:`~serray.training.resources.Resources`;
+            default: local Ray). ``device`` (``"cpu"``, ``"cuda"`` or ``"auto"``) is
+            resolved inside each actor. ``parallel`` ``True`` or ``None``: Ray fold
+            actors (:class:`FoldActors`; in lock-step when ``on_epoch`` is given; Ray
+            started by :meth:`~serray.training.resources.Resources.start_ray`).
+            ``False``: in this process; folds run one after another, or in lock-step
+            when ``on_epoch`` is given, with the torch threads a fold actor would get
+            (:func:`in_process_threads`). ``fold_cpus``/``fold_gpus``: each fold actor's
+            CPUs and GPUs (default: the cluster's CPUs shared evenly by one actor per
+            CPU, and an even share of its GPUs unless the device is ``"cpu"``, see
+            :func:`fold_resources`); ``folds_per_actor``: folds hosted by each actor
+            (default: as many as needed for all actors to fit at once).
         actor_options: Extra ``.options()`` for the actors (e.g. a placement-group
             ``scheduling_strategy`` inside a Tune trial).
         on_epoch: ``on_epoch(epoch, metrics)`` after every lock-step epoch; ``metrics``
@@ -314,31 +314,31 @@ def run_folds(
     config = check_config(spec, config)
     if not folds:
         raise ValueError("run_folds needs at least one fold")
-    if not parallel:
+    res = resources if resources is not None else Resources()
+    if res.parallel is False:
         if isinstance(inputs, SharedInputs):
             inputs = inputs.resolve()
         # torch: what a fold actor would use, for the same numbers
         threads = in_process_threads(len(folds)) if spec.backend == "torch" else None
-        return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, threads=threads,
+        return _run_local(spec, config, inputs, folds, normalize=normalize, seed=seed, device=res.device, threads=threads,
                           on_epoch=on_epoch, keep=keep_models)
-    return _run_on_actors(spec, config, inputs, folds, normalize=normalize, seed=seed, device=device, num_cpus=num_cpus,
-                          num_gpus=num_gpus, folds_per_actor=folds_per_actor, actor_options=actor_options,
-                          on_epoch=on_epoch, keep=keep_models)
+    return _run_on_actors(spec, config, inputs, folds, normalize=normalize, seed=seed, resources=res,
+                          actor_options=actor_options, on_epoch=on_epoch, keep=keep_models)
 
 
 def _run_on_actors(spec: ModelSpec, config: Mapping[str, Any], inputs: TrainingInputs | SharedInputs,
-                   folds: Sequence[Any], *, normalize: str, seed: int, device: str, num_cpus: float | None,
-                   num_gpus: float | None, folds_per_actor: int | None, actor_options: Mapping[str, Any] | None,
-                   on_epoch: EpochCallback | None, keep: bool = False) -> list[FoldResult]:
+                   folds: Sequence[Any], *, normalize: str, seed: int, resources: Resources,
+                   actor_options: Mapping[str, Any] | None, on_epoch: EpochCallback | None,
+                   keep: bool = False) -> list[FoldResult]:
     """:func:`run_folds` on :class:`FoldActors` sized by :func:`fold_resources` (killed at the end)."""
-    from serray.raycluster import init_ray
-
-    init_ray()
+    resources.start_ray()
     shared = inputs if isinstance(inputs, SharedInputs) else put_inputs(inputs)
     opts = dict(actor_options or {})
+    folds_per_actor = resources.folds_per_actor
     if "scheduling_strategy" in opts and folds_per_actor is None:
         folds_per_actor = 1  # the placement group was sized by the caller
-    per_actor, cpus, gpus = fold_resources(len(folds), num_cpus, num_gpus, device, folds_per_actor)
+    device = resources.device
+    per_actor, cpus, gpus = fold_resources(len(folds), resources.fold_cpus, resources.fold_gpus, device, folds_per_actor)
     log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), math.ceil(len(folds) / per_actor), cpus, gpus)
     actors = FoldActors.start(spec, config, shared, folds, per_actor=per_actor, num_cpus=cpus, num_gpus=gpus,
                               normalize=normalize, seed=seed, device=device, options=opts)

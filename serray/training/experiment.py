@@ -18,6 +18,7 @@ import pandas as pd
 
 from serray.training.data import TrainingInputs, class_list, make_label_table, pack_features
 from serray.training.wave import WAVE_AUGMENT_KEY, add_copies, config_tags
+from serray.training.resources import Resources
 
 __all__ = ["Experiment", "prepare_experiment", "feature_tag"]
 
@@ -95,7 +96,7 @@ class Experiment:
         return self.aux_columns.get("domain")
 
 
-def _extract(run: Any, name: str, manifest: pd.DataFrame, address: str | None) -> int:
+def _extract(run: Any, name: str, manifest: pd.DataFrame, resources: Resources | None) -> int:
     """Extract set ``name`` for the utterances of ``manifest`` not yet in the cache; files extracted.
 
     (``extract_features`` drops the load-time parameters, e.g. the SSL ``layer``, itself.)
@@ -103,10 +104,11 @@ def _extract(run: Any, name: str, manifest: pd.DataFrame, address: str | None) -
     from serray.features import extract_features
 
     params = {name: run.params_for(name) or {}}
+    address = resources.address if resources is not None else None
     return int(extract_features(run.workdir, [name], manifest, params=params, address=address)[name].n_extracted)
 
 
-def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, address: str | None) -> Any:
+def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, resources: Resources | None) -> Any:
     """Load one feature set; with ``extract``, first extract what the cache lacks (on the pool)."""
     from serray.features import load_features
     from serray.features.cache import FeaturesNotExtractedError
@@ -120,24 +122,24 @@ def _load_one(run: Any, name: str, manifest: pd.DataFrame, extract: bool, addres
         if not extract:
             raise
         log.info("feature set %r is not extracted in %s yet: extracting it now", name, run.workdir)
-        _extract(run, name, manifest, address)
+        _extract(run, name, manifest, resources)
         return load()
     todo = getattr(fs, "not_extracted", None)
     if extract and todo:  # e.g. a corpus prepared after the last extraction
         log.info("feature set %r: %d utterance(s) not extracted yet: extracting them now", name, len(todo))
-        if _extract(run, name, manifest[manifest["utt_id"].isin(set(todo))], address):
+        if _extract(run, name, manifest[manifest["utt_id"].isin(set(todo))], resources):
             fs = load()
     return fs
 
 
 def _load_sets(
     run: Any, spec: Any, sets: Mapping[str, str], manifest: pd.DataFrame, given: Mapping[str, Any] | None,
-    extract: bool = True, address: str | None = None,
+    extract: bool = True, resources: Resources | None = None,
 ) -> dict[str, Any]:
     """Role -> loaded feature set of ``sets`` (role -> set name), kinds checked against the model's inputs."""
     loaded: dict[str, Any] = {}
     for role, name in sets.items():
-        fs = given[role] if given and role in given else _load_one(run, name, manifest, extract, address)
+        fs = given[role] if given and role in given else _load_one(run, name, manifest, extract, resources)
         inp = spec.input_spec(role)
         if not inp.accepts(fs.kind):
             want = " or ".join(inp.kinds)
@@ -192,7 +194,7 @@ def _warn_speaker_normalisation(manifest: pd.DataFrame) -> list[str]:
 
 def prepare_experiment(
     run: Any, config: Mapping[str, Any] | None = None, feature_sets: Mapping[str, Any] | None = None,
-    *, extract: bool = True, address: str | None = None, wave_augment: Sequence[str] = (),
+    *, extract: bool = True, resources: Resources | None = None, wave_augment: Sequence[str] = (),
 ) -> Experiment:
     """Load manifests, apply the label set, load every input's features, make and check folds.
 
@@ -203,7 +205,8 @@ def prepare_experiment(
         extract: Extract a feature set the cache lacks, or its utterances never
             extracted (on the Ray feature pool, with progress; files recorded as failing
             are not retried), instead of failing.
-        address: Ray cluster the extraction joins (default a local Ray).
+        resources: Where the extraction runs: its ``address`` is the Ray cluster the
+            feature pool joins (default a local Ray).
         wave_augment: Augmentation tags whose copies are loaded besides those of
             ``config``'s ``wave_augment`` (e.g. a search space's choices): the copies
             follow the run's utterances in ``inputs`` (:func:`serray.training.wave.add_copies`).
@@ -219,7 +222,7 @@ def prepare_experiment(
     spec = run.model_spec()
     sets = run.feature_sets()
     manifest = apply_label_set(load_manifests(run.workdir, run.corpora), run.labels)
-    loaded = _load_sets(run, spec, sets, manifest, feature_sets, extract, address)
+    loaded = _load_sets(run, spec, sets, manifest, feature_sets, extract, resources)
     have = set(manifest["utt_id"])
     for fs in loaded.values():
         have &= set(map(str, fs.utt_ids))
@@ -249,5 +252,6 @@ def prepare_experiment(
     copies: dict = {}
     tags = config_tags([config, *({WAVE_AUGMENT_KEY: t} for t in wave_augment)])
     if tags:
-        packed, table, copies = add_copies(run, sets, manifest, packed, classes, aux, tags, extract=extract, address=address)
+        packed, table, copies = add_copies(run, sets, manifest, packed, classes, aux, tags, extract=extract,
+                                            address=resources.address if resources is not None else None)
     return Experiment(spec, sets, kinds, manifest, classes, folds, TrainingInputs(packed, table), aux, missing, tag, copies)

@@ -40,6 +40,7 @@ import pandas as pd
 from serray import metrics
 from serray.training.executor import IN_PROCESS_WORK_S, choose_execution, in_process_threads, run_folds
 from serray.training.records import aux_summary, run_record, write_fold_predictions, write_run
+from serray.training.resources import Resources
 from serray.training.trainer import FoldResult
 from serray.workdir import Workdir
 
@@ -186,12 +187,7 @@ def train_run(
     run: Any,
     *,
     run_name: str | None = None,
-    address: str | None = None,
-    device: str = "auto",
-    parallel: bool | None = None,
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    folds_per_actor: int | None = None,
+    resources: Resources | None = None,
     feature_sets: Mapping[str, Any] | None = None,
     on_epoch: Any | None = None,
     command_line: str | None = None,
@@ -204,16 +200,16 @@ def train_run(
             labels, normalisation, preset, config, seed, fold construction).
         run_name: Run name; default :func:`default_run_name` (which differs for any
             other setting). A run already holding results of other settings is refused.
-        address: Ray cluster to join; default a local Ray.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        parallel: Fold actors on Ray (``True``) or in this process (``False``). Default
-            (:func:`serray.training.executor.choose_execution`): in this process without ``address`` for
-            scikit-learn models and for torch jobs estimated under
-            :data:`IN_PROCESS_WORK_S` seconds on CPU (less than starting Ray would cost;
-            the numbers are the same either way), on Ray otherwise.
-        num_cpus, num_gpus: Resources of each fold actor (default: one actor per CPU,
-            sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`).
-        folds_per_actor: Folds hosted by each actor (default: as many as needed to fit).
+        resources: Where the folds train (:class:`~serray.training.resources.Resources`;
+            default a local Ray, device ``auto``). Its ``parallel``: fold actors on Ray
+            (``True``) or in this process (``False``); ``None``
+            (:func:`serray.training.executor.choose_execution`): in this process
+            without ``address`` for scikit-learn models and for torch jobs estimated
+            under :data:`IN_PROCESS_WORK_S` seconds on CPU (less than starting Ray
+            would cost; the numbers are the same either way), on Ray otherwise. Its
+            ``fold_cpus``/``fold_gpus``: each fold actor's (default: one actor per CPU,
+            sharing the cluster evenly; see :func:`serray.training.actors.fold_resources`);
+            ``folds_per_actor``: folds hosted by each actor (default: as needed to fit).
         feature_sets: Role -> an already loaded feature set (skips ``load_features``).
         on_epoch: Callback passed to :func:`serray.training.executor.run_folds`.
         command_line: Recorded in the run record.
@@ -227,20 +223,17 @@ def train_run(
             argument error from the protocol and label set.
     """
     t_start = time.perf_counter()
-    spec, cfg, cid, exp, settings, name = _prepare_run(run, run_name, feature_sets, address)
-    parallel, execution, t_prep = _placement(spec, cfg, exp, run, parallel, address=address, device=device,
-                                             resources={"cpu": num_cpus, "gpu": num_gpus})
+    res = resources if resources is not None else Resources()
+    spec, cfg, cid, exp, settings, name = _prepare_run(run, run_name, feature_sets, res)
+    res, execution, t_prep = _placement(spec, cfg, exp, run, res)
     t_train = time.perf_counter()
-    results = run_folds(
-        spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, device=device, parallel=parallel,
-        num_cpus=num_cpus, num_gpus=num_gpus, folds_per_actor=folds_per_actor, on_epoch=on_epoch,
-        keep_models=keep_models,
-    )
+    results = run_folds(spec, cfg, exp.inputs, exp.folds, normalize=run.normalize, seed=run.seed, resources=res,
+                        on_epoch=on_epoch, keep_models=keep_models)
     meta = {
-        "device": device,
-        "parallel": parallel,
+        "device": res.device,
+        "parallel": res.parallel,
         "execution": execution,
-        "fold_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus, "folds_per_actor": folds_per_actor},
+        "fold_resources": res.fold_record(),
         "timings": {"total_s": 0.0, "prepare_s": t_prep - t_start, "train_s": time.perf_counter() - t_train,
                     "folds_s": {str(r.index): r.seconds for r in results}},
         "command_line": command_line,
@@ -250,7 +243,7 @@ def train_run(
 
 
 def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any] | None,
-                 address: str | None) -> tuple[Any, dict, str, Any, dict, str]:
+                 resources: Resources) -> tuple[Any, dict, str, Any, dict, str]:
     """Check the config, prepare the experiment, name the run and claim its folder (before any
     training): ``(spec, config, config_id, experiment, settings, run name)``."""
     from serray.predictions import check_name
@@ -262,7 +255,7 @@ def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any]
     cfg = run.resolved_config()
     check_config(spec, cfg)  # bad training keys are found before any feature loading or Ray
     cid = config_id(spec.name, cfg)
-    exp = prepare_experiment(run, cfg, feature_sets, address=address)
+    exp = prepare_experiment(run, cfg, feature_sets, resources=resources)
     check_stage_plans(spec, cfg, exp.inputs, [cfg.get("stages", "all")])
     settings = run_settings(run, exp, spec.name, cfg, cid, seed=run.seed)
     name = check_name("--run", run_name or default_run_name(spec.name, exp.feature_tag, run.protocol, run.labels,
@@ -272,23 +265,22 @@ def _prepare_run(run: Any, run_name: str | None, feature_sets: Mapping[str, Any]
     return spec, cfg, cid, exp, settings, name
 
 
-def _placement(spec: Any, cfg: Mapping[str, Any], exp: Any, run: Any, parallel: bool | None, *, address: str | None,
-               device: str, resources: Mapping[str, float | None]) -> tuple[bool, str, float]:
-    """``(parallel, how, when)``: where the folds train (:func:`choose_execution` unless
-    ``parallel`` is given) and when that was decided; then Ray is started (or joined) for
-    fold actors, the resources checked around it."""
+def _placement(spec: Any, cfg: Mapping[str, Any], exp: Any, run: Any,
+               resources: Resources) -> tuple[Resources, str, float]:
+    """``(resources with parallel decided, how, when)``: where the folds train
+    (:func:`choose_execution` unless ``resources.parallel`` is given) and when that was
+    decided; then Ray is started (or joined) for fold actors, the fold request checked
+    around it (:meth:`Resources.start_ray`)."""
+    parallel = resources.parallel
     execution = "in this process (--sequential)" if parallel is False else "Ray fold actors"
     if parallel is None:
-        parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, address, device)
+        parallel, execution = choose_execution(spec, cfg, exp, run.normalize, run.seed, resources)
         log.info("%s: folds train %s%s", spec.name, execution, "" if parallel else " (--ray uses Ray)")
     decided = time.perf_counter()
+    resources = resources.replace(parallel=parallel)
     if parallel:
-        from serray.raycluster import check_request, init_ray
-
-        check_request(dict(resources), address)  # before a local Ray starts
-        init_ray(address)
-        check_request(dict(resources), address)  # a joined cluster's nodes
-    return parallel, execution, decided
+        resources.start_ray()
+    return resources, execution, decided
 
 
 def _finish_run(run: Any, exp: Any, name: str, cfg: dict, cid: str, results: list[FoldResult], meta: dict,

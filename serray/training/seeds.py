@@ -25,6 +25,7 @@ import pandas as pd
 from serray import io, metrics
 from serray.training.executor import fold_task, run_tasks
 from serray.training.records import seed_record, write_fold_predictions, write_model_records
+from serray.training.resources import Resources
 from serray.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -141,10 +142,7 @@ def train_seeds(
     seeds: Sequence[int] = range(10),
     variants: Mapping[str, Mapping[str, Any]] | None = None,
     run_prefix: str | None = None,
-    address: str | None = None,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    device: str = "auto",
+    resources: Resources | None = None,
     progress: bool = True,
     keep_models: bool = True,
 ) -> SeedsResult:
@@ -160,9 +158,11 @@ def train_seeds(
             which differs for any other setting). A run that already holds results of
             other settings (another config, k, validation rule, corpora, normalisation,
             ...) is refused before any training.
-        num_cpus, num_gpus: Resources of each fold task.
-        address, device, keep_models: as for :func:`serray.training.run.train_run`
-            (models under ``W/models/<prefix>-<variant>/<config>__seed<s>``).
+        resources: Where the fold tasks run (:class:`~serray.training.resources.Resources`:
+            cluster ``address``, ``device``, each task's ``fold_cpus`` (default 1) and
+            ``fold_gpus`` (default 0); always on Ray).
+        keep_models: as for :func:`serray.training.run.train_run` (models under
+            ``W/models/<prefix>-<variant>/<config>__seed<s>``).
 
     A part in the store that cannot be read (truncated or damaged) is trained again,
     with a warning naming it. The result's table covers ``seeds``; each run's record
@@ -184,7 +184,8 @@ def train_seeds(
     variants = dict(variants or {"base": {}})
     base = run.resolved_config()
     cfgs = {name: check_config(spec, run.resolved_config(variant_overrides(spec, name, ov))) for name, ov in variants.items()}
-    exp = prepare_experiment(run, base, address=address, wave_augment=[c.get("wave_augment", "none") for c in cfgs.values()])
+    res = (resources if resources is not None else Resources()).with_defaults(fold_cpus=1.0, fold_gpus=0.0)
+    exp = prepare_experiment(run, base, resources=res, wave_augment=[c.get("wave_augment", "none") for c in cfgs.values()])
     check_stage_plans(spec, base, exp.inputs, [c.get("stages", "all") for c in cfgs.values()])
     cids, settings, runs = _claim_runs(run, exp, cfgs, run_prefix)
 
@@ -193,8 +194,7 @@ def train_seeds(
         log.info("%d (variant, seed) pair(s) already in the predictions store are skipped", len(skipped))
 
     if todo:
-        _train_parts(run, exp, todo, cfgs, runs, cids, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-                     device=device, progress=progress, keep=keep_models)
+        _train_parts(run, exp, todo, cfgs, runs, cids, resources=res, progress=progress, keep=keep_models)
 
     stored = _stored_table(workdir, variants, runs, cids, exp.classes)
     for name in variants:
@@ -236,25 +236,23 @@ def _held_seeds(stored: pd.DataFrame, runs: Mapping[str, str], seeds: Sequence[i
 
 
 def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]], cfgs: Mapping[str, dict],
-                 runs: Mapping[str, str], cids: Mapping[str, str], *, address: str | None, num_cpus: float,
-                 num_gpus: float, device: str, progress: bool, keep: bool = True) -> None:
+                 runs: Mapping[str, str], cids: Mapping[str, str], *, resources: Resources, progress: bool,
+                 keep: bool = True) -> None:
     """Every fold of every (variant, seed) of ``todo`` as one Ray task (:func:`serray.training.executor.run_tasks`);
     each (variant, seed)'s predictions part and model records are written when its last fold is done."""
     from tqdm import tqdm
 
-    from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
 
-    check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # before Ray starts (local)
-    init_ray(address)
-    check_request({"cpu": num_cpus, "gpu": num_gpus}, address)  # a joined cluster's nodes
+    resources.start_ray()
     shared = put_inputs(exp.inputs)
-    threads = max(1, int(num_cpus))
-    jobs = [((name, s), (exp.spec, cfgs[name], shared, fold, run.normalize, s, device, threads, keep))
+    request = resources.request()
+    threads = max(1, int(request["cpu"]))
+    jobs = [((name, s), (exp.spec, cfgs[name], shared, fold, run.normalize, s, resources.device, threads, keep))
             for name, s in todo for fold in exp.folds]
     done: dict[tuple[str, int], list] = {}
     bar = tqdm(total=len(jobs), desc="seed folds", unit="fold", disable=not progress)
-    for (name, s), result in run_tasks(fold_task, jobs, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2):
+    for (name, s), result in run_tasks(fold_task, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=2):
         done.setdefault((name, s), []).append(result)
         bar.update(1)
         if len(done[(name, s)]) == len(exp.folds):

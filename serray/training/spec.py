@@ -1,11 +1,12 @@
 """The run specification: what data and which model configuration a run trains, in one object.
 
 ``serray train``, ``tune`` and ``seeds`` build one :class:`RunSpec` from their options
-(:func:`serray.commands._common.run_spec_from_options`, which merges a best.yaml's
-defaults in one place) and hand it to :func:`serray.training.run.train_run`,
+(:meth:`RunSpec.from_options`, i.e. :func:`serray.training.resolve.resolve_run_spec`,
+which merges a config file, a best.yaml's defaults, ``--set`` and the model's defaults in
+one place) and hand it to :func:`serray.training.run.train_run`,
 :func:`serray.training.seeds.train_seeds` and :func:`serray.tune.runner.tune_model`.
-Execution settings (device, resources, Ray address) stay separate arguments: they do not
-change the numbers.
+Execution settings (device, fold resources, Ray address) travel separately, as one
+:class:`~serray.training.resources.Resources`: they do not change the numbers.
 
 Features: ``features`` names one feature set per input role of the model, joined by
 ``+`` in role order (``mfb+egemaps``) or by role (``frames=mfb+groups=egemaps``); roles
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["RunSpec", "parse_feature_sets", "TRANSDUCTIVE_SPEAKER_NORM"]
 
@@ -156,6 +157,23 @@ class RunSpec:
         for name in ("corpora", "train_corpora", "test_corpora"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(value) if value else None)
+
+    @classmethod
+    def from_options(cls, model: str, options: Mapping[str, Any], *, seed: int = 0,
+                     announce: Callable[[str], None] | None = None) -> "RunSpec":
+        """The run specification of a command's run options, a config file and ``--set``
+        items (:func:`serray.training.resolve.resolve_run_spec`, which documents the merge).
+
+        Example:
+            >>> RunSpec.from_options("svm", {"workdir": "W", "assignments": ["C=2"]}).config
+            {'C': 2}
+
+        Raises:
+            ValueError, serray.io.CorruptFileError: As :func:`~serray.training.resolve.resolve_run_spec`.
+        """
+        from serray.training.resolve import resolve_run_spec
+
+        return resolve_run_spec(model, options, seed=seed, announce=announce)
 
     def model_spec(self) -> Any:
         """The model's registry entry (raises ``ValueError`` for an unknown model)."""

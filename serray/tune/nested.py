@@ -45,6 +45,7 @@ import pandas as pd
 from serray import io
 from serray.training.executor import run_tasks, set_threads
 from serray.training.records import clean, run_record, write_fold_predictions, write_nested_summary, write_run
+from serray.training.resources import Resources
 from serray.tune.options import SearchOptions, prepare_search
 from serray.tune.state import check_settings, search_settings, write_search
 from serray.workdir import Workdir
@@ -210,8 +211,8 @@ def _load_fold(folder: Path, index: int) -> tuple[dict, Any] | None:
 
 
 # -- driver ----------------------------------------------------------------------------
-def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: Path, *, parallel: bool,
-                  address: str | None, resources: Mapping[str, float]) -> dict[int, tuple[dict, Any]]:
+def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: Path, *,
+                  resources: Resources) -> dict[int, tuple[dict, Any]]:
     """Search every fold of ``todo`` (Ray tasks, or here); save each as it finishes."""
     out: dict[int, tuple[dict, Any]] = {}
 
@@ -223,19 +224,17 @@ def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: P
                  len(out), len(todo), res.name, summary["n_trials"], summary["n_pruned"], w["number"], w["val_ua"],
                  summary["test_ua"], summary["seconds"])
 
-    if not parallel:
+    if not resources.parallel:
         for fold in todo:
             done(*search_fold(search, exp.inputs, fold))
         return out
-    from serray.raycluster import check_request, init_ray
     from serray.training.actors import put_inputs
 
-    init_ray(address)
-    check_request(resources, address)  # a task no node can hold would wait forever
+    resources.start_ray()  # a task no node can hold would wait forever: refused here
     shared = put_inputs(exp.inputs)
     jobs = [(fold.index, (search, shared, fold)) for fold in todo]
-    for _, (summary, res) in run_tasks(search_fold, jobs, num_cpus=float(resources.get("cpu", 1.0)),
-                                       num_gpus=float(resources.get("gpu", 0.0))):
+    request = resources.request()
+    for _, (summary, res) in run_tasks(search_fold, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"]):
         done(summary, res)
     return out
 
@@ -255,7 +254,6 @@ def nested_tune(
     run: Any,
     options: SearchOptions | None = None,
     *,
-    parallel: bool | None = None,
     command_line: str | None = None,
 ) -> NestedOutcome:
     """Nested estimate of a tuned model: one search per outer fold (see the module docstring).
@@ -265,11 +263,13 @@ def nested_tune(
         options: The :class:`~serray.tune.options.SearchOptions`, as for
             :func:`serray.tune.runner.tune_model`, with ``num_samples`` trials per outer
             fold, the default name ``nested-<model>-<features>-<protocol>-<labels>``,
-            ``fold_resources`` of each fold's search task (default 1 CPU) and ``resume``
-            keeping the finished folds (refused with other settings than the search
-            started with, ``num_samples`` included: :func:`serray.tune.state.check_settings`).
-        parallel: Folds as Ray tasks (``True``) or here (``False``); default here for a
-            scikit-learn model without ``options.address``.
+            ``resume`` keeping the finished folds (refused with other settings than the
+            search started with, ``num_samples`` included:
+            :func:`serray.tune.state.check_settings`), and its
+            :class:`~serray.training.resources.Resources`: each fold's search task gets
+            ``fold_cpus`` (default 1) and ``fold_gpus`` (default 0); ``parallel`` runs
+            the folds as Ray tasks (``True``) or here (``False``), by default here for a
+            scikit-learn model without an ``address``.
         command_line: Stored in the run record.
 
     Raises:
@@ -284,18 +284,19 @@ def nested_tune(
     folder = out_dir / "folds"
     if folder.exists() and any(folder.glob("*.json")) and not options.resume:
         raise FileExistsError(f"{out_dir}: nested experiment {name!r} exists; pass --resume to continue it or --name NEW")
-    res_ = dict(options.fold_resources or {})
+    res = options.resources.with_defaults(fold_cpus=1.0, fold_gpus=0.0)
+    if res.parallel is None:
+        res = res.replace(parallel=not (res.address is None and spec.backend == "sklearn"))
     search = NestedSearch(spec.name, prep.base, sp, int(options.num_samples), prep.grace, int(options.reduction_factor),
-                          options.max_epochs, run.normalize, int(run.seed), options.device, threads=max(1, int(res_.get("cpu", 1))))
+                          options.max_epochs, run.normalize, int(run.seed), res.device,
+                          threads=max(1, int(res.request()["cpu"])))
     found = {f.index: got for f in exp.folds if (got := _load_fold(folder, f.index)) is not None}
     _check_nested_settings(out_dir, search_settings(prep, options, "nested"), bool(found))
     todo = [f for f in exp.folds if f.index not in found]
     notes = [f"resumed: {len(found)} of {len(exp.folds)} fold(s) already searched"] if found else []
     log.info("nested search: %d outer fold(s) x %d trial(s), pruning after %d epoch(s) (reduction factor %d); %d to do",
              len(exp.folds), options.num_samples, prep.grace, options.reduction_factor, len(todo))
-    if parallel is None:
-        parallel = not (options.address is None and spec.backend == "sklearn")
-    found.update(_run_searches(search, exp, todo, folder, parallel=parallel, address=options.address, resources=res_))
+    found.update(_run_searches(search, exp, todo, folder, resources=res))
     return _write_nested(prep, options, found, out_dir, notes, command_line, t0)
 
 

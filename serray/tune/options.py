@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from serray.training.resources import Resources
 
 __all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "load_search", "check_search", "resolve_space", "asha_grace_period"]
 
@@ -37,9 +39,10 @@ class SearchOptions:
         num_samples: Trials (per outer fold for a nested search).
         name: Experiment name (default ``<kind>-<model>-<features>-<protocol>-<labels>``,
             where ``<features>`` is :func:`serray.training.experiment.feature_tag`).
-        address: Ray cluster to join; default local Ray.
-        fold_resources: ``{"cpu": c, "gpu": g}`` per fold actor (plain search) or per
-            fold's search task (nested search).
+        resources: Where the trials run (:class:`~serray.training.resources.Resources`):
+            cluster ``address`` (default a local Ray), ``device``, ``fold_cpus`` and
+            ``fold_gpus`` per fold actor (plain search) or per fold's search task (nested
+            search), and for a nested search ``parallel`` (folds as Ray tasks or here).
         grace_period: Epochs before a trial can be stopped (default: a quarter of the
             epoch budget ``max_t``, at least 3; see :func:`asha_grace_period`).
         reduction_factor: Successive halving keeps ``1 / reduction_factor`` of the
@@ -49,7 +52,6 @@ class SearchOptions:
         resume: Continue the experiment of the same name (a plain search: with the same
             settings, ``num_samples`` included, and its Tune state as serray recorded
             it; :mod:`serray.tune.state`).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         pinned: Config keys fixed at the run config's value for every trial, even where
             the space searches them (``serray tune --set KEY=VALUE``).
         report_every_epoch: Trials report to Tune after every epoch (one row per epoch
@@ -61,13 +63,11 @@ class SearchOptions:
     space: str | Path | None = None
     num_samples: int = 20
     name: str | None = None
-    address: str | None = None
-    fold_resources: Mapping[str, float] | None = None
+    resources: Resources = field(default_factory=Resources)
     grace_period: int | None = None
     reduction_factor: int = 2
     max_epochs: int | None = None
     resume: bool = False
-    device: str = "auto"
     pinned: tuple[str, ...] = ()
     report_every_epoch: bool = False
 
@@ -83,6 +83,8 @@ class SearchOptions:
             raise ValueError(f"--num-samples must be an integer >= 1 (the number of trials), got {self.num_samples!r}")
         if self.name is not None:
             check_name("--name", self.name)
+        if not isinstance(self.resources, Resources):
+            raise ValueError(f"resources must be a serray.training.resources.Resources, got {self.resources!r}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def load_search(run: Any, options: SearchOptions, kind: str) -> PreparedSearch:
     spec, sp, run, base = resolve_space(run, options.space, options.pinned)
     from serray.training.wave import space_tags
 
-    exp = prepare_experiment(run, base, address=options.address, wave_augment=space_tags(sp))
+    exp = prepare_experiment(run, base, resources=options.resources, wave_augment=space_tags(sp))
     name = options.name or f"{kind}-{spec.name}-{exp.feature_tag}-{run.protocol}-{run.labels}"
     budget = max_t(sp, spec, base, options.max_epochs)
     return PreparedSearch(spec, sp, run, base, exp, name, budget, asha_grace_period(budget, options.grace_period))

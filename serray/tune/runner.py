@@ -169,10 +169,13 @@ def tune_model(
             starting point the space searches around) and ``seed`` (of the Optuna
             sampler and of every trial's training).
         options: The :class:`~serray.tune.options.SearchOptions` (space, trials, name,
-            cluster, epochs, ASHA, resume, device). Here ``fold_resources`` is each fold
-            actor's: a trial starts as many actors of that size as fit at once (at most
-            one per fold) and spreads its folds over them (default: one actor per
-            cluster CPU, so one trial's folds fill the cluster). ASHA's default grace
+            epochs, ASHA, resume, and the :class:`~serray.training.resources.Resources`:
+            cluster, device, fold actors). Here ``fold_cpus``/``fold_gpus`` are each
+            fold actor's: a trial starts as many actors of that size as fit at once (at
+            most one per fold, or ``folds_per_actor`` each) and spreads its folds over
+            them (default: one actor per cluster CPU, so one trial's folds fill the
+            cluster). A fold actor that no single node can hold is refused before any
+            trial starts (Ray would wait for it forever). ASHA's default grace
             period (a quarter of the epoch budget, at least 3) keeps a trial whose first
             epochs are slow, e.g. SGD or a convolutional model, from being stopped for them.
         storage: Tune storage path (e.g. ``s3://bucket/serray``); default ``W/tune``.
@@ -194,8 +197,6 @@ def tune_model(
     """
     import ray
 
-    from serray.raycluster import init_ray
-
     t0 = time.perf_counter()
     options = options or SearchOptions()
     check_objective(objective)
@@ -205,9 +206,10 @@ def tune_model(
     sizes = {"max_concurrent_trials": max_concurrent_trials, "time_budget_s": time_budget_s}
     try:
         if ray.is_initialized():  # warm fold actors boot while this process checks the model (and imports torch)
+            options.resources.start_ray()  # Ray runs: this only checks the fold request against its nodes
             launch = _launch(prep, options, **sizes)
         check_search(prep)
-        init_ray(options.address)
+        options.resources.start_ray()  # a fold actor that fits no node is refused before any trial starts
         launch = launch or _launch(prep, options, **sizes)
         record_dir = Workdir(Path(prep.run.workdir).resolve()).tune_trials(prep.name) if local_path is None else local_path / "trials"
         trainable = _trainable(prep, options, launch, record_dir, objective, tensorboard, on_result_write)
@@ -354,10 +356,10 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     from serray.training.actors import fold_groups, fold_resources, put_inputs
     from serray.tune import pool as fold_pool
 
-    res = options.fold_resources or {}
-    per, cpu, gpu = fold_resources(len(prep.exp.folds), res.get("cpu"), res.get("gpu"), options.device)
+    res = options.resources
+    per, cpu, gpu = fold_resources(len(prep.exp.folds), res.fold_cpus, res.fold_gpus, res.device, res.folds_per_actor)
     shared = put_inputs(prep.exp.inputs)
-    if not fold_pool.pool_enabled(options.address, gpu):
+    if not fold_pool.pool_enabled(res.address, gpu):
         return _Launch(shared, per, cpu, gpu)
     groups = fold_groups(prep.exp.folds, per)
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -370,7 +372,7 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
         ahead = (trial_config(prep.spec, prep.space, prep.base, options.max_epochs, prep.space.trial_params(point)), epochs)
     pool = fold_pool.start_pool(
         prep.spec.name, shared, prep.exp.folds, groups, n_sets=n_sets, normalize=prep.run.normalize, seed=prep.run.seed,
-        device=options.device, threads=max(1, int(cpu)), ahead=ahead,
+        device=res.device, threads=max(1, int(cpu)), ahead=ahead,
     )
     return _Launch(shared, per, cpu, gpu, pool)
 
@@ -389,7 +391,7 @@ def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, re
     run, exp = prep.run, prep.exp
     ctx = TuneContext(
         workdir=str(Path(run.workdir).resolve()), experiment=prep.name, model=prep.spec.name, base_config=prep.base,
-        folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.device,
+        folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.resources.device,
         fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per, max_epochs=options.max_epochs, record_dir=str(record_dir),
         space=prep.space, objective=objective, pool=launch.pool, report_at=_report_at(prep, options, tensorboard),
         on_result_write=on_result_write,

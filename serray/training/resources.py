@@ -1,0 +1,139 @@
+"""Where and with what a command's work runs: one :class:`Resources` for every driver.
+
+The execution settings of ``serray train``, ``seeds``, ``tune`` (plain and nested),
+``crosscorpus``, ``ensemble`` and ``demo`` travel as one frozen object: the Ray cluster
+to join, the torch device, the CPUs and GPUs of each fold actor (or fold task), how many
+folds an actor hosts, whether folds train on Ray or in this process, and how many CPUs a
+local Ray gets. None of them changes a number a run produces; they are kept out of
+:class:`~serray.training.spec.RunSpec`, which says *what* is trained.
+
+:meth:`Resources.start_ray` is the one way a driver starts or joins Ray
+(:func:`serray.raycluster.start_ray`): a fold request no node can hold is refused with
+one line, against this machine before a local Ray starts and against every node of a
+joined cluster once it is joined.
+
+Example:
+    >>> res = Resources(fold_cpus=2, folds_per_actor=1, device="cpu")
+    >>> res.request()
+    {'cpu': 2.0, 'gpu': 0.0}
+    >>> res.replace(parallel=False).parallel
+    False
+    >>> Resources(device="tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be one of auto, cpu, cuda, got 'tpu'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Resources", "DEVICES"]
+
+#: Torch devices a run may ask for (``auto``: CUDA when the process sees a GPU).
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _number(name: str, value: Any, low: float, integer: bool = False) -> None:
+    """Refuse ``value`` unless it is ``None`` or a number (an integer when ``integer``) >= ``low``."""
+    if value is None:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} >= {low:g} or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A command's execution settings (see the module docstring).
+
+    Attributes:
+        address: Ray cluster to join (``"auto"`` or ``"HOST:PORT"``); ``None`` starts
+            (or reuses) a local Ray.
+        device: Torch device of every fold, one of :data:`DEVICES`.
+        fold_cpus: CPUs of each fold actor (``serray train``, a tune trial) or fold task
+            (``serray seeds``, a nested search's outer fold); ``None``: the driver's
+            default (train and tune: the cluster's CPUs shared evenly; seeds and nested
+            search: 1).
+        fold_gpus: GPUs of each fold actor or task; ``None``: the driver's default
+            (an even share when the device is not ``cpu``; seeds and nested: 0).
+        folds_per_actor: Folds hosted by each fold actor (default: as needed to fit).
+        parallel: Folds on Ray (``True``) or in this process (``False``); ``None``: the
+            driver decides (:func:`serray.training.executor.choose_execution`).
+        num_cpus: CPUs of a local Ray (default: all this process may use; ignored when
+            joining a cluster); the ensemble search also runs at most this many tasks.
+    """
+
+    address: str | None = None
+    device: str = "auto"
+    fold_cpus: float | None = None
+    fold_gpus: float | None = None
+    folds_per_actor: int | None = None
+    parallel: bool | None = None
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings no driver can run, naming the field and the valid choices.
+
+        Raises:
+            ValueError: An unknown device, negative or non-numeric resources, fewer than
+                one fold per actor or local CPU, an empty address, or a non-bool ``parallel``.
+        """
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _number("fold_cpus (--fold-resources cpu=)", self.fold_cpus, 0)
+        _number("fold_gpus (--fold-resources gpu=)", self.fold_gpus, 0)
+        _number("folds_per_actor (--folds-per-actor)", self.folds_per_actor, 1, integer=True)
+        _number("num_cpus (--num-cpus)", self.num_cpus, 1, integer=True)
+        if self.parallel not in (None, True, False):
+            raise ValueError(f"parallel must be True, False or None (the driver decides), got {self.parallel!r}")
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ValueError(f"address must be 'auto', 'HOST:PORT' or None (a local Ray), got {self.address!r}")
+
+    def replace(self, **changes: Any) -> "Resources":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_defaults(self, fold_cpus: float | None = None, fold_gpus: float | None = None) -> "Resources":
+        """A copy whose unset ``fold_cpus``/``fold_gpus`` take these defaults (a driver's own).
+
+        Example:
+            >>> Resources(fold_gpus=0.5).with_defaults(fold_cpus=1.0, fold_gpus=0.0).request()
+            {'cpu': 1.0, 'gpu': 0.5}
+        """
+        return self.replace(fold_cpus=self.fold_cpus if self.fold_cpus is not None else fold_cpus,
+                            fold_gpus=self.fold_gpus if self.fold_gpus is not None else fold_gpus)
+
+    def request(self) -> dict[str, float]:
+        """Each fold actor's or task's request, ``{"cpu": c, "gpu": g}`` (0 where unset)."""
+        return {"cpu": float(self.fold_cpus or 0.0), "gpu": float(self.fold_gpus or 0.0)}
+
+    def fold_record(self) -> dict[str, Any]:
+        """The fold resources as a run record stores them (``num_cpus``, ``num_gpus``, ``folds_per_actor``)."""
+        return {"num_cpus": self.fold_cpus, "num_gpus": self.fold_gpus, "folds_per_actor": self.folds_per_actor}
+
+    def check(self) -> None:
+        """Refuse a fold request this machine cannot hold, before anything starts (a joined
+        cluster is checked by :meth:`start_ray`; :func:`serray.raycluster.check_request`).
+
+        Raises:
+            ValueError: One line naming ``--fold-resources``, the request and the fix.
+        """
+        from serray.raycluster import check_request
+
+        check_request(self.request(), self.address)
+
+    def start_ray(self) -> None:
+        """Start a local Ray or join :attr:`address`, checking the fold request against
+        this machine before and against the cluster's nodes after
+        (:func:`serray.raycluster.start_ray`; a second call only checks).
+
+        Raises:
+            ValueError: A fold request no node can hold.
+        """
+        from serray.raycluster import start_ray
+
+        start_ray(self)
