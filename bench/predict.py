@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _train_exports(data: Path, w: Path, speakers: int) -> dict[str, Path]:
     """The two exports, built from an EmoDB subset in work directory ``w``."""
     from serray.artifacts import export_models
+    from serray.training.resources import Resources
     from serray.commands.ensemble import write_ensemble_folder
     from serray.corpora import prepare_corpus
     from serray.ensemble import members_from_predictions, run_ensemble_search
@@ -60,12 +61,12 @@ def _train_exports(data: Path, w: Path, speakers: int) -> dict[str, Path]:
     write_manifest(m[m["speaker"].isin(sorted(m["speaker"].unique())[:speakers])].reset_index(drop=True), w, "emodb")
     extract_features(w, ["egemaps"], num_actors=0, progress=False)
     spec = dict(features="egemaps", protocol="kfold", k=2, labels="4class")
-    train_run(RunSpec(str(w), "svm", **spec), run_name="svm", parallel=False)
+    train_run(RunSpec(str(w), "svm", **spec), run_name="svm", resources=Resources(parallel=False))
     for seed in range(10):
-        train_run(RunSpec(str(w), "mlp", seed=seed, preset="small", **spec), run_name=f"mlp{seed}", parallel=False)
+        train_run(RunSpec(str(w), "mlp", seed=seed, preset="small", **spec), run_name=f"mlp{seed}", resources=Resources(parallel=False))
     runs = [f"mlp{s}" for s in range(10)]
     members = members_from_predictions(read_predictions(w, runs), run_classes(w, runs[0]))
-    res = run_ensemble_search(members, [10], parallel=False, progress=False)  # as `serray ensemble --k 10`, no Ray
+    res = run_ensemble_search(members, [10], resources=Resources(parallel=False), progress=False)  # as `serray ensemble --k 10`, no Ray
     write_ensemble_folder(res, members, Workdir(w).ensemble("mlp10"))
     return {"egemaps svm": export_models(w, "svm", w.parent / "export-svm"),
             "mlp ensemble (10)": export_models(w, "ensemble:mlp10:k=10", w.parent / "export-mlp10")}

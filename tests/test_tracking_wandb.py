@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from serray import io
 from serray.cli import main
 from serray.tracking import parse_target, track
+from serray.training.resources import Resources
 from serray.workdir import Workdir
 
 
@@ -88,7 +89,7 @@ def test_a_search_is_a_group_of_trials_and_their_folds(tmp_path):
     members = Members.from_arrays(rng.normal(size=(3, 40, 2)).astype(np.float32), rng.integers(0, 2, 40),
                                   rng.normal(size=(3, 30, 2)).astype(np.float32), rng.integers(0, 2, 30), ["a", "b"],
                                   names=[f"r/c0/{i}" for i in range(3)], variant=["r"] * 3)
-    res = run_ensemble_search(members, [1, 2], selection="test-optimistic", parallel=False, progress=False)
+    res = run_ensemble_search(members, [1, 2], selection="test-optimistic", resources=Resources(parallel=False), progress=False)
     write_ensemble_folder(res, members, w.ensemble("opt"))
     done = track(tmp_path, ["tune:e1", "ensemble:opt"], parse_target("wandb", tmp_path))
     assert [(d.action, d.tracker) for d in done] == [("logged", "W&B")] * 2

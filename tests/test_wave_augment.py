@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from serray.features import extract_features, list_cached, load_features
 from serray.features.augment import apply_draw, parse_augment
 from serray.features.copies import load_copies
+from serray.training.resources import Resources
 from serray.protocols import LeakageError, check_copies
 from serray.training.wave import augmented_fold, space_tags, wave_tags
 from serray.workdir import Workdir
@@ -182,16 +183,16 @@ def test_same_seed_same_logits_and_the_run_records_the_augmentation(workdir, ext
     from serray.training.run import train_run
 
     aug, _ = extracted
-    a = train_run(_run(workdir, aug.tag), parallel=False, keep_models=False)
-    b = train_run(_run(workdir, aug.tag), parallel=False, run_name="again", keep_models=False)
-    c = train_run(_run(workdir, None), parallel=False, keep_models=False)
+    a = train_run(_run(workdir, aug.tag), resources=Resources(parallel=False), keep_models=False)
+    b = train_run(_run(workdir, aug.tag), resources=Resources(parallel=False), run_name="again", keep_models=False)
+    c = train_run(_run(workdir, None), resources=Resources(parallel=False), keep_models=False)
     for fa, fb in zip(a.folds, b.folds):
         np.testing.assert_array_equal(fa.test_logits, fb.test_logits)
     assert any(not np.array_equal(fa.test_logits, fc.test_logits) for fa, fc in zip(a.folds, c.folds))
     assert a.config_id != c.config_id and a.run != c.run
     assert a.record["wave_augment"][aug.tag]["spec"] == aug.describe()
     assert "wave_augment" not in c.record
-    svm = [train_run(_run(workdir, aug.tag, "svm"), parallel=False, keep_models=False, run_name=f"svm{i}") for i in range(2)]
+    svm = [train_run(_run(workdir, aug.tag, "svm"), resources=Resources(parallel=False), keep_models=False, run_name=f"svm{i}") for i in range(2)]
     np.testing.assert_array_equal(np.concatenate([f.test_logits for f in svm[0].folds]),
                                   np.concatenate([f.test_logits for f in svm[1].folds]))
 
