@@ -10,7 +10,7 @@ safetensors and JSON only, never pickle.
 
 Example:
     >>> import torch
-    >>> blob, text = pack_state(({"w": torch.ones(2)}, {"epoch": 3, "loss": float("nan")}))
+    >>> blob, text = pack_state(({"w": torch.ones(2)}, {"version": STATE_VERSION, "epoch": 3, "loss": float("nan")}))
     >>> tensors, meta = unpack_state(blob, text)
     >>> tensors["w"].tolist(), meta["epoch"]
     ([1.0, 1.0], 3)
