@@ -188,3 +188,32 @@ def test_resume_goes_on_from_the_checkpoint_of_an_interrupted_trial(synth_copy, 
     board = pd.read_csv(w / "tune" / "res" / "leaderboard.csv")
     assert len(board) == 2 and set(board["trial_id"].astype(str)) == set(recs)
     assert int(epoch) == 2 and recs[hung]["restored_from_epoch"] == 2 and recs[hung]["epochs"] == 4
+
+
+@pytest.mark.slow  # two searches with a local Ray each
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_with_the_uninterrupted_logits(synth_copy, tmp_path):
+    """Every trial raises once after its epoch-2 checkpoint; Tune retries it on a new actor,
+    which goes on from epoch 2 (not finalised as stopped), and every logit equals that of
+    the same search without faults."""
+    from serray.predictions import read_predictions
+
+    w = synth_copy
+    args = [sys.executable, "-m", "serray", *TUNE, "--workdir", str(w), "--num-samples", "2", "--max-epochs", "4",
+            "--grace-period", "2", "--max-concurrent-trials", "1", "--keep-models", "none"]
+    faults = tmp_path / "faults"
+    for name, extra in (("plain", {}), ("faulty", {FAULT_ENV: str(faults), FAULT_EPOCH_ENV: "2"})):
+        r = subprocess.run([*args, "--name", name], env={**os.environ, **extra}, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    recs = _records(w, "faulty")
+    assert {p.stem for p in faults.glob("*.fault")} == set(recs)  # every trial raised once
+    assert all(r["restored_from_epoch"] == 2 and r["epochs"] == 4 and r["finished"] == "completed" for r in recs.values())
+    board = pd.read_csv(w / "tune" / "faulty" / "leaderboard.csv")
+    assert len(board) == 2 and not board["status"].str.startswith("error").any()
+
+    def logits(name: str) -> dict:
+        by_lr = {tid: round(r["config"]["lr"], 12) for tid, r in _records(w, name).items()}
+        df = read_predictions(w, [name])
+        return {(by_lr[c], s, f, u): tuple(v) for c, s, f, u, v in
+                zip(df["config_id"], df["split"], df["fold"], df["utt_id"], df["logits"])}
+
+    assert logits("faulty") == logits("plain")

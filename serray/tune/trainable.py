@@ -85,6 +85,7 @@ class FoldsTrainable(tune.Trainable):
         self.val_curve: list[float] = []  # pooled validation UA of all folds at each epoch
         self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
         self.finalized = False
+        self.failed = False  # a step raised: the trial is retried, not finalised
         self.last_result: dict = {}  # this trial's latest step result
         self.restores: list[dict] = []  # {"epoch", "from_trial"} of every checkpoint this trial went on from
         self._saved_at = time.perf_counter()  # of the last checkpoint (or the trial's start)
@@ -126,7 +127,16 @@ class FoldsTrainable(tune.Trainable):
     def step(self) -> dict:
         """One report to Tune: the epochs up to the next point where ASHA decides
         (:func:`~serray.tune.trial.report_epochs`), at most about :data:`REPORT_EVERY_S`
-        seconds of them (one epoch where the context asks for every epoch)."""
+        seconds of them (one epoch where the context asks for every epoch). A step that
+        raises marks the trial failed: Tune retries it (from its last checkpoint), so it
+        is not finalised when Tune stops this actor."""
+        try:
+            return self._step()
+        except BaseException:
+            self.failed = True
+            raise
+
+    def _step(self) -> dict:
         if self.kept is not None:
             return self._kept_result()
         self._fault_once()
@@ -287,7 +297,7 @@ class FoldsTrainable(tune.Trainable):
     def stop_trial(self) -> None:
         """Finalise a trial the scheduler stopped, so its predictions and record are kept."""
         try:
-            if not self.finalized and self.kept is None and any(self.history):
+            if not self.finalized and not self.failed and self.kept is None and any(self.history):
                 self._finalize("stopped by scheduler")
         except Exception:  # noqa: BLE001 - the trial is over anyway; keep going
             log.exception("could not finalise trial %s", self.current_trial_id)
