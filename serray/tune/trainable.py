@@ -10,6 +10,12 @@ ends, its folds are finalised, their logits go to the predictions store and its 
 ``<experiment>/trials/<trial_id>.json`` (:mod:`serray.training.records`). The module
 docstring of :mod:`serray.tune.runner` says what is reported and why.
 
+Checkpoints (:mod:`serray.tune.checkpoint`): a report at one of ASHA's rungs, or a few
+minutes after the last checkpoint, asks Tune to save one (``should_checkpoint``);
+:meth:`~FoldsTrainable.save_checkpoint` collects every fold's training state from the
+fold actors, :meth:`~FoldsTrainable.load_checkpoint` puts one back (a retry, a resume, or
+population-based training's exploit of another trial's checkpoint).
+
 This module imports Ray Tune; :mod:`serray.tune.runner` imports it on first use.
 """
 
