@@ -176,9 +176,13 @@ class Workdir:
         """``W/models/<run>``: the kept fold models of one run."""
         return self.models_dir / run
 
+    def kept_config(self, run: str, config_id: str, seed: int) -> Path:
+        """``W/models/<run>/<config_id>__seed<seed>``: the kept fold models of one config and seed."""
+        return self.models(run) / f"{config_id}__seed{int(seed)}"
+
     def fold_model(self, run: str, config_id: str, seed: int, fold: int) -> Path:
         """``W/models/<run>/<config_id>__seed<seed>/fold<fold>``: one kept fold model."""
-        return self.models(run) / f"{config_id}__seed{int(seed)}" / f"fold{int(fold)}"
+        return self.kept_config(run, config_id, seed) / f"fold{int(fold)}"
 
     # ---- searches, ensembles, fusion, reports ---------------------------------------
     @property

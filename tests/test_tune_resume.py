@@ -107,7 +107,7 @@ def test_sigkill_of_the_driver_at_three_points_then_resume(synth_copy, tmp_path)
     r = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    assert "finished trial(s) kept" in out and "restart from their first epoch" in out
+    assert "finished trial(s) kept" in out and "from their first epoch" in out
     assert "already reported" not in out and "FileNotFoundError" not in out
     check_unchanged()
     board = pd.read_csv(w / "tune" / "exp" / "leaderboard.csv")

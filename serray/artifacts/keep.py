@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 from serray.artifacts.fold_model import write_fold_model
 from serray.workdir import Workdir
 
-__all__ = ["feature_inputs", "write_kept_models"]
+__all__ = ["feature_inputs", "write_kept_models", "prune_kept_models"]
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +42,19 @@ def write_kept_models(workdir: str | Path, run: str, config_id: str, seed: int, 
     if out:
         log.info("kept %d fold model(s) under %s", len(out), w.models(run))
     return out
+
+
+def prune_kept_models(workdir: str | Path, run: str, keep: Sequence[str]) -> list[str]:
+    """Remove the kept models of ``run``'s configs not in ``keep`` (config ids; a search's
+    ``--keep-models best``); returns the removed config ids."""
+    import shutil
+
+    folder, removed = Workdir(workdir).models(run), []
+    for d in sorted(folder.iterdir()) if folder.is_dir() else []:
+        cid = d.name.rsplit("__seed", 1)[0]
+        if d.is_dir() and "__seed" in d.name and cid not in set(keep):
+            shutil.rmtree(d)
+            removed.append(cid)
+    if removed:
+        log.info("removed the kept models of %d config(s) of %s (not kept: %s)", len(removed), run, ", ".join(removed))
+    return removed

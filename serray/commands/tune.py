@@ -45,10 +45,20 @@ from serray.workdir import Workdir
               help="Nested estimate instead: one search (--num-samples trials) per outer fold on that fold's "
                    "validation speakers only; reports the pooled test UA of the per-fold winners, the honest "
                    "number for a tuned model (folds run as parallel Ray tasks of --fold-resources, default cpu=1).")
+@click.option("--scheduler", default="asha", show_default=True, type=click.Choice(["asha", "pbt"]),
+              help="asha: Optuna TPE proposes, ASHA stops weak trials early. pbt: population-based training over the "
+                   "space's continuous parameters (lr, dropout, loss weights; the others fixed at the config): every "
+                   "grace period, weak trials go on from a strong trial's checkpoint with its values perturbed.")
+@click.option("--num-checkpoints", default=3, show_default=True, type=int,
+              help="Checkpoints kept per trial (saved at ASHA's rungs and at least every 3 minutes; a retried or "
+                   "resumed trial goes on from its last one).")
+@click.option("--keep-models", default="best", show_default=True, type=click.Choice(["best", "all", "none"]),
+              help="Fold models kept under W/models/NAME when the search ends (for serray predict / export): the "
+                   "best trial's, every trial's, or none.")
 @track_option
 def command(model, num_samples, space, seed, name, storage, address, fold_resources, max_concurrent_trials, time_budget,
             grace_period, reduction_factor, max_epochs, max_failures, resume, device, tensorboard, report_every_epoch, objective,
-            nested, track, **opts) -> None:
+            nested, scheduler, num_checkpoints, keep_models, track, **opts) -> None:
     """Search MODEL's hyperparameters; every trial trains all folds in parallel.
 
     Optuna's TPE sampler proposes configurations (the model's defaults, with --config and
@@ -72,6 +82,8 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     logging.getLogger("serray").setLevel(min(logging.getLogger().level, logging.INFO))
     if num_samples < 1:
         fail(f"--num-samples must be >= 1 (the number of trials), got {num_samples}")
+    if num_checkpoints < 1:
+        fail(f"--num-checkpoints must be >= 1 (checkpoints kept per trial), got {num_checkpoints}")
     check_name_option("--name", name)
     target = track_target(track, opts["workdir"])
     try:
@@ -81,11 +93,13 @@ def command(model, num_samples, space, seed, name, storage, address, fold_resour
     options = SearchOptions(
         space=space, num_samples=num_samples, name=name, resources=resources,
         grace_period=grace_period, reduction_factor=reduction_factor, max_epochs=max_epochs, resume=resume,
-        pinned=tuple(_set_keys(opts)), report_every_epoch=report_every_epoch,
+        pinned=tuple(_set_keys(opts)), report_every_epoch=report_every_epoch, scheduler=scheduler,
+        num_checkpoints=num_checkpoints, keep_models=keep_models,
     )
     if nested:
         given = [o for o, v in (("--storage", storage), ("--max-concurrent-trials", max_concurrent_trials),
-                                ("--time-budget", time_budget), ("--tensorboard", tensorboard)) if v]
+                                ("--time-budget", time_budget), ("--tensorboard", tensorboard),
+                                ("--scheduler pbt", scheduler == "pbt")) if v]
         if given:
             fail(f"{', '.join(given)} do(es) not apply to --nested (its folds are Ray tasks writing to W/tune/NAME)")
         return _nested(model, opts, seed, options, target)

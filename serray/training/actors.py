@@ -166,6 +166,27 @@ class _FoldActorImpl:
                 break
         return out
 
+    def checkpointable(self) -> bool:
+        """Whether every hosted fold's trainer can save all of its training state."""
+        return all(t.checkpointable for t in self.trainers)
+
+    def save_state(self) -> list[tuple[bytes, str]]:
+        """Every hosted fold's training state as ``(safetensors bytes, JSON text)``
+        (:func:`serray.training.state.pack_state`; nothing is pickled)."""
+        from serray.training.state import pack_state
+
+        return [pack_state(t.state_dict()) for t in self.trainers]
+
+    def load_state(self, states: Sequence[tuple[bytes, str]]) -> None:
+        """Continue every hosted fold from :meth:`save_state` (epochs trained ahead are dropped)."""
+        from serray.training.state import unpack_state
+
+        if len(states) != len(self.trainers):
+            raise ValueError(f"{len(states)} fold state(s) for an actor hosting {len(self.trainers)} fold(s)")
+        self._ahead, self._ahead_key = [], None
+        for trainer, (blob, text) in zip(self.trainers, states):
+            trainer.load_state_dict(unpack_state(blob, text))
+
     def node_id(self) -> str:
         """The Ray node this actor runs on (recorded so results show where folds ran)."""
         import ray

@@ -248,6 +248,28 @@ class FoldActors:
                 results[pos] = r
         return list(results)  # type: ignore[arg-type]
 
+    def checkpointable(self) -> bool:
+        """Whether every fold's trainer can save all of its training state."""
+        import ray
+
+        return all(ray.get([a.checkpointable.remote() for a in self.actors]))
+
+    def save_state(self) -> list[tuple[bytes, str]]:
+        """Every fold's training state (``(safetensors bytes, JSON text)``), in fold position order."""
+        import ray
+
+        out: list[tuple[bytes, str] | None] = [None] * len(self.folds)
+        for group, states in zip(self.groups, ray.get([a.save_state.remote() for a in self.actors])):
+            for pos, state in zip(group, states):
+                out[pos] = state
+        return list(out)  # type: ignore[arg-type]
+
+    def load_state(self, states: Sequence[tuple[bytes, str]]) -> None:
+        """Continue every fold from :meth:`save_state` (same folds, model and seed)."""
+        import ray
+
+        ray.get([a.load_state.remote([states[pos] for pos in group]) for a, group in zip(self.actors, self.groups)])
+
     def node_ids(self) -> list[str]:
         """The Ray node of each actor."""
         import ray

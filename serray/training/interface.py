@@ -164,6 +164,19 @@ class FoldTrainer:
         the test logits (see :func:`serray.artifacts.kept_state_keys`)."""
         raise NotImplementedError
 
+    @property
+    def checkpointable(self) -> bool:
+        """Whether :meth:`state_dict` captures all of the training state."""
+        return False
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:  # pragma: no cover - interface
+        """``(tensors, meta)`` to continue training from (:mod:`serray.training.state`)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: tuple[Mapping[str, Any], Mapping[str, Any]]) -> None:  # pragma: no cover - interface
+        """Continue from :meth:`state_dict` of a trainer of the same model, fold and seed."""
+        raise NotImplementedError
+
     def result(self, keep: bool = False) -> FoldResult:
         """:meth:`finalize`, with :meth:`kept_state` in ``FoldResult.kept`` when ``keep``."""
         res = self.finalize()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = ["Resources", "DEVICES"]
 
@@ -65,6 +65,9 @@ class Resources:
             driver decides (:func:`serray.training.executor.choose_execution`).
         num_cpus: CPUs of a local Ray (default: all this process may use; ignored when
             joining a cluster); the ensemble search also runs at most this many tasks.
+        fold_custom: Custom Ray resources every bundle of a tune trial asks for (e.g.
+            ``{"spot": 0.01}`` pins trials to nodes started with ``--resources
+            '{"spot": 1}'``); Python API only.
     """
 
     address: str | None = None
@@ -74,6 +77,7 @@ class Resources:
     folds_per_actor: int | None = None
     parallel: bool | None = None
     num_cpus: int | None = None
+    fold_custom: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse settings no driver can run, naming the field and the valid choices.
@@ -88,6 +92,10 @@ class Resources:
         _number("fold_gpus (--fold-resources gpu=)", self.fold_gpus, 0)
         _number("folds_per_actor (--folds-per-actor)", self.folds_per_actor, 1, integer=True)
         _number("num_cpus (--num-cpus)", self.num_cpus, 1, integer=True)
+        for key, value in dict(self.fold_custom or {}).items():
+            if not isinstance(key, str) or key.lower() in ("cpu", "gpu"):
+                raise ValueError(f"fold_custom names custom Ray resources, not {key!r}; use fold_cpus / fold_gpus for CPUs and GPUs")
+            _number(f"fold_custom[{key!r}]", value, 0)
         if self.parallel not in (None, True, False):
             raise ValueError(f"parallel must be True, False or None (the driver decides), got {self.parallel!r}")
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):

@@ -112,6 +112,26 @@ class SklearnFoldTrainer(FoldTrainer):
         self.history.append(dict(self._last))
         return dict(self._last)
 
+    @property
+    def checkpointable(self) -> bool:
+        """True: the state is whether the one fit ran (it is repeated, seeded, on load)."""
+        return True
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``({}, meta)``: the model, fold and whether it was fitted."""
+        from serray.training.state import STATE_VERSION
+
+        return {}, {"version": STATE_VERSION, "model": self.spec.name, "fold": int(self.data.index), "epoch": int(self._stopped)}
+
+    def load_state_dict(self, state: tuple[Mapping[str, Any], Mapping[str, Any]]) -> None:
+        """Fit again (the same seed: the same estimator) when the saved trainer had fitted."""
+        meta = state[1]
+        if meta["model"] != self.spec.name or int(meta["fold"]) != int(self.data.index):
+            raise ValueError(f"trainer state of model {meta['model']!r} fold {meta['fold']} does not fit model "
+                             f"{self.spec.name!r} fold {self.data.index}")
+        if int(meta["epoch"]) and not self._stopped:
+            self.step()
+
     def finalize(self) -> FoldResult:
         """Logits of the validation and test parts (fits first if :meth:`step` was not called)."""
         from serray.models.registry import SKLEARN_TRAINING_DEFAULTS

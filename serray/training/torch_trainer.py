@@ -221,8 +221,6 @@ class TorchFoldTrainer(FoldTrainer):
 
     def _start_stage(self, i: int) -> None:
         """Freeze per stage ``i``, restore the best weights so far, new optimiser and schedule."""
-        import torch
-
         stage = self.stages[i]
         self._stage, self._stage_start, self._stage_best = i, self._epoch, self._epoch
         if i > 0 and self._best_state is not None:
@@ -232,6 +230,15 @@ class TorchFoldTrainer(FoldTrainer):
         if hasattr(self.model, "begin_stage"):
             with self._own_rng():
                 self.model.begin_stage(i, stage)
+        self._configure_stage(i)
+        if len(self.stages) > 1:
+            log.debug("fold %s: stage %d/%d trains %s", self.data.name, i + 1, len(self.stages), ", ".join(stage.train))
+
+    def _configure_stage(self, i: int) -> None:
+        """Stage ``i``'s frozen parameters, a new optimiser and lr schedule, and its epoch budget."""
+        import torch
+
+        stage = self.stages[i]
         train = {n for g in stage.train for n in self.groups[g]}
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in train)
@@ -240,8 +247,6 @@ class TorchFoldTrainer(FoldTrainer):
         decay = float(self.config["lr_decay"])
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=decay) if decay != 1.0 else None
         self._stage_epochs = int(stage.epochs or self.config["epochs"])
-        if len(self.stages) > 1:
-            log.debug("fold %s: stage %d/%d trains %s", self.data.name, i + 1, len(self.stages), ", ".join(stage.train))
 
     def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         """The stage's optimiser over the trainable parameters, at ``lr``.
@@ -461,6 +466,31 @@ class TorchFoldTrainer(FoldTrainer):
         self._refit_trainer = TorchFoldTrainer(self.spec, cfg, data, seed=self.seed, device=str(self.device))
         res = self._refit_trainer.run()
         return res.test_logits, {"refit": "train+validation", "refit_epochs": max(1, epochs), "n_fit": int(len(data.train))}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpointable(self) -> bool:
+        """Whether :meth:`state_dict` holds all of the training state (not for a model that
+        selects inside training, ``after_validation``: its selection lives outside the state dict)."""
+        return not hasattr(self.model, "after_validation")
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tensors, meta)``: everything training goes on from (weights, best weights,
+        optimiser, schedule, early stopping, stage, epoch, history, both RNG streams);
+        :func:`serray.training.state.pack_state` stores it without pickle."""
+        from serray.training.state import trainer_state
+
+        return trainer_state(self)
+
+    def load_state_dict(self, state: tuple[Mapping[str, Any], Mapping[str, Any]]) -> None:
+        """Continue from :meth:`state_dict` of a trainer of the same model, fold and seed: the
+        next :meth:`step` gives what the saved trainer's next step would have (bit for bit on
+        CPU). A config with another ``lr`` (population-based training) rescales the loaded
+        optimiser's and schedule's learning rates to it; other keys apply as this trainer's
+        model was built with them."""
+        from serray.training.state import load_trainer_state
+
+        load_trainer_state(self, *state)
 
     def kept_state(self) -> dict[str, Any]:
         """After :meth:`finalize`: the weights (CPU tensors of the state dict), what the model

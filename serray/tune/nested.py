@@ -275,9 +275,12 @@ def nested_tune(
     Raises:
         serray.tune.space.SearchSpaceError: Malformed space (before any training).
         FileExistsError: The experiment has finished folds and ``resume`` is not set.
+        ValueError: ``options.scheduler`` is not ``"asha"``.
     """
     t0 = time.perf_counter()
     options = options or SearchOptions()
+    if options.scheduler != "asha":
+        raise ValueError(f"--scheduler {options.scheduler} does not apply to --nested (its searches run ASHA in-process)")
     prep = prepare_search(run, options, "nested")
     spec, sp, run, exp, name = prep.spec, prep.space, prep.run, prep.exp, prep.name
     out_dir = Workdir(run.workdir).tune(name)

@@ -25,9 +25,14 @@ from typing import Any, Mapping, Sequence
 
 from serray.training.resources import Resources
 
-__all__ = ["SearchOptions", "PreparedSearch", "prepare_search", "load_search", "check_search", "resolve_space", "asha_grace_period"]
+__all__ = ["SCHEDULERS", "KEEP_MODELS", "SearchOptions", "PreparedSearch", "prepare_search", "load_search", "check_search", "resolve_space", "asha_grace_period"]
 
 log = logging.getLogger(__name__)
+
+#: ``serray tune --scheduler``: ASHA (with Optuna TPE) or population-based training.
+SCHEDULERS = ("asha", "pbt")
+#: ``serray tune --keep-models``: whose fold models a search keeps when it ends.
+KEEP_MODELS = ("best", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,14 @@ class SearchOptions:
             in Tune's result files). Default: at ASHA's rungs, at the epoch budget and
             every ~10 s between (:func:`serray.tune.runner.report_epochs`); the same
             trials, records and predictions either way.
+        scheduler: ``"asha"`` (Optuna TPE proposes, ASHA stops early; default) or ``"pbt"``
+            (population-based training over the space's continuous parameters,
+            :mod:`serray.tune.pbt`; plain searches only).
+        num_checkpoints: Checkpoints Tune keeps per trial (:mod:`serray.tune.checkpoint`).
+        checkpoint_every_s: A trial saves a checkpoint at ASHA's rungs and at least this
+            often (seconds; 0: only at the rungs).
+        keep_models: Fold models kept when the search ends (``W/models/<experiment>``, the
+            format of ``serray train``): ``"best"`` trial's (default), ``"all"`` trials' or ``"none"``.
     """
 
     space: str | Path | None = None
@@ -70,6 +83,10 @@ class SearchOptions:
     resume: bool = False
     pinned: tuple[str, ...] = ()
     report_every_epoch: bool = False
+    scheduler: str = "asha"
+    num_checkpoints: int = 3
+    checkpoint_every_s: float = 180.0
+    keep_models: str = "best"
 
     def __post_init__(self) -> None:
         """Refuse what no search can run: fewer than one trial, a name that is not one path component.
@@ -85,6 +102,12 @@ class SearchOptions:
             check_name("--name", self.name)
         if not isinstance(self.resources, Resources):
             raise ValueError(f"resources must be a serray.training.resources.Resources, got {self.resources!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.keep_models not in KEEP_MODELS:
+            raise ValueError(f"--keep-models must be one of {', '.join(KEEP_MODELS)}, got {self.keep_models!r}")
+        if isinstance(self.num_checkpoints, bool) or not isinstance(self.num_checkpoints, int) or self.num_checkpoints < 1:
+            raise ValueError(f"--num-checkpoints must be an integer >= 1 (checkpoints kept per trial), got {self.num_checkpoints!r}")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,9 @@ def reconcile_for_resume(path: Path, record_dir: Path, workdir: Path, experiment
             part.replace(path / "orphaned" / part.name)
             if io.checksum_path(part).exists():  # its checksum goes with it
                 io.checksum_path(part).replace(path / "orphaned" / io.checksum_path(part).name)
-    line = f"resuming {path}: {len(kept) + len(unknown)} finished trial(s) kept, {len(restart)} restart from their first epoch"
+    saved = [t for t in restart if any(path.glob(f"*_{t}_*/checkpoint_*/trial.json"))]  # serray.tune.checkpoint
+    line = (f"resuming {path}: {len(kept) + len(unknown)} finished trial(s) kept, {len(restart)} restart "
+            f"({len(saved)} from their last checkpoint, {len(restart) - len(saved)} from their first epoch)")
     if unknown:
         line += (f" ({len(unknown)} of the finished trials, {', '.join(unknown)}, ended after Tune's last saved state: "
                  "they stay in the leaderboard and Tune runs as many new trials)")

@@ -63,8 +63,9 @@ trials through :func:`ray.tune.with_parameters`, never through a closure.
 
 Resume: the experiment lives in ``W/tune/<experiment>`` (or ``--storage``); with
 ``resume=True`` :meth:`ray.tune.Tuner.restore` continues it: finished trials are kept,
-unfinished or errored ones restart from their first epoch (trials keep no checkpoints;
-a restart costs at most one trial's training time). serray's trial record is the proof
+unfinished ones go on from their last checkpoint (:mod:`serray.tune.checkpoint`: saved
+at ASHA's rungs and every few minutes; from their first epoch without one), errored ones
+restart from their first epoch. serray's trial record is the proof
 that a trial finished: Tune's own experiment state is saved every
 ``TUNE_GLOBAL_CHECKPOINT_S`` seconds and copied to the storage every ``sync_period``
 (1 s each here on local disk), so after a hard kill it can lag behind; a restarted trial whose record exists reports that record's result and
@@ -201,6 +202,10 @@ def tune_model(
     options = options or SearchOptions()
     check_objective(objective)
     prep = load_search(run, options, "tune")
+    if options.scheduler == "pbt":
+        from serray.tune.pbt import pbt_space
+
+        pbt_space(prep.space, prep.base)  # a space without continuous parameters: refused before Ray starts
     path, local_path, settings = _check_experiment(prep, options, objective, storage)
     launch: _Launch | None = None
     sizes = {"max_concurrent_trials": max_concurrent_trials, "time_budget_s": time_budget_s}
@@ -221,18 +226,35 @@ def tune_model(
         if launch is not None and launch.pool is not None:
             launch.pool.shutdown()
     out_dir = Path(path) if local_path is not None else Workdir(prep.run.workdir).tune(prep.name)
-    return _outcome(results, prep, path, out_dir, record_dir, unknown, objective, notes, max_failures, t0)
+    return _outcome(results, prep, path, out_dir, record_dir, unknown, objective, notes, max_failures, t0, options.keep_models)
 
 
 def _outcome(results: Any, prep: PreparedSearch, path: str, out_dir: Path, record_dir: Path, unknown: list[str],
-             objective: str, notes: list[str], max_failures: int, t0: float) -> TuneOutcome:
-    """The leaderboard and best.yaml written (:func:`serray.tune.outputs.write_outcome`); the outcome."""
+             objective: str, notes: list[str], max_failures: int, t0: float, keep_models: str = "none") -> TuneOutcome:
+    """The leaderboard and best.yaml written (:func:`serray.tune.outputs.write_outcome`); the
+    best trial's fold models kept (``keep_models="best"``); the outcome."""
     board = leaderboard(results, record_dir, prep.space.names(), prep.space, extra=unknown)
     best, best_yaml = write_outcome(board, prep, out_dir, record_dir, objective, path, notes)
+    if keep_models != "none":
+        _settle_kept_models(prep, str(best["trial_id"]), keep_models, notes)
     n_errors = int(board["status"].str.startswith("error").sum())
     if n_errors:
         notes.append(f"{n_errors} trial(s) failed after {max_failures} retries; see their error files under {path}")
     return TuneOutcome(prep.name, path, board, best, best_yaml, time.perf_counter() - t0, notes)
+
+
+def _settle_kept_models(prep: PreparedSearch, best: str, keep_models: str, notes: list[str]) -> None:
+    """With ``best``: remove the kept models of every trial but the best one; note where they are."""
+    from serray.artifacts.keep import prune_kept_models
+
+    w = Workdir(Path(prep.run.workdir).resolve())
+    if keep_models == "best":
+        prune_kept_models(w, prep.name, [best])
+    folder = w.kept_config(prep.name, best, prep.run.seed)
+    if folder.is_dir():
+        notes.append(f"the best trial's fold models: {folder} (serray predict / serray export)")
+    else:
+        notes.append(f"the best trial {best} kept no fold models (it finished before --keep-models applied, or elsewhere)")
 
 
 def _check_experiment(prep: PreparedSearch, options: SearchOptions, objective: str,
@@ -364,7 +386,7 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     groups = fold_groups(prep.exp.folds, per)
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     n_sets = fold_pool.pool_sets(cpus, cpu, len(groups), options.num_samples, max_concurrent_trials)
-    point = None if options.resume else prep.space.point(prep.base)
+    point = None if options.resume or options.scheduler == "pbt" else prep.space.point(prep.base)
     epochs = fold_pool.ahead_epochs(prep.grace, prep.max_t, resume=options.resume, time_budget_s=time_budget_s,
                                     n_sets=n_sets, first_point=point)
     ahead = None
@@ -384,9 +406,13 @@ def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, re
     ask for no CPU themselves: the bundles hold it for them)."""
     from ray import tune
 
+    from serray.artifacts.keep import feature_inputs
+
     per, cpu, gpu = launch.per, launch.cpu, launch.gpu
     n_actors = math.ceil(len(prep.exp.folds) / per)
-    bundles = [{}] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for _ in range(n_actors)]
+    # custom resources (Resources.fold_custom, e.g. {"spot": 0.01}) pin the trial, trainable and fold actors, to nodes that have them
+    custom = {k: float(v) for k, v in (options.resources.fold_custom or {}).items()}
+    bundles = [dict(custom)] + [{"CPU": cpu, **({"GPU": gpu} if gpu else {}), **custom} for _ in range(n_actors)]
     log.info("each trial: %d fold actor(s) x %d fold(s), cpu=%s gpu=%s per actor", n_actors, per, cpu, gpu)
     run, exp = prep.run, prep.exp
     ctx = TuneContext(
@@ -394,7 +420,10 @@ def _trainable(prep: PreparedSearch, options: SearchOptions, launch: _Launch, re
         folds=exp.folds, classes=exp.classes, normalize=run.normalize, seed=run.seed, device=options.resources.device,
         fold_cpus=cpu, fold_gpus=gpu, folds_per_actor=per, max_epochs=options.max_epochs, record_dir=str(record_dir),
         space=prep.space, objective=objective, pool=launch.pool, report_at=_report_at(prep, options, tensorboard),
-        on_result_write=on_result_write,
+        on_result_write=on_result_write, checkpoint_every_s=float(options.checkpoint_every_s),
+        checkpoint_at=() if options.scheduler == "pbt" else report_epochs(prep.grace, prep.max_t, options.reduction_factor),
+        finalize_on_stop=options.scheduler != "pbt", keep_models=options.keep_models,
+        kept_features=feature_inputs(exp.features, run.params_for) if options.keep_models != "none" else None,
     )
     from serray.tune.trainable import FoldsTrainable
 
@@ -408,6 +437,10 @@ def _report_at(prep: PreparedSearch, options: SearchOptions, tensorboard: bool) 
     those of the first run's options)."""
     if options.report_every_epoch or tensorboard or options.resume:
         return ()
+    if options.scheduler == "pbt":
+        from serray.tune.pbt import pbt_report_at
+
+        return pbt_report_at(prep.grace, prep.max_t)
     return report_epochs(prep.grace, prep.max_t, options.reduction_factor)
 
 
@@ -431,8 +464,42 @@ def _restored_tuner(path: str, local_path: Path | None, record_dir: Path, prep: 
 def _new_tuner(prep: PreparedSearch, options: SearchOptions, trainable: Any, path: str, notes: list[str], *,
                max_concurrent_trials: int | None, time_budget_s: float | None, max_failures: int, tensorboard: bool,
                verbose: int, local: bool) -> Any:
-    """A new Tuner: Optuna TPE (the base config first, where the space holds it) and ASHA."""
+    """A new Tuner: Optuna TPE (the base config first, where the space holds it) and ASHA,
+    or population-based training (:mod:`serray.tune.pbt`)."""
     from ray import tune
+
+    if options.scheduler == "pbt":
+        from serray.tune.pbt import pbt_scheduler, pbt_space
+
+        param_space, bounds = pbt_space(prep.space, prep.base)
+        searcher, scheduler = None, pbt_scheduler(OBJECTIVE, prep.grace, bounds, param_space)
+    else:
+        param_space = None
+        searcher, scheduler = _asha(prep, options, notes)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=options.num_samples,
+            max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=prep.name,
+            storage_path=path.rsplit("/", 1)[0],
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            # each trial's last few checkpoints (serray.tune.checkpoint), none at the end (the record is the result)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=options.num_checkpoints, checkpoint_at_end=False),
+            # Tune's experiment state reaches the storage at most this often: every
+            # second on local disk, so a resume after a hard kill lags at most ~1 s
+            sync_config=tune.SyncConfig(sync_period=1 if local else 30),
+            verbose=verbose,
+            callbacks=_logger_callbacks(tensorboard),
+        ),
+    )
+
+
+def _asha(prep: PreparedSearch, options: SearchOptions, notes: list[str]) -> tuple[Any, Any]:
+    """``(Optuna TPE searcher, ASHA scheduler)`` of a search."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -448,21 +515,4 @@ def _new_tuner(prep: PreparedSearch, options: SearchOptions, trainable: Any, pat
         time_attr="training_iteration", metric=OBJECTIVE, mode="max", max_t=prep.max_t,
         grace_period=prep.grace, reduction_factor=options.reduction_factor,
     )
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=options.num_samples,
-            max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s, reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=prep.name,
-            storage_path=path.rsplit("/", 1)[0],
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-            # Tune's experiment state reaches the storage at most this often: every
-            # second on local disk, so a resume after a hard kill lags at most ~1 s
-            sync_config=tune.SyncConfig(sync_period=1 if local else 30),
-            verbose=verbose,
-            callbacks=_logger_callbacks(tensorboard),
-        ),
-    )
+    return searcher, scheduler

@@ -182,6 +182,8 @@ def search_settings(prep: Any, options: Any, objective: str) -> dict[str, Any]:
         "max_epochs": options.max_epochs, "max_t": int(prep.max_t), "grace_period": int(prep.grace),
         "reduction_factor": int(options.reduction_factor),
     })
+    if getattr(options, "scheduler", "asha") != "asha":  # (absent for ASHA: searches started before stay resumable)
+        out["scheduler"] = options.scheduler
     return json.loads(json.dumps(out, default=str))
 
 

@@ -10,6 +10,12 @@ ends, its folds are finalised, their logits go to the predictions store and its 
 ``<experiment>/trials/<trial_id>.json`` (:mod:`serray.training.records`). The module
 docstring of :mod:`serray.tune.runner` says what is reported and why.
 
+Checkpoints (:mod:`serray.tune.checkpoint`): a report at one of ASHA's rungs, or a few
+minutes after the last checkpoint, asks Tune to save one (``should_checkpoint``);
+:meth:`~FoldsTrainable.save_checkpoint` collects every fold's training state from the
+fold actors, :meth:`~FoldsTrainable.load_checkpoint` puts one back (a retry, a resume, or
+population-based training's exploit of another trial's checkpoint).
+
 This module imports Ray Tune; :mod:`serray.tune.runner` imports it on first use.
 """
 
@@ -27,8 +33,10 @@ from ray import tune
 from serray import io
 from serray.training.executor import FoldActors
 from serray.training.records import write_fold_predictions, write_trial_record
+from serray.tune.checkpoint import read_checkpoint, should_checkpoint, write_checkpoint
 from serray.tune.trial import (
-    FAULT_ENV, KEPT_KEYS, OBJECTIVE, REPORT_EVERY_S, TuneContext, epoch_result, fitted_after_training, record_objective,
+    FAULT_ENV, FAULT_EPOCH_ENV, FAULT_HANG_ENV, KEPT_KEYS, OBJECTIVE, REPORT_EVERY_S, TuneContext, best_recorded, epoch_result,
+    fitted_after_training, record_objective,
     trial_config, trial_summary,
 )
 
@@ -47,6 +55,7 @@ class FoldsTrainable(tune.Trainable):
         self.fold_actors: FoldActors | None = None
         self._set: int | None = None  # the pooled actor set this trainable borrowed
         self._shared = shared
+        self._checkpointable: bool | None = None  # whether the fold trainers can save their whole state
         self._configure(config)
         if self.kept is None:  # else: finished before an interruption, nothing to train
             self._start_actors()
@@ -82,13 +91,17 @@ class FoldsTrainable(tune.Trainable):
         self.val_curve: list[float] = []  # pooled validation UA of all folds at each epoch
         self.active = list(range(len(ctx.folds) and math.ceil(len(ctx.folds) / ctx.folds_per_actor)))
         self.finalized = False
+        self.failed = False  # a step raised: the trial is retried, not finalised
         self.last_result: dict = {}  # this trial's latest step result
+        self.restores: list[dict] = []  # {"epoch", "from_trial"} of every checkpoint this trial went on from
+        self._saved_at = time.perf_counter()  # of the last checkpoint (or the trial's start)
         record = Path(ctx.record_dir) / f"{self.trial_id}.json"
         self.kept = io.read_json(record) if record.exists() else None
 
     def reset_config(self, new_config: dict) -> bool:
         """Reuse this trainable and its fold actors for the next trial (no new processes)."""
-        self.stop_trial()  # the previous trial, if the scheduler stopped it
+        if self.ctx.finalize_on_stop:
+            self.stop_trial()  # the previous trial, if the scheduler stopped it
         self._configure(new_config)
         if self.kept is None and self.fold_actors is None:  # this trainable hosted only kept trials so far
             self._start_actors()
@@ -98,13 +111,17 @@ class FoldsTrainable(tune.Trainable):
         return True
 
     def _fault_once(self) -> None:
+        """The testing hook of :data:`FAULT_ENV` (a raise, or with :data:`FAULT_HANG_ENV` a sleep)."""
         folder = os.environ.get(FAULT_ENV)
-        if not folder:
+        if not folder or len(self.val_curve) < int(os.environ.get(FAULT_EPOCH_ENV, "0")):
             return
-        marker = Path(folder) / f"{self.current_trial_id}.fault"
+        hang = float(os.environ.get(FAULT_HANG_ENV, "0"))
+        marker = Path(folder) / ("hang.fault" if hang else f"{self.current_trial_id}.fault")
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("injected\n")
+            marker.write_text(f"{self.current_trial_id} {len(self.val_curve)} {os.getpid()}\n")
+            if hang:
+                time.sleep(hang)
             raise RuntimeError(f"injected fault for trial {self.current_trial_id} ({FAULT_ENV} is set)")
 
     def _kept_result(self) -> dict:
@@ -116,7 +133,16 @@ class FoldsTrainable(tune.Trainable):
     def step(self) -> dict:
         """One report to Tune: the epochs up to the next point where ASHA decides
         (:func:`~serray.tune.trial.report_epochs`), at most about :data:`REPORT_EVERY_S`
-        seconds of them (one epoch where the context asks for every epoch)."""
+        seconds of them (one epoch where the context asks for every epoch). A step that
+        raises marks the trial failed: Tune retries it (from its last checkpoint), so it
+        is not finalised when Tune stops this actor."""
+        try:
+            return self._step()
+        except BaseException:
+            self.failed = True
+            raise
+
+    def _step(self) -> dict:
         if self.kept is not None:
             return self._kept_result()
         self._fault_once()
@@ -137,11 +163,66 @@ class FoldsTrainable(tune.Trainable):
         if len(self.val_curve) > self.ahead:  # epochs trained now, not served from those trained ahead
             self._epoch_s = (time.perf_counter() - t0) / ran
         result["training_iteration"] = len(self.val_curve)  # ASHA's time: epochs, not reports
+        if self.restores:
+            result["restored_from_epoch"] = self.restores[-1]["epoch"]
         self.last_result = result
         if not self.active:
             result.update(self._finalize("completed"))
             result["done"] = True
+        elif self._wants_checkpoint():
+            result["should_checkpoint"] = True  # ray.tune.result.SHOULD_CHECKPOINT: Tune calls save_checkpoint
         return result
+
+    def _wants_checkpoint(self) -> bool:
+        """At ASHA's rungs and every ``checkpoint_every_s`` (:func:`~serray.tune.checkpoint.should_checkpoint`),
+        when the fold trainers can save their whole state."""
+        ctx = self.ctx
+        if not should_checkpoint(len(self.val_curve), ctx.checkpoint_at, since_s=time.perf_counter() - self._saved_at,
+                                 every_s=ctx.checkpoint_every_s):
+            return False
+        if self._checkpointable is None:
+            self._checkpointable = self.fold_actors.checkpointable()
+            if not self._checkpointable:
+                log.info("model %s keeps training state outside its state dict; its trials save no checkpoints", ctx.model)
+        return self._checkpointable
+
+    def save_checkpoint(self, checkpoint_dir: str) -> str:
+        """Tune's class-API checkpoint (:mod:`serray.tune.checkpoint`): every fold's training
+        state and this trial's progress; safetensors and JSON, no pickle."""
+        self._saved_at = time.perf_counter()
+        if self.kept is not None or self.finalized or self.fold_actors is None:
+            write_checkpoint(checkpoint_dir, {"trial_id": self.current_trial_id, "finished": True}, [])
+            return checkpoint_dir
+        progress = {
+            "trial_id": self.current_trial_id, "epoch": len(self.val_curve), "config": self.cfg, "history": self.history,
+            "val_curve": self.val_curve, "active": self.active, "ahead": self.ahead, "epoch_s": self._epoch_s,
+            "last_result": {k: v for k, v in self.last_result.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "seconds": time.perf_counter() - self.t0, "started_at": self.started_at, "restores": self.restores,
+        }
+        write_checkpoint(checkpoint_dir, progress, self.fold_actors.save_state())
+        log.debug("trial %s: checkpoint at epoch %d", self.current_trial_id, len(self.val_curve))
+        return checkpoint_dir
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        """Go on from a checkpoint of this trial (a retry, a resume) or of another one
+        (population-based training's exploit): the folds' states and the trial's progress."""
+        if self.kept is not None or self.fold_actors is None:
+            return  # finished before: its record is its result
+        head, folds = read_checkpoint(checkpoint, len(self.ctx.folds))
+        if head.get("finished"):
+            return
+        self.fold_actors.load_state(folds)
+        self.history = [[dict(m) for m in h] for h in head["history"]]
+        self.val_curve = [float(v) for v in head["val_curve"]]
+        self.active, self.ahead, self._epoch_s = list(head["active"]), int(head["ahead"]), float(head["epoch_s"])
+        self.last_result = dict(head["last_result"])
+        self.t0 = time.perf_counter() - float(head["seconds"])
+        if head["trial_id"] == self.current_trial_id:
+            self.started_at = float(head["started_at"])
+        self.restores = [*head.get("restores", []), {"epoch": int(head["epoch"]), "from_trial": head["trial_id"]}]
+        self._saved_at = time.perf_counter()
+        log.info("trial %s: restored at epoch %d from a checkpoint of trial %s", self.current_trial_id, head["epoch"],
+                 head["trial_id"])
 
     def _segment(self) -> int:
         """Epochs of the next report: to the next ASHA decision point, at most
@@ -162,7 +243,8 @@ class FoldsTrainable(tune.Trainable):
             return {}
         self.finalized = True
         ctx = self.ctx
-        results = sorted(self.fold_actors.finalize(), key=lambda r: r.index)
+        keep = ctx.keep_models != "none" and ctx.kept_features is not None
+        results = sorted(self.fold_actors.finalize(keep), key=lambda r: r.index)
         actor_nodes = self.fold_actors.node_ids()
         node_of = {ctx.folds[pos].index: node for group, node in zip(self.fold_actors.groups, actor_nodes) for pos in group}
         _, preds = write_fold_predictions(ctx.workdir, results, run=ctx.experiment, config_id=self.current_trial_id,
@@ -170,10 +252,25 @@ class FoldsTrainable(tune.Trainable):
         if ctx.on_result_write is not None:
             ctx.on_result_write(self.current_trial_id)
         summary, objective = trial_summary(ctx, results, preds, self.last_result)
+        if keep:
+            self._keep_models(results, objective)
         record = {**self._record_head(reason, objective, [r.best_epoch for r in results]), **summary, "node_ids": sorted(set(actor_nodes)),
                   "folds": [{"fold": r.index, "name": r.name, "node_id": node_of.get(r.index), **r.metrics()} for r in results]}
         write_trial_record(ctx.record_dir, self.current_trial_id, record)
         return summary
+
+    def _keep_models(self, results: list, objective: float) -> None:
+        """Write the folds' trained models (``W/models/<experiment>/<trial>__seed<s>``): every
+        trial's with ``keep_models="all"``, else a trial's at least as good as every finished
+        one (the search removes all but the best one's when it ends)."""
+        from serray.artifacts.keep import write_kept_models
+
+        ctx = self.ctx
+        best = best_recorded(ctx.record_dir)
+        if ctx.keep_models == "all" or math.isnan(best) or not objective < best:
+            write_kept_models(ctx.workdir, ctx.experiment, self.current_trial_id, ctx.seed, results, ctx.kept_features)
+        for r in results:
+            r.kept = None
 
     def _record_head(self, reason: str, objective: float, best_epochs: list[int]) -> dict:
         """The trial record's fields before its test summary: config, objective, curve, epochs, timing."""
@@ -196,6 +293,8 @@ class FoldsTrainable(tune.Trainable):
             "epochs": max(len(h) for h in self.history),
             "best_epochs": best_epochs,
             "epochs_trained_ahead": self.ahead,
+            "restored_from_epoch": self.restores[-1]["epoch"] if self.restores else None,
+            "restores": self.restores,
             "seconds": time.perf_counter() - self.t0,
             "started_at": self.started_at,
             "ended_at": time.time(),
@@ -204,13 +303,14 @@ class FoldsTrainable(tune.Trainable):
     def stop_trial(self) -> None:
         """Finalise a trial the scheduler stopped, so its predictions and record are kept."""
         try:
-            if not self.finalized and self.kept is None and any(self.history):
+            if not self.finalized and not self.failed and self.kept is None and any(self.history):
                 self._finalize("stopped by scheduler")
         except Exception:  # noqa: BLE001 - the trial is over anyway; keep going
             log.exception("could not finalise trial %s", self.current_trial_id)
 
     def stop(self) -> None:
-        self.stop_trial()
+        if self.ctx.finalize_on_stop:
+            self.stop_trial()
         super().stop()
 
     def cleanup(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,8 +26,8 @@ import pandas as pd
 
 from serray import metrics
 
-__all__ = ["FAULT_ENV", "OBJECTIVE", "OBJECTIVES", "REPORT_EVERY_S", "TuneContext", "trial_config", "report_epochs", "common_epoch",
-           "fitted_after_training", "finalized_objective", "record_objective", "epoch_result", "trial_summary",
+__all__ = ["FAULT_ENV", "FAULT_EPOCH_ENV", "FAULT_HANG_ENV", "OBJECTIVE", "OBJECTIVES", "REPORT_EVERY_S", "TuneContext", "trial_config", "report_epochs", "common_epoch",
+           "fitted_after_training", "finalized_objective", "record_objective", "best_recorded", "epoch_result", "trial_summary",
            "KEPT_KEYS"]
 
 #: The key of the objective Optuna and ASHA see.
@@ -39,6 +40,13 @@ REPORT_EVERY_S = 10.0
 #: Testing hook: when set to a folder, every trial raises once in its first epoch (a
 #: marker file per trial in that folder records that it did), to exercise Tune's retries.
 FAULT_ENV = "SERRAY_TUNE_INJECT_FAULT"
+#: With :data:`FAULT_ENV`: the fault comes at the first report starting at or after this
+#: many epochs (default 0: before the first epoch), so a retry can resume from a checkpoint.
+FAULT_EPOCH_ENV = "SERRAY_TUNE_FAULT_EPOCH"
+#: With :data:`FAULT_ENV`: instead of raising, the first trial to reach the fault writes
+#: ``hang.fault`` (its trial id, epoch and process id) in that folder and sleeps this many
+#: seconds (a window to kill its node or the driver).
+FAULT_HANG_ENV = "SERRAY_TUNE_FAULT_HANG_S"
 #: What a kept trial (finished before an interruption) reports again from its record.
 KEPT_KEYS = ("test_ua", "test_wa", "test_f1", "test_ua_fold_mean", "val_ua_final", "val_ua_finalized", "fold_seconds")
 
@@ -70,6 +78,11 @@ class TuneContext:
     pool: Any = None  # serray.tune.pool.FoldPool: warm fold actors to borrow, if any
     report_at: tuple[int, ...] = ()  # epochs where a report must end (report_epochs); () = report every epoch
     on_result_write: Any = None
+    checkpoint_at: tuple[int, ...] = ()  # epochs whose report saves a checkpoint (ASHA's rungs; serray.tune.checkpoint)
+    checkpoint_every_s: float = 180.0  # and a report this long after the last checkpoint (0: only at checkpoint_at)
+    finalize_on_stop: bool = True  # a trial stopped by the scheduler is finalised (ASHA); False: only a done one (PBT pauses)
+    keep_models: str = "none"  # whose fold models are written to W/models/<experiment>: "all", "best" (so far) or "none"
+    kept_features: Any = None  # input role -> {"set", "params"} of the kept models (serray.artifacts.keep.feature_inputs)
 
 
 def trial_config(spec: Any, space: Any, base: Mapping[str, Any], max_epochs: int | None, config: Mapping[str, Any]) -> dict:
@@ -138,6 +151,20 @@ def finalized_objective(model: str, preds: pd.DataFrame, classes: Sequence[str],
 def record_objective(rec: Mapping[str, Any]) -> float:
     """The objective a finished trial reported last, from its record (older records: ``val_ua_final``)."""
     return float(rec.get("objective", rec.get("val_ua_final", math.nan)))
+
+
+def best_recorded(record_dir: str | Path) -> float:
+    """The best objective of the finished trials recorded in ``record_dir`` (``nan``: none yet)."""
+    from serray import io
+
+    values = []
+    for path in Path(record_dir).glob("*.json") if Path(record_dir).is_dir() else []:
+        try:
+            values.append(record_objective(io.read_json(path)))
+        except (ValueError, OSError):  # being written, or not a record
+            continue
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else math.nan
 
 
 def epoch_result(history: Sequence[Sequence[dict]], val_curve: list[float], objective: str) -> dict:
