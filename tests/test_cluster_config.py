@@ -98,5 +98,10 @@ def test_joining_a_cluster_keeps_the_environments_auth_mode(monkeypatch):
     raycluster.init_ray(address="auto")
     assert calls[-1] == ("auto", "token")
     monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     raycluster.init_ray()
-    assert calls[-1] == (None, "disabled")
+    assert calls[-1] == ("local", "disabled")  # a Ray of its own, never one already running
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")  # as `ray job submit` sets it for its driver
+    raycluster.init_ray()
+    assert calls[-1] == ("10.0.0.2:6379", None)
