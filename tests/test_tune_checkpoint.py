@@ -55,6 +55,7 @@ def test_trial_on_a_killed_worker_node_resumes_from_its_checkpoint_epoch(synth_c
     for key, value in ((FAULT_ENV, str(faults)), (FAULT_EPOCH_ENV, "2"), (FAULT_HANG_ENV, "300")):
         monkeypatch.setenv(key, value)  # before the nodes start: their workers inherit it
     deadline = time.time() + 300
+    ray.shutdown()  # an earlier test's local Ray: this test's driver joins its own cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     done: dict = {}
     try:
