@@ -101,6 +101,18 @@ def test_refit_epochs_is_the_median_rounded_half_up():
         refit_epochs([])
 
 
+def test_model_card_states_a_seed_runs_mean_over_seeds():
+    """A seeds run's record has no pooled metrics but the mean and spread over its seeds (before:
+    the card said 'pooled test UA n/a')."""
+    from serray.artifacts.card import model_card
+
+    record = {"seeds": [0, 1, 2], "settings": {"corpora": ["emodb"]},
+              "metrics": {"test_ua_mean": 0.634, "test_ua_std": 0.021, "test_wa_mean": 0.65}}
+    card = model_card("run", "sd-base", {}, {"sd-base": record}, [], None)
+    assert "test UA 63.4 % (standard deviation 2.1 %), WA 65.0 %, means over 3 seed(s)" in card
+    assert "n/a" not in card.split("## Test estimate")[1].split("##")[0] and "Corpora: ['emodb']" in card
+
+
 def test_cross_corpus_refit_leaves_the_test_corpus_out(runs, tmp_path):
     out = export_models(runs, "svm-cc", tmp_path / "exp", refit="all-data")
     info = next(iter(_meta(out)["refit_members"].values()))

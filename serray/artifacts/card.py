@@ -33,13 +33,23 @@ def _estimate(kind: str, name: str, selected: Mapping[str, Any], records: Mappin
                 "", f"Selection note: {selected.get('note')}"]
     lines = []
     for run, rec in records.items():
-        pooled = (rec.get("metrics") or {}).get("pooled") or {}
-        lines.append(f"Run `{run}`: pooled test UA {_pct(pooled.get('ua'))}, WA {_pct(pooled.get('wa'))} over "
-                     f"{pooled.get('n', '?')} test utterances; each fold's model scored only its own held-out test "
+        lines.append(f"Run `{run}`: {_run_scores(rec)}; each fold's model scored only its own held-out test "
                      f"speakers, and its epoch/stopping was chosen on the fold's validation part. The configuration was "
                      f"fixed before the run: if it came from a search on the same data, this estimate is optimistic "
                      f"(use `serray tune --nested` for an unbiased one).")
     return lines or ["No run record was found; no test estimate is available."]
+
+
+def _run_scores(rec: Mapping[str, Any]) -> str:
+    """A run record's test scores: pooled over folds (``serray train``), or their mean and
+    spread over seeds (``serray seeds``, each seed pooled over folds)."""
+    m = rec.get("metrics") or {}
+    if "pooled" not in m and "test_ua_mean" in m:
+        return (f"test UA {_pct(m['test_ua_mean'])} (standard deviation {_pct(m.get('test_ua_std'))}), WA "
+                f"{_pct(m.get('test_wa_mean'))}, means over {len(rec.get('seeds') or [])} seed(s), each seed's test "
+                f"predictions pooled over the folds")
+    pooled = m.get("pooled") or {}
+    return f"pooled test UA {_pct(pooled.get('ua'))}, WA {_pct(pooled.get('wa'))} over {pooled.get('n', '?')} test utterances"
 
 
 def _refit_lines(refit: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -86,7 +96,8 @@ def model_card(kind: str, name: str, selected: Mapping[str, Any], records: Mappi
         f"their logits** (class probabilities = softmax of the sum). Load with `serray.load(DIR)` or run "
         f"`serray predict DIR AUDIO... --out predictions.csv`.", "",
         "## Data and protocol", "",
-        f"- Corpora: {rec.get('corpora', '?')} ({rec.get('n_utterances', '?')} utterances)",
+        f"- Corpora: {rec.get('corpora') or (rec.get('settings') or {}).get('corpora', '?')} "
+        f"({rec.get('n_utterances', '?')} utterances)",
         f"- Label set: `{rec.get('labels', '?')}`; classes (logit order): {classes}",
         f"- Protocol: `{rec.get('protocol', '?')}` (k = {rec.get('k')}, fold seed {rec.get('fold_seed')}, "
         f"validation `{rec.get('validation')}`)",
