@@ -196,6 +196,8 @@ def test_greedy_ensemble_export_keeps_a_repeated_members_weight(runs, tmp_path):
     out = export_models(runs, f"ensemble:g1:k={k}", tmp_path / "refit", refit="all-data")
     meta = _meta(out)
     assert meta["members"] == [_refit_folder(names[0])] * k and meta["refit_members"][names[0]]["times"] == k
+    assert f"1 model(s) retrained on all training data, one per configuration and seed, listed {k} times" in (
+        out / "README.md").read_text()
     single = export_models(runs, "svm-r", tmp_path / "one", refit="all-data")
     audio = _synth_a(runs)["path"].tolist()[:3]
     cols = [f"prob_{c}" for c in serray.load(single).classes]

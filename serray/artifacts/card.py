@@ -90,9 +90,11 @@ def model_card(kind: str, name: str, selected: Mapping[str, Any], records: Mappi
     versions = facts[0].get("versions", {}) if facts else rec.get("versions", {})
     what = ("model(s) retrained on all training data, one per configuration and seed," if refit
             else "kept fold model(s)")
+    if len(set(members)) < len(members):  # a greedy ensemble's member picked several times
+        what += f" listed {len(members)} times in the fusion (a member picked k times counts k times),"
     lines = [
         f"# serray export: {'ensemble ' if kind == 'ensemble' else 'run '}`{name}`", "",
-        f"{len(members)} {what} of model(s) {sorted({f['model'] for f in facts})}, fused by the **sum of "
+        f"{len(set(members))} {what} of model(s) {sorted({f['model'] for f in facts})}, fused by the **sum of "
         f"their logits** (class probabilities = softmax of the sum). Load with `serray.load(DIR)` or run "
         f"`serray predict DIR AUDIO... --out predictions.csv`.", "",
         "## Data and protocol", "",
