@@ -7,7 +7,9 @@
 * :mod:`serray.artifacts.predictor` - :func:`load` a kept-models or export folder and
   :meth:`Predictor.predict` audio files (``serray predict``);
 * :mod:`serray.artifacts.export` - ``serray export``: a self-contained folder with a
-  model card and checksums.
+  model card and checksums;
+* :mod:`serray.artifacts.refit` - ``serray export --refit all-data``: each member
+  retrained once on all its run's training data.
 """
 
 from serray.artifacts.files import ArtifactError

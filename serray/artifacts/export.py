@@ -6,6 +6,9 @@ Layout of ``DIR``::
     README.md       the model card: data, protocol, label set, the test estimate and how it
                     was selected, what is transductive, library versions
     members/<run>/<config>__seed<s>/fold<k>/   kept fold models (serray.artifacts.fold_model)
+    members/<run>/<config>__seed<s>/refit/     with ``--refit all-data`` instead: one model per
+                                               configuration and seed, retrained on all the
+                                               run's training data (serray.artifacts.refit)
 
 ``--runs RUN`` exports every fold model of the run (all its configs and seeds);
 ``--runs ensemble:NAME[:k=K]`` the fold models of the members of the ensemble search's
@@ -25,7 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -96,13 +99,26 @@ def _run_record(w: Workdir, run: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_models(workdir: str | Path, source: str, out: str | Path) -> Path:
+def export_models(workdir: str | Path, source: str, out: str | Path, *, refit: str = "none",
+                  progress: Callable[[str], None] | None = None, resources: Any = None) -> Path:
     """Export ``source`` (``RUN`` or ``ensemble:NAME[:k=K]``) of ``workdir`` to ``out``; returns ``out``.
 
+    Args:
+        refit: ``"none"``: the kept fold models (one per fold, configuration and seed);
+            ``"all-data"``: one model per configuration and seed, retrained on every
+            training utterance (:mod:`serray.artifacts.refit`).
+        progress: Called with a line before and after each refit member.
+        resources: Where refit members train (default in this process).
+
     Raises:
-        ValueError: An unknown run or ensemble, members without kept models, or an ``out``
-            that exists and is not empty.
+        ValueError: An unknown run or ensemble, members without kept models, an ``out``
+            that exists and is not empty, an unknown ``refit``, or a member that cannot
+            be refit (the message says what to do).
     """
+    from serray.artifacts.refit import REFIT_MODES, refit_members
+
+    if refit not in REFIT_MODES:
+        raise ValueError(f"--refit {refit!r}: use one of {list(REFIT_MODES)}")
     w, out = Workdir(workdir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty; give a new folder")
@@ -111,21 +127,34 @@ def export_models(workdir: str | Path, source: str, out: str | Path) -> Path:
     folders = _run_members(w, name) if kind == "run" else None
     if folders is None:
         folders, selected = _ensemble_members(w, name, k)
-    members = []
-    for src in folders:
-        rel = Path("members") / src.relative_to(w.models_dir)
-        shutil.copytree(src, out / rel)
-        members.append(rel.as_posix())
+    infos: dict[str, Any] = {}
+    if refit == "all-data":
+        members, infos = refit_members(w, folders, out, progress, resources)
+    else:
+        members = _copy_members(w, folders, out)
     runs = sorted({Path(m).parts[1] for m in members})
     records = {r: _run_record(w, r) for r in runs}
     from serray.artifacts.card import model_card
 
-    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out))
+    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out, refit=infos or None))
     files = {p.relative_to(out).as_posix(): sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     meta = {"format": "serray-export", "format_version": 1, "source": source, "fusion": "logits",
-            "members": members, "selected": selected, "files": files}
+            "members": members, "selected": selected, "refit": refit, "files": files,
+            **({"refit_members": infos} if infos else {})}
     (out / EXPORT_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return out
+
+
+def _copy_members(w: Workdir, folders: list[Path], out: Path) -> list[str]:
+    """Copy the kept fold models into ``out/members/...``; their paths relative to ``out`` (a
+    member a greedy ensemble picked several times is copied once and listed that many times)."""
+    members = []
+    for src in folders:
+        rel = Path("members") / src.relative_to(w.models_dir)
+        if not (out / rel).exists():
+            shutil.copytree(src, out / rel)
+        members.append(rel.as_posix())
+    return members
 
 
 def check_export(out: str | Path) -> None:

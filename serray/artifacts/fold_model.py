@@ -5,7 +5,9 @@ A fold model is a folder::
     model.json           what the model is: format, backend, model name, config, seed, fold,
                          classes, input roles (kind, sample shape, feature set and its
                          extractor parameters), normalisation per input, serray and library
-                         versions, and the sha256 of the two files below
+                         versions, how it was trained (``training``: the fold's best epoch
+                         and epochs, or a refit's epoch count), and the sha256 of the two
+                         files below
     weights.safetensors  torch models: the state dict (safetensors: no code runs on load)
     arrays.npz           numeric arrays only (read with allow_pickle=False): the training
                          part's normalisation statistics (``norm.<role>.mean/std``), what the
@@ -66,7 +68,8 @@ def _arrays_of(kept: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str
 
 
 def write_fold_model(folder: str | Path, kept: Mapping[str, Any], features: Mapping[str, Mapping[str, Any]],
-                     *, versions: Mapping[str, str] | None = None, run: str | None = None) -> Path:
+                     *, versions: Mapping[str, str] | None = None, run: str | None = None,
+                     training: Mapping[str, Any] | None = None) -> Path:
     """Write one fold's kept model (``FoldResult.kept``) to ``folder``; returns ``model.json``'s path.
 
     Args:
@@ -74,6 +77,8 @@ def write_fold_model(folder: str | Path, kept: Mapping[str, Any], features: Mapp
         features: Input role -> ``{"set": name, "params": {...}}`` (the run's feature sets).
         versions: Library versions to record (default :func:`serray.training.records.versions`).
         run: The run the model comes from (recorded).
+        training: How the model was trained, recorded as ``training`` (a fold model: its
+            ``best_epoch`` and ``epochs``; a refit model: ``refit`` and its epoch count).
     """
     from serray import __version__, io
 
@@ -100,7 +105,7 @@ def write_fold_model(folder: str | Path, kept: Mapping[str, Any], features: Mapp
         "format": FORMAT, "format_version": FORMAT_VERSION, "serray_version": __version__, "run": run,
         **{k: kept[k] for k in ("backend", "model", "config", "seed", "fold", "classes", "aux_names", "normalize", "n_train")},
         "roles": list(kept["kinds"]), "inputs": inputs, "extra": sorted(dict(kept.get("extra") or {})), "estimator": est_meta,
-        "versions": dict(versions), "files": files,
+        "versions": dict(versions), "files": files, **({"training": dict(training)} if training is not None else {}),
     }
     io.write_json(meta, folder / MODEL_FILE)
     return folder / MODEL_FILE

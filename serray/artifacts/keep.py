@@ -28,7 +28,9 @@ def write_kept_models(workdir: str | Path, run: str, config_id: str, seed: int, 
                       features: Mapping[str, Mapping[str, Any]]) -> list[Path]:
     """Write every result's kept model (``FoldResult.kept``) to
     :meth:`Workdir.fold_model <serray.workdir.Workdir.fold_model>` and drop it from the
-    result (its memory is freed); results without one are skipped. Returns the folders."""
+    result (its memory is freed); results without one are skipped. Each ``model.json``
+    records the fold's ``training.best_epoch`` and ``epochs`` (what ``serray export --refit``
+    trains for). Returns the folders."""
     from serray.training.records import versions
 
     w, libs, out = Workdir(workdir), versions(), []
@@ -36,7 +38,8 @@ def write_kept_models(workdir: str | Path, run: str, config_id: str, seed: int, 
         if getattr(r, "kept", None) is None:
             continue
         folder = w.fold_model(run, config_id, seed, r.index)
-        write_fold_model(folder, r.kept, features, versions=libs, run=run)
+        write_fold_model(folder, r.kept, features, versions=libs, run=run,
+                         training={"best_epoch": int(r.best_epoch), "epochs": int(r.epochs)})
         r.kept = None
         out.append(folder)
     if out:

@@ -1,4 +1,5 @@
-"""`serray export`: a self-contained folder of a run's or an ensemble's kept fold models."""
+"""`serray export`: a self-contained folder of a run's or an ensemble's kept fold models (or of
+those members retrained on all training data, `--refit all-data`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from serray.commands._common import fail
               help="A run (all its kept fold models) or an ensemble search's validation-selected subset "
                    "(of size K; default the search's best).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="New folder to write.")
-def command(workdir: str, source: str, out: str) -> None:
+@click.option("--refit", "refit", type=click.Choice(["none", "all-data"]), default="none", show_default=True,
+              help="none: export the kept fold models; all-data: retrain each member (config and seed) once on all "
+                   "the run's training data (every fold's training and validation parts) for the median of its folds' "
+                   "best epochs, and export those models.")
+def command(workdir: str, source: str, out: str, refit: str) -> None:
     """Export kept fold models of WORKDIR with their fusion rule, a model card and checksums.
 
     The folder holds the members (kept fold models: safetensors weights, npz arrays,
@@ -22,14 +27,22 @@ def command(workdir: str, source: str, out: str) -> None:
     what is transductive, library versions). `serray predict OUT AUDIO...` and
     `serray.load(OUT)` read it without the work directory.
 
+    With --refit all-data each member is instead retrained, with its recorded config and
+    seed, on every training utterance of its run (for cross-corpus runs: the training
+    corpora only), in this process, and the folder holds one model per config and seed
+    (members/<run>/<config>__seed<s>/refit/). The model card's test estimate is then the
+    cross-validation estimate of the training procedure, not a measurement of the refit
+    models.
+
     \b
     Example:
       serray export W --runs ensemble:mlp10:k=5 --out mlp10-export
+      serray export W --runs svm-emodb --refit all-data --out svm-final
     """
     from serray.artifacts.export import export_models
 
     try:
-        path = export_models(workdir, source, out)
-    except (ValueError, FileNotFoundError) as exc:
+        path = export_models(workdir, source, out, refit=refit, progress=click.echo)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))
     click.echo(f"exported {source} to {path} (model card: {path / 'README.md'})")

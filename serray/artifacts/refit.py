@@ -1,0 +1,317 @@
+"""``serray export --refit all-data``: one model per member, retrained on every training utterance.
+
+An export normally holds the kept fold models (one per fold, per configuration and seed).
+With ``--refit all-data`` each member (a configuration and seed of a run) is trained once
+more, through the fold executor (:func:`serray.training.executor.run_folds`), on one
+"fold" (:func:`all_data_fold`) whose training part is the union of the run's folds'
+training and validation parts and which has no validation and no test part:
+
+* the data are rebuilt from the run's settings (``W/runs/<run>/settings.json``: corpora,
+  label set, protocol, features and their parameters, normalisation) by
+  :func:`serray.training.experiment.prepare_experiment`, the function the run itself
+  used, and checked against the run's fold table (``folds.parquet``) where it has one;
+  for LOSO and k-fold protocols the union is every utterance, for ``cross-corpus`` only
+  the training corpora (the test corpus stays unseen);
+* torch members train for :func:`refit_epochs` epochs (the median of the folds' best,
+  early-stopped epochs) with no early stopping; scikit-learn members are fitted once;
+* the normalisation statistics come from all of that training data (``speaker``
+  normalisation stays transductive at prediction time, as for fold models);
+* the same seed gives bit-identical weights on CPU (the trainer's seeded generators).
+
+The per-fold best epochs are read from the kept fold models' ``model.json``
+(``training.best_epoch``) or, for a ``serray train`` run kept before that was recorded,
+from its ``record.json``.
+
+Example:
+    >>> refit_epochs([3, 4, 8])
+    4
+    >>> refit_epochs([3, 4])
+    4
+    >>> refit_epochs([0, 0])
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from serray.artifacts.fold_model import MODEL_FILE, write_fold_model
+from serray.workdir import Workdir
+
+__all__ = ["REFIT_MODES", "REFIT_DIR", "REFIT_FOLD_INDEX", "Member", "refit_epochs", "all_data_fold", "group_members",
+           "fold_best_epochs", "plan_member", "refit_member", "refit_members"]
+
+log = logging.getLogger(__name__)
+
+#: Values of ``serray export --refit``.
+REFIT_MODES: tuple[str, ...] = ("none", "all-data")
+#: Folder of a refit member's model: ``members/<run>/<config>__seed<s>/refit``.
+REFIT_DIR = "refit"
+#: The fold index recorded in a refit model's ``model.json`` (no cross-validation fold).
+REFIT_FOLD_INDEX = -1
+#: Settings a refit needs from ``W/runs/<run>/settings.json``.
+DATA_SETTINGS = ("features", "protocol", "labels", "normalize", "k", "fold_seed", "validation", "corpora")
+
+
+def refit_epochs(best_epochs: Sequence[int]) -> int:
+    """The median of the folds' best epochs, rounded half up, at least 1.
+
+    Raises:
+        ValueError: No epochs.
+    """
+    if not len(best_epochs):
+        raise ValueError("refit_epochs needs the best epoch of at least one fold")
+    return max(1, int(math.floor(float(np.median(np.asarray(best_epochs, dtype=np.float64))) + 0.5)))
+
+
+def all_data_fold(folds: Sequence[Any], order: Sequence[str]) -> Any:
+    """One fold whose training part is every utterance of ``folds``' training and validation
+    parts (in ``order``, the run's utterance order), without validation or test part."""
+    from serray.protocols import Fold
+
+    seen = {str(u) for f in folds for part in (f.train, f.validation) for u in part}
+    train = [str(u) for u in order if str(u) in seen]
+    mode = folds[0].validation_mode if folds else "speaker"
+    return Fold(REFIT_FOLD_INDEX, "all-data", np.asarray(train, dtype=object), np.asarray([], dtype=object),
+                np.asarray([], dtype=object), mode)
+
+
+@dataclass
+class Member:
+    """One configuration and seed of a run, and the folders of its kept fold models."""
+
+    run: str
+    config_id: str
+    seed: int
+    folds: list[Path]
+
+    @property
+    def name(self) -> str:
+        """``<run>/<config>/<seed>``, as ensemble searches name members."""
+        return f"{self.run}/{self.config_id}/{self.seed}"
+
+    @property
+    def folder(self) -> Path:
+        """Where the refit model goes in the export: ``members/<run>/<config>__seed<s>/refit``."""
+        return Path("members") / self.run / f"{self.config_id}__seed{self.seed}" / REFIT_DIR
+
+
+def group_members(w: Workdir, folders: Sequence[Path]) -> list[tuple[Member, int]]:
+    """Kept fold model folders (``W/models/<run>/<config>__seed<s>/fold<k>``) grouped per member,
+    with how often the member is listed (a greedy ensemble may pick a member several times:
+    its logits then count that many times in the fusion)."""
+    groups: dict[tuple[str, str, int], list[Path]] = {}
+    for folder in folders:
+        run, kept = folder.relative_to(w.models_dir).parts[:2]
+        cid, _, seed = kept.rpartition("__seed")
+        groups.setdefault((run, cid, int(seed)), []).append(folder)
+    return [(Member(run, cid, seed, sorted(set(fs))), len(fs) // len(set(fs))) for (run, cid, seed), fs in groups.items()]
+
+
+def _settings(w: Workdir, run: str) -> dict[str, Any]:
+    """The run's settings (``settings.json``, else its record's), checked for what a refit needs."""
+    path = w.run_settings(run)
+    if path.is_file():
+        settings = json.loads(path.read_text())
+    elif w.run_record(run).is_file():
+        record = json.loads(w.run_record(run).read_text())
+        settings = dict(record.get("settings") or {})
+    else:
+        raise ValueError(f"run {run!r} has no {path.name} under {w.run(run)}: a refit needs the run's data settings "
+                         f"(serray train and serray seeds write them; for a search's trial, train its config with "
+                         f"`serray train --config best.yaml` and export that run); or export without --refit")
+    missing = [k for k in (*DATA_SETTINGS, "config", "config_id") if k not in settings]
+    if missing:
+        raise ValueError(f"run {run!r}: its settings lack {missing}, which a refit needs; train it again with this "
+                         f"serray version, or export without --refit")
+    return settings
+
+
+def _run_spec(w: Workdir, model: str, settings: Mapping[str, Any], seed: int) -> Any:
+    """The :class:`~serray.training.spec.RunSpec` that makes the run's data selection again."""
+    from serray.training.spec import RunSpec
+
+    s = settings
+    return RunSpec(str(w.root), model, features=s["features"], feature_params=dict(s.get("feature_params") or {}) or None,
+                   protocol=s["protocol"], labels=s["labels"], normalize=s["normalize"], corpora=s["corpora"],
+                   k=int(s["k"]), fold_seed=int(s["fold_seed"]), validation=s["validation"],
+                   train_corpora=s.get("train_corpora"), test_corpora=s.get("test_corpora"), config=dict(s["config"]),
+                   seed=int(seed))
+
+
+def _record_epochs(w: Workdir, member: Member) -> dict[int, int]:
+    """Fold -> best epoch from a ``serray train`` run's record (of this config and seed), else ``{}``."""
+    path = w.run_record(member.run)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("config_id") != member.config_id or record.get("seed") != member.seed:
+        return {}
+    return {int(f["fold"]): int(f["best_epoch"]) for f in (record.get("metrics") or {}).get("folds", [])
+            if f.get("best_epoch") is not None}
+
+
+def fold_best_epochs(w: Workdir, member: Member) -> dict[int, int]:
+    """Fold index -> best (early-stopped) epoch of the member's kept fold models.
+
+    Raises:
+        ValueError: A fold without a recorded best epoch, naming what to do.
+    """
+    out, missing = {}, []
+    record = None
+    for folder in member.folds:
+        meta = json.loads((folder / MODEL_FILE).read_text())
+        fold = int(meta["fold"]["index"])
+        best = (meta.get("training") or {}).get("best_epoch")
+        if best is None:
+            record = _record_epochs(w, member) if record is None else record
+            best = record.get(fold)
+        if best is None:
+            missing.append(fold)
+        else:
+            out[fold] = int(best)
+    if missing:
+        raise ValueError(f"member {member.name}: no recorded best epoch for fold(s) {missing} (its kept models predate "
+                         f"the recorded epochs); train it again (serray train / serray seeds keep them), or export "
+                         f"without --refit")
+    return out
+
+
+def _check_member(spec: Any, config: Mapping[str, Any], member: Member) -> None:
+    """Refuse a torch member whose training cannot be replayed without validation (several stages)."""
+    from serray.models.contract import parse_stages
+
+    if spec.backend == "torch" and len(parse_stages(str(config.get("stages", "all")), None, spec.stage_plans)) > 1:
+        raise ValueError(f"member {member.name}: model {spec.name!r} trains in several stages ({config.get('stages')!r}), "
+                         f"whose best epochs cannot be replayed without a validation part; export it without --refit")
+
+
+def _check_folds(w: Workdir, run: str, folds: Sequence[Any]) -> None:
+    """Refuse folds rebuilt from the settings that differ from the run's ``folds.parquet`` (when it has one)."""
+    path = w.run_folds(run)
+    if not path.is_file():
+        return
+    import pandas as pd
+
+    from serray.protocols import folds_from_frame
+
+    stored = {f.index: f for f in folds_from_frame(pd.read_parquet(path))}
+    for fold in folds:
+        old = stored.get(fold.index)
+        same = old is not None and all(set(map(str, getattr(old, p))) == set(map(str, getattr(fold, p)))
+                                       for p in ("train", "validation", "test"))
+        if not same or len(stored) != len(folds):
+            raise ValueError(f"run {run!r}: the folds rebuilt from its settings differ from {path} (fold {fold.index}); "
+                             f"the manifests or feature cache changed since the run; restore them, or export without --refit")
+
+
+def _experiment(w: Workdir, member: Member, settings: Mapping[str, Any], spec: Any) -> Any:
+    """The run's data, made again as the run made them (:func:`prepare_experiment`), checked."""
+    from serray.features.cache import FeaturesNotExtractedError
+    from serray.training.experiment import prepare_experiment
+
+    run = _run_spec(w, spec.name, settings, member.seed)
+    try:
+        exp = prepare_experiment(run, dict(settings["config"]), extract=False)
+    except FeaturesNotExtractedError as exc:
+        raise ValueError(f"run {member.run!r}: {exc}; extract the run's features again (serray features) first") from None
+    tag = settings.get("feature_tag")
+    if tag is not None and tag != exp.feature_tag:
+        raise ValueError(f"run {member.run!r}: the feature cache changed since the run (feature tag {tag} -> "
+                         f"{exp.feature_tag}); extract the features as the run had them, or export without --refit")
+    _check_folds(w, member.run, exp.folds)
+    return run, exp
+
+
+def _refit_config(spec: Any, config: Mapping[str, Any], epochs: int | None) -> dict[str, Any]:
+    """Torch: ``epochs`` epochs without early stopping (and no in-fold refit); scikit-learn: as is."""
+    if spec.backend != "torch":
+        return dict(config)
+    out = {**dict(config), "epochs": int(epochs or 1), "patience": 0}
+    if out.get("refit"):
+        out["refit"] = False
+    return out
+
+
+def plan_member(w: Workdir, member: Member) -> dict[str, Any]:
+    """What a refit of ``member`` needs, checked before any training: the run's settings, the
+    model's registry entry and (torch) the folds' best epochs and the epoch count.
+
+    Raises:
+        ValueError: A run without settings or of another config, a member without recorded
+            best epochs, or a multi-stage plan (each naming what to do).
+    """
+    from serray.models import registry
+
+    settings = _settings(w, member.run)
+    if settings["config_id"] != member.config_id:
+        raise ValueError(f"member {member.name}: run {member.run!r} holds config {settings['config_id']}, not "
+                         f"{member.config_id}; export without --refit")
+    spec = registry.get(json.loads((member.folds[0] / MODEL_FILE).read_text())["model"])
+    _check_member(spec, settings["config"], member)
+    best = fold_best_epochs(w, member) if spec.backend == "torch" else {}
+    return {"settings": settings, "spec": spec, "best": best, "epochs": refit_epochs(list(best.values())) if best else None}
+
+
+def refit_member(w: Workdir, member: Member, plan: Mapping[str, Any], out: Path, resources: Any = None) -> dict[str, Any]:
+    """Train one member (its :func:`plan_member`) on all its run's training data through the
+    fold executor (in this process by default) and write its model to ``out / member.folder``;
+    returns what export.json records.
+
+    Raises:
+        ValueError: Features not extracted, or data that changed since the run.
+    """
+    from serray.artifacts.keep import feature_inputs
+    from serray.training.executor import run_folds
+    from serray.training.resources import Resources
+
+    settings, spec, best, epochs = plan["settings"], plan["spec"], plan["best"], plan["epochs"]
+    run, exp = _experiment(w, member, settings, spec)
+    fold = all_data_fold(exp.folds, exp.manifest["utt_id"].astype(str).tolist())
+    t0 = time.perf_counter()
+    result = run_folds(spec, _refit_config(spec, settings["config"], epochs), exp.inputs, [fold], normalize=run.normalize,
+                       seed=member.seed, resources=resources or Resources(parallel=False), keep_models=True)[0]
+    rows = exp.manifest.set_index("utt_id").loc[list(fold.train)]
+    info = {"member": member.name, "model": spec.name, "config_id": member.config_id, "seed": member.seed,
+            "epochs": epochs, "epochs_trained": int(result.epochs),
+            "fold_best_epochs": {str(k): v for k, v in sorted(best.items())},
+            "epochs_rule": "median of the folds' best epochs, rounded half up" if epochs else "one fit (scikit-learn)",
+            "n_utterances": len(fold.train), "n_held_out": int(len(exp.manifest) - len(fold.train)),
+            "n_fit": int(result.n_train), "n_speakers": int(rows["speaker"].nunique()),
+            "corpora": sorted(rows["corpus"].astype(str).unique().tolist()), "protocol": run.protocol,
+            "seconds": round(time.perf_counter() - t0, 3)}
+    log.info("refit %s: %s on %d utterances of %d speakers (%s) in %.1f s", member.name,
+             f"{epochs} epoch(s)" if epochs else "one fit", info["n_utterances"], info["n_speakers"],
+             ", ".join(info["corpora"]), info["seconds"])
+    write_fold_model(out / member.folder, result.kept, feature_inputs(exp.features, run.params_for), run=member.run,
+                     training={"refit": "all-data", **{k: info[k] for k in ("epochs", "fold_best_epochs", "n_utterances",
+                                                                             "n_speakers", "corpora")}})
+    return info
+
+
+def refit_members(workdir: str | Path, folders: Sequence[Path], out: str | Path,
+                  progress: Callable[[str], None] | None = None, resources: Any = None) -> tuple[list[str], dict[str, Any]]:
+    """Refit every member of the kept fold models ``folders`` into ``out``; ``(member folders
+    relative to out, as often as the member is listed, member name -> what
+    :func:`refit_member` recorded)``."""
+    w, out = Workdir(workdir), Path(out)
+    members = group_members(w, folders)
+    plans = [plan_member(w, m) for m, _ in members]  # every member checked before any training
+    folders_out, infos = [], {}
+    for i, ((member, times), plan) in enumerate(zip(members, plans), 1):
+        if progress is not None:
+            progress(f"refit {i}/{len(members)}: {member.name} on all training data ...")
+        info = refit_member(w, member, plan, out, resources)
+        if progress is not None:
+            epochs = f"{info['epochs']} epoch(s)" if info["epochs"] else "one fit"
+            progress(f"refit {i}/{len(members)}: {member.name} done: {info['model']}, {epochs}, {info['n_utterances']} "
+                     f"utterances of {info['n_speakers']} speakers, {info['seconds']:.1f} s")
+        folders_out += [member.folder.as_posix()] * times
+        infos[member.name] = {**info, "times": times} if times > 1 else info
+    return folders_out, infos
