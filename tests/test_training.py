@@ -565,14 +565,14 @@ def test_fold_resources_pack_folds_onto_actors_that_fit(monkeypatch):
     import serray.training.actors as actors
 
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
     assert actors.fold_resources(10) == (5, 1.0, 0.0)  # 2 actors x 5 folds on 2 cores
     assert actors.fold_resources(10, num_cpus=0.5) == (3, 0.5, 0.0)  # 4 actors fit
     assert actors.fold_resources(10, folds_per_actor=1) == (1, 0.2, 0.0)
     assert actors.fold_resources(1) == (1, 2.0, 0.0)
     with pytest.raises(ValueError, match="exceeds"):
         actors.fold_resources(10, num_cpus=3)
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}])
     assert actors.fold_resources(10, device="auto") == (1, 1.6, 0.1)
     assert actors.fold_resources(10, device="cpu") == (1, 1.6, 0.0)
     assert actors.fold_resources(10, num_gpus=0.5) == (5, 8.0, 0.5)  # two half-GPU actors share the CPUs

@@ -117,8 +117,8 @@ def test_cli_helpers(tmp_path):
         parse_assignments(["lr"])
     assert parse_fold_resources("cpu=0.5,gpu=0.25") == {"cpu": 0.5, "gpu": 0.25}
     assert parse_fold_resources(None) == {}
-    with pytest.raises(ValueError, match="cpu=N"):
-        parse_fold_resources("mem=3")
+    with pytest.raises(ValueError, match="bad entry 'mem'; expected NAME=AMOUNT"):
+        parse_fold_resources("mem")
     flat = tmp_path / "flat.yaml"
     flat.write_text("C: 2.0\nkernel: rbf\n")
     nested = tmp_path / "nested.yaml"

@@ -6,6 +6,7 @@ and :func:`resources_from_flags` (the execution flags to a
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn
@@ -96,23 +97,58 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-def parse_fold_resources(text: str | None) -> dict[str, float]:
-    """``"cpu=1,gpu=0.5"`` -> ``{"cpu": 1.0, "gpu": 0.5}``; a missing part is absent (even share).
+#: The form ``--fold-resources`` takes, as its error lines spell it.
+FOLD_RESOURCES_FORM = ("NAME=AMOUNT[,NAME=AMOUNT...], e.g. cpu=1,gpu=0.5,spot=0.01 (NAME: cpu, gpu or a custom Ray "
+                       "resource of letters, digits, _ - : .; a custom AMOUNT > 0)")
+
+
+def _fold_entry(part: str, text: str) -> tuple[str, float]:
+    """One ``NAME=AMOUNT`` of ``--fold-resources`` (``cpu``/``gpu`` in lower case), checked.
 
     Raises:
-        ValueError: Unknown resource names or non-numeric values.
+        ValueError: One line naming the flag, the entry and the expected form.
+    """
+    from serray.training.resources import RESOURCE_NAME
+
+    key, sep, value = (x.strip() for x in part.partition("="))
+    bad = f"--fold-resources {text!r}: bad entry {part.strip()!r}"
+    if not sep or not RESOURCE_NAME.fullmatch(key):
+        raise ValueError(f"{bad}; expected {FOLD_RESOURCES_FORM}")
+    name = key.lower() if key.lower() in ("cpu", "gpu") else key
+    if key.lower() in ("cpus", "gpus", "num_cpus", "num_gpus", "memory", "object_store_memory"):
+        raise ValueError(f"{bad} (not a custom resource: a fold's CPUs and GPUs are cpu= and gpu=, its memory is "
+                         f"not asked for); expected {FOLD_RESOURCES_FORM}")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if math.isnan(amount) or math.isinf(amount):
+        raise ValueError(f"{bad} (the amount must be a number); expected {FOLD_RESOURCES_FORM}")
+    if name not in ("cpu", "gpu") and amount <= 0:
+        raise ValueError(f"{bad} (a custom resource's amount must be > 0); expected {FOLD_RESOURCES_FORM}")
+    return name, amount
+
+
+def parse_fold_resources(text: str | None) -> dict[str, float]:
+    """``"cpu=1,gpu=0.5,spot=0.01"`` -> ``{"cpu": 1.0, "gpu": 0.5, "spot": 0.01}``.
+
+    ``cpu`` and ``gpu`` (any case) are each fold's CPUs and GPUs; any other name is a custom
+    Ray resource (:attr:`serray.training.resources.Resources.fold_custom`), e.g.
+    ``spot=0.01`` or ``accelerator_type:A10G=0.001``. A missing part is absent (the
+    driver's default).
+
+    Raises:
+        ValueError: A malformed entry, a non-numeric amount, a custom amount that is not
+            > 0, or a name given twice: one line naming the flag, the entry and the form.
     """
     if not text:
         return {}
     res: dict[str, float] = {}
     for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or key not in ("cpu", "gpu"):
-            raise ValueError(f"--fold-resources expects cpu=N,gpu=M, got {text!r}")
-        try:
-            res[key] = float(value)
-        except ValueError:
-            raise ValueError(f"--fold-resources: {key} must be a number, got {value!r}") from None
+        name, amount = _fold_entry(part, text)
+        if name in res:
+            raise ValueError(f"--fold-resources {text!r}: {name} is given twice; expected {FOLD_RESOURCES_FORM}")
+        res[name] = amount
     return res
 
 
@@ -124,23 +160,38 @@ def resources_from_flags(*, address: str | None = None, fold_resources: str | No
     :class:`~serray.training.resources.Resources`, checked against this machine before
     anything starts (a joined cluster's nodes are checked once Ray has joined it).
 
-    ``--sequential`` trains in this process (``--fold-resources`` does not apply and is
-    not read), ``--ray`` on Ray; neither lets the driver decide.
+    ``--fold-resources`` names other than ``cpu`` and ``gpu`` become ``fold_custom`` (custom
+    Ray resources every fold actor or task asks for); they make the folds train on Ray.
+    ``--sequential`` trains in this process: its ``cpu=``/``gpu=`` are not read, and a
+    custom resource, which only Ray can honour, is refused.
 
     Raises:
-        ValueError: Bad syntax, both ``--sequential`` and ``--ray``, a bad value, or more
-            CPUs/GPUs per fold than this machine has (for a local Ray).
+        ValueError: Bad syntax, both ``--sequential`` and ``--ray``, ``--sequential``
+            with a custom resource, a bad value, or more CPUs/GPUs per fold than this
+            machine has (for a local Ray).
     """
     from serray.training.resources import Resources
 
     if sequential and use_ray:
         raise ValueError("--sequential and --ray contradict each other; pass one of them")
+    if sequential:
+        _refuse_custom_when_sequential(fold_resources)
     request = {} if sequential else parse_fold_resources(fold_resources)
+    custom = {k: v for k, v in request.items() if k not in ("cpu", "gpu")}
     res = Resources(address=address, device=device, fold_cpus=request.get("cpu"), fold_gpus=request.get("gpu"),
                     folds_per_actor=folds_per_actor, parallel=True if use_ray else (False if sequential else None),
-                    num_cpus=num_cpus)
+                    num_cpus=num_cpus, fold_custom=custom)
     res.check()
     return res
+
+
+def _refuse_custom_when_sequential(text: str | None) -> None:
+    """``--sequential`` reads no ``--fold-resources``; a custom resource in it would be ignored: refused."""
+    names = [part.partition("=")[0].strip() for part in (text or "").split(",") if part.strip()]
+    custom = [n for n in names if n.lower() not in ("cpu", "gpu")]
+    if custom:
+        raise ValueError(f"--fold-resources {text}: custom Ray resources ({', '.join(custom)}) place folds on Ray "
+                         "nodes, but --sequential trains them in this process; drop one of them")
 
 
 def check_name_option(option: str, value: str | None) -> None:

@@ -52,7 +52,7 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--seeds", "seeds_text", default="0", show_default=True, help="Training seeds: 0,1,2 or 0-4 (the matrix is their mean).")
 @click.option("--name", default=None, help="Output folder W/crosscorpus/NAME and run prefix (default crosscorpus-MODEL-LABELS).")
 @address_option
-@click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M", help="Resources of the fold actor.")
+@click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M,NAME=X", help="Resources of the fold actor (NAME=X: a custom Ray resource, e.g. spot=0.01).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--sequential", is_flag=True, help="Train in this process (no Ray).")
 @track_option

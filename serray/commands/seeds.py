@@ -23,7 +23,7 @@ from serray.commands._common import (
                    "the hash covering the config and the other settings). A run that holds results of other "
                    "settings is refused.")
 @address_option
-@click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=C,gpu=G", help="Resources of each fold task.")
+@click.option("--fold-resources", default="cpu=1", show_default=True, metavar="cpu=N,gpu=M,NAME=X", help="Resources of each fold task (NAME=X: a custom Ray resource, e.g. spot=0.01).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--keep-models/--no-keep-models", default=True, show_default=True,
               help="Keep every fold's trained model under W/models/RUN/CONFIG__seedS (for serray predict and export).")

@@ -65,7 +65,7 @@ def _fmt(x: Any) -> str:
                    "a hash of the other settings (k, fold seed, validation, corpora) and seed). A run that "
                    "already holds results of other settings is refused.")
 @address_option
-@click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M",
+@click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M,NAME=X",
               help="Resources of each fold actor; folds are packed onto as many actors as fit at once "
                    "(default: one actor per CPU, sharing CPUs and GPUs evenly).")
 @click.option("--folds-per-actor", type=int, default=None, help="Folds hosted by each actor (default: as needed to fit).")

@@ -20,7 +20,7 @@ from serray.workdir import Workdir
 @click.option("--name", default=None, help="Experiment name (default tune-MODEL-FEATURES-PROTOCOL-LABELS).")
 @click.option("--storage", default=None, help="Tune storage path, e.g. s3://bucket/serray (default W/tune).")
 @address_option
-@click.option("--fold-resources", default=None, metavar="cpu=C,gpu=G", help="Resources of each fold actor (default: one trial's folds share the cluster).")
+@click.option("--fold-resources", default=None, metavar="cpu=N,gpu=M,NAME=X", help="Resources of each fold actor; NAME=X asks for a custom Ray resource, e.g. spot=0.01 (default: one trial's folds share the cluster).")
 @click.option("--max-concurrent-trials", default=None, type=int)
 @click.option("--time-budget", default=None, type=float, help="Stop starting trials after this many seconds.")
 @click.option("--grace-period", default=None, type=int,

@@ -15,8 +15,9 @@ decision, which needs one cross-fold number at that epoch.
 Resources and packing: every fold is alive at once, and each actor is a
 process with its own torch (about 0.5 GB before any data). So folds are packed onto as
 many actors as fit: by default one actor per CPU of the cluster (at most one per fold),
-sharing the CPUs (and GPUs, when the device is CUDA) evenly; with explicit ``num_cpus``
-per actor, as many actors as fit into the cluster's CPUs. An actor hosting several folds
+sharing the CPUs (and GPUs, when the device is CUDA) evenly, on a cluster sized from its
+nodes so that all of them fit at once (:func:`fold_resources`); with explicit ``num_cpus``
+per actor, as many actors as fit into the nodes' CPUs. An actor hosting several folds
 steps them one after another within each epoch. Each actor runs torch with
 ``max(1, floor(num_cpus))`` threads. On a 2-core laptop the 10 LOSO folds thus run in 2
 actors of 5 folds; on a 16-core node in 10 actors of one fold each.
@@ -229,12 +230,16 @@ def fold_resources(
     num_gpus: float | None = None,
     device: str = "auto",
     folds_per_actor: int | None = None,
+    custom: Mapping[str, float] | None = None,
 ) -> tuple[int, float, float]:
     """How many folds each actor hosts, and each actor's CPUs and GPUs.
 
-    Default: one actor per cluster CPU (at most ``n_folds``), the CPUs (and, unless
-    ``device == "cpu"``, the GPUs) shared evenly. With ``num_cpus`` (and/or
-    ``num_gpus``) given: as many actors of that size as fit at once.
+    Default: one actor per CPU of the nodes (at most ``n_folds``), each sized from the
+    nodes so that all of them fit at once (:func:`serray.raycluster.fold_size`): on one
+    node its CPUs (and, unless ``device == "cpu"``, its GPUs) shared evenly; on a cluster
+    never an actor larger than a node. With ``num_cpus`` (and/or ``num_gpus``) given: as
+    many actors of that size as fit the nodes at once. ``custom`` (custom Ray resources
+    of each actor): only the nodes that have them count.
 
     Returns:
         ``(folds_per_actor, num_cpus, num_gpus)``.
@@ -245,35 +250,29 @@ def fold_resources(
     """
     import ray
 
+    from serray.raycluster import fold_nodes, fold_size, slots
+
     if n_folds < 1:
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
     if (num_cpus is not None and num_cpus < 0) or (num_gpus is not None and num_gpus < 0):
         raise ValueError(f"fold resources must be >= 0, got cpu={num_cpus}, gpu={num_gpus}")
     if folds_per_actor is not None and folds_per_actor < 1:
         raise ValueError(f"folds_per_actor must be >= 1, got {folds_per_actor}")
-    total = ray.cluster_resources() if ray.is_initialized() else {}
-    cpus_total = float(total.get("CPU", 1.0))
-    gpus_total = float(total.get("GPU", 0.0)) if device != "cpu" else 0.0
+    nodes = fold_nodes(custom) if ray.is_initialized() else [{"CPU": 1.0}]
+    cpus_total = sum(float(n.get("CPU", 0.0)) for n in nodes) or 1.0
+    gpus_total = sum(float(n.get("GPU", 0.0)) for n in nodes)
     if num_cpus is not None and num_cpus > cpus_total + 1e-9:
         raise ValueError(f"one fold actor with cpu={num_cpus} exceeds the cluster's {cpus_total} CPUs")
-    if num_gpus is not None and num_gpus > float(total.get("GPU", 0.0)) + 1e-9:
-        raise ValueError(f"one fold actor with gpu={num_gpus} exceeds the cluster's {total.get('GPU', 0)} GPUs")
+    if num_gpus is not None and num_gpus > gpus_total + 1e-9:
+        raise ValueError(f"one fold actor with gpu={num_gpus} exceeds the cluster's {gpus_total:g} GPUs")
     if folds_per_actor is None:
-        fit = n_folds
-        if num_cpus is None and num_gpus is None:
-            fit = max(1, int(cpus_total))
-        if num_cpus:
-            fit = min(fit, int(cpus_total // num_cpus + 1e-9))
-        if num_gpus:
-            fit = min(fit, int(float(total.get("GPU", 0.0)) // num_gpus + 1e-9))
+        fit = n_folds if num_cpus is not None or num_gpus is not None else max(1, int(cpus_total))
+        fit = min(fit, slots(nodes, {"CPU": num_cpus or 0.0, "GPU": num_gpus or 0.0, **dict(custom or {})}))
         n_actors = max(1, min(n_folds, fit))
         folds_per_actor = math.ceil(n_folds / n_actors)
     n_actors = math.ceil(n_folds / folds_per_actor)
-    if num_cpus is None:
-        num_cpus = math.floor(100 * cpus_total / n_actors) / 100 or 0.01
-    if num_gpus is None:
-        num_gpus = math.floor(100 * gpus_total / n_actors) / 100 if gpus_total else 0.0
-    return int(folds_per_actor), float(num_cpus), float(num_gpus)
+    cpus, gpus = fold_size(nodes, n_actors, num_cpus, num_gpus, custom, gpus=device != "cpu")
+    return int(folds_per_actor), float(cpus), float(gpus)
 
 
 def fold_groups(folds: Sequence[Any], per_actor: int) -> list[list[int]]:

@@ -360,7 +360,10 @@ def _run_on_actors(spec: ModelSpec, config: Mapping[str, Any], inputs: TrainingI
     if "scheduling_strategy" in opts and folds_per_actor is None:
         folds_per_actor = 1  # the placement group was sized by the caller
     device = resources.device
-    per_actor, cpus, gpus = fold_resources(len(folds), resources.fold_cpus, resources.fold_gpus, device, folds_per_actor)
+    per_actor, cpus, gpus = fold_resources(len(folds), resources.fold_cpus, resources.fold_gpus, device, folds_per_actor,
+                                           custom=resources.fold_custom)
+    if resources.fold_custom and "scheduling_strategy" not in opts:  # a placement group's bundles hold them
+        opts.setdefault("resources", dict(resources.fold_custom))
     log.info("%d fold(s) on %d actor(s) (cpu=%s, gpu=%s each)", len(folds), math.ceil(len(folds) / per_actor), cpus, gpus)
     actors = FoldActors.start(spec, config, shared, folds, per_actor=per_actor, num_cpus=cpus, num_gpus=gpus,
                               normalize=normalize, seed=seed, device=device, options=opts)
@@ -398,9 +401,10 @@ def fold_task(model: ModelSpec | str, config: Mapping[str, Any], shared: SharedI
 
 
 def run_tasks(fn: Callable[..., Any], jobs: Iterable[tuple[Any, tuple]], *, num_cpus: float, num_gpus: float = 0.0,
-              max_retries: int | None = None) -> Iterator[tuple[Any, Any]]:
+              max_retries: int | None = None, custom: Mapping[str, float] | None = None) -> Iterator[tuple[Any, Any]]:
     """Run ``fn(*args)`` as one Ray task per ``(key, args)`` of ``jobs`` (Ray must be running);
-    yield ``(key, result)`` in the order the tasks finish.
+    yield ``(key, result)`` in the order the tasks finish. ``custom``: custom Ray resources
+    each task asks for (:attr:`~serray.training.resources.Resources.fold_custom`).
 
     Tasks reuse Ray's worker processes, so thousands of jobs cost no actor start-up each.
     """
@@ -409,6 +413,8 @@ def run_tasks(fn: Callable[..., Any], jobs: Iterable[tuple[Any, tuple]], *, num_
     opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
     if max_retries is not None:
         opts["max_retries"] = max_retries
+    if custom:
+        opts["resources"] = dict(custom)
     task = ray.remote(fn).options(**opts)
     pending = {task.remote(*args): key for key, args in jobs}
     remaining = list(pending)

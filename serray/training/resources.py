@@ -2,9 +2,9 @@
 
 The execution settings of ``serray train``, ``seeds``, ``tune`` (plain and nested),
 ``crosscorpus``, ``ensemble`` and ``demo`` travel as one frozen object: the Ray cluster
-to join, the torch device, the CPUs and GPUs of each fold actor (or fold task), how many
-folds an actor hosts, whether folds train on Ray or in this process, and how many CPUs a
-local Ray gets. None of them changes a number a run produces; they are kept out of
+to join, the torch device, the CPUs, GPUs and custom Ray resources of each fold actor (or
+fold task), how many folds an actor hosts, whether folds train on Ray or in this process,
+and how many CPUs a local Ray gets. None of them changes a number a run produces; they are kept out of
 :class:`~serray.training.spec.RunSpec`, which says *what* is trained.
 
 :meth:`Resources.start_ray` is the one way a driver starts or joins Ray
@@ -27,10 +27,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["Resources", "DEVICES"]
+__all__ = ["Resources", "DEVICES", "RESOURCE_NAME", "RAY_BUILTIN"]
 
 #: Torch devices a run may ask for (``auto``: CUDA when the process sees a GPU).
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,6 +46,32 @@ def _number(name: str, value: Any, low: float, integer: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{name} must be {kind} >= {low:g} or None, got {value!r}")
+
+
+#: A Ray resource name as ``--fold-resources`` and :attr:`Resources.fold_custom` take it.
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+#: Ray's own resources, which are not asked for by name (``num_cpus``, ``num_gpus``, ``memory``).
+RAY_BUILTIN = ("cpu", "gpu", "memory", "object_store_memory")
+
+
+def _custom(value: Any) -> dict[str, float]:
+    """``fold_custom`` as a plain ``{name: amount}`` (amounts as floats), checked.
+
+    Raises:
+        ValueError: A name that is not a Ray resource name or is one of Ray's own
+            (:data:`RAY_BUILTIN`), or an amount that is not a number > 0.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"fold_custom must be a mapping of Ray resource names to amounts > 0, got {value!r}")
+    out: dict[str, float] = {}
+    for key, amount in value.items():
+        if not isinstance(key, str) or not RESOURCE_NAME.fullmatch(key) or key.lower() in RAY_BUILTIN:
+            raise ValueError(f"fold_custom names custom Ray resources (letters, digits, _ - : .), not {key!r}; "
+                             "use fold_cpus / fold_gpus for CPUs and GPUs")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < math.inf:
+            raise ValueError(f"fold_custom[{key!r}] must be a number > 0, got {amount!r}")
+        out[key] = float(amount)
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,9 +93,12 @@ class Resources:
             driver decides (:func:`serray.training.executor.choose_execution`).
         num_cpus: CPUs of a local Ray (default: all this process may use; ignored when
             joining a cluster); the ensemble search also runs at most this many tasks.
-        fold_custom: Custom Ray resources every bundle of a tune trial asks for (e.g.
-            ``{"spot": 0.01}`` pins trials to nodes started with ``--resources
-            '{"spot": 1}'``); Python API only.
+        fold_custom: Custom Ray resources every fold actor, fold task and tune-trial
+            bundle asks for besides its CPUs and GPUs (``--fold-resources
+            cpu=1,spot=0.01``), e.g. ``{"spot": 0.01}`` pins the folds to nodes started
+            with ``--resources '{"spot": 1}'``; names as Ray spells them (letters,
+            digits, ``_ - : .``), amounts > 0. Only Ray can place such work, so a
+            ``parallel`` of ``None`` becomes ``True`` and ``False`` is refused.
     """
 
     address: str | None = None
@@ -84,7 +115,9 @@ class Resources:
 
         Raises:
             ValueError: An unknown device, negative or non-numeric resources, fewer than
-                one fold per actor or local CPU, an empty address, or a non-bool ``parallel``.
+                one fold per actor or local CPU, an empty address, a non-bool ``parallel``,
+                or a bad ``fold_custom`` (a name that is not a custom Ray resource, an
+                amount not > 0, or ``parallel=False`` with one).
         """
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -92,12 +125,14 @@ class Resources:
         _number("fold_gpus (--fold-resources gpu=)", self.fold_gpus, 0)
         _number("folds_per_actor (--folds-per-actor)", self.folds_per_actor, 1, integer=True)
         _number("num_cpus (--num-cpus)", self.num_cpus, 1, integer=True)
-        for key, value in dict(self.fold_custom or {}).items():
-            if not isinstance(key, str) or key.lower() in ("cpu", "gpu"):
-                raise ValueError(f"fold_custom names custom Ray resources, not {key!r}; use fold_cpus / fold_gpus for CPUs and GPUs")
-            _number(f"fold_custom[{key!r}]", value, 0)
+        object.__setattr__(self, "fold_custom", _custom(self.fold_custom))
         if self.parallel not in (None, True, False):
             raise ValueError(f"parallel must be True, False or None (the driver decides), got {self.parallel!r}")
+        if self.fold_custom and self.parallel is False:
+            raise ValueError(f"fold_custom {self.fold_custom} asks Ray for custom resources, but parallel=False "
+                             "(--sequential) trains in this process; drop one of them")
+        if self.fold_custom:
+            object.__setattr__(self, "parallel", True)  # only Ray places work on the nodes that have them
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
             raise ValueError(f"address must be 'auto', 'HOST:PORT' or None (a local Ray), got {self.address!r}")
 
@@ -119,9 +154,24 @@ class Resources:
         """Each fold actor's or task's request, ``{"cpu": c, "gpu": g}`` (0 where unset)."""
         return {"cpu": float(self.fold_cpus or 0.0), "gpu": float(self.fold_gpus or 0.0)}
 
+    def ray_request(self) -> dict[str, float]:
+        """:meth:`request` with the custom resources, as the node check reads it
+        (:func:`serray.raycluster.check_request`).
+
+        Example:
+            >>> Resources(fold_cpus=1, fold_custom={"spot": 0.01}).ray_request()
+            {'cpu': 1.0, 'gpu': 0.0, 'spot': 0.01}
+        """
+        return {**self.request(), **self.fold_custom}
+
     def fold_record(self) -> dict[str, Any]:
-        """The fold resources as a run record stores them (``num_cpus``, ``num_gpus``, ``folds_per_actor``)."""
-        return {"num_cpus": self.fold_cpus, "num_gpus": self.fold_gpus, "folds_per_actor": self.folds_per_actor}
+        """The fold resources as a run record stores them (``num_cpus``, ``num_gpus``,
+        ``folds_per_actor``, and ``custom`` when any are asked for)."""
+        record: dict[str, Any] = {"num_cpus": self.fold_cpus, "num_gpus": self.fold_gpus,
+                                  "folds_per_actor": self.folds_per_actor}
+        if self.fold_custom:
+            record["custom"] = dict(self.fold_custom)
+        return record
 
     def check(self) -> None:
         """Refuse a fold request this machine cannot hold, before anything starts (a joined
@@ -132,7 +182,7 @@ class Resources:
         """
         from serray.raycluster import check_request
 
-        check_request(self.request(), self.address)
+        check_request(self.ray_request(), self.address)
 
     def start_ray(self) -> None:
         """Start a local Ray or join :attr:`address`, checking the fold request against

@@ -252,7 +252,8 @@ def _train_parts(run: RunSpec, exp: Experiment, todo: Sequence[tuple[str, int]],
             for name, s in todo for fold in exp.folds]
     done: dict[tuple[str, int], list] = {}
     bar = tqdm(total=len(jobs), desc="seed folds", unit="fold", disable=not progress)
-    for (name, s), result in run_tasks(fold_task, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=2):
+    for (name, s), result in run_tasks(fold_task, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=2,
+                                          custom=resources.fold_custom):
         done.setdefault((name, s), []).append(result)
         bar.update(1)
         if len(done[(name, s)]) == len(exp.folds):

@@ -234,7 +234,8 @@ def _run_searches(search: NestedSearch, exp: Any, todo: Sequence[Any], folder: P
     shared = put_inputs(exp.inputs)
     jobs = [(fold.index, (search, shared, fold)) for fold in todo]
     request = resources.request()
-    for _, (summary, res) in run_tasks(search_fold, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"]):
+    for _, (summary, res) in run_tasks(search_fold, jobs, num_cpus=request["cpu"], num_gpus=request["gpu"],
+                                        custom=resources.fold_custom):
         done(summary, res)
     return out
 

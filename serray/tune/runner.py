@@ -379,7 +379,8 @@ def _launch(prep: PreparedSearch, options: SearchOptions, *, max_concurrent_tria
     from serray.tune import pool as fold_pool
 
     res = options.resources
-    per, cpu, gpu = fold_resources(len(prep.exp.folds), res.fold_cpus, res.fold_gpus, res.device, res.folds_per_actor)
+    per, cpu, gpu = fold_resources(len(prep.exp.folds), res.fold_cpus, res.fold_gpus, res.device, res.folds_per_actor,
+                                   custom=res.fold_custom)
     shared = put_inputs(prep.exp.inputs)
     if not fold_pool.pool_enabled(res.address, gpu):
         return _Launch(shared, per, cpu, gpu)
