@@ -96,13 +96,19 @@ def _run_record(w: Workdir, run: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_models(workdir: str | Path, source: str, out: str | Path) -> Path:
+def export_models(workdir: str | Path, source: str, out: str | Path, *, onnx: bool = False) -> Path:
     """Export ``source`` (``RUN`` or ``ensemble:NAME[:k=K]``) of ``workdir`` to ``out``; returns ``out``.
 
+    ``onnx``: also an ONNX graph per torch member (:mod:`serray.artifacts.onnx_export`).
+
     Raises:
-        ValueError: An unknown run or ensemble, members without kept models, or an ``out``
-            that exists and is not empty.
+        ValueError: An unknown run or ensemble, members without kept models, an ``out``
+            that exists and is not empty, or ``onnx`` without its packages.
     """
+    from serray.artifacts.onnx_export import export_onnx, require_onnx
+
+    if onnx:
+        require_onnx()
     w, out = Workdir(workdir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty; give a new folder")
@@ -116,14 +122,15 @@ def export_models(workdir: str | Path, source: str, out: str | Path) -> Path:
         rel = Path("members") / src.relative_to(w.models_dir)
         shutil.copytree(src, out / rel)
         members.append(rel.as_posix())
+    graphs = export_onnx(out, members) if onnx else None
     runs = sorted({Path(m).parts[1] for m in members})
     records = {r: _run_record(w, r) for r in runs}
     from serray.artifacts.card import model_card
 
-    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out))
+    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out, onnx=graphs))
     files = {p.relative_to(out).as_posix(): sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     meta = {"format": "serray-export", "format_version": 1, "source": source, "fusion": "logits",
-            "members": members, "selected": selected, "files": files}
+            "members": members, "selected": selected, "files": files, **({"onnx": graphs} if onnx else {})}
     (out / EXPORT_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return out
 

@@ -13,14 +13,19 @@ from serray.commands._common import fail
               help="A run (all its kept fold models) or an ensemble search's validation-selected subset "
                    "(of size K; default the search's best).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="New folder to write.")
-def command(workdir: str, source: str, out: str) -> None:
+@click.option("--onnx", is_flag=True, help="Also write model.onnx next to each torch member's weights (needs "
+              "pip install 'serray[onnx]'); members that cannot be exported are listed with the reason.")
+def command(workdir: str, source: str, out: str, onnx: bool) -> None:
     """Export kept fold models of WORKDIR with their fusion rule, a model card and checksums.
 
     The folder holds the members (kept fold models: safetensors weights, npz arrays,
     model.json), export.json (members, fusion = sum of logits, sha256 of every file) and
     README.md (data, protocol, label set, the test estimate and how it was selected,
     what is transductive, library versions). `serray predict OUT AUDIO...` and
-    `serray.load(OUT)` read it without the work directory.
+    `serray.load(OUT)` read it without the work directory. With --onnx every torch
+    member also gets model.onnx (utterance logits of normalised inputs) and onnx.json
+    (its inputs, their normalisation, the class order); members without a graph are
+    listed with the reason in export.json and the model card.
 
     \b
     Example:
@@ -29,7 +34,7 @@ def command(workdir: str, source: str, out: str) -> None:
     from serray.artifacts.export import export_models
 
     try:
-        path = export_models(workdir, source, out)
+        path = export_models(workdir, source, out, onnx=onnx)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     click.echo(f"exported {source} to {path} (model card: {path / 'README.md'})")
