@@ -2,7 +2,8 @@
 together; each torch family's graph, run with onnxruntime on its fold's normalised test
 inputs, gives the fold's test logits (max abs difference <= 1e-4), or the family is listed
 with its reason (scikit-learn ones: "not a torch model"); the graphs are covered by the
-export's checksums and listed in the model card."""
+export's checksums and listed in the model card; ``serray.load(DIR, runtime="onnx")``
+scores with them."""
 
 from __future__ import annotations
 
@@ -98,9 +99,13 @@ def test_onnx_graph_gives_the_folds_test_logits(exported, name):
     got = session.run(["logits"], onnx_feeds(info, norm, aux))[0]
     assert got.shape == res.test_logits.shape
     assert np.abs(got - res.test_logits).max() <= 1e-4
+    # serray.load(runtime="onnx"): the same logits from raw features, in chunks padded each to its own length
+    member_model = serray.load(out / member, runtime="onnx").members[0]
+    member_model.meta["config"]["eval_batch_size"] = 3
+    assert np.abs(member_model.logits(packed, speakers=speakers, aux=aux) - res.test_logits).max() <= 1e-4
 
 
-def test_a_changed_graph_is_refused_and_onnx_needs_its_packages(exported, tmp_path, monkeypatch):
+def test_a_changed_graph_is_refused_runtime_onnx_needs_every_graph_and_onnx_needs_its_packages(exported, tmp_path, monkeypatch):
     out, meta, _ = exported
     serray.load(out)  # the graphs and their metadata are no obstacle to loading
     graph = out / next(iter(meta["onnx"]["exported"])) / "model.onnx"
@@ -111,6 +116,10 @@ def test_a_changed_graph_is_refused_and_onnx_needs_its_packages(exported, tmp_pa
             serray.load(out)
     finally:
         graph.write_bytes(original)
+    with pytest.raises(ArtifactError, match=r"model.onnx: missing; runtime='onnx' needs every member exported"):
+        serray.load(out, runtime="onnx")  # the scikit-learn members have no graph
+    with pytest.raises(ValueError, match=r"runtime must be one of \['torch', 'onnx'\]"):
+        serray.load(out, runtime="tflite")
     import importlib.util
 
     real = importlib.util.find_spec

@@ -46,10 +46,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from serray.artifacts.files import ArtifactError
 from serray.artifacts.fold_model import FoldModel, read_fold_model
 
 __all__ = ["ONNX_FILE", "ONNX_META", "TOLERANCE", "NOT_TORCH", "NotExportable", "graph_inputs", "onnx_feeds", "require_onnx",
-           "export_member", "export_onnx"]
+           "export_member", "export_onnx", "OnnxFoldModel", "onnx_members"]
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +379,65 @@ def export_onnx(out: str | Path, members: Sequence[str]) -> dict[str, Any]:
                             "inputs": [i["name"] for i in meta["inputs"]], "classes": meta["classes"]}
     log.info("ONNX graphs for %d of %d member(s)", len(exported), len(members))
     return {"exported": exported, "not_exported": skipped}
+
+
+class OnnxFoldModel:
+    """A kept fold model that scores with its ``model.onnx`` in onnxruntime (``serray.load(DIR, runtime="onnx")``).
+
+    Inputs are normalised as the member records (:meth:`FoldModel.normalized
+    <serray.artifacts.fold_model.FoldModel.normalized>`), fed in chunks of the config's
+    ``eval_batch_size`` (:func:`onnx_feeds`), and the graph gives the utterance logits.
+
+    Attributes:
+        model: The kept fold model (its metadata, normalisation statistics).
+        folder, meta, classes: Those of :attr:`model`.
+        onnx: The member's ``onnx.json``.
+    """
+
+    def __init__(self, model: FoldModel) -> None:
+        path = model.folder / ONNX_META
+        if not (model.folder / ONNX_FILE).is_file() or not path.is_file():
+            raise ArtifactError(f"{model.folder / ONNX_FILE}: missing; runtime='onnx' needs every member exported with "
+                                f"serray export --onnx (export.json's onnx.not_exported says why a member has no graph)")
+        self.model, self.folder, self.meta, self.classes = model, model.folder, model.meta, model.classes
+        self.onnx = json.loads(path.read_text())
+        self._session: Any = None
+
+    @property
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        """As :attr:`FoldModel.inputs <serray.artifacts.fold_model.FoldModel.inputs>`."""
+        return self.model.inputs
+
+    @property
+    def transductive(self) -> bool:
+        """As :attr:`FoldModel.transductive <serray.artifacts.fold_model.FoldModel.transductive>`."""
+        return self.model.transductive
+
+    def logits(self, packed: Mapping[str, Any], *, speakers: Sequence[str] | None = None,
+               aux: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Utterance logits ``[N, C]`` (float32) of raw features per input role, as :meth:`FoldModel.logits
+        <serray.artifacts.fold_model.FoldModel.logits>` computes them, from the ONNX graph."""
+        if self._session is None:
+            require_onnx()
+            import onnxruntime
+
+            self._session = onnxruntime.InferenceSession(str(self.folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+        norm = {role: self.model.normalized(role, packed[role], speakers) for role in self.inputs}
+        n = next(iter(norm.values())).n
+        size = int(self.meta["config"].get("eval_batch_size", 256))
+        out = []
+        for start in range(0, n, size):
+            idx = np.arange(start, min(start + size, n))
+            part = {role: p.take(idx) for role, p in norm.items()}
+            codes = {role: np.asarray(c)[idx] for role, c in (aux or {}).items()}
+            out.append(self._session.run(["logits"], onnx_feeds(self.onnx, part, codes))[0])
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def onnx_members(members: Sequence[FoldModel]) -> list[OnnxFoldModel]:
+    """Every member as an :class:`OnnxFoldModel`.
+
+    Raises:
+        ArtifactError: A member without ``model.onnx`` (naming it).
+    """
+    return [OnnxFoldModel(m) for m in members]
