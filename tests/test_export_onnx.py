@@ -127,3 +127,27 @@ def test_a_changed_graph_is_refused_runtime_onnx_needs_every_graph_and_onnx_need
     with pytest.raises(ValueError, match=r"--onnx needs onnxruntime: pip install 'serray\[onnx\]'"):
         serray.artifacts.export_models(out.parent / "w", RUN, tmp_path / "x", onnx=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_graph_that_differs_from_torch_is_not_kept(exported, tmp_path, monkeypatch):
+    """The export's onnxruntime check: a graph whose logits differ from the torch model's
+    (here the reference shifted by 1) is removed and the member gets the reason."""
+    import shutil
+
+    from serray.artifacts import onnx_export
+
+    out, _, _ = exported
+    folder = tmp_path / "m"
+    shutil.copytree(out / _member("mlp"), folder)
+    for f in ("model.onnx", "onnx.json"):
+        (folder / f).unlink()
+    real = onnx_export._logits_graph
+
+    def shifted(model, inputs, aux_roles, exportable=True):
+        graph = real(model, inputs, aux_roles, exportable)
+        return graph if exportable else (lambda *tensors: graph(*tensors) + 1.0)
+
+    monkeypatch.setattr(onnx_export, "_logits_graph", shifted)
+    with pytest.raises(onnx_export.NotExportable, match=r"the ONNX logits differ from torch's by 1 \(tolerance 0.0001\)"):
+        onnx_export.export_member(folder)
+    assert not (folder / "model.onnx").exists() and not (folder / "onnx.json").exists()

@@ -8,7 +8,7 @@ exporter, which needs ``onnx`` and ``onnxscript``: ``pip install 'serray[onnx]'`
 ``onnx.json`` beside it says what the graph expects (:func:`graph_inputs`):
 
 - a ``vector`` input ``R``: float32 ``[batch, D]``;
-- a ``sequence`` input ``R``: float32 ``[batch, time, D]``, every utterance's frames
+- a ``sequence`` input ``R``: float32 ``[batch, time_R, D]``, every utterance's frames
   zero-padded at the end, and ``R_lengths``: int64 ``[batch]`` valid frames;
 - a ``segments`` input ``R``: float32 ``[segments, C, F, T]``, the segments of all
   utterances one after another, and ``R_counts``: int64 ``[batch]``, how many segments
@@ -316,8 +316,12 @@ def _check_graph(reference: Any, spec: list[dict[str, Any]], path: Path) -> tupl
     except Exception as exc:  # noqa: BLE001
         path.unlink(missing_ok=True)
         raise NotExportable(f"onnxruntime: {_reason(exc)}") from None
-    with torch.no_grad():
-        want = reference(*example).numpy()
+    try:
+        with torch.no_grad():
+            want = reference(*example).numpy()
+    except Exception as exc:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        raise NotExportable(f"the torch model on the check's inputs: {_reason(exc)}") from None
     diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     if not diff <= TOLERANCE:
         path.unlink(missing_ok=True)
@@ -331,6 +335,7 @@ def export_member(folder: str | Path) -> dict[str, Any]:
     Raises:
         NotExportable: A scikit-learn member, or a graph the exporter or its check refuses (the reason).
     """
+    import onnx
     import torch
 
     folder = Path(folder)
@@ -345,8 +350,6 @@ def export_member(folder: str | Path) -> dict[str, Any]:
         raise NotExportable(f"the graph's input names collide: {names}")
     _export_graph(_logits_graph(model, fm.inputs, aux), spec, folder / ONNX_FILE)
     spec, diff = _check_graph(_logits_graph(model, fm.inputs, aux, exportable=False), spec, folder / ONNX_FILE)
-    import onnx
-
     opset = next((o.version for o in onnx.load(str(folder / ONNX_FILE)).opset_import if o.domain in ("", "ai.onnx")), None)
     meta = {
         "format": "serray-onnx", "format_version": 1, "file": ONNX_FILE, "model": fm.meta["model"], "opset": opset,
