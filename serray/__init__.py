@@ -2,9 +2,10 @@
 __version__ = "0.1.0"
 
 
-def load(folder: str):
+def load(folder: str, *, runtime: str = "torch"):
     """A predictor of a run's kept fold models (``W/models/<run>``) or a ``serray export``
-    folder: ``serray.load(DIR).predict(paths)`` (see :mod:`serray.artifacts.predictor`)."""
+    folder: ``serray.load(DIR).predict(paths)`` (see :mod:`serray.artifacts.predictor`);
+    ``runtime="onnx"`` scores with the graphs of ``serray export --onnx``."""
     from serray.artifacts import predictor
 
-    return predictor.load(folder)
+    return predictor.load(folder, runtime=runtime)

@@ -78,10 +78,23 @@ def _refit_caveat(refit: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"was selected). **It is not a measurement of the refit models in this folder.** {seen}", ""]
 
 
+def _onnx_section(onnx: Mapping[str, Any] | None) -> list[str]:
+    """``--onnx``: which members have ``model.onnx`` and, one line each, why the others have none."""
+    if onnx is None:
+        return []
+    done, skipped = onnx.get("exported", {}), onnx.get("not_exported", {})
+    return ["## ONNX", "", f"{len(done)} member(s) have `model.onnx` next to their weights: utterance logits of the "
+            "member's inputs **after** its normalisation; the member's `onnx.json` lists the graph's inputs (names, "
+            "shapes, dynamic axes), the normalisation to apply first and the class order. Fuse by summing the logits.",
+            "", *[f"- `{m}`: no ONNX graph: {reason}" for m, reason in skipped.items()], ""]
+
+
 def model_card(kind: str, name: str, selected: Mapping[str, Any], records: Mapping[str, dict], members: Sequence[str],
-               out: Path | None, refit: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+               out: Path | None, refit: Mapping[str, Mapping[str, Any]] | None = None, *,
+               onnx: Mapping[str, Any] | None = None) -> str:
     """Markdown: data, protocol, label set, test estimate and its selection, transductive parts, versions
-    (and, for ``refit`` members, how they were retrained and what the estimate then means)."""
+    (and, for ``refit`` members, how they were retrained and what the estimate then means; with ``onnx``,
+    :func:`serray.artifacts.onnx_export.export_onnx`'s result, the ONNX graphs)."""
     facts = _member_facts(out, members)
     rec = next(iter(records.values()), {})
     classes = facts[0]["classes"] if facts else rec.get("classes", [])
@@ -112,7 +125,7 @@ def model_card(kind: str, name: str, selected: Mapping[str, Any], records: Mappi
          "speakers': predictions need a `speaker` column (a manifest) and are marked transductive."
          if speaker else "Nothing: every input is standardised with statistics of the training part only (or of "
          "each utterance alone)."), "",
-        "## Library versions", "", *[f"- {k}: {v}" for k, v in sorted(versions.items())], "",
+        "## Library versions", "", *[f"- {k}: {v}" for k, v in sorted(versions.items())], "", *_onnx_section(onnx),
         "## Files", "", "`export.json` lists every file with its sha256; loading refuses a mismatch, a missing member "
         "and any file that could execute code (weights are safetensors, arrays npz without pickle).", "",
     ]

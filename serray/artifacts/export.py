@@ -99,7 +99,7 @@ def _run_record(w: Workdir, run: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_models(workdir: str | Path, source: str, out: str | Path, *, refit: str = "none",
+def export_models(workdir: str | Path, source: str, out: str | Path, *, refit: str = "none", onnx: bool = False,
                   progress: Callable[[str], None] | None = None, resources: Any = None) -> Path:
     """Export ``source`` (``RUN`` or ``ensemble:NAME[:k=K]``) of ``workdir`` to ``out``; returns ``out``.
 
@@ -107,18 +107,22 @@ def export_models(workdir: str | Path, source: str, out: str | Path, *, refit: s
         refit: ``"none"``: the kept fold models (one per fold, configuration and seed);
             ``"all-data"``: one model per configuration and seed, retrained on every
             training utterance (:mod:`serray.artifacts.refit`).
+        onnx: Also an ONNX graph per torch member (:mod:`serray.artifacts.onnx_export`).
         progress: Called with a line before and after each refit member.
         resources: Where refit members train (default in this process).
 
     Raises:
         ValueError: An unknown run or ensemble, members without kept models, an ``out``
-            that exists and is not empty, an unknown ``refit``, or a member that cannot
-            be refit (the message says what to do).
+            that exists and is not empty, an unknown ``refit``, a member that cannot
+            be refit (the message says what to do), or ``onnx`` without its packages.
     """
+    from serray.artifacts.onnx_export import export_onnx, require_onnx
     from serray.artifacts.refit import REFIT_MODES, refit_members
 
     if refit not in REFIT_MODES:
         raise ValueError(f"--refit {refit!r}: use one of {list(REFIT_MODES)}")
+    if onnx:
+        require_onnx()
     w, out = Workdir(workdir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty; give a new folder")
@@ -132,15 +136,16 @@ def export_models(workdir: str | Path, source: str, out: str | Path, *, refit: s
         members, infos = refit_members(w, folders, out, progress, resources)
     else:
         members = _copy_members(w, folders, out)
+    graphs = export_onnx(out, members) if onnx else None
     runs = sorted({Path(m).parts[1] for m in members})
     records = {r: _run_record(w, r) for r in runs}
     from serray.artifacts.card import model_card
 
-    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out, refit=infos or None))
+    (out / "README.md").write_text(model_card(kind, name, selected, records, members, out, refit=infos or None, onnx=graphs))
     files = {p.relative_to(out).as_posix(): sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
     meta = {"format": "serray-export", "format_version": 1, "source": source, "fusion": "logits",
             "members": members, "selected": selected, "refit": refit, "files": files,
-            **({"refit_members": infos} if infos else {})}
+            **({"refit_members": infos} if infos else {}), **({"onnx": graphs} if onnx else {})}
     (out / EXPORT_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return out
 

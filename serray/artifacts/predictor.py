@@ -223,14 +223,22 @@ def _export_members(folder: Path) -> tuple[list[Path], str]:
     return members, str(meta.get("fusion", "logits"))
 
 
-def load(folder: str | Path) -> Predictor:
+def load(folder: str | Path, *, runtime: str = "torch") -> Predictor:
     """A :class:`Predictor` of a run's kept-models folder (``W/models/<run>``: every fold model
     under it) or of an export folder (``serray export``; its checksums checked).
 
+    ``runtime="onnx"``: the members score with the ``model.onnx`` of ``serray export --onnx``
+    in onnxruntime (:class:`serray.artifacts.onnx_export.OnnxFoldModel`); the default
+    ``"torch"`` with their kept weights (or estimator).
+
     Raises:
         ArtifactError: No such folder, no fold models, a missing member, a checksum
-            mismatch or a file that would execute code, naming the file.
+            mismatch or a file that would execute code, naming the file; with
+            ``runtime="onnx"``, a member without ``model.onnx``.
+        ValueError: An unknown ``runtime``.
     """
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime must be one of ['torch', 'onnx'], got {runtime!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: no such folder; give a run's kept models (W/models/RUN) or a serray export folder")
@@ -239,4 +247,9 @@ def load(folder: str | Path) -> Predictor:
         paths, fusion = _export_members(folder)
     else:
         paths, fusion = sorted(p.parent for p in folder.rglob(MODEL_FILE)), "logits"
-    return Predictor(folder, [read_fold_model(p) for p in paths], fusion)
+    members = [read_fold_model(p) for p in paths]
+    if runtime == "onnx":
+        from serray.artifacts.onnx_export import onnx_members
+
+        members = onnx_members(members)
+    return Predictor(folder, members, fusion)

@@ -18,14 +18,19 @@ from serray.commands._common import fail
               help="none: export the kept fold models; all-data: retrain each member (config and seed) once on all "
                    "the run's training data (every fold's training and validation parts) for the median of its folds' "
                    "best epochs, and export those models.")
-def command(workdir: str, source: str, out: str, refit: str) -> None:
+@click.option("--onnx", is_flag=True, help="Also write model.onnx next to each torch member's weights (needs "
+              "pip install 'serray[onnx]'); members that cannot be exported are listed with the reason.")
+def command(workdir: str, source: str, out: str, refit: str, onnx: bool) -> None:
     """Export kept fold models of WORKDIR with their fusion rule, a model card and checksums.
 
     The folder holds the members (kept fold models: safetensors weights, npz arrays,
     model.json), export.json (members, fusion = sum of logits, sha256 of every file) and
     README.md (data, protocol, label set, the test estimate and how it was selected,
     what is transductive, library versions). `serray predict OUT AUDIO...` and
-    `serray.load(OUT)` read it without the work directory.
+    `serray.load(OUT)` read it without the work directory. With --onnx every torch
+    member also gets model.onnx (utterance logits of normalised inputs) and onnx.json
+    (its inputs, their normalisation, the class order); members without a graph are
+    listed with the reason in export.json and the model card.
 
     With --refit all-data each member is instead retrained, with its recorded config and
     seed, on every training utterance of its run (for cross-corpus runs: the training
@@ -42,7 +47,7 @@ def command(workdir: str, source: str, out: str, refit: str) -> None:
     from serray.artifacts.export import export_models
 
     try:
-        path = export_models(workdir, source, out, refit=refit, progress=click.echo)
+        path = export_models(workdir, source, out, refit=refit, onnx=onnx, progress=click.echo)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         fail(str(exc))
     click.echo(f"exported {source} to {path} (model card: {path / 'README.md'})")
