@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from serray.commands._common import address_option, fail
+from serray.commands._common import fail
 
 
 def _ssl_models(items: tuple[str, ...]) -> str | dict[str, str] | None:
@@ -26,7 +26,8 @@ def _ssl_models(items: tuple[str, ...]) -> str | dict[str, str] | None:
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV to write (one row per file).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per feature set.")
-@address_option
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="Extract on the Ray actors of a running cluster; default: no Ray for small inputs (see --ray).")
 @click.option("--ray/--no-ray", "use_ray", default=None,
               help="Force Ray actors on a local Ray (--ray) or never start Ray (--no-ray); default: this process for "
                    "at most 100 files, else the pool `serray features` picks (a local process pool, Ray above 5000 files).")
