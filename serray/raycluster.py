@@ -24,7 +24,8 @@ The entry points that start Ray, all through :func:`start_ray`:
   :func:`serray.tune.nested.nested_tune` (``serray tune --nested``, when parallel);
 * :func:`serray.ensemble.runner.distributed_search` (``serray ensemble``);
 * the feature-extraction actor pool (:mod:`serray.features.workers`, ``serray features``
-  and the extraction a training command triggers);
+  and the extraction a training command triggers, ``serray predict`` with ``--ray``,
+  ``--address`` or a large input);
 * ``serray demo``, once for its whole pipeline.
 
 Commands that never need Ray (scikit-learn models, small CPU jobs, ``--sequential``)

@@ -42,7 +42,7 @@ from serray.features.cache import (
 )
 from serray.workdir import Workdir
 
-__all__ = ["load_features", "list_cached"]
+__all__ = ["load_features", "list_cached", "select_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _split_params(name: str, params: Mapping[str, Any] | None) -> tuple[dict[str
     return params, load
 
 
-def _select_layer(arr: np.ndarray, layer: Any, layers: Sequence[int], axis: int) -> np.ndarray:
+def select_layer(arr: np.ndarray, layer: Any, layers: Sequence[int], axis: int) -> np.ndarray:
     """Pick one stored layer (by hidden-state index or negative position), their mean, or all."""
     if layer == "mean":
         return arr.mean(axis=axis)
@@ -138,7 +138,7 @@ def _read_vectors(
     data = values[np.asarray(rows, dtype=np.int64)] if rows else np.zeros((0, int(np.prod(dims))), np.float32)
     data = data.reshape(len(rows), *dims)
     if sel is not None and len(dims) == 2:
-        data = _select_layer(data, sel, stored_layers or list(range(dims[0])), axis=1)
+        data = select_layer(data, sel, stored_layers or list(range(dims[0])), axis=1)
     data = np.ascontiguousarray(data, dtype=np.float32)
     return out_ids, missing, data, tuple(data.shape[1:])
 
@@ -154,7 +154,7 @@ def _read_arrays(
         if k is not None and k in have:
             arr = cache.read_array(k, mmap=mmap)
             if sel is not None and arr.ndim == 3:  # ssl frames [L, T, H]
-                arr = _select_layer(arr, sel, stored_layers or list(range(arr.shape[0])), axis=0)
+                arr = select_layer(arr, sel, stored_layers or list(range(arr.shape[0])), axis=0)
             if dtype is not None and arr.dtype != dtype:
                 arr = arr.astype(dtype)
             out_ids.append(u)
