@@ -151,3 +151,34 @@ def test_a_graph_that_differs_from_torch_is_not_kept(exported, tmp_path, monkeyp
     with pytest.raises(onnx_export.NotExportable, match=r"the ONNX logits differ from torch's by 1 \(tolerance 0.0001\)"):
         onnx_export.export_member(folder)
     assert not (folder / "model.onnx").exists() and not (folder / "onnx.json").exists()
+
+
+def test_predict_cli_runtime_onnx_gives_the_torch_probabilities_on_audio(synth_copy, tmp_path):
+    """An mlp trained on the synthetic corpus's audio (eGeMAPS), exported with --onnx:
+    `serray predict --runtime onnx` writes the probabilities and labels of `--runtime torch`."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from serray.cli import main
+    from serray.manifest import load_manifests
+    from serray.training.resources import Resources
+    from serray.training.run import train_run
+    from serray.training.spec import RunSpec
+
+    w = synth_copy
+    train_run(RunSpec(str(w), "mlp", features="egemaps", protocol="kfold", k=2, corpora=["synth_a"],
+                      config={"epochs": 3}), run_name="mlp-onnx", resources=Resources(parallel=False))
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(main, ["export", str(w), "--runs", "mlp-onnx", "--out", str(out), "--onnx"])
+    assert r.exit_code == 0, r.output
+    audio = sorted(load_manifests(w)["path"])[:6]
+    tables = {}
+    for runtime in ("torch", "onnx"):
+        csv = tmp_path / f"{runtime}.csv"
+        r = CliRunner().invoke(main, ["predict", str(out), *audio, "--out", str(csv), "--no-progress", "--runtime", runtime])
+        assert r.exit_code == 0, r.output
+        tables[runtime] = pd.read_csv(csv)
+    probs = [c for c in tables["torch"].columns if c.startswith("prob_")]
+    assert len(probs) == 4 and (tables["onnx"]["error"].fillna("") == "").all()
+    assert np.abs(tables["onnx"][probs].to_numpy() - tables["torch"][probs].to_numpy()).max() <= 1e-5
+    assert list(tables["onnx"]["label"]) == list(tables["torch"]["label"])

@@ -35,8 +35,10 @@ def _ssl_models(items: tuple[str, ...]) -> str | dict[str, str] | None:
 @click.option("--gpus-per-actor", type=float, default=0.0, show_default=True, help="GPUs each Ray actor reserves (ssl on GPU).")
 @click.option("--ssl-model", "ssl_models", multiple=True, metavar="[RECORDED=]FOLDER",
               help="Where a recorded ssl model folder lives now (the same weights); FOLDER alone when the models record one.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: score with the model.onnx graphs of `serray export --onnx` in onnxruntime (every member needs one).")
 def command(model_dir: str, inputs: tuple[str, ...], out: str, progress: bool, address: str | None, use_ray: bool | None,
-            num_actors: int | None, gpus_per_actor: float, ssl_models: tuple[str, ...]) -> None:
+            num_actors: int | None, gpus_per_actor: float, ssl_models: tuple[str, ...], runtime: str) -> None:
     """Predict the emotion of audio files with the models in DIR (W/models/RUN or a serray export).
 
     INPUT is audio files, folders (every audio file under them) or manifests (CSV/Parquet
@@ -56,13 +58,14 @@ def command(model_dir: str, inputs: tuple[str, ...], out: str, progress: bool, a
       serray predict W/models/svm-egemaps-loso-native-global-abc-seed0 new_audio/ --out predictions.csv
       serray predict export/ big_corpus.csv --out p.csv --address auto
       serray predict export/ clips/ --out p.csv --ssl-model /old/models/hubert-base=/models/hubert-base
+      serray predict dcnn-export/ clips/ --out p.csv --runtime onnx
     """
     from serray import io
     from serray.artifacts import ArtifactError
     from serray.artifacts.predictor import load
 
     try:
-        table = load(model_dir).predict(list(inputs), progress=progress, address=address, use_ray=use_ray,
+        table = load(model_dir, runtime=runtime).predict(list(inputs), progress=progress, address=address, use_ray=use_ray,
                                         num_actors=num_actors, gpus_per_actor=gpus_per_actor,
                                         ssl_models=_ssl_models(ssl_models))
     except (ValueError, ArtifactError, LookupError) as exc:
