@@ -58,10 +58,15 @@ def _refit_lines(refit: Mapping[str, Mapping[str, Any]]) -> list[str]:
              "Each member (configuration and seed) was trained once more, with its recorded config and seed, on the "
              "union of its run's folds' training and validation parts, without early stopping and without a validation "
              "part. Torch members trained for the median of the folds' best (early-stopped) epochs, rounded half up; "
+             "a multi-stage plan trained each stage for the median over folds of the epochs that stage handed on "
+             "(a model's own per-group selection inside a stage is replaced by that count); "
              "scikit-learn members were fitted once. Normalisation statistics come from all of that training data.", ""]
     for member, info in refit.items():
         epochs = (f"{info['epochs']} epoch(s) (folds' best epochs: {info['fold_best_epochs']})" if info.get("epochs")
                   else "one fit")
+        if info.get("stage_epochs"):
+            epochs = (f"{info['epochs']} epoch(s), per stage {info['stage_epochs']} (folds' epochs per stage: "
+                      f"{info['fold_stage_epochs']})")
         lines.append(f"- `{member}` ({info['model']}): {epochs}; {info['n_utterances']} utterances of "
                      f"{info['n_speakers']} speakers, corpora {info['corpora']}")
     return [*lines, ""]

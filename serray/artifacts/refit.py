@@ -14,13 +14,21 @@ training and validation parts and which has no validation and no test part:
   the training corpora (the test corpus stays unseen);
 * torch members train for :func:`refit_epochs` epochs (the median of the folds' best,
   early-stopped epochs) with no early stopping; scikit-learn members are fitted once;
+* a multi-stage plan (``stages``, e.g. nhnn's DCNN then group heads) trains each stage for
+  its own count (:func:`refit_stage_epochs`): the median over folds of the epochs that
+  stage handed on (its best epoch counted from the stage's start, or all its epochs where
+  nothing selected among them); the plan is written out with those counts
+  (``all-heads@6;heads@3``). A stage whose median is 0 (it improved on the earlier
+  stages' validation score in fewer than half of the folds) is refused: keeping or
+  dropping it is a choice only a validation part can make. A model's own selection by
+  validation inside a stage (nhnn's per-group heads) is replaced by the stage's count;
 * the normalisation statistics come from all of that training data (``speaker``
   normalisation stays transductive at prediction time, as for fold models);
 * the same seed gives bit-identical weights on CPU (the trainer's seeded generators).
 
 The per-fold best epochs are read from the kept fold models' ``model.json``
-(``training.best_epoch``) or, for a ``serray train`` run kept before that was recorded,
-from its ``record.json``.
+(``training.best_epoch``, ``training.stage_best_epochs``) or, for a ``serray train`` run
+kept before they were recorded, from its ``record.json`` (fold metrics and histories).
 
 Example:
     >>> refit_epochs([3, 4, 8])
@@ -47,7 +55,7 @@ from serray.artifacts.fold_model import MODEL_FILE, write_fold_model
 from serray.workdir import Workdir
 
 __all__ = ["REFIT_MODES", "REFIT_DIR", "REFIT_FOLD_INDEX", "Member", "refit_epochs", "all_data_fold", "group_members",
-           "fold_best_epochs", "plan_member", "refit_member", "refit_members"]
+           "fold_best_epochs", "refit_stage_epochs", "fold_stage_epochs", "plan_member", "refit_member", "refit_members"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,10 @@ REFIT_MODES: tuple[str, ...] = ("none", "all-data")
 REFIT_DIR = "refit"
 #: The fold index recorded in a refit model's ``model.json`` (no cross-validation fold).
 REFIT_FOLD_INDEX = -1
+#: How a member's epoch count was chosen (``epochs_rule`` in export.json).
+_EPOCHS_RULE = {"fold": "median of the folds' best epochs, rounded half up",
+                "stage": "per stage, the median over folds of the epochs the stage handed on, rounded half up",
+                "fit": "one fit (scikit-learn)"}
 #: Settings a refit needs from ``W/runs/<run>/settings.json``.
 DATA_SETTINGS = ("features", "protocol", "labels", "normalize", "k", "fold_seed", "validation", "corpora")
 
@@ -147,13 +159,16 @@ def _run_spec(w: Workdir, model: str, settings: Mapping[str, Any], seed: int) ->
                    seed=int(seed))
 
 
-def _record_epochs(w: Workdir, member: Member) -> dict[int, int]:
-    """Fold -> best epoch from a ``serray train`` run's record (of this config and seed), else ``{}``."""
+def _record(w: Workdir, member: Member) -> dict[str, Any]:
+    """A ``serray train`` run's record when it is of this member's config and seed, else ``{}``."""
     path = w.run_record(member.run)
     record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("config_id") != member.config_id or record.get("seed") != member.seed:
-        return {}
-    return {int(f["fold"]): int(f["best_epoch"]) for f in (record.get("metrics") or {}).get("folds", [])
+    return record if record.get("config_id") == member.config_id and record.get("seed") == member.seed else {}
+
+
+def _record_epochs(w: Workdir, member: Member) -> dict[int, int]:
+    """Fold -> best epoch from a ``serray train`` run's record (of this config and seed), else ``{}``."""
+    return {int(f["fold"]): int(f["best_epoch"]) for f in (_record(w, member).get("metrics") or {}).get("folds", [])
             if f.get("best_epoch") is not None}
 
 
@@ -183,13 +198,67 @@ def fold_best_epochs(w: Workdir, member: Member) -> dict[int, int]:
     return out
 
 
-def _check_member(spec: Any, config: Mapping[str, Any], member: Member) -> None:
-    """Refuse a torch member whose training cannot be replayed without validation (several stages)."""
+def refit_stage_epochs(per_fold: Mapping[int, Sequence[int]], n_stages: int) -> list[int]:
+    """Per stage, the median over folds of the epochs the stage handed on
+    (:func:`serray.artifacts.keep.stage_best_epochs`; a stage a fold never reached counts
+    0), rounded half up.
+
+    Example:
+        >>> refit_stage_epochs({0: [4, 2], 1: [6, 1], 2: [5]}, 2)
+        [5, 1]
+    """
+    folds = [list(e) + [0] * (n_stages - len(e)) for e in per_fold.values()]
+    return [int(math.floor(float(np.median([f[i] for f in folds])) + 0.5)) for i in range(n_stages)]
+
+
+def fold_stage_epochs(w: Workdir, member: Member) -> dict[int, list[int]]:
+    """Fold index -> per-stage epochs of the member's kept fold models (``training.stage_best_epochs``
+    of ``model.json``, else from the history in its ``serray train`` record).
+
+    Raises:
+        ValueError: A fold without them, naming what to do.
+    """
+    from serray.artifacts.keep import stage_best_epochs
+
+    out, missing, history = {}, [], None
+    for folder in member.folds:
+        meta = json.loads((folder / MODEL_FILE).read_text())
+        fold = int(meta["fold"]["index"])
+        stages = (meta.get("training") or {}).get("stage_best_epochs")
+        if stages is None:
+            history = (_record(w, member).get("history") or {}) if history is None else history
+            stages = stage_best_epochs(history.get(str(fold)) or []) or None
+        if stages is None:
+            missing.append(fold)
+        else:
+            out[fold] = [int(e) for e in stages]
+    if missing:
+        raise ValueError(f"member {member.name}: no recorded epochs per stage for fold(s) {missing} (its kept models "
+                         f"predate them); train it again (serray train / serray seeds keep them), or export without --refit")
+    return out
+
+
+def _stage_plan(spec: Any, config: Mapping[str, Any], member: Member, w: Workdir) -> dict[str, Any]:
+    """A multi-stage torch member's per-stage epochs (:func:`refit_stage_epochs`), or ``{}``.
+
+    Raises:
+        ValueError: A stage whose median is 0 (it rarely improved on the earlier stages'
+            validation score, so which of its epochs to keep needs a validation part).
+    """
     from serray.models.contract import parse_stages
 
-    if spec.backend == "torch" and len(parse_stages(str(config.get("stages", "all")), None, spec.stage_plans)) > 1:
-        raise ValueError(f"member {member.name}: model {spec.name!r} trains in several stages ({config.get('stages')!r}), "
-                         f"whose best epochs cannot be replayed without a validation part; export it without --refit")
+    stages = parse_stages(str(config.get("stages", "all")), None, spec.stage_plans) if spec.backend == "torch" else []
+    if len(stages) < 2:
+        return {}
+    per_fold = fold_stage_epochs(w, member)
+    medians = refit_stage_epochs(per_fold, len(stages))
+    zero = [i + 1 for i, e in enumerate(medians) if e < 1]
+    if zero:
+        raise ValueError(f"member {member.name}: stage(s) {zero} of {config.get('stages')!r} improved the validation "
+                         f"score in fewer than half of the folds (their median epoch count is 0), so whether to keep "
+                         f"them cannot be replayed without a validation part; export without --refit")
+    return {"stages": stages, "stage_epochs": medians,
+            "fold_stage_epochs": {str(k): v for k, v in sorted(per_fold.items())}}
 
 
 def _check_folds(w: Workdir, run: str, folds: Sequence[Any]) -> None:
@@ -229,11 +298,16 @@ def _experiment(w: Workdir, member: Member, settings: Mapping[str, Any], spec: A
     return run, exp
 
 
-def _refit_config(spec: Any, config: Mapping[str, Any], epochs: int | None) -> dict[str, Any]:
-    """Torch: ``epochs`` epochs without early stopping (and no in-fold refit); scikit-learn: as is."""
+def _refit_config(spec: Any, config: Mapping[str, Any], epochs: int | None, stages: Sequence[Any] = (),
+                  stage_epochs: Sequence[int] = ()) -> dict[str, Any]:
+    """Torch: ``epochs`` epochs without early stopping (and no in-fold refit), a multi-stage
+    plan written out with each stage's ``stage_epochs`` (``body@E*lr``); scikit-learn: as is."""
     if spec.backend != "torch":
         return dict(config)
     out = {**dict(config), "epochs": int(epochs or 1), "patience": 0}
+    if stages:
+        out["stages"] = ";".join(f"{s.train[0]}@{int(e)}" + (f"*{s.lr_scale!r}" if s.lr_scale != 1.0 else "")
+                                 for s, e in zip(stages, stage_epochs))
     if out.get("refit"):
         out["refit"] = False
     return out
@@ -241,11 +315,13 @@ def _refit_config(spec: Any, config: Mapping[str, Any], epochs: int | None) -> d
 
 def plan_member(w: Workdir, member: Member) -> dict[str, Any]:
     """What a refit of ``member`` needs, checked before any training: the run's settings, the
-    model's registry entry and (torch) the folds' best epochs and the epoch count.
+    model's registry entry and (torch) the folds' best epochs and the epoch count; for a
+    multi-stage plan also ``stages``, ``stage_epochs`` (per stage) and ``fold_stage_epochs``.
 
     Raises:
         ValueError: A run without settings or of another config, a member without recorded
-            best epochs, or a multi-stage plan (each naming what to do).
+            best epochs, or a multi-stage plan with a stage it cannot replay (each naming
+            what to do).
     """
     from serray.models import registry
 
@@ -254,9 +330,10 @@ def plan_member(w: Workdir, member: Member) -> dict[str, Any]:
         raise ValueError(f"member {member.name}: run {member.run!r} holds config {settings['config_id']}, not "
                          f"{member.config_id}; export without --refit")
     spec = registry.get(json.loads((member.folds[0] / MODEL_FILE).read_text())["model"])
-    _check_member(spec, settings["config"], member)
+    staged = _stage_plan(spec, settings["config"], member, w)
     best = fold_best_epochs(w, member) if spec.backend == "torch" else {}
-    return {"settings": settings, "spec": spec, "best": best, "epochs": refit_epochs(list(best.values())) if best else None}
+    epochs = sum(staged["stage_epochs"]) if staged else refit_epochs(list(best.values())) if best else None
+    return {"settings": settings, "spec": spec, "best": best, "epochs": epochs, **staged}
 
 
 def refit_member(w: Workdir, member: Member, plan: Mapping[str, Any], out: Path, resources: Any = None) -> dict[str, Any]:
@@ -275,13 +352,15 @@ def refit_member(w: Workdir, member: Member, plan: Mapping[str, Any], out: Path,
     run, exp = _experiment(w, member, settings, spec)
     fold = all_data_fold(exp.folds, exp.manifest["utt_id"].astype(str).tolist())
     t0 = time.perf_counter()
-    result = run_folds(spec, _refit_config(spec, settings["config"], epochs), exp.inputs, [fold], normalize=run.normalize,
+    config = _refit_config(spec, settings["config"], epochs, plan.get("stages", ()), plan.get("stage_epochs", ()))
+    result = run_folds(spec, config, exp.inputs, [fold], normalize=run.normalize,
                        seed=member.seed, resources=resources or Resources(parallel=False), keep_models=True)[0]
     rows = exp.manifest.set_index("utt_id").loc[list(fold.train)]
     info = {"member": member.name, "model": spec.name, "config_id": member.config_id, "seed": member.seed,
             "epochs": epochs, "epochs_trained": int(result.epochs),
             "fold_best_epochs": {str(k): v for k, v in sorted(best.items())},
-            "epochs_rule": "median of the folds' best epochs, rounded half up" if epochs else "one fit (scikit-learn)",
+            **({k: plan[k] for k in ("stage_epochs", "fold_stage_epochs")} if "stage_epochs" in plan else {}),
+            "epochs_rule": _EPOCHS_RULE["stage" if "stage_epochs" in plan else "fold" if epochs else "fit"],
             "n_utterances": len(fold.train), "n_held_out": int(len(exp.manifest) - len(fold.train)),
             "n_fit": int(result.n_train), "n_speakers": int(rows["speaker"].nunique()),
             "corpora": sorted(rows["corpus"].astype(str).unique().tolist()), "protocol": run.protocol,
@@ -290,8 +369,8 @@ def refit_member(w: Workdir, member: Member, plan: Mapping[str, Any], out: Path,
              f"{epochs} epoch(s)" if epochs else "one fit", info["n_utterances"], info["n_speakers"],
              ", ".join(info["corpora"]), info["seconds"])
     write_fold_model(out / member.folder, result.kept, feature_inputs(exp.features, run.params_for), run=member.run,
-                     training={"refit": "all-data", **{k: info[k] for k in ("epochs", "fold_best_epochs", "n_utterances",
-                                                                             "n_speakers", "corpora")}})
+                     training={"refit": "all-data", **{k: info[k] for k in ("epochs", "fold_best_epochs", "stage_epochs",
+                                                                             "n_utterances", "n_speakers", "corpora") if k in info}})
     return info
 
 

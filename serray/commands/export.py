@@ -17,7 +17,7 @@ from serray.commands._common import fail
 @click.option("--refit", "refit", type=click.Choice(["none", "all-data"]), default="none", show_default=True,
               help="none: export the kept fold models; all-data: retrain each member (config and seed) once on all "
                    "the run's training data (every fold's training and validation parts) for the median of its folds' "
-                   "best epochs, and export those models.")
+                   "best epochs (per stage of a multi-stage plan), and export those models.")
 @click.option("--onnx", is_flag=True, help="Also write model.onnx next to each torch member's weights (needs "
               "pip install 'serray[onnx]'); members that cannot be exported are listed with the reason.")
 def command(workdir: str, source: str, out: str, refit: str, onnx: bool) -> None:
@@ -35,7 +35,8 @@ def command(workdir: str, source: str, out: str, refit: str, onnx: bool) -> None
     With --refit all-data each member is instead retrained, with its recorded config and
     seed, on every training utterance of its run (for cross-corpus runs: the training
     corpora only), in this process, and the folder holds one model per config and seed
-    (members/<run>/<config>__seed<s>/refit/). The model card's test estimate is then the
+    (members/<run>/<config>__seed<s>/refit/); a multi-stage plan trains each stage for
+    the median of the epochs it handed on in the folds. The model card's test estimate is then the
     cross-validation estimate of the training procedure, not a measurement of the refit
     models.
 

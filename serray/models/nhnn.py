@@ -257,11 +257,15 @@ class NHNN(SERModule):
                 sel["state"] = {k: v.detach().clone() for k, v in self.heads[g].state_dict().items()}
 
     def after_training(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
-        """Install every head's selected weights (the shared copy where none was selected)."""
+        """Install every head's selected weights (the shared copy where none was selected).
+        Without any validation pass (a fold without validation part, e.g. ``serray export
+        --refit all-data``, which trains the group stage for a fixed epoch count) the heads
+        keep their trained weights."""
         if not self.grouped:
             return
         for head, sel in zip(self.heads, self._selection):
-            head.load_state_dict(sel["state"])
+            if sel["n_val"] is not None:
+                head.load_state_dict(sel["state"])
 
     def kept_arrays(self) -> dict[str, np.ndarray]:
         """The fitted groups (standardisation, mixture arrays, survivors) and whether the group
@@ -303,9 +307,9 @@ class NHNN(SERModule):
             return rec
         for info, sel in zip(rec.get("groups", []), self._selection):
             info["n_validation"] = int(sel["n_val"] or 0)
-            info["kept_shared"] = sel["best"] is None
+            info["kept_shared"] = sel["best"] is None and sel["n_val"] is not None  # no validation pass: trained
             info["best_group_epoch"] = int(sel["epoch"])
-        rec["kept_shared"] = [i for i, sel in enumerate(self._selection) if sel["best"] is None]
+        rec["kept_shared"] = [i for i, sel in enumerate(self._selection) if sel["best"] is None and sel["n_val"] is not None]
         return rec
 
 
