@@ -2,7 +2,8 @@
 stage of a plan trains for the median over folds of the epochs it handed on (nhnn's default
 plan: the DCNN, then the group heads, which keep their trained weights without a validation
 part; a dcnn fine-tuning plan); the same seed gives the same weights; a stage that cannot be
-replayed without validation is refused in one line."""
+replayed without validation is refused in one line; a tune experiment's kept trial models
+refit from the search's recorded settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -138,3 +140,31 @@ def test_a_stage_that_needs_validation_or_unrecorded_epochs_is_refused(staged, t
     Workdir(w).run_record("dcnn-r").unlink()
     with pytest.raises(ValueError, match=r"no recorded epochs per stage for fold\(s\) \[0, 1, 2\]"):
         export_models(w, "dcnn-r", tmp_path / "z", refit="all-data")
+
+
+TUNE = ["tune", "mlp", "--features", "egemaps", "--protocol", "kfold", "--k", "2", "--corpus", "synth_a", "--seed", "0"]
+
+
+def test_a_searchs_kept_trial_refits_from_the_search_settings(synth_copy, tmp_path):
+    """``serray tune`` keeps its best trial's fold models; refit trains that trial's config on
+    all of synth_a for the median of its folds' best epochs. Without the search's settings
+    (an experiment from before they were recorded) or for a population-based search: one line."""
+    r = CliRunner().invoke(main, [*TUNE, "--workdir", str(synth_copy), "--num-samples", "1", "--max-epochs", "3",
+                                  "--grace-period", "3", "--name", "kept"])
+    assert r.exit_code == 0, r.output
+    best = str(pd.read_csv(synth_copy / "tune" / "kept" / "leaderboard.csv")["trial_id"].iloc[0])
+    trial = json.loads((synth_copy / "tune" / "kept" / "trials" / f"{best}.json").read_text())
+    out = export_models(synth_copy, "kept", tmp_path / "e", refit="all-data")
+    info, model = _only(out)
+    assert info["member"] == f"kept/{best}/0" and info["n_utterances"] == 48 and info["corpora"] == ["synth_a"]
+    assert info["epochs"] == int(np.floor(np.median(trial["best_epochs"]) + 0.5)) == info["epochs_trained"]
+    assert all(model["config"][k] == v for k, v in trial["config"].items() if k not in ("epochs", "patience"))
+    _predicts(synth_copy, out)
+    search = synth_copy / "tune" / "kept" / "serray_search.json"
+    settings = json.loads(search.read_text())
+    search.write_text(json.dumps({**settings, "scheduler": "pbt"}))
+    r = CliRunner().invoke(main, ["export", str(synth_copy), "--runs", "kept", "--refit", "all-data", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 1 and "population-based" in r.output and len(r.output.strip().splitlines()) == 1
+    search.unlink()
+    r = CliRunner().invoke(main, ["export", str(synth_copy), "--runs", "kept", "--refit", "all-data", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "nor search settings" in r.output and len(r.output.strip().splitlines()) == 1

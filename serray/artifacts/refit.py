@@ -22,6 +22,9 @@ training and validation parts and which has no validation and no test part:
   stages' validation score in fewer than half of the folds) is refused: keeping or
   dropping it is a choice only a validation part can make. A model's own selection by
   validation inside a stage (nhnn's per-group heads) is replaced by the stage's count;
+* a search's trials (``serray tune --keep-models``, ``W/models/<experiment>``) refit from
+  the search's settings (``W/tune/<experiment>/serray_search.json``) with the trial's
+  config as its fold models recorded it; population-based searches are refused;
 * the normalisation statistics come from all of that training data (``speaker``
   normalisation stays transductive at prediction time, as for fold models);
 * the same seed gives bit-identical weights on CPU (the trainer's seeded generators).
@@ -128,23 +131,47 @@ def group_members(w: Workdir, folders: Sequence[Path]) -> list[tuple[Member, int
     return [(Member(run, cid, seed, sorted(set(fs))), len(fs) // len(set(fs))) for (run, cid, seed), fs in groups.items()]
 
 
-def _settings(w: Workdir, run: str) -> dict[str, Any]:
-    """The run's settings (``settings.json``, else its record's), checked for what a refit needs."""
+def _settings(w: Workdir, member: Member) -> dict[str, Any]:
+    """The run's settings (``settings.json``, else its record's, else a search's
+    :data:`~serray.tune.state.SEARCH_FILE` with the trial's config), checked for what a refit needs."""
+    run = member.run
     path = w.run_settings(run)
     if path.is_file():
         settings = json.loads(path.read_text())
     elif w.run_record(run).is_file():
         record = json.loads(w.run_record(run).read_text())
         settings = dict(record.get("settings") or {})
+    elif _search_file(w, run).is_file():
+        settings = _search_settings(w, member)
     else:
-        raise ValueError(f"run {run!r} has no {path.name} under {w.run(run)}: a refit needs the run's data settings "
-                         f"(serray train and serray seeds write them; for a search's trial, train its config with "
-                         f"`serray train --config best.yaml` and export that run); or export without --refit")
+        raise ValueError(f"run {run!r} has no {path.name} under {w.run(run)} nor search settings "
+                         f"{_search_file(w, run)}: a refit needs the run's data settings (serray train, serray seeds "
+                         f"and serray tune with its default storage write them); or export without --refit")
     missing = [k for k in (*DATA_SETTINGS, "config", "config_id") if k not in settings]
     if missing:
         raise ValueError(f"run {run!r}: its settings lack {missing}, which a refit needs; train it again with this "
                          f"serray version, or export without --refit")
     return settings
+
+
+def _search_file(w: Workdir, experiment: str) -> Path:
+    from serray.tune.state import SEARCH_FILE
+
+    return w.tune(experiment) / SEARCH_FILE
+
+
+def _search_settings(w: Workdir, member: Member) -> dict[str, Any]:
+    """A search's data settings with the trial's own config (as its fold models recorded it).
+
+    Raises:
+        ValueError: A population-based search (its trials went on from other trials' weights).
+    """
+    settings = json.loads(_search_file(w, member.run).read_text())
+    if settings.get("scheduler", "asha") == "pbt":
+        raise ValueError(f"member {member.name}: search {member.run!r} is population-based (its trials went on from "
+                         f"other trials' weights and configs), which a retraining cannot replay; export without --refit")
+    config = json.loads((member.folds[0] / MODEL_FILE).read_text())["config"]
+    return {**settings, "config": dict(config), "config_id": member.config_id}
 
 
 def _run_spec(w: Workdir, model: str, settings: Mapping[str, Any], seed: int) -> Any:
@@ -325,7 +352,7 @@ def plan_member(w: Workdir, member: Member) -> dict[str, Any]:
     """
     from serray.models import registry
 
-    settings = _settings(w, member.run)
+    settings = _settings(w, member)
     if settings["config_id"] != member.config_id:
         raise ValueError(f"member {member.name}: run {member.run!r} holds config {settings['config_id']}, not "
                          f"{member.config_id}; export without --refit")

@@ -36,7 +36,8 @@ def command(workdir: str, source: str, out: str, refit: str, onnx: bool) -> None
     seed, on every training utterance of its run (for cross-corpus runs: the training
     corpora only), in this process, and the folder holds one model per config and seed
     (members/<run>/<config>__seed<s>/refit/); a multi-stage plan trains each stage for
-    the median of the epochs it handed on in the folds. The model card's test estimate is then the
+    the median of the epochs it handed on in the folds; a search's kept trials (--runs
+    EXPERIMENT) refit from the search's recorded settings. The model card's test estimate is then the
     cross-validation estimate of the training procedure, not a measurement of the refit
     models.
 
