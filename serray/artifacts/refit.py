@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -84,7 +85,12 @@ def refit_epochs(best_epochs: Sequence[int]) -> int:
     """
     if not len(best_epochs):
         raise ValueError("refit_epochs needs the best epoch of at least one fold")
-    return max(1, int(math.floor(float(np.median(np.asarray(best_epochs, dtype=np.float64))) + 0.5)))
+    return max(1, _median_half_up(best_epochs))
+
+
+def _median_half_up(values: Sequence[int]) -> int:
+    """The median of ``values``, rounded half up (3.5 -> 4)."""
+    return int(math.floor(float(np.median(np.asarray(values, dtype=np.float64))) + 0.5))
 
 
 def all_data_fold(folds: Sequence[Any], order: Sequence[str]) -> Any:
@@ -199,30 +205,38 @@ def _record_epochs(w: Workdir, member: Member) -> dict[int, int]:
             if f.get("best_epoch") is not None}
 
 
+def _fold_values(member: Member, key: str, fallback: Callable[[int], Any], what: str) -> dict[int, Any]:
+    """Fold index -> ``training[key]`` of each kept fold model's ``model.json``, else ``fallback(fold)``.
+
+    Raises:
+        ValueError: A fold with neither, naming ``what`` is missing and what to do.
+    """
+    out, missing = {}, []
+    for folder in member.folds:
+        meta = json.loads((folder / MODEL_FILE).read_text())
+        fold = int(meta["fold"]["index"])
+        value = (meta.get("training") or {}).get(key)
+        value = fallback(fold) if value is None else value
+        if value is None:
+            missing.append(fold)
+        else:
+            out[fold] = value
+    if missing:
+        raise ValueError(f"member {member.name}: no recorded {what} for fold(s) {missing} (its kept models predate "
+                         f"them); train it again (serray train / serray seeds keep them), or export without --refit")
+    return out
+
+
 def fold_best_epochs(w: Workdir, member: Member) -> dict[int, int]:
-    """Fold index -> best (early-stopped) epoch of the member's kept fold models.
+    """Fold index -> best (early-stopped) epoch of the member's kept fold models (``training.best_epoch``
+    of ``model.json``, else from its ``serray train`` record).
 
     Raises:
         ValueError: A fold without a recorded best epoch, naming what to do.
     """
-    out, missing = {}, []
-    record = None
-    for folder in member.folds:
-        meta = json.loads((folder / MODEL_FILE).read_text())
-        fold = int(meta["fold"]["index"])
-        best = (meta.get("training") or {}).get("best_epoch")
-        if best is None:
-            record = _record_epochs(w, member) if record is None else record
-            best = record.get(fold)
-        if best is None:
-            missing.append(fold)
-        else:
-            out[fold] = int(best)
-    if missing:
-        raise ValueError(f"member {member.name}: no recorded best epoch for fold(s) {missing} (its kept models predate "
-                         f"the recorded epochs); train it again (serray train / serray seeds keep them), or export "
-                         f"without --refit")
-    return out
+    record = functools.cache(lambda: _record_epochs(w, member))
+    found = _fold_values(member, "best_epoch", lambda fold: record().get(fold), "best epoch")
+    return {fold: int(best) for fold, best in found.items()}
 
 
 def refit_stage_epochs(per_fold: Mapping[int, Sequence[int]], n_stages: int) -> list[int]:
@@ -235,7 +249,7 @@ def refit_stage_epochs(per_fold: Mapping[int, Sequence[int]], n_stages: int) -> 
         [5, 1]
     """
     folds = [list(e) + [0] * (n_stages - len(e)) for e in per_fold.values()]
-    return [int(math.floor(float(np.median([f[i] for f in folds])) + 0.5)) for i in range(n_stages)]
+    return [_median_half_up([f[i] for f in folds]) for i in range(n_stages)]
 
 
 def fold_stage_epochs(w: Workdir, member: Member) -> dict[int, list[int]]:
@@ -247,22 +261,10 @@ def fold_stage_epochs(w: Workdir, member: Member) -> dict[int, list[int]]:
     """
     from serray.artifacts.keep import stage_best_epochs
 
-    out, missing, history = {}, [], None
-    for folder in member.folds:
-        meta = json.loads((folder / MODEL_FILE).read_text())
-        fold = int(meta["fold"]["index"])
-        stages = (meta.get("training") or {}).get("stage_best_epochs")
-        if stages is None:
-            history = (_record(w, member).get("history") or {}) if history is None else history
-            stages = stage_best_epochs(history.get(str(fold)) or []) or None
-        if stages is None:
-            missing.append(fold)
-        else:
-            out[fold] = [int(e) for e in stages]
-    if missing:
-        raise ValueError(f"member {member.name}: no recorded epochs per stage for fold(s) {missing} (its kept models "
-                         f"predate them); train it again (serray train / serray seeds keep them), or export without --refit")
-    return out
+    history = functools.cache(lambda: _record(w, member).get("history") or {})
+    found = _fold_values(member, "stage_best_epochs",
+                         lambda fold: stage_best_epochs(history().get(str(fold)) or []) or None, "epochs per stage")
+    return {fold: [int(e) for e in stages] for fold, stages in found.items()}
 
 
 def _stage_plan(spec: Any, config: Mapping[str, Any], member: Member, w: Workdir) -> dict[str, Any]:
