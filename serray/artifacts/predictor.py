@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,6 +183,7 @@ def _extract(key: str, rows: pd.DataFrame, pools: Any, moved: Mapping[str, str],
 
     from serray.features import get_extractor
     from serray.features.loading import select_layer
+    from serray.features.runner import default_chunk_size
 
     spec = json.loads(key)
     params, layer = _extraction(spec, moved)
@@ -196,7 +196,7 @@ def _extract(key: str, rows: pd.DataFrame, pools: Any, moved: Mapping[str, str],
     if ext.sort_by_length:  # similar lengths share a chunk (and a model batch)
         items.sort(key=lambda item: -os.path.getsize(item[1]) if os.path.isfile(item[1]) else 0)
     pool = pools.get(len(items))
-    size = max(ext.min_chunk, min(64, math.ceil(len(items) / (max(1, pool.n_actors) * 8))))
+    size = default_chunk_size(ext, len(items), pool.n_actors, chunks_per_actor=8)
     log.info("%s: extracting %d file(s) on %s", spec["set"], len(items), pool.where)
     found: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}

@@ -47,7 +47,7 @@ from serray.features.base import Extractor, file_identity, get_extractor
 from serray.features.cache import LOAD_PARAMS, FeatureCache
 from serray.features.workers import LOCAL_POOL_MAX_FILES, ExtractionWorker, PoolHolder, Result
 
-__all__ = ["ExtractionReport", "ExtractionWorker", "extract_features", "LOCAL_POOL_MAX_FILES"]
+__all__ = ["ExtractionReport", "ExtractionWorker", "extract_features", "LOCAL_POOL_MAX_FILES", "default_chunk_size"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,18 @@ def _plan(cache: FeatureCache, manifest: pd.DataFrame, retry_failed: bool) -> _P
     return _Plan(utt_ids, paths, key_of, cached_before, old_fail, known_reason, todo)
 
 
+def default_chunk_size(ext: Any, n_items: int, n_actors: int, chunks_per_actor: int = 32) -> int:
+    """Files per chunk: about ``chunks_per_actor`` chunks per actor (for load balance and
+    progress), at most 64 files and at least the extractor's ``min_chunk``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> default_chunk_size(SimpleNamespace(min_chunk=1), 1000, 2)
+        16
+    """
+    return max(ext.min_chunk, min(64, math.ceil(n_items / (max(1, n_actors) * chunks_per_actor))))
+
+
 def _run_chunks(
     cache: FeatureCache, todo: list[tuple[str, str]], pools: PoolHolder, chunk_size: int | None, progress: bool,
 ) -> tuple[set[str], list[dict[str, Any]], int]:
@@ -191,7 +203,7 @@ def _run_chunks(
     """
     ext, name = cache.extractor, cache.extractor.name
     pool = pools.get(len(todo))
-    size = chunk_size or max(ext.min_chunk, min(64, math.ceil(len(todo) / (max(1, pool.n_actors) * 32))))
+    size = chunk_size or default_chunk_size(ext, len(todo), pool.n_actors)
     chunks = _chunks(todo, size)
     worker_params = {**ext.params, **{k: v for k, v in ext.options.items() if v is not None}}
     log.info("%s: extracting %d file(s) in %d chunk(s) on %s -> %s", name, len(todo), len(chunks), pool.where, cache.dir)
