@@ -53,3 +53,18 @@ def test_truncated_best_yaml_is_refused_naming_the_file(tmp_path):
     with pytest.raises(ValueError) as err:
         resolve_run_spec("svm", {"workdir": str(tmp_path), "config_file": str(best)})
     assert str(best) in str(err.value)
+
+
+def test_best_yaml_gives_its_corpora_and_cross_corpus_pair_only_where_they_apply(tmp_path):
+    best = tmp_path / "best.yaml"
+    io.write_yaml({"model": "svm", "protocol": "cross-corpus", "train_corpora": ["emodb"], "test_corpora": ["emovo"],
+                   "corpora": ["emodb", "emovo"], "config": {"C": 1.0}}, best)
+    opts = {"workdir": str(tmp_path), "config_file": str(best)}
+    spec = resolve_run_spec("svm", opts)
+    assert (spec.corpora, spec.train_corpora, spec.test_corpora) == (("emodb", "emovo"), ("emodb",), ("emovo",))
+    said: list[str] = []
+    spec = resolve_run_spec("svm", {**opts, "protocol": "loso", "corpora": ["emodb"]}, announce=said.append)
+    assert (spec.protocol, spec.corpora, spec.train_corpora, spec.test_corpora) == ("loso", ("emodb",), None, None)
+    assert not said  # corpora given on the command line; the cross-corpus pair does not apply to loso
+    spec = resolve_run_spec("svm", {**opts, "train_corpora": ["emovo"], "test_corpora": ["emodb"]})
+    assert (spec.train_corpora, spec.test_corpora) == (("emovo",), ("emodb",))

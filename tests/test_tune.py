@@ -187,3 +187,21 @@ def test_objective_is_the_pooled_curve_at_one_common_epoch(synth_copy):
     assert r.exit_code == 0, r.output
     for rec in _records(w, "fb").values():
         assert rec["objective_kind"] == "fold-best" and rec["objective"] == pytest.approx(rec["val_ua_fold_best"])
+
+
+def test_best_yaml_keeps_the_corpus_selection_for_seeds(synth_copy):
+    """A search restricted with --corpus writes the corpora into best.yaml, and `serray seeds
+    --config best.yaml` trains on those corpora only (it used to take every manifest of the
+    work directory: both synthetic corpora here, 96 utterances instead of 48)."""
+    args = ["tune", "svm", "--features", "egemaps", "--protocol", "kfold", "--k", "3", "--seed", "0",
+            "--corpus", "synth_a", "--workdir", str(synth_copy), "--num-samples", "1", "--name", "one"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    best = yaml.safe_load((synth_copy / "tune" / "one" / "best.yaml").read_text())
+    assert best["corpora"] == ["synth_a"] and "train_corpora" not in best
+    r = CliRunner().invoke(main, ["seeds", "svm", "--workdir", str(synth_copy), "--config",
+                                  str(synth_copy / "tune" / "one" / "best.yaml"), "--n", "1", "--run-prefix", "s"])
+    assert r.exit_code == 0, r.output
+    assert "corpora=['synth_a']" in r.output
+    (record,) = [io.read_json(p) for p in (synth_copy / "runs").glob("s*/record.json")]
+    assert record["n_utterances"] == 48

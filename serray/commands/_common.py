@@ -76,12 +76,12 @@ def run_options(func: Callable) -> Callable:
         click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
                      help="YAML of hyperparameters (flat or under 'config:'); --set overrides it. serray tune's "
                           "best.yaml also gives the defaults of --features, --feature-param, --protocol, --labels, "
-                          "--normalize, --k."),
+                          "--normalize, --k and the corpora (--corpus, --train-corpus, --test-corpus)."),
         click.option("--preset", default=None, help="Named preset of the model (e.g. small, reduced)."),
         click.option("--domain", default=None, metavar="COLUMN",
                      help="Manifest column whose values are the model's domains (e.g. language for mgnas, gender "
                           "for adarl); the same as --set domain=COLUMN, for models with a domain key."),
-        click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable)."),
+        click.option("--corpus", "corpora", multiple=True, help="Use only these corpora's manifests (repeatable; default: best.yaml's, else every manifest)."),
         click.option("--k", default=None, type=int, help="Folds for --protocol kfold (default: best.yaml's, else 5)."),
         click.option("--validation", default=None, type=click.Choice(["coverage", "fraction", "balanced"]),
                      help="Validation speakers per fold: coverage (default) holds out whole speakers until they "
@@ -89,8 +89,8 @@ def run_options(func: Callable) -> Callable:
                           "LOSO fold); balanced does the same, preferring speakers that validated in fewer "
                           "earlier folds, so every speaker validates about equally often; fraction holds out "
                           "15 % of the training speakers (1 per EmoDB LOSO fold; the design before 2026-12)."),
-        click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable)."),
-        click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable)."),
+        click.option("--train-corpus", "train_corpora", multiple=True, help="Training corpora for cross-corpus (repeatable; default: best.yaml's)."),
+        click.option("--test-corpus", "test_corpora", multiple=True, help="Test corpora for cross-corpus (repeatable; default: best.yaml's)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -33,8 +33,10 @@ __all__ = [
 
 #: Keys of ``serray tune``'s best.yaml that ``train``, ``tune`` and ``seeds`` take as
 #: defaults (an explicit option wins), so a tuned configuration trains on the data it was
-#: tuned on.
-RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed", "validation")
+#: tuned on: the corpus selection too (``--corpus``; ``--train-corpus``/``--test-corpus``
+#: only where the protocol is still ``cross-corpus``).
+RUN_KEYS = ("features", "feature_params", "protocol", "labels", "normalize", "k", "fold_seed", "validation",
+            "corpora", "train_corpora", "test_corpora")
 
 #: The run options :func:`resolve_run_spec` reads (the CLI's shared run options).
 RUN_OPTION_NAMES = (
@@ -155,6 +157,9 @@ def resolve_run_spec(model: str, options: Mapping[str, Any], *, seed: int = 0,
     config.update(parse_assignments(options.get("assignments") or ()))
     if options.get("domain"):
         _set_domain(model, config, str(options["domain"]))
+    protocol = options.get("protocol") or meta.get("protocol", "loso")
+    if protocol != "cross-corpus" or options.get("train_corpora") or options.get("test_corpora"):
+        meta = {k: v for k, v in meta.items() if k not in ("train_corpora", "test_corpora")}
     taken = {k: v for k, v in meta.items() if not options.get(k)}
     if announce is not None and taken:
         announce(f"defaults from {path}: " + ", ".join(f"{k}={v}" for k, v in taken.items())
@@ -164,14 +169,14 @@ def resolve_run_spec(model: str, options: Mapping[str, Any], *, seed: int = 0,
         workdir=options["workdir"], model=model,
         features=options.get("features") or meta.get("features"),
         feature_params=parse_feature_params(given) if given else meta.get("feature_params"),
-        protocol=options.get("protocol") or meta.get("protocol", "loso"),
+        protocol=protocol,
         labels=options.get("labels") or meta.get("labels", "native"),
         normalize=options.get("normalize") or meta.get("normalize", "global"),
-        corpora=list(options.get("corpora") or ()) or None,
+        corpora=list(options.get("corpora") or meta.get("corpora") or ()) or None,
         k=options["k"] if options.get("k") is not None else meta.get("k", 5),
         fold_seed=meta.get("fold_seed", 0), validation=options.get("validation") or meta.get("validation", "coverage"),
-        train_corpora=list(options.get("train_corpora") or ()) or None,
-        test_corpora=list(options.get("test_corpora") or ()) or None, preset=options.get("preset"), config=config,
+        train_corpora=list(options.get("train_corpora") or meta.get("train_corpora") or ()) or None,
+        test_corpora=list(options.get("test_corpora") or meta.get("test_corpora") or ()) or None, preset=options.get("preset"), config=config,
         seed=seed,
     )
     spec.resolved_config()  # unknown hyperparameter keys and feature-parameter scopes fail here, before Ray starts

@@ -224,6 +224,16 @@ class RunSpec:
         return "+".join(name if role == name or not spec.input_spec(role).variadic else f"{role}={name}"
                         for role, name in self.feature_sets().items())
 
+    def corpus_selection(self) -> dict[str, list[str]]:
+        """The corpora the run was restricted to, for best.yaml (``{}`` when it used every manifest).
+
+        Example:
+            >>> RunSpec("W", "svm", corpora=["emodb"]).corpus_selection()
+            {'corpora': ['emodb']}
+        """
+        names = ("corpora", "train_corpora", "test_corpora")
+        return {n: list(getattr(self, n)) for n in names if getattr(self, n)}
+
     def replace(self, **changes: Any) -> "RunSpec":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)

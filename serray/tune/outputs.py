@@ -155,6 +155,7 @@ def write_outcome(board: pd.DataFrame, prep: Any, out_dir: Path, record_dir: Pat
     best = {
         "model": prep.spec.name,
         **prep.run.record(),
+        **prep.run.corpus_selection(),  # seeds/train from this file use the same corpora
         "experiment": prep.name,
         "trial_id": str(top["trial_id"]),
         "selection": _SELECTION[objective] + (_FINALIZED_SELECTION if prep.spec.fitted_after_training else ""),
