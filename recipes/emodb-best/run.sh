@@ -34,8 +34,8 @@ for m in ${MODELS[@]}; do
     # shellcheck disable=SC2046,SC2086
     $SERRAY tune "$m" --workdir "$W" $ARGS $(model_args "$m") --num-samples "$NUM_SAMPLES" \
         --name "best-$m-$t" --resume
-    # shellcheck disable=SC2046
-    $SERRAY seeds "$m" --workdir "$W" --config "$W/tune/best-$m-$t/best.yaml" $(model_args "$m") \
+    # shellcheck disable=SC2046,SC2086
+    $SERRAY seeds "$m" --workdir "$W" $ARGS --config "$W/tune/best-$m-$t/best.yaml" $(model_args "$m") \
         --n "$SEEDS" --run-prefix "best-$m-$t" --variant base
 done
 runs=""
