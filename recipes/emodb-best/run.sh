@@ -22,7 +22,7 @@ model_args() {
     case "$1" in
         adarl) echo "--feature-param segment_s=2.0 --preset reduced" ;;
         mgnas) echo "--preset small" ;;
-        dmf)   echo "--set domain=gender" ;;
+        dmf)   echo "--features egemaps --set domain=gender" ;;
     esac
 }
 
