@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Paper 004 (ADARL): the full model against its Table 3 arms, backbone (lambda_1 = 0, pathway kept)
 # and the domain-adversarial (gradient reversal) network; gender is the domain.
-#   bash recipes/004-adarl/run.sh [SETTING ...]     (default: emodb4 emodb7 emovo4 de2it)
+#   bash recipes/004-adarl/run.sh [SETTING ...]     (default: emodb4 emodb7 emovo4 de2it it2de)
 # Model size: the `reduced` preset, 8 epochs, 2 s spectrogram segments (every EmoDB file is 2.0 s;
 # the paper's 3 s segments would be a third padding). The full-size model is bench/gpu.py's.
 RECIPE="$(cd "$(dirname "$0")" && pwd)"
 source "$RECIPE/../_common.sh"
-SETTINGS=("${@:-emodb4 emodb7 emovo4 de2it}")
+SETTINGS=("${@:-emodb4 emodb7 emovo4 de2it it2de}")
 # ARMS: the arms to train (default all three; the 7-class table ran ARMS="adarl backbone", the
 # paper's central comparison, to fit the 2-core budget).
 ARMS="${ARMS:-adarl backbone adversarial}"
