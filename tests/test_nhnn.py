@@ -213,6 +213,21 @@ def test_per_group_selection_record_and_groups_without_validation(manifest):
     assert not torch.equal(model.heads[0].fc.weight, copies[0]["fc.weight"])  # selected after the change
 
 
+def test_early_stop_none_keeps_every_heads_last_weights(manifest):
+    data, _ = _fold(manifest)
+    tr = TorchFoldTrainer("nhnn", _config(early_stop="none", patience=1), data, seed=0)
+    while not tr.stopped:
+        tr.step()
+    trained = [copy.deepcopy(h.state_dict()) for h in tr.model.heads]
+    res = tr.finalize()
+    rec = res.model_record
+    assert rec["head_selection"] == "last epoch" and rec["kept_shared"] == []
+    assert res.epochs == res.best_epoch == sum(1 for _ in res.history)
+    for head, state in zip(tr.model.heads, trained):
+        assert all(torch.equal(v, state[k]) for k, v in head.state_dict().items())
+    assert not torch.equal(tr.model.heads[0].fc.weight, tr.model.shared.fc.weight)
+
+
 def test_after_validation_hook_sees_the_validation_part_once_per_epoch(manifest):
     data, fold = _fold(manifest)
     tr = TorchFoldTrainer("nhnn", _config(), data, seed=0)

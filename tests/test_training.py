@@ -258,6 +258,29 @@ def test_early_stopping_after_patience(manifest, folds):
     assert res.epochs <= 4 and res.epochs - res.best_epoch == 2
 
 
+def test_early_stop_none_trains_every_epoch_and_keeps_the_last_weights(manifest, folds):
+    d = _fold_data(manifest, vector_features(manifest), folds[0])
+    over = {**MLP_FAST, "epochs": 8, "patience": 2, "lr": 0.2}  # a validation loss that rises at epochs 2-3
+    tr = TorchFoldTrainer("mlp", registry.get("mlp").config(overrides={**over, "early_stop": "none"}), d, seed=0, device="cpu")
+    steps = [tr.step() for _ in range(8)]
+    last_val = tr.predict_logits(d.validation, validation=True)
+    res = tr.finalize()
+    # no patience stop, the last epoch is the "best", and its weights give the logits
+    assert [s["epoch"] for s in steps] == list(range(1, 9)) and steps[-1]["stopped"]
+    assert res.best_epoch == res.epochs == 8
+    np.testing.assert_allclose(res.validation_logits, last_val, rtol=1e-6, atol=1e-6)
+    # the same fold under the loss rule stops after patience and keeps an earlier epoch
+    stopped = TorchFoldTrainer("mlp", registry.get("mlp").config(overrides={**over, "early_stop": "loss"}), d, seed=0, device="cpu").run()
+    assert stopped.epochs < 8 and stopped.best_epoch < stopped.epochs
+
+
+def test_early_stop_rule_is_checked_with_the_choices():
+    from serray.training.trainer import check_config
+
+    with pytest.raises(ValueError, match=r"early_stop must be one of \('ua', 'loss', 'none'\)"):
+        check_config("mlp", registry.get("mlp").config(overrides={"early_stop": "last"}))
+
+
 def test_same_seed_same_logits_different_seed_differs(manifest, folds):
     d = _fold_data(manifest, vector_features(manifest), folds[2])
     cfg = registry.get("mlp").config(overrides=MLP_FAST)

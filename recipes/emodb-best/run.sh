@@ -26,6 +26,18 @@ model_args() {
     esac
 }
 
+# median_best_epoch RUN: the median (half up) over the kept fold models of RUN of the epoch its
+# early stopping chose (model.json: training.best_epoch).
+median_best_epoch() {
+    python3 - "$W/models/$1" <<'PY'
+import json, math, pathlib, statistics, sys
+epochs = [json.loads(p.read_text())["training"]["best_epoch"] for p in pathlib.Path(sys.argv[1]).glob("*/fold*/model.json")]
+if not epochs:
+    sys.exit(f"recipes: no kept fold models under {sys.argv[1]}")
+print(max(1, math.floor(statistics.median(epochs) + 0.5)))
+PY
+}
+
 prepare_corpora
 features egemaps,mfb,mfcc,lld
 features spectrogram --param spectrogram.segment_s=2.0
@@ -44,8 +56,32 @@ for m in "${ALL[@]}"; do
 done
 runs="${runs#,}"
 $SERRAY ensemble "$W" --runs "$runs" --k "$K" --nested --name "emodb-best-$t"
+
+# Fixed-epoch members (FIXED_MODELS, torch families with a one-stage plan): the tuned config
+# again, trained for the median epoch its early-stopped seeds chose, with early_stop=none, so
+# that no member's validation logits chose its epoch; then the same ensemble search over them
+# and the scikit-learn families (which never stop on validation).
+FIXED_MODELS="${FIXED_MODELS:-mlp mgnas dmf dcnn}"
+fixed_runs=""
+for m in $FIXED_MODELS; do
+    [[ -d "$W/models/best-$m-$t-base" ]] || continue
+    e=$(median_best_epoch "best-$m-$t-base")
+    n=$(find "$W/predictions/best-$m-$t-base" -name '*.parquet' | wc -l)
+    # shellcheck disable=SC2046,SC2086
+    $SERRAY seeds "$m" --workdir "$W" $ARGS --config "$W/tune/best-$m-$t/best.yaml" $(model_args "$m") \
+        --n "$n" --run-prefix "best-$m-$t" --variant "fixed:early_stop=none,epochs=$e"
+    fixed_runs="$fixed_runs,best-$m-$t-fixed"
+done
+unstopped=""
+for m in svm logreg; do
+    [[ -d "$W/predictions/best-$m-$t-base" ]] && unstopped="$unstopped,best-$m-$t-base"
+done
+$SERRAY ensemble "$W" --runs "${unstopped#,}$fixed_runs" --k "$K" --nested --name "emodb-best-fixed-$t"
+
 reference emodb4
-keep_results "$t" "$runs,ensemble:emodb-best-$t,svm-$t"
-mkdir -p "$RECIPE/results/$t/ensemble"
-cp "$W/ensemble/emodb-best-$t/"{best_per_k.csv,membership_mix.csv,single_members.csv,nested.csv,nested.json,summary.json} \
-    "$RECIPE/results/$t/ensemble/"
+keep_results "$t" "$runs,ensemble:emodb-best-$t${fixed_runs},ensemble:emodb-best-fixed-$t,svm-$t"
+for e in "" -fixed; do
+    mkdir -p "$RECIPE/results/$t/ensemble$e"
+    cp "$W/ensemble/emodb-best$e-$t/"{best_per_k.csv,membership_mix.csv,single_members.csv,nested.csv,nested.json,summary.json} \
+        "$RECIPE/results/$t/ensemble$e/"
+done

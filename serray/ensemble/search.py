@@ -108,7 +108,8 @@ VALIDATION_NOTE = (
     "Not a nested estimate: each member's validation logits are the ones its early stopping "
     "already used, and under LOSO/k-fold a fold's validation speakers are other folds' test "
     "speakers, so the selection has seen every speaker's labels; the test UA/WA of the chosen "
-    "subset may be somewhat optimistic."
+    "subset may be somewhat optimistic. Members trained with early_stop=none (a fixed epoch "
+    "count) have validation logits that no stopping chose."
 )
 
 

@@ -142,7 +142,8 @@ class NHNN(SERModule):
         dcnn: The shared network (its config keys are the ``dcnn`` ones).
         freeze: ``"fc"`` or ``"fc_conv"`` (see :mod:`serray.models.nhnn_spec`).
         mixture: Keyword arguments of :func:`serray.models.nhnn_groups.fit_groups`.
-        early_stop: ``"loss"`` or ``"ua"``: the per-group selection rule.
+        early_stop: ``"loss"`` or ``"ua"``: the per-group selection rule; ``"none"``: no
+            per-group selection (each head keeps its last weights).
         aux_names: Class names of the ``gender`` and ``speaker`` roles (for the record).
     """
 
@@ -241,8 +242,9 @@ class NHNN(SERModule):
         self._epoch = 0
 
     def after_validation(self, batch: Batch, outputs: Mapping[str, Tensor]) -> None:
-        """Keep each head's best weights on its own group's validation utterances."""
-        if not self.grouped:
+        """Keep each head's best weights on its own group's validation utterances (none are
+        chosen with ``early_stop="none"``: every head keeps its last weights)."""
+        if not self.grouped or self.early_stop == "none":
             return
         self._epoch += 1
         group = outputs["posterior"].argmax(dim=1)
@@ -305,6 +307,7 @@ class NHNN(SERModule):
         rec["group_stage"] = bool(self.grouped)
         if not self.grouped:
             return rec
+        rec["head_selection"] = "last epoch" if self.early_stop == "none" else f"best validation {self.early_stop}"
         for info, sel in zip(rec.get("groups", []), self._selection):
             info["n_validation"] = int(sel["n_val"] or 0)
             info["kept_shared"] = sel["best"] is None and sel["n_val"] is not None  # no validation pass: trained

@@ -45,7 +45,7 @@ TORCH_TRAINING_DEFAULTS: dict[str, Any] = {
     "momentum": 0.0,  # sgd only
     "weight_decay": 0.0,
     "lr_decay": 1.0,  # multiplicative per epoch; 1.0 = constant
-    "early_stop": "ua",  # ua | loss (on the validation part)
+    "early_stop": "ua",  # ua | loss (on the validation part) | none (all epochs, the last weights)
     "grad_clip": 0.0,  # max gradient norm; 0 = off
     "max_frames": 0,  # sequence models: random training crop length; 0 = full
     "eval_batch_size": 256,

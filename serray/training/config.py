@@ -24,6 +24,11 @@ __all__ = ["TRAINING_DEFAULTS", "check_config", "check_stage_plans", "total_epoc
 TRAINING_DEFAULTS = TORCH_TRAINING_DEFAULTS
 _REQUIRED = ("epochs", "batch_size", "lr", "patience")
 _OPTIMIZERS = ("sgd", "adam", "adamw")
+#: ``early_stop`` rules: keep the epoch with the best validation UA (ties: lower loss) or
+#: loss, stopping after ``patience`` epochs without improvement; or ``none``: train every
+#: epoch of the budget and keep the last weights, so that the validation logits were not
+#: used to choose the epoch (fresh for ensemble selection; see serray.ensemble).
+EARLY_STOP_RULES = ("ua", "loss", "none")
 _FILLED_WHEN_SET = ("stages", "stage_selection", "refit", "sampler", "class_weight", *AUGMENT_DEFAULTS, "wave_augment")
 
 
@@ -60,8 +65,8 @@ def check_config(model: ModelSpec | str, config: Mapping[str, Any]) -> dict[str,
     cfg = {**{k: v for k, v in TRAINING_DEFAULTS.items() if k not in _FILLED_WHEN_SET}, **dict(config)}
     if cfg["optimizer"] not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {cfg['optimizer']!r}")
-    if cfg["early_stop"] not in ("ua", "loss"):
-        raise ValueError(f"early_stop must be 'ua' or 'loss', got {cfg['early_stop']!r}")
+    if cfg["early_stop"] not in EARLY_STOP_RULES:
+        raise ValueError(f"early_stop must be one of {EARLY_STOP_RULES}, got {cfg['early_stop']!r}")
     if int(cfg["epochs"]) < 1 or int(cfg["batch_size"]) < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {cfg['epochs']} and {cfg['batch_size']}")
     if float(cfg["lr"]) <= 0:

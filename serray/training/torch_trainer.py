@@ -360,7 +360,7 @@ class TorchFoldTrainer(FoldTrainer):
     def _improved(self, val_loss: float, val_ua: float) -> bool:
         if self._best is None:
             return True
-        if math.isnan(val_loss):  # no validation part: keep the latest weights
+        if math.isnan(val_loss) or self.config["early_stop"] == "none":  # keep the latest weights
             return True
         if self.config["early_stop"] == "loss":
             return val_loss < self._best["val_loss"]

@@ -15,7 +15,9 @@ per-backend code:
 Model selection uses the validation part only (never test data): the config key
 ``early_stop`` picks validation UA (``"ua"``, ties broken by lower loss) or validation
 loss (``"loss"``), and training stops after ``patience`` epochs without improvement or
-after ``epochs`` epochs. ``val_loss`` is the cross-entropy of the utterance-level logits.
+after ``epochs`` epochs; ``"none"`` trains every epoch and keeps the last weights (the
+validation part is scored for the curves but chooses nothing, so its logits stay fresh
+for ensemble selection). ``val_loss`` is the cross-entropy of the utterance-level logits.
 
 Inputs: the model receives :class:`serray.models.contract.Batch` objects with one tensor
 per input role (several feature sets at once are allowed):
