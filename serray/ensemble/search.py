@@ -101,15 +101,15 @@ OPTIMISTIC_WARNING = (
 )
 #: Note attached to results selected on validation data. It says what the selection saw, as
 #: best.yaml does for a search: no test logits, but validation logits that are not fresh
-#: (each member's early stopping already chose its epoch on them) and, under LOSO or
+#: (an early-stopped member's epoch was chosen on them) and, under LOSO or
 #: k-fold, come from speakers who are other folds' test speakers.
 VALIDATION_NOTE = (
     "Ensemble members were selected on pooled validation data only (test logits not used). "
-    "Not a nested estimate: each member's validation logits are the ones its early stopping "
-    "already used, and under LOSO/k-fold a fold's validation speakers are other folds' test "
-    "speakers, so the selection has seen every speaker's labels; the test UA/WA of the chosen "
-    "subset may be somewhat optimistic. Members trained with early_stop=none (a fixed epoch "
-    "count) have validation logits that no stopping chose."
+    "Not a nested estimate: members that used their validation logits for early stopping "
+    "(torch models, unless trained with early_stop=none) are favoured, since their epoch was "
+    "chosen on those logits, and under LOSO/k-fold a fold's validation speakers are other "
+    "folds' test speakers, so the selection has seen every speaker's labels; the test UA/WA "
+    "of the chosen subset may be somewhat optimistic."
 )
 
 
