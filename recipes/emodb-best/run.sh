@@ -57,11 +57,12 @@ done
 runs="${runs#,}"
 $SERRAY ensemble "$W" --runs "$runs" --k "$K" --nested --name "emodb-best-$t"
 
-# Fixed-epoch members (FIXED_MODELS, torch families with a one-stage plan): the tuned config
+# Fixed-epoch members (FIXED_MODELS, torch families with a one-stage plan; not nhnn, whose
+# second stage selects per group, nor mtl, whose ELM stage is fitted after): the tuned config
 # again, trained for the median epoch its early-stopped seeds chose, with early_stop=none, so
 # that no member's validation logits chose its epoch; then the same ensemble search over them
 # and the scikit-learn families (which never stop on validation).
-FIXED_MODELS="${FIXED_MODELS:-mlp mgnas dmf dcnn}"
+FIXED_MODELS="${FIXED_MODELS:-mlp mgnas dmf dcnn mtl_cnn cnn_lstm adarl}"
 fixed_runs=""
 for m in $FIXED_MODELS; do
     [[ -d "$W/models/best-$m-$t-base" ]] || continue
