@@ -34,7 +34,7 @@ from serray.report.statistics import (CORRECTION_NAMES, MARKS_NOTE, adjust_pvalu
                                       significance_mark)
 from serray.report.tables import SystemReport, evaluate_predictions
 
-__all__ = ["SystemMetrics", "system_metrics", "summary_frame", "format_summary", "unit_ua", "unit_counts",
+__all__ = ["SystemMetrics", "system_metrics", "epoch_summary", "summary_frame", "format_summary", "unit_ua", "unit_counts",
            "pairwise_tests", "format_pairwise", "per_unit_frame"]
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,30 @@ def system_metrics(system: System, manifest: pd.DataFrame | None, split: str = "
     }
     for _, g in rep.per_group[rep.per_group["column"] != "speaker"].iterrows():
         s[f"ua_{g['column']}={g['group']}"] = float(g["ua"])
+    if system.kind != "ensemble":
+        s.update(epoch_summary([e for r in system.records for e in (r.get("metrics") or {}).get("fold_epochs") or []]))
     return SystemMetrics(system, rep, s)
+
+
+def epoch_summary(fold_epochs: Sequence[dict]) -> dict:
+    """What early stopping chose over a system's torch fold models (a record's
+    ``metrics.fold_epochs``): ``best_epoch_median``, ``best_epoch_min`` / ``_max``, and
+    ``best_at_last_epoch``, the share of fold models still improving on their last epoch
+    (near 1 with early stopping: the epoch budget, not the validation score, ended training;
+    1 by definition with ``early_stop=none``); ``{}`` without epochs (scikit-learn, runs
+    trained before serray recorded them).
+
+    Example:
+        >>> epoch_summary([{"epochs": 8, "best_epoch": 8}, {"epochs": 8, "best_epoch": 5},
+        ...                {"epochs": 8, "best_epoch": 8}])
+        {'best_epoch_median': 8.0, 'best_epoch_min': 5, 'best_epoch_max': 8, 'best_at_last_epoch': 0.6666666666666666, 'fold_models_with_epochs': 3}
+    """
+    if not fold_epochs:
+        return {}
+    best = np.asarray([int(e["best_epoch"]) for e in fold_epochs])
+    last = np.asarray([int(e["epochs"]) for e in fold_epochs])
+    return {"best_epoch_median": float(np.median(best)), "best_epoch_min": int(best.min()), "best_epoch_max": int(best.max()),
+            "best_at_last_epoch": float(np.mean(best == last)), "fold_models_with_epochs": int(len(best))}
 
 
 def summary_frame(ms: Sequence[SystemMetrics]) -> pd.DataFrame:

@@ -189,8 +189,23 @@ def _system_section(doc: Document, m: cmp.SystemMetrics, opts: ReportOptions, ou
     if s.kind == "ensemble":
         _ensemble_section(doc, s, out, name)
         return
+    if "best_epoch_median" in m.summary:
+        doc.text(_epochs_text(m.summary, any((r.get("config") or {}).get("early_stop") == "none" for r in s.records)))
     for rec in s.records:
         _model_records_section(doc, s, rec, out, name)
+
+
+def _epochs_text(summary: dict, fixed: bool) -> str:
+    """One line on the epochs early stopping chose (:func:`serray.report.comparison.epoch_summary`);
+    ``fixed``: the run trained a fixed epoch count (``early_stop=none``)."""
+    n, share = summary["fold_models_with_epochs"], summary["best_at_last_epoch"]
+    span = f"{summary['best_epoch_min']}-{summary['best_epoch_max']}"
+    if fixed:
+        return f"Epochs: a fixed count (early_stop=none, the last epoch's weights), {span} over {n} fold model(s)."
+    text = (f"Epochs: early stopping kept epoch {summary['best_epoch_median']:g} (median; range {span}) over {n} "
+            f"fold model(s); {round(share * n)} of {n} still improved on their last epoch")
+    return text + (" (the epoch budget, not the validation score, ended most of them: more epochs may help)."
+                   if share > 0.5 else ".")
 
 
 def _ensemble_section(doc: Document, s: System, out: Path, name: str) -> None:

@@ -8,7 +8,8 @@ trial, a nested search) ends here:
 * :func:`run_record` / :func:`write_run` - a run's record (``W/runs/<run>/record.json``)
   and its fold membership (``folds.parquet``);
 * :func:`seed_record` / :func:`write_model_records` - a seed run's record and what the
-  model reported per fold, one file per (config, seed);
+  model reported per fold, with each torch fold's epochs (:func:`fold_epochs`), one file
+  per (config, seed);
 * :func:`write_trial_record` - a tune trial's record (``<experiment>/trials/<id>.json``);
 * :func:`write_search_outcome` - a search's leaderboard and ``best.yaml``;
 * :func:`write_nested_summary` - a nested search's ``nested.csv`` and ``nested.yaml``.
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
     from serray.training.trainer import FoldResult
 
 __all__ = ["versions", "clean", "aux_summary", "wave_record", "fold_metrics", "write_fold_predictions", "run_record", "write_run",
-           "model_record_path", "write_model_records", "read_model_records", "seed_record", "write_trial_record",
-           "write_search_outcome", "write_nested_summary"]
+           "fold_epochs", "model_record_path", "write_model_records", "read_model_records", "read_fold_epochs", "seed_record",
+           "write_trial_record", "write_search_outcome", "write_nested_summary"]
 
 
 def versions() -> dict[str, str]:
@@ -116,10 +117,27 @@ def write_fold_predictions(workdir: str | Path, results: Sequence[FoldResult], *
     return path, preds
 
 
+def fold_epochs(results: Sequence[FoldResult]) -> list[dict[str, int]]:
+    """Per torch fold: epochs trained and the epoch whose weights were kept (scikit-learn folds,
+    ``threads`` None, have no epochs and are left out). ``best_epoch == epochs`` means the
+    model still improved on its last epoch (or ``early_stop=none`` kept the last weights).
+
+    Example:
+        >>> from serray.training.interface import FoldResult
+        >>> e = np.zeros((0,))
+        >>> r = FoldResult(0, "f0", ("a", "b"), e, e, e, e, e, e, best_epoch=4, epochs=9, threads=1)
+        >>> fold_epochs([r, FoldResult(1, "f1", ("a", "b"), e, e, e, e, e, e, best_epoch=1, epochs=1)])
+        [{'fold': 0, 'epochs': 9, 'best_epoch': 4}]
+    """
+    return [{"fold": int(r.index), "epochs": int(r.epochs), "best_epoch": int(r.best_epoch)}
+            for r in results if r.threads is not None]
+
+
 def run_record(run: RunSpec, exp: Experiment, name: str, cfg: dict, cid: str, results: Sequence[FoldResult],
                pooled: dict, mean: dict, extra: dict) -> dict:
     """The record of one run (one config and seed on every fold), NaN-free."""
     spec = exp.spec
+    epochs = [{"seed": int(run.seed), **e} for e in fold_epochs(results)]
     return clean({
         "run": name,
         "model": spec.name,
@@ -142,7 +160,8 @@ def run_record(run: RunSpec, exp: Experiment, name: str, cfg: dict, cid: str, re
         "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
         "versions": versions(),
         **extra,
-        "metrics": {"pooled": pooled, "mean": mean, "folds": fold_metrics(results)},
+        "metrics": {"pooled": pooled, "mean": mean, "folds": fold_metrics(results),
+                    **({"fold_epochs": epochs} if epochs else {})},
         "history": {str(r.index): r.history for r in results},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
@@ -164,16 +183,26 @@ def model_record_path(workdir: str | Path, run_name: str, cid: str, seed: int) -
 
 
 def write_model_records(workdir: str | Path, run_name: str, cid: str, seed: int, results: Sequence[FoldResult]) -> None:
-    """What the model reported per fold (``fold_record()``), one file per (config, seed)."""
+    """What the model reported per fold (``fold_record()``) and each torch fold's epochs
+    (:func:`fold_epochs`), one file per (config, seed)."""
     folds = [{"fold": r.index, "name": r.name, **r.model_record} for r in results if r.model_record]
-    if folds:
-        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds}, model_record_path(workdir, run_name, cid, seed))
+    epochs = fold_epochs(results)
+    if folds or epochs:
+        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds, "epochs": epochs},
+                      model_record_path(workdir, run_name, cid, seed))
 
 
 def read_model_records(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> dict[str, list]:
     """Seed -> the per-fold model records written by :func:`write_model_records` (seeds without one left out)."""
     paths = {s: model_record_path(workdir, run_name, cid, s) for s in seeds}
-    return {str(s): io.read_json(p)["folds"] for s, p in paths.items() if p.exists()}
+    return {str(s): folds for s, p in paths.items() if p.exists() and (folds := io.read_json(p)["folds"])}
+
+
+def read_fold_epochs(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> list[dict[str, int]]:
+    """``{seed, fold, epochs, best_epoch}`` of every torch fold of ``seeds`` whose epochs
+    :func:`write_model_records` stored (seeds trained before they were stored are left out)."""
+    paths = {s: model_record_path(workdir, run_name, cid, s) for s in seeds}
+    return [{"seed": int(s), **e} for s, p in paths.items() if p.exists() for e in io.read_json(p).get("epochs") or []]
 
 
 def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: dict, cid: str, table: pd.DataFrame,
@@ -183,6 +212,7 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
     t = table[(table["variant"] == variant) & (table["split"] == "test")]
     seeds = sorted(int(s) for s in t["seed"])
     models = read_model_records(run.workdir, name, cid, seeds)
+    epochs = read_fold_epochs(run.workdir, name, cid, seeds)
     return {
         "run": name,
         "model": exp.spec.name,
@@ -202,6 +232,7 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
             "test_ua_fold_mean": float(t["ua_fold"].mean()),
             "test_wa_fold_mean": float(t["wa_fold"].mean()),
             "per_seed": t[["seed", "ua", "wa", "f1", "ua_fold", "wa_fold"]].to_dict(orient="records"),
+            **({"fold_epochs": epochs} if epochs else {}),
         },
         **({"model_records": models} if models else {}),
         "settings": dict(settings),
