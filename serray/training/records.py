@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from serray.training.trainer import FoldResult
 
 __all__ = ["versions", "clean", "aux_summary", "wave_record", "fold_metrics", "write_fold_predictions", "run_record", "write_run",
-           "fold_epochs", "model_record_path", "write_model_records", "read_model_records", "read_fold_epochs", "seed_record",
+           "fold_epochs", "model_record_path", "write_model_records", "read_model_records", "seed_record",
            "write_trial_record", "write_search_outcome", "write_nested_summary"]
 
 
@@ -192,17 +192,11 @@ def write_model_records(workdir: str | Path, run_name: str, cid: str, seed: int,
                       model_record_path(workdir, run_name, cid, seed))
 
 
-def read_model_records(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> dict[str, list]:
-    """Seed -> the per-fold model records written by :func:`write_model_records` (seeds without one left out)."""
-    paths = {s: model_record_path(workdir, run_name, cid, s) for s in seeds}
-    return {str(s): folds for s, p in paths.items() if p.exists() and (folds := io.read_json(p)["folds"])}
-
-
-def read_fold_epochs(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> list[dict[str, int]]:
-    """``{seed, fold, epochs, best_epoch}`` of every torch fold of ``seeds`` whose epochs
-    :func:`write_model_records` stored (seeds trained before they were stored are left out)."""
-    paths = {s: model_record_path(workdir, run_name, cid, s) for s in seeds}
-    return [{"seed": int(s), **e} for s, p in paths.items() if p.exists() for e in io.read_json(p).get("epochs") or []]
+def read_model_records(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> dict[int, dict]:
+    """Seed -> the file :func:`write_model_records` wrote for it (``folds``: what the model
+    reported per fold; ``epochs``: each torch fold's epochs), read once; seeds without one left out."""
+    paths = {int(s): model_record_path(workdir, run_name, cid, s) for s in seeds}
+    return {s: io.read_json(p) for s, p in paths.items() if p.exists()}
 
 
 def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: dict, cid: str, table: pd.DataFrame,
@@ -211,8 +205,9 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
     every seed ``table`` holds for ``variant`` (the store's, not only the seeds asked for)."""
     t = table[(table["variant"] == variant) & (table["split"] == "test")]
     seeds = sorted(int(s) for s in t["seed"])
-    models = read_model_records(run.workdir, name, cid, seeds)
-    epochs = read_fold_epochs(run.workdir, name, cid, seeds)
+    stored = read_model_records(run.workdir, name, cid, seeds)
+    models = {str(s): f["folds"] for s, f in stored.items() if f["folds"]}
+    epochs = [{"seed": s, **e} for s, f in stored.items() for e in f.get("epochs") or []]  # seeds trained before: none
     return {
         "run": name,
         "model": exp.spec.name,
