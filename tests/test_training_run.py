@@ -13,6 +13,7 @@ from serray import io
 from serray.cli import main
 from serray.commands._common import parse_feature_params
 from serray.commands._common import parse_assignments, parse_fold_resources, read_config_file, read_run_defaults
+from serray.training.resolve import resolve_run_spec
 from serray.training.spec import RunSpec
 from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
@@ -108,6 +109,20 @@ def test_train_run_argument_errors(workdir):
     # a value only the model's builder knows is wrong is found by building it once, before Ray
     with pytest.raises(ValueError, match="pooling must be 'mean' or 'max'"):
         train_run(RunSpec(w, "dcnn", features="seq", config={"pooling": "median"}), resources=Resources(address="ray://unreachable:1"))
+
+
+def test_exponent_notation_is_a_number_in_set_variants_and_config_files(tmp_path):
+    """PyYAML reads ``5e-4`` as text; --set, --variant and config files mean the number."""
+    from serray.training.seeds import parse_variant
+
+    assert parse_assignments(["lr=5e-4", "C=1E3", "w=-2.5e+1", "grid=[1e-3, 0.1]", "name=e5", "tag=1e-3x"]) == {
+        "lr": 0.0005, "C": 1000.0, "w": -25.0, "grid": [0.001, 0.1], "name": "e5", "tag": "1e-3x"}
+    assert parse_variant("slow:lr=1e-3,epochs=16") == ("slow", {"lr": 0.001, "epochs": 16})
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("lr: 5e-4\nkernel: rbf\nC: 2\n")
+    assert read_config_file(cfg) == {"lr": 0.0005, "kernel": "rbf", "C": 2}
+    spec = resolve_run_spec("mlp", {"workdir": tmp_path, "assignments": ["lr=2e-3"]})
+    assert spec.config["lr"] == 0.002 and isinstance(spec.config["lr"], float)
 
 
 def test_cli_helpers(tmp_path):

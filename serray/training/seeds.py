@@ -38,13 +38,18 @@ log = logging.getLogger(__name__)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (YAML scalars);
-    a bare ``"base"`` is a variant without overrides.
+    """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (values read as
+    ``--set`` reads them: YAML scalars, ``5e-4`` a number); a bare ``"base"`` is a variant
+    without overrides.
+
+    Example:
+        >>> parse_variant("slow:lr=5e-4,freeze=true")
+        ('slow', {'lr': 0.0005, 'freeze': True})
 
     Raises:
         ValueError: Malformed text.
     """
-    import yaml
+    from serray.training.resolve import parse_value
 
     name, sep, rest = text.partition(":")
     if not name.strip():
@@ -54,7 +59,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"variant {text!r}: {item!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_value(value)
     return name.strip(), out
 
 
