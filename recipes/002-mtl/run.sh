@@ -13,10 +13,24 @@ source "$RECIPE/../_common.sh"
 SETTINGS=("${@:-emodb4 emodb7 emovo4 de2it it2de}")
 ARCHS="${ARCHS:-dnn lstm}"
 ARMS="${ARMS:-stl gender naturalness all}"
-# LSTM_LR=X: also train the LSTM's stl arm at learning rate X (run mtl-TAG-lstm-stl-lrX),
-# the check of whether the paper's lr 3e-3 is what keeps the LSTM below the DNN here (the
-# 4-class table ran LSTM_LR=5e-4 with SEEDS=3; the arm needs lstm in ARCHS).
+# LSTM_LR=X: also train the LSTM's stl and gender arms at learning rate X (runs
+# mtl-TAG-lstm-stl-lrX, mtl-TAG-lstm-gender-lrX; naturalness and all equal them on acted
+# corpora), the check of whether the paper's lr 3e-3 is what keeps the LSTM below the DNN
+# here (the 4-class table ran LSTM_LR=5e-4 with SEEDS=3; needs lstm in ARCHS).
 LSTM_LR="${LSTM_LR:-}"
+
+# lstm_lr_variant ARM: the --variant text of the LSTM's ARM at learning rate $LSTM_LR.
+lstm_lr_variant() {
+    local over
+    case "$1" in
+        stl) over="lambda_gender=0,lambda_naturalness=0" ;;
+        gender) over="lambda_naturalness=0" ;;
+        naturalness) over="lambda_gender=0" ;;
+        all) over="" ;;
+        *) echo "002-mtl: unknown arm '$1' (stl, gender, naturalness, all)" >&2; return 2 ;;
+    esac
+    echo "lstm-$1-lr$LSTM_LR:arch=lstm,lr=$LSTM_LR${over:+,$over}"
+}
 
 prepare_corpora
 features egemaps,lld
@@ -31,8 +45,10 @@ for s in ${SETTINGS[@]}; do
             runs="$runs,mtl-$t-$a-$arm"
         done
         if [[ "$a" == lstm && -n "$LSTM_LR" ]]; then
-            variants+=(--variant "lstm-stl-lr$LSTM_LR:arch=lstm,lambda_gender=0,lambda_naturalness=0,lr=$LSTM_LR")
-            runs="$runs,mtl-$t-lstm-stl-lr$LSTM_LR"
+            for arm in stl gender; do
+                variants+=(--variant "$(lstm_lr_variant "$arm")")
+                runs="$runs,mtl-$t-lstm-$arm-lr$LSTM_LR"
+            done
         fi
         arms mtl "$s" mtl "${variants[@]}"
     done
