@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -267,16 +268,59 @@ def read_json(path: str | os.PathLike, fix: str | None = None) -> Any:
         raise CorruptFileError(path, f"not valid JSON, the file is truncated or damaged ({exc})", fix) from None
 
 
-def write_yaml(obj: Any, path: str | os.PathLike, checksum: bool = True) -> None:
-    """Atomically write ``obj`` as YAML (block style, key order kept), between
-    :data:`YAML_HEADER` and :data:`YAML_END`, with its checksum sidecar unless ``checksum=False``."""
+#: Floats of YAML 1.2 that PyYAML's YAML 1.1 resolver leaves as text: no dot (``5e-4``,
+#: ``1e3``) or no exponent sign (``1.5e3``).
+_EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_loader_dumper() -> tuple[type, type]:
+    """``yaml.SafeLoader`` / ``yaml.SafeDumper`` subclasses that also resolve
+    :data:`_EXPONENT_FLOAT` as a float (so the dumper quotes text that looks like one)."""
+    import re
+
     import yaml
 
-    write_text(f"{YAML_HEADER}\n{yaml.safe_dump(_plain(obj), sort_keys=False)}{YAML_END}\n", path, checksum=checksum)
+    class Loader(yaml.SafeLoader):
+        pass
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    for cls in (Loader, Dumper):
+        cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_EXPONENT_FLOAT), list("-+0123456789."))
+    return Loader, Dumper
+
+
+def load_yaml(text: str) -> Any:
+    r"""Parse YAML text as plain data (``yaml.safe_load``), reading exponent notation as
+    YAML 1.2 does: ``5e-4`` is a number, where PyYAML alone gives the text ``'5e-4'``.
+    serray's one YAML parser (files, ``--set`` values, search spaces).
+
+    Example:
+        >>> load_yaml("lr: 5e-4\ngrid: [1e3, 0.1]\nname: e5")
+        {'lr': 0.0005, 'grid': [1000.0, 0.1], 'name': 'e5'}
+
+    Raises:
+        yaml.YAMLError: ``text`` is not valid YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader_dumper()[0])  # noqa: S506  (a SafeLoader subclass)
+
+
+def write_yaml(obj: Any, path: str | os.PathLike, checksum: bool = True) -> None:
+    """Atomically write ``obj`` as YAML (block style, key order kept), between
+    :data:`YAML_HEADER` and :data:`YAML_END`, with its checksum sidecar unless ``checksum=False``.
+    Text that :func:`load_yaml` would read as a number (``'1e3'``) is quoted."""
+    import yaml
+
+    text = yaml.dump(_plain(obj), Dumper=_yaml_loader_dumper()[1], sort_keys=False)
+    write_text(f"{YAML_HEADER}\n{text}{YAML_END}\n", path, checksum=checksum)
 
 
 def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
-    """Read a YAML file (only plain data: ``yaml.safe_load``).
+    """Read a YAML file (only plain data: :func:`load_yaml`).
 
     Raises:
         CorruptFileError: The file does not parse, or it was written by serray (starts
@@ -296,7 +340,7 @@ def read_yaml(path: str | os.PathLike, fix: str | None = None) -> Any:
             path, f"incomplete: written by serray but its last line ({len(lines)}: {lines[-1][:40]!r}) is not the end "
                   f"marker {YAML_END!r}, so the file was cut short", fix)
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise CorruptFileError(path, f"not valid YAML ({' '.join(str(exc).split())})", fix or "fix or re-create it") from None
 

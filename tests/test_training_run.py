@@ -14,6 +14,7 @@ from serray.cli import main
 from serray.commands._common import parse_feature_params
 from serray.commands._common import parse_assignments, parse_fold_resources, read_config_file, read_run_defaults
 from serray.training.resolve import resolve_run_spec
+from serray.tune.space import load_search_space
 from serray.training.spec import RunSpec
 from serray.manifest import write_manifest
 from serray.predictions import read_predictions, run_classes
@@ -123,6 +124,11 @@ def test_exponent_notation_is_a_number_in_set_variants_and_config_files(tmp_path
     assert read_config_file(cfg) == {"lr": 0.0005, "kernel": "rbf", "C": 2}
     spec = resolve_run_spec("mlp", {"workdir": tmp_path, "assignments": ["lr=2e-3"]})
     assert spec.config["lr"] == 0.002 and isinstance(spec.config["lr"], float)
+    space = tmp_path / "space.yaml"
+    space.write_text("model: mlp\nparams:\n  lr: {type: choice, values: [1e-3, 5e-4]}\n")
+    assert load_search_space(space).params[0].values == (0.001, 0.0005)
+    io.write_yaml({"name": "1e3", "lr": 5e-4}, tmp_path / "round.yaml")  # text that looks like a number stays text
+    assert io.read_yaml(tmp_path / "round.yaml") == {"name": "1e3", "lr": 0.0005}
 
 
 def test_cli_helpers(tmp_path):

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -51,30 +50,18 @@ RUN_OPTION_NAMES = (
 _CONFIG_FIX = "re-create it (`serray tune ... --resume` rewrites best.yaml) or restore an intact copy"
 
 
-#: Exponent notation that YAML 1.1 (PyYAML) reads as text: ``5e-4``, ``1e3``, ``1.5e3``.
-_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
-
-
-def _exponent_numbers(value: Any) -> Any:
-    """``value`` with the exponent-notation strings that PyYAML leaves as text made floats
-    (YAML 1.2 reads them as numbers; ``--set lr=5e-4`` means 0.0005), in lists too."""
-    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
-        return float(value)
-    if isinstance(value, list):
-        return [_exponent_numbers(v) for v in value]
-    return value
-
-
 def parse_value(text: str) -> Any:
     """A command-line value as a YAML scalar (``3`` -> 3, ``5e-4`` -> 0.0005, ``[6, 12]`` ->
     list); plain text if not YAML."""
     import yaml
 
+    from serray import io
+
     try:
-        parsed = yaml.safe_load(text) if text.strip() else ""
+        parsed = io.load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
-    return text if parsed is None and text.strip() not in ("null", "~") else _exponent_numbers(parsed)
+    return text if parsed is None and text.strip() not in ("null", "~") else parsed
 
 
 def parse_assignments(items: Sequence[str], option: str = "--set") -> dict[str, Any]:
@@ -126,7 +113,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = data["config"]
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of hyperparameters (optionally under 'config:')")
-    return {key: _exponent_numbers(value) for key, value in data.items()}
+    return dict(data)
 
 
 def read_run_defaults(path: str | Path, model: str) -> dict[str, Any]:

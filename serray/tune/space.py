@@ -343,13 +343,15 @@ def load_search_space(path_or_model: str | Path) -> SearchSpace:
     """
     import yaml
 
+    from serray import io
+
     p = Path(path_or_model)
     if p.suffix not in (".yaml", ".yml"):
         p = search_space_path(str(path_or_model))
     if not p.exists():
         raise SearchSpaceError(f"{p}: search-space file not found; write one (see README 'Search spaces') or pass --space PATH")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = io.load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SearchSpaceError(f"{p}: not valid YAML: {exc}") from exc
     return SearchSpace.from_dict(data, source=str(p))
