@@ -16,6 +16,10 @@ NUM_SAMPLES="${NUM_SAMPLES:-20}"
 K="${K:-1-5}"
 ARGS=$(setting_args emodb4)
 t=$(tag emodb4)
+# OUT: the folder under results/ that this call's table goes to (default the setting's tag; a
+# call over a few families in a fresh work directory names its own, so that the table of an
+# earlier, larger call is kept).
+OUT="${OUT:-$t}"
 
 # model_args MODEL: the options a family needs beyond the setting (its input, preset, domain).
 model_args() {
@@ -80,9 +84,18 @@ done
 $SERRAY ensemble "$W" --runs "${unstopped#,}$fixed_runs" --k "$K" --nested --name "emodb-best-fixed-$t"
 
 reference emodb4
-keep_results "$t" "$runs,ensemble:emodb-best-$t${fixed_runs},ensemble:emodb-best-fixed-$t,svm-$t"
+keep_results "$OUT" "$runs,ensemble:emodb-best-$t${fixed_runs},ensemble:emodb-best-fixed-$t,svm-$t"
 for e in "" -fixed; do
-    mkdir -p "$RECIPE/results/$t/ensemble$e"
+    mkdir -p "$RECIPE/results/$OUT/ensemble$e"
     cp "$W/ensemble/emodb-best$e-$t/"{best_per_k.csv,membership_mix.csv,single_members.csv,nested.csv,nested.json,summary.json} \
-        "$RECIPE/results/$t/ensemble$e/"
+        "$RECIPE/results/$OUT/ensemble$e/"
+done
+# The tuned configuration of each family stored (its best.yaml), kept beside the results so that
+# its seeds can be trained again without the search:
+#   serray seeds MODEL --config recipes/emodb-best/results/OUT/best/MODEL.yaml ...
+mkdir -p "$RECIPE/results/$OUT/best"
+for m in "${ALL[@]}"; do
+    if [[ -f "$W/tune/best-$m-$t/best.yaml" ]]; then
+        cp "$W/tune/best-$m-$t/best.yaml" "$RECIPE/results/$OUT/best/$m.yaml"
+    fi
 done
