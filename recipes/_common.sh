@@ -6,6 +6,9 @@
 #   NORMALIZE  feature normalisation of every run (default global; utterance or speaker
 #          name the runs SETTING-utterance / SETTING-speaker, so results never mix)
 #   SERRAY the serray command (default: serray on PATH)
+#   RESULTS_SUFFIX  appended to the name of the results/ folder a call writes (default none), so
+#          that a call over a few arms in a fresh work directory keeps the table of an earlier,
+#          larger call: RESULTS_SUFFIX=-lstm writes results/emodb7-speaker-lstm/
 #
 # Every step is idempotent: manifests are rebuilt (cheap), features come from the cache,
 # and `serray seeds` skips the (variant, seed) pairs already in the predictions store, so a
@@ -76,9 +79,9 @@ reference() {
 }
 
 # keep_results NAME RUN[,RUN...]: report the runs (paired tests over speakers against the first)
-# and copy the small, text outputs into results/NAME beside the recipe.
+# and copy the small, text outputs into results/NAME$RESULTS_SUFFIX beside the recipe.
 keep_results() {
-    local name="$1" runs="$2" out="$W/reports/recipe-$(basename "$RECIPE")-$1"
+    local name="$1${RESULTS_SUFFIX:-}" runs="$2" out="$W/reports/recipe-$(basename "$RECIPE")-$name"
     rm -rf "$RECIPE/results/$name" "$out"
     $SERRAY report "$W" --runs "$runs" --out "$out" >/dev/null
     mkdir -p "$RECIPE/results/$name"

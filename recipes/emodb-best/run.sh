@@ -16,10 +16,7 @@ NUM_SAMPLES="${NUM_SAMPLES:-20}"
 K="${K:-1-5}"
 ARGS=$(setting_args emodb4)
 t=$(tag emodb4)
-# OUT: the folder under results/ that this call's table goes to (default the setting's tag; a
-# call over a few families in a fresh work directory names its own, so that the table of an
-# earlier, larger call is kept).
-OUT="${OUT:-$t}"
+OUT="$t${RESULTS_SUFFIX:-}"  # this call's folder under results/ (see RESULTS_SUFFIX in _common.sh)
 
 # model_args MODEL: the options a family needs beyond the setting (its input, preset, domain).
 model_args() {
@@ -84,7 +81,7 @@ done
 $SERRAY ensemble "$W" --runs "${unstopped#,}$fixed_runs" --k "$K" --nested --name "emodb-best-fixed-$t"
 
 reference emodb4
-keep_results "$OUT" "$runs,ensemble:emodb-best-$t${fixed_runs},ensemble:emodb-best-fixed-$t,svm-$t"
+keep_results "$t" "$runs,ensemble:emodb-best-$t${fixed_runs},ensemble:emodb-best-fixed-$t,svm-$t"
 for e in "" -fixed; do
     mkdir -p "$RECIPE/results/$OUT/ensemble$e"
     cp "$W/ensemble/emodb-best$e-$t/"{best_per_k.csv,membership_mix.csv,single_members.csv,nested.csv,nested.json,summary.json} \
