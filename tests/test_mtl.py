@@ -344,3 +344,34 @@ def test_lstm_frames_of_a_padded_batch_are_each_utterance_alone():
     grad_alone = sum(torch.autograd.grad(lstm(x[i:i + 1, :n], lengths[i:i + 1]).sum(), weight)[0]
                      for i, n in enumerate(lengths.tolist()))
     torch.testing.assert_close(grad_padded, grad_alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_new_variant_can_start_from_a_named_arm():
+    """``--variant NEW=ARM:key=value`` starts from the model's arm ARM (recipe 002's LSTM at
+    another learning rate) and resolves exactly as spelling ARM's overrides out does."""
+    from serray.training.run import config_id
+    from serray.training.seeds import parse_variant, variant_overrides
+    from serray.training.spec import RunSpec
+    from serray.training.trainer import check_config
+
+    spec = registry.get("mtl")
+
+    def resolved(text):
+        name, over = parse_variant(text, spec)
+        return name, check_config(spec, RunSpec("W", "mtl").resolved_config(variant_overrides(spec, name, over)))
+
+    name, cfg = resolved("lstm-stl-lr5e-4=lstm-stl:lr=5e-4")
+    assert name == "lstm-stl-lr5e-4"
+    spelled = resolved("lstm-stl-lr5e-4:arch=lstm,lr=5e-4,lambda_gender=0.0,lambda_naturalness=0.0")[1]
+    assert config_id("mtl", cfg) == config_id("mtl", spelled)  # the same run settings, the same config id
+    assert (cfg["arch"], cfg["lambda_gender"], cfg["lambda_naturalness"], cfg["lr"]) == ("lstm", 0.0, 0.0, 0.0005)
+    assert resolved("lstm-gender-x=lstm-gender:lambda_naturalness=0.5")[1]["lambda_naturalness"] == 0.5  # given keys win
+    assert resolved("mine=base:lr=1e-3")[1] == check_config(spec, spec.config(overrides={"lr": 1e-3}))
+    with pytest.raises(ValueError, match="no variant 'lstm-mmoe' to start from .*lstm-stl"):
+        parse_variant("x=lstm-mmoe:lr=1e-3", spec)
+    with pytest.raises(ValueError, match="'gender' is already a variant"):
+        parse_variant("gender=lstm-gender:lr=1e-3", spec)
+    with pytest.raises(ValueError, match="NEW=ARM needs the model"):
+        parse_variant("x=lstm-stl:lr=1e-3")
+    with pytest.raises(ValueError, match="expected NAME"):
+        parse_variant("x=:lr=1e-3", spec)

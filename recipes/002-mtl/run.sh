@@ -19,17 +19,10 @@ ARMS="${ARMS:-stl gender naturalness all}"
 # here (the 4-class table ran LSTM_LR=5e-4 with SEEDS=3; needs lstm in ARCHS).
 LSTM_LR="${LSTM_LR:-}"
 
-# lstm_lr_variant ARM: the --variant text of the LSTM's ARM at learning rate $LSTM_LR.
+# lstm_lr_variant ARM: the --variant text of the LSTM's ARM at learning rate $LSTM_LR (a new
+# arm that starts from the model's lstm-ARM).
 lstm_lr_variant() {
-    local over
-    case "$1" in
-        stl) over="lambda_gender=0,lambda_naturalness=0" ;;
-        gender) over="lambda_naturalness=0" ;;
-        naturalness) over="lambda_gender=0" ;;
-        all) over="" ;;
-        *) echo "002-mtl: unknown arm '$1' (stl, gender, naturalness, all)" >&2; return 2 ;;
-    esac
-    echo "lstm-$1-lr$LSTM_LR:arch=lstm,lr=$LSTM_LR${over:+,$over}"
+    echo "lstm-$1-lr$LSTM_LR=lstm-$1:lr=$LSTM_LR"
 }
 
 prepare_corpora

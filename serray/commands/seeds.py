@@ -15,10 +15,12 @@ from serray.commands._common import (
 @run_options
 @click.option("--n", "n_seeds", default=10, show_default=True, help="Number of seeds.")
 @click.option("--seed-start", default=0, show_default=True, help="First seed (seeds are seed-start .. seed-start+n-1).")
-@click.option("--variant", "variants", multiple=True, metavar="NAME[:key=v[,key=v]]",
+@click.option("--variant", "variants", multiple=True, metavar="[NEW=]NAME[:key=v[,key=v]]",
               help="A named config variant trained side by side, e.g. --variant base --variant fc:stages=fc. "
                    "A name the model defines (its paper's arms, e.g. adarl's backbone) starts from its overrides; "
-                   "'base' is the configuration as given; any other name needs overrides of its own.")
+                   "'base' is the configuration as given; any other name needs overrides of its own. "
+                   "NEW=ARM:key=v names a new arm that starts from the model's arm ARM, "
+                   "e.g. --variant lstm-stl-slow=lstm-stl:lr=5e-4.")
 @click.option("--run-prefix", default=None, help="Runs are named PREFIX-VARIANT (default seeds-MODEL-FEATURES-PROTOCOL-LABELS-NORMALIZE-VARIANT-HASH, "
                    "the hash covering the config and the other settings). A run that holds results of other "
                    "settings is refused.")
@@ -42,6 +44,7 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
       serray seeds mlp --workdir W --config W/tune/tune-mlp-egemaps-loso-native/best.yaml --n 12 --run-prefix mlp
       (runs mlp-base; without --run-prefix, seeds-mlp-egemaps-loso-native-global-base-HASH)
     """
+    from serray.models import registry
     from serray.training.seeds import parse_variant, train_seeds
 
     if n_seeds < 1:
@@ -50,7 +53,8 @@ def command(model, n_seeds, seed_start, variants, run_prefix, address, fold_reso
     target = track_target(track, opts["workdir"])
     try:
         run = run_spec_from_options(model, opts)
-        var = dict(parse_variant(v) for v in variants) if variants else None
+        spec = registry.get(model)
+        var = dict(parse_variant(v, spec) for v in variants) if variants else None
         for variant in var or ():
             check_name_option("--variant", variant)
         resources = resources_from_flags(address=address, fold_resources=fold_resources, device=device)

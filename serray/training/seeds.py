@@ -37,30 +37,52 @@ __all__ = ["SeedsResult", "train_seeds", "seeds_run_name", "stored_parts", "pars
 log = logging.getLogger(__name__)
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+def parse_variant(text: str, spec: Any = None) -> tuple[str, dict[str, Any]]:
     """``"dann:gamma=-1,lr=0.01"`` -> ``("dann", {"gamma": -1, "lr": 0.01})`` (values read as
     ``--set`` reads them: YAML scalars, ``5e-4`` a number); a bare ``"base"`` is a variant
-    without overrides.
+    without overrides. ``"NEW=ARM:key=value"`` names a new arm that starts from the model's
+    arm ARM (its overrides, then the given ones); it needs the model's ``spec``.
 
     Example:
         >>> parse_variant("slow:lr=5e-4,freeze=true")
         ('slow', {'lr': 0.0005, 'freeze': True})
+        >>> from serray.models import registry
+        >>> parse_variant("backbone-slow=backbone:lr=5e-4", registry.get("adarl"))
+        ('backbone-slow', {'variant': 'attention', 'g1': 0.0, 'lr': 0.0005})
 
     Raises:
-        ValueError: Malformed text.
+        ValueError: Malformed text, or an ARM the model does not define.
     """
     from serray.training.resolve import parse_value
 
     name, sep, rest = text.partition(":")
-    if not name.strip():
-        raise ValueError(f"variant {text!r}: expected NAME[:key=value[,key=value...]], e.g. dann:gamma=-1")
+    name, eq, arm = (part.strip() for part in name.partition("="))
+    if not name or (eq and not arm):
+        raise ValueError(f"variant {text!r}: expected NAME[:key=value[,key=value...]] or NEW=ARM[:key=value...], "
+                         "e.g. dann:gamma=-1 or dann-slow=dann:lr=1e-4")
     out: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
+        key, eq_sign, value = item.partition("=")
+        if not eq_sign or not key.strip():
             raise ValueError(f"variant {text!r}: {item!r} is not key=value")
         out[key.strip()] = parse_value(value)
-    return name.strip(), out
+    if eq:
+        out = {**_arm_overrides(spec, arm, name, text), **out}
+    return name, out
+
+
+def _arm_overrides(spec: Any, arm: str, new: str, text: str) -> dict[str, Any]:
+    """The overrides of the model's arm ``arm`` that the new variant ``new`` starts from."""
+    if spec is None:
+        raise ValueError(f"variant {text!r}: NEW=ARM needs the model, to read ARM's overrides")
+    named = getattr(spec, "variants", None) or {}
+    known = ", ".join(sorted({*named, "base"}))
+    if arm not in named and arm != "base":
+        raise ValueError(f"variant {text!r}: model {spec.name!r} has no variant {arm!r} to start from (its variants: {known})")
+    if new in named or new == "base":
+        raise ValueError(f"variant {text!r}: {new!r} is already a variant of model {spec.name!r}; "
+                         f"give the new arm a name of its own, e.g. {arm}-mine={arm}:key=value")
+    return dict(named.get(arm, {}))
 
 
 def variant_overrides(spec: Any, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
