@@ -81,7 +81,8 @@ reference() {
 # keep_results NAME RUN[,RUN...]: report the runs (paired tests over speakers against the first)
 # and copy the small, text outputs into results/NAME$RESULTS_SUFFIX beside the recipe.
 keep_results() {
-    local name="$1${RESULTS_SUFFIX:-}" runs="$2" out="$W/reports/recipe-$(basename "$RECIPE")-$name"
+    local name="$1${RESULTS_SUFFIX:-}" runs="$2" out
+    out="$W/reports/recipe-$(basename "$RECIPE")-$name"
     rm -rf "$RECIPE/results/$name" "$out"
     $SERRAY report "$W" --runs "$runs" --out "$out" >/dev/null
     mkdir -p "$RECIPE/results/$name"
