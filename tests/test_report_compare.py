@@ -194,9 +194,32 @@ def test_caveats_named_in_tables_and_figure_titles(store, monkeypatch):
     monkeypatch.setattr(figures, "confusion_figure", lambda cm, cl, title, stem: titles.append(title) or real(cm, cl, title, stem))
     out = write_report(w, ["a", "b"], options=ReportOptions(n_boot=50))
     md = (out / "report.md").read_text()
-    assert "b (transductive)" in md and "speaker normalisation" in md
+    assert "b (transductive)" in md and "normalize=speaker uses unlabelled test-speaker features" in md
     assert any(t.startswith("b (transductive)") for t in titles)
     assert pd.read_csv(out / "summary.csv")["system"].tolist() == ["a", "b (transductive)"]
+
+
+def test_speaker_normalisation_named_once_and_an_ensemble_row_lists_its_members(store):
+    """A record's own transductive_reason and its normalize=speaker give one caveat line, not
+    two; an ensemble's row in the systems table names every member family, not the first."""
+    from serray.commands.ensemble import write_ensemble_folder
+    from serray.ensemble import members_from_predictions, run_ensemble_search
+    from serray.training.resources import Resources
+    from serray.training.spec import TRANSDUCTIVE_SPEAKER_NORM
+
+    w, _ = store
+    write_record(w, "a", seed=0, model="svm", features="egemaps", normalize="speaker",
+                 transductive=True, transductive_reason=TRANSDUCTIVE_SPEAKER_NORM)
+    write_record(w, "c", seeds=[0, 1], model="dcnn", features="mfb", normalize="speaker")
+    members = members_from_predictions(predictions.read_predictions(w, ["a", "c"]), predictions.run_classes(w, "a"))
+    res = run_ensemble_search(members, [3], resources=Resources(parallel=False), progress=False, selection="validation")
+    write_ensemble_folder(res, members, w / "ensemble" / "ens")
+    md = (write_report(w, ["a", "ensemble:ens"], options=ReportOptions(n_boot=50)) / "report.md").read_text()
+    assert md.count("- **a**: transductive") == 1
+    assert md.count("- **ensemble:ens**: transductive") == 1
+    assert f"- **a**: transductive: {TRANSDUCTIVE_SPEAKER_NORM}" in md
+    row = next(line for line in md.splitlines() if line.startswith("| ensemble:ens"))
+    assert re.search(r"\|\s*svm, dcnn\s*\|\s*egemaps, mfb\s*\|", row), row
 
 
 def test_tune_experiment_resolves_to_best_trial_and_ambiguous_runs_fail(tmp_path):

@@ -38,7 +38,6 @@ __all__ = ["System", "parse_name", "resolve_systems", "check_same_classes", "cav
 
 log = logging.getLogger(__name__)
 
-TRANSDUCTIVE_SPEAKER_NORM = "transductive: speaker normalisation uses each test speaker's own feature statistics"
 
 
 @dataclass
@@ -114,9 +113,11 @@ def caveats_of_record(record: dict) -> list[str]:
         >>> caveats_of_record({"normalize": "global", "notes": ["x"]})
         []
     """
+    from serray.training.spec import TRANSDUCTIVE_SPEAKER_NORM
+
     out = []
-    if record.get("normalize") == "speaker":
-        out.append(TRANSDUCTIVE_SPEAKER_NORM)
+    if record.get("normalize") == "speaker":  # the line the record's transductive_reason gives, once
+        out.append(f"transductive: {TRANSDUCTIVE_SPEAKER_NORM}")
     folds = (record.get("metrics") or {}).get("folds") or []
     if any("speaker-dependent" in str(f.get("name", "")) for f in folds):
         out.append("optimistic: speaker-dependent folds (test speakers also in training)")

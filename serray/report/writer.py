@@ -109,12 +109,13 @@ def _manifest(workdir: Path) -> pd.DataFrame | None:
 
 
 def _systems_table(systems: Sequence[System]) -> pd.DataFrame:
+    """One row per system; an ensemble's model, features, ... list its members' distinct values."""
     rows = []
     for s in systems:
-        rec = s.records[0] if s.records else {}
-        rows.append({"system": s.label, "kind": s.kind, "model": rec.get("model", ""), "features": rec.get("features", ""),
-                     "protocol": rec.get("protocol", ""), "normalize": rec.get("normalize", ""), "seeds": s.n_seeds,
-                     "config_id": ",".join(sorted(s.predictions["config_id"].unique()))})
+        row = {"system": s.label, "kind": s.kind}
+        for key in ("model", "features", "protocol", "normalize"):
+            row[key] = ", ".join(dict.fromkeys(str(r[key]) for r in s.records if r.get(key) not in (None, "")))
+        rows.append({**row, "seeds": s.n_seeds, "config_id": ",".join(sorted(s.predictions["config_id"].unique()))})
     return pd.DataFrame(rows)
 
 
