@@ -35,23 +35,14 @@ RECURRENT = ("cnn_lstm", "mtl", "mgnas", "dmf_seq", "adarl", "nhnn")
 
 def fingerprint() -> str:
     """What bit-identical floats depend on: torch, its CPU kernels, the machine, the CPU count,
-    and the CPU itself (the same torch build rounds differently on an AMD and an Intel CPU
-    with the same instruction set: 3.6e-7 on adarl's logits, 6e-5 on cnn_lstm's)."""
+    and the CPU model (the same torch build rounds differently on another CPU model with the
+    same kernel level: on an AMD EPYC 3.6e-7 on adarl's logits, 6e-5 on cnn_lstm's)."""
     import torch
 
+    from serray.training.interface import cpu_name
+
     return (f"torch={torch.__version__} cpu={torch.backends.cpu.get_cpu_capability()} "
-            f"machine={platform.machine()} cpus={os.cpu_count()} model={cpu_model()}")
-
-
-def cpu_model() -> str:
-    """The CPU's vendor and model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)  # the last CPU's; all are alike
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return f"{fields.get('vendor_id', '')} {fields.get('model name', platform.processor())}".strip() or "unknown"
+            f"machine={platform.machine()} cpus={os.cpu_count()} model={cpu_name()}")
 
 
 def manifest() -> pd.DataFrame:

@@ -55,6 +55,17 @@ def test_records_hold_every_torch_folds_epochs_and_none_for_scikit_learn(runs):
     assert "model_records" not in short, "an mlp reports nothing per fold: no model-record section"
 
 
+def test_records_name_the_cpu_every_torch_seed_trained_on(runs):
+    """The same seed and thread count round differently on another CPU model (a recurrent
+    model's training can then end elsewhere), so records say which CPU each seed used."""
+    from serray.training.interface import cpu_name
+
+    assert _record(runs, "mlp-short")["cpus"] == {"0": [cpu_name()], "1": [cpu_name()]}
+    assert _record(runs, "mlp-r")["cpus"] == [cpu_name()]
+    assert _record(runs, "svm-r")["cpus"] is None and "cpus" not in _record(runs, "svm-r")["metrics"]
+    assert cpu_name().endswith(")"), "torch trained here, so the kernel level is named"
+
+
 def test_report_summarises_the_epochs_and_flags_a_budget_that_ended_training(runs, tmp_path):
     out = write_report(runs, ["mlp-short", "mlp-base", "svm-r"], out=tmp_path / "rep")
     summary = pd.read_csv(out / "summary.csv").set_index("kind", drop=False)

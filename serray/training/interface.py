@@ -7,8 +7,10 @@ steps through the same dicts (see :mod:`serray.training.trainer`) and ends with 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from serray.models.registry import ModelSpec
     from serray.training.data import FoldData
 
-__all__ = ["FoldResult", "FoldTrainer", "kept_base", "pooled_val_ua", "softmax"]
+__all__ = ["FoldResult", "FoldTrainer", "cpu_name", "kept_base", "pooled_val_ua", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,6 +51,9 @@ class FoldResult:
         n_train: Training utterances.
         threads: Torch intra-op threads the fold trained with (``None`` for scikit-learn);
             CPU results are bit-identical for the same seed and the same thread count.
+        cpu: The CPU the fold trained on (:func:`cpu_name`; ``None`` for scikit-learn): the
+            same seed and threads on another CPU model round differently, and a recurrent
+            model's training can end elsewhere.
         model_record: What the model reports of this fold (its optional ``fold_record()``,
             JSON-able: e.g. groups found, gate or layer weights); kept in the run record.
         kept: The trained model's state (:meth:`FoldTrainer.kept_state`) when the driver
@@ -70,6 +75,7 @@ class FoldResult:
     seconds: float = 0.0
     n_train: int = 0
     threads: int | None = None
+    cpu: str | None = None
     model_record: dict = field(default_factory=dict)
     kept: dict | None = None
 
@@ -261,5 +267,28 @@ def _fold_result(
         seconds=seconds,
         n_train=len(d.train),
         threads=threads,
+        cpu=None if threads is None else cpu_name(),
         model_record=dict(model_record or {}),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """This machine's CPU: vendor, model name and torch's CPU kernel level (``/proc/cpuinfo``;
+    ``platform.processor()`` where there is none), e.g. ``AuthenticAMD AMD EPYC (AVX512)``.
+
+    Example:
+        >>> isinstance(cpu_name(), str) and len(cpu_name()) > 0
+        True
+    """
+    import platform
+    import sys
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v}
+    name = f"{fields.get('vendor_id', '')} {fields.get('model name', '') or platform.processor()}".strip() or "unknown CPU"
+    torch = sys.modules.get("torch")  # loaded wherever a torch fold trained; not imported for this
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})" if torch is not None else name

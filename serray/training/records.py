@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from serray.training.trainer import FoldResult
 
 __all__ = ["versions", "clean", "aux_summary", "wave_record", "fold_metrics", "write_fold_predictions", "run_record", "write_run",
-           "fold_epochs", "model_record_path", "write_model_records", "read_model_records", "seed_record",
+           "fold_epochs", "fold_cpus", "model_record_path", "write_model_records", "read_model_records", "seed_record",
            "write_trial_record", "write_search_outcome", "write_nested_summary"]
 
 
@@ -156,8 +156,9 @@ def run_record(run: RunSpec, exp: Experiment, name: str, cfg: dict, cid: str, re
         "n_utterances": int(len(exp.manifest)),
         "excluded_without_features": exp.excluded,
         **wave_record(exp, cfg),
-        # CPU numbers are reproducible for the same seed *and* thread count; record it
+        # CPU numbers are reproducible for the same seed, thread count *and* CPU model; record them
         "torch_threads": sorted({r.threads for r in results if r.threads is not None}) or None,
+        "cpus": fold_cpus(results),
         "versions": versions(),
         **extra,
         "metrics": {"pooled": pooled, "mean": mean, "folds": fold_metrics(results),
@@ -188,8 +189,21 @@ def write_model_records(workdir: str | Path, run_name: str, cid: str, seed: int,
     folds = [{"fold": r.index, "name": r.name, **r.model_record} for r in results if r.model_record]
     epochs = fold_epochs(results)
     if folds or epochs:
-        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds, "epochs": epochs},
+        io.write_json({"config_id": cid, "seed": int(seed), "folds": folds, "epochs": epochs, "cpus": fold_cpus(results)},
                       model_record_path(workdir, run_name, cid, seed))
+
+
+def fold_cpus(results: Sequence[FoldResult]) -> list[str] | None:
+    """The CPUs the torch folds trained on (:func:`serray.training.interface.cpu_name`), sorted;
+    ``None`` for scikit-learn.
+
+    Example:
+        >>> from serray.training.interface import FoldResult
+        >>> e = np.zeros((0,))
+        >>> fold_cpus([FoldResult(0, "f0", ("a", "b"), e, e, e, e, e, e, threads=1, cpu="X (AVX2)")])
+        ['X (AVX2)']
+    """
+    return sorted({r.cpu for r in results if r.cpu}) or None
 
 
 def read_model_records(workdir: str | Path, run_name: str, cid: str, seeds: Sequence[int]) -> dict[int, dict]:
@@ -208,6 +222,7 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
     stored = read_model_records(run.workdir, name, cid, seeds)
     models = {str(s): f["folds"] for s, f in stored.items() if f["folds"]}
     epochs = [{"seed": s, **e} for s, f in stored.items() for e in f.get("epochs") or []]  # seeds trained before: none
+    cpus = {str(s): f["cpus"] for s, f in stored.items() if f.get("cpus")}  # seeds trained before 2026-12-08: none
     return {
         "run": name,
         "model": exp.spec.name,
@@ -230,6 +245,7 @@ def seed_record(run: RunSpec, exp: Experiment, *, name: str, variant: str, cfg: 
             **({"fold_epochs": epochs} if epochs else {}),
         },
         **({"model_records": models} if models else {}),
+        **({"cpus": cpus} if cpus else {}),
         "settings": dict(settings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

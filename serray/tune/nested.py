@@ -189,7 +189,8 @@ def _save_fold(folder: Path, summary: dict, res: Any) -> None:
     np.savez(buf, **arrays)
     io.write_bytes(buf.getvalue(), folder / f"{res.index}.npz")
     meta = {"classes": list(res.classes), "history": res.history, "best_epoch": res.best_epoch, "epochs": res.epochs,
-            "seconds": res.seconds, "n_train": res.n_train, "threads": res.threads, "model_record": res.model_record}
+            "seconds": res.seconds, "n_train": res.n_train, "threads": res.threads, "cpu": res.cpu,
+            "model_record": res.model_record}
     io.write_json({**summary, "result": meta}, folder / f"{res.index}.json")
 
 
