@@ -78,6 +78,9 @@ def test_report_summarises_the_epochs_and_flags_a_budget_that_ended_training(run
     assert pd.isna(svm["best_epoch_median"]), "scikit-learn models have no epochs"
     text = (out / "report.md").read_text()
     assert text.count("Epochs: early stopping kept epoch") == 2
+    from serray.training.interface import cpu_name
+
+    assert text.count(f"Trained on: {cpu_name()} (seeds 0, 1).") == 2  # mlp-short and mlp-base; none for the svm
     assert "over 6 fold model(s)" in text
 
 

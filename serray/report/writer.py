@@ -192,6 +192,9 @@ def _system_section(doc: Document, m: cmp.SystemMetrics, opts: ReportOptions, ou
         return
     if "best_epoch_median" in m.summary:
         doc.text(_epochs_text(m.summary, any((r.get("config") or {}).get("early_stop") == "none" for r in s.records)))
+    cpus = _cpus_text(s.records)
+    if cpus:
+        doc.text(cpus)
     for rec in s.records:
         _model_records_section(doc, s, rec, out, name)
 
@@ -207,6 +210,31 @@ def _epochs_text(summary: dict, fixed: bool) -> str:
             f"fold model(s); {round(share * n)} of {n} still improved on their last epoch")
     return text + (" (the epoch budget, not the validation score, ended most of them: more epochs may help)."
                    if share > 0.5 else ".")
+
+
+def _cpus_text(records: Sequence[dict]) -> str | None:
+    """One line naming the CPUs the torch folds trained on (the records' ``cpus``: a list in a
+    train record, seed -> list in a seeds record), or ``None`` where none is recorded.
+
+    Example:
+        >>> _cpus_text([{"cpus": {"0": ["A"], "1": ["A"], "2": ["B"]}}]).split(". ")[0]
+        'Trained on: A (seeds 0, 1); B (seed 2)'
+        >>> _cpus_text([{"seed": 3, "cpus": None}]) is None
+        True
+    """
+    seeds_of: dict[str, set[str]] = {}
+    for rec in records:
+        cpus = rec.get("cpus") or {}
+        for seed, names in (cpus.items() if isinstance(cpus, dict) else [(rec.get("seed", "?"), cpus)]):
+            for cpu in names:
+                seeds_of.setdefault(cpu, set()).add(str(seed))
+    if not seeds_of:
+        return None
+    parts = [f"{cpu} (seed{'s' if len(seeds) > 1 else ''} {', '.join(sorted(seeds, key=lambda x: (len(x), x)))})"
+             for cpu, seeds in sorted(seeds_of.items())]
+    tail = (" The same seed rounds differently on another CPU model, so these seeds reproduce bit for bit only on"
+            " the CPU each was trained on." if len(seeds_of) > 1 else "")
+    return "Trained on: " + "; ".join(parts) + "." + tail
 
 
 def _ensemble_section(doc: Document, s: System, out: Path, name: str) -> None:
